@@ -1,0 +1,22 @@
+"""frugalnet: deep learning that costs less energy, and proves it.
+
+    import frugalnet as fn
+    model = fn.sparsify_(my_cnn, weight_sparsity=0.7, activation_sparsity=0.9, exclude=["fc_out"])
+    result = fn.run_study("sparse-vs-dense", fn.get_study("sparse-vs-dense").config_cls(epochs=3))
+"""
+from frugalnet import data, nn, report, sparsity, studies, utils
+from frugalnet.data import DataBundle, Split, add_pixel_noise
+from frugalnet.nn import KWinners, KWinners2d, SparseConv2d, SparseLinear, update_boost_strength
+from frugalnet.sparsity.convert import sparsify_
+from frugalnet.studies import (FitConfig, RunContext, StudyConfig, available_studies, evaluate, fit, get_study,
+                               register_study, resume_run, run_study)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "data", "nn", "report", "sparsity", "studies", "utils",
+    "DataBundle", "Split", "add_pixel_noise",
+    "KWinners", "KWinners2d", "SparseLinear", "SparseConv2d", "update_boost_strength", "sparsify_",
+    "FitConfig", "RunContext", "StudyConfig", "available_studies", "evaluate", "fit", "get_study",
+    "register_study", "resume_run", "run_study", "__version__",
+]

@@ -1,0 +1,153 @@
+"""Linear and Conv2d layers whose weights stay sparse under a fixed mask the module enforces itself.
+
+The mask is a bool buffer. Masked weights are exactly zero at construction; global torch.optim hooks zero their
+gradients before every optimizer step (so momentum and Adam moments stay zero there) and re-zero the weights after
+it, so any torch optimizer (SGD with momentum, Adam, AdamW, weight decay) keeps them at zero without the user calling
+anything. Copies made by deepcopy or pickling register themselves too.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+from frugalnet.sparsity.masks import fixed_fan_in, nonzeros_per_unit
+from frugalnet.utils.seeding import make_generator
+
+_LIVE: "weakref.WeakSet[_SparseWeightMixin]" = weakref.WeakSet()
+_HOOK_HANDLE = None
+
+
+def _owned_sparse_modules(optimizer: torch.optim.Optimizer) -> list:
+    if not _LIVE:
+        return []
+    owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return [m for m in list(_LIVE) if id(m.weight) in owned]
+
+
+def _mask_grads_before_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    for module in _owned_sparse_modules(optimizer):
+        if module.weight.grad is not None:
+            module.weight.grad.mul_(module.weight_mask)
+
+
+def _rezero_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    for module in _owned_sparse_modules(optimizer):
+        module.apply_mask_()
+
+
+def _install_optimizer_hooks() -> None:
+    global _HOOK_HANDLE
+    if _HOOK_HANDLE is None:
+        _HOOK_HANDLE = (register_optimizer_step_pre_hook(_mask_grads_before_step),
+                        register_optimizer_step_post_hook(_rezero_after_step))
+
+
+class _SparseWeightMixin:
+    weight: nn.Parameter
+    weight_mask: Tensor
+
+    def _setup_mask(self, mask: Tensor | None, sparsity: float, seed: int | None) -> None:
+        if mask is None:
+            gen = make_generator(seed) if seed is not None else None
+            mask = fixed_fan_in(tuple(self.weight.shape), sparsity, gen)
+        else:
+            mask = torch.as_tensor(mask).to(torch.bool)
+            if tuple(mask.shape) != tuple(self.weight.shape):
+                raise ValueError(f"mask shape {tuple(mask.shape)} does not match weight shape "
+                                 f"{tuple(self.weight.shape)}")
+        self.register_buffer("weight_mask", mask.to(self.weight.device))
+        _install_optimizer_hooks()
+        _LIVE.add(self)
+
+    def __setstate__(self, state) -> None:  # deepcopy / unpickling: the copy enforces its mask too
+        super().__setstate__(state)
+        _install_optimizer_hooks()
+        _LIVE.add(self)
+
+    def _sparse_init(self) -> None:
+        """Kaiming-uniform scaled by the *sparse* fan-in, so activations keep the scale of a dense layer."""
+        fan_in = max(1, int(self.weight_mask.view(self.weight_mask.shape[0], -1).sum(1).float().mean().item()))
+        bound = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            if getattr(self, "bias", None) is not None:
+                self.bias.uniform_(-bound, bound)
+        self.apply_mask_()
+
+    @torch.no_grad()
+    def apply_mask_(self) -> None:
+        """Zero the masked weights in place (the module does this itself after each optimizer step)."""
+        self.weight.mul_(self.weight_mask)
+
+    @property
+    def weight_density(self) -> float:
+        return float(self.weight_mask.float().mean())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # keep the zeros exact after loading
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.apply_mask_()
+
+
+class SparseLinear(_SparseWeightMixin, nn.Linear):
+    """Linear layer in which each output unit has exactly round((1 - sparsity) * in_features) nonzero weights.
+
+    Args:
+        in_features, out_features, bias: as for nn.Linear.
+        sparsity: fraction of zero weights per unit, in [0, 1).
+        mask: optional bool mask of shape (out_features, in_features), e.g. from `masks.complementary`; overrides
+            `sparsity`.
+        seed: seed for the random mask (None draws from torch's global generator).
+
+    Shape: (*, in_features) -> (*, out_features).
+    """
+
+    def __init__(self, in_features: int, out_features: int, sparsity: float, bias: bool = True,
+                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None) -> None:
+        if mask is None:
+            nonzeros_per_unit(in_features, sparsity)  # validate before allocating
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.sparsity = float(sparsity) if mask is None else 1.0 - float(torch.as_tensor(mask).float().mean())
+        self._setup_mask(mask, sparsity, seed)
+        self._sparse_init()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"SparseLinear(in_features={self.in_features}) expects input of shape "
+                             f"(*, {self.in_features}), got {tuple(x.shape)}")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", sparsity={self.sparsity:.3g}"
+
+
+class SparseConv2d(_SparseWeightMixin, nn.Conv2d):
+    """Conv2d in which each output channel has exactly round((1 - sparsity) * in/groups * kh * kw) nonzero weights.
+
+    Takes nn.Conv2d's arguments plus `sparsity` in [0, 1), an optional `mask` shaped like the weight and a `seed`.
+    Shape: (B, in_channels, H, W) -> (B, out_channels, H', W').
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, sparsity: float, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+        if mask is None:
+            nonzeros_per_unit(self.weight[0].numel(), sparsity)
+        self.sparsity = float(sparsity) if mask is None else 1.0 - float(torch.as_tensor(mask).float().mean())
+        self._setup_mask(mask, sparsity, seed)
+        self._sparse_init()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"SparseConv2d(in_channels={self.in_channels}) expects input of shape "
+                             f"(batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", sparsity={self.sparsity:.3g}"

@@ -1,0 +1,19 @@
+"""Reproducible seeds: the same seed gives the same numbers on the same machine."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(int(seed))
+    return gen
