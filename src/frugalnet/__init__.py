@@ -4,8 +4,9 @@
     model = fn.sparsify_(my_cnn, weight_sparsity=0.7, activation_sparsity=0.9, exclude=["fc_out"])
     result = fn.run_study("sparse-vs-dense", fn.get_study("sparse-vs-dense").config_cls(epochs=3))
 """
-from frugalnet import data, nn, report, sparsity, studies, utils
+from frugalnet import data, energy, nn, report, sparsity, studies, utils
 from frugalnet.data import DataBundle, Split, add_pixel_noise
+from frugalnet.energy import Ledger, Meter, model_cost
 from frugalnet.nn import KWinners, KWinners2d, SparseConv2d, SparseLinear, update_boost_strength
 from frugalnet.sparsity.convert import sparsify_
 from frugalnet.studies import (FitConfig, RunContext, StudyConfig, available_studies, evaluate, fit, get_study,
@@ -14,8 +15,8 @@ from frugalnet.studies import (FitConfig, RunContext, StudyConfig, available_stu
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "nn", "report", "sparsity", "studies", "utils",
-    "DataBundle", "Split", "add_pixel_noise",
+    "data", "energy", "nn", "report", "sparsity", "studies", "utils",
+    "DataBundle", "Split", "add_pixel_noise", "Ledger", "Meter", "model_cost",
     "KWinners", "KWinners2d", "SparseLinear", "SparseConv2d", "update_boost_strength", "sparsify_",
     "FitConfig", "RunContext", "StudyConfig", "available_studies", "evaluate", "fit", "get_study",
     "register_study", "resume_run", "run_study", "__version__",

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
+    sub.add_parser("energy", add_help=False,
+                   help="meter any command: frugalnet energy [--cpu-watts W] [--country XX] [--intensity G] -- CMD ...")
+
     p = sub.add_parser("run", help="run a study: frugalnet run STUDY --help lists its options")
     study_sub = p.add_subparsers(dest="study", required=True, metavar="STUDY")
     for name, spec in available_studies().items():
@@ -119,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["energy"]:   # its own parser: everything after -- belongs to the metered command
+        from frugalnet.energy.command import main as energy_main
+
+        return energy_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -18,6 +18,9 @@ class StudyConfig:
     runs_dir: str = "runs"     # where run folders go
     quiet: bool = False        # no progress bars
     device: str = "cpu"        # cpu or cuda
+    cpu_watts: float = 0.0     # watts per busy core for the energy estimate (0: the documented default)
+    country: str = ""          # ISO code for the grid's carbon intensity ("" : world average)
+    intensity: float = 0.0     # grid intensity in g CO2e/kWh (0: from --country)
 
     def validate(self) -> None:
         """Raise ValueError naming the parameter, its value and the allowed range."""
@@ -32,8 +35,16 @@ class StudyConfig:
 
             if not torch.cuda.is_available():
                 raise ValueError(f"device={self.device!r} but no CUDA GPU is available; use --device cpu")
+        for name in ("cpu_watts", "intensity"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 means the default), got {getattr(self, name)}")
         if not self.name or "/" in self.name:
             raise ValueError(f"name must be a non-empty string without '/', got {self.name!r}")
+
+    def meter_kwargs(self) -> dict:
+        """Arguments for frugalnet.energy.Meter from the energy options."""
+        return {"cpu_watts": self.cpu_watts or None, "country": self.country or None,
+                "intensity": self.intensity or None}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

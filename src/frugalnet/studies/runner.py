@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from frugalnet.energy.meter import Meter
 from frugalnet.report import Report
 from frugalnet.studies import distributed as dist_utils
 from frugalnet.studies.registry import StudyConfig, StudySpec, get_study
@@ -148,15 +149,21 @@ def run_study(study: str | StudySpec, config: StudyConfig | None = None, *, run_
     ctx = RunContext(spec, config, path, resumed=resume)
     ctx.log(event="start" if not resume else "resume")
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    results = spec.fn(ctx)
+    with Meter(**config.meter_kwargs()) as meter:
+        results = spec.fn(ctx)
     timing = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0}
+    energy = meter.result.to_dict()
 
     payload = {"study": spec.name, "config": config.to_dict(), "results": results, "timing": timing,
-               "finished": datetime.now().isoformat(timespec="seconds")}
+               "energy": energy, "finished": datetime.now().isoformat(timespec="seconds")}
     if dist_utils.is_main():
         atomic_write_json(path / "results.json", payload)
+        ctx.report.heading("Energy and carbon of this run")
+        if resume:
+            ctx.report.text("This run was resumed: the figures cover the resumed part only.")
+        meter.result.add_to_report(ctx.report, "Energy and carbon of this run (this process)")
         ctx.report.write(path)
-    ctx.log(event="end", **timing)
+    ctx.log(event="end", **timing, energy_j=energy.get("energy_j"))
     dist_utils.barrier()
     return RunResult(spec.name, path, results)
 

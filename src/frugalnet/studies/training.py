@@ -65,7 +65,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
 def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transform: Callable[[Tensor], Tensor] | None
         = None, checkpoint: str | None = None, log: Callable[..., None] | None = None, desc: str = "train",
         optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-        on_epoch_end: Callable[[int, nn.Module], None] | None = None, device: torch.device | str = "cpu") -> dict:
+        on_epoch_end: Callable[[int, nn.Module], dict | None] | None = None, device: torch.device | str = "cpu") -> dict:
     """Train `model` on `train` and return {"history": [...], "train_seconds": float, "epochs": int}.
 
     Args:
@@ -74,7 +74,8 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
         log: called with per-epoch metrics (e.g. RunContext.log).
         optimizer: use this optimizer instead of building one from cfg.
         loss_fn: defaults to cross-entropy with mean reduction over the global batch.
-        on_epoch_end: called with (epoch, model) after each epoch.
+        on_epoch_end: called with (epoch, model) after each epoch; a dict it returns (e.g. test accuracy) joins that
+            epoch's record, so it is logged, checkpointed and survives a resume. The model is put back in train mode.
     """
     cfg.validate()
     device = torch.device(device)
@@ -132,12 +133,13 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
         sched.step()
         if cfg.boost_decay:
             update_boost_strength(core)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, core)
         loss_sum, correct, seen = dist_utils.all_reduce_sum([loss_sum, correct, seen])
         train_seconds += time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                  "epoch_seconds": time.perf_counter() - t0}
+        record = {"epoch": epoch + 1, "samples": (epoch + 1) * n, "train_loss": loss_sum / max(seen, 1),
+                  "train_acc": correct / max(seen, 1), "epoch_seconds": time.perf_counter() - t0}
+        if on_epoch_end is not None:
+            record.update(on_epoch_end(epoch, core) or {})
+            core.train()
         history.append(record)
         if log is not None:
             log(unit=desc, **record)

@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+
+from frugalnet.nn import KWinners, KWinners2d, update_boost_strength
+
+
+def test_shapes_and_exact_k_train_and_eval():
+    kw = KWinners(100, percent_on=0.1, k_inference_factor=1.5)
+    x = torch.randn(16, 100)
+    y = kw.train()(x)
+    assert y.shape == x.shape
+    assert ((y != 0).sum(1) == 10).all()
+    y = kw.eval()(x)
+    assert ((y != 0).sum(1) == 15).all()  # floor(10 * 1.5)
+
+
+def test_inference_k_capped_at_n():
+    kw = KWinners(10, percent_on=0.9, k_inference_factor=2.0).eval()
+    assert kw.k == 10
+
+
+def test_winners_keep_raw_values_and_only_winners_get_gradient():
+    kw = KWinners(8, percent_on=0.25, boost_strength=0.0)
+    x = torch.tensor([[5.0, -1.0, 3.0, 0.5, 4.0, 2.0, -3.0, 1.0]], requires_grad=True)
+    y = kw(x)
+    assert torch.equal(y.detach(), torch.tensor([[5.0, 0, 0, 0, 4.0, 0, 0, 0]]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([[1.0, 0, 0, 0, 1.0, 0, 0, 0]]))
+
+
+def test_ties_broken_deterministically_by_lower_index():
+    kw = KWinners(6, percent_on=0.5, boost_strength=0.0)
+    y = kw(torch.ones(3, 6))
+    assert torch.equal(y != 0, torch.tensor([[True, True, True, False, False, False]] * 3))
+
+
+def test_duty_cycle_matches_hand_computation():
+    kw = KWinners(4, percent_on=0.5, boost_strength=0.0, duty_cycle_period=4)
+    x1 = torch.tensor([[4.0, 3.0, 2.0, 1.0], [4.0, 1.0, 3.0, 2.0]])   # wins: units 0,1 and 0,2
+    kw(x1)
+    # period = min(2 seen, 4) = 2: duty = (0 * (2 - 2) + wins) / 2
+    assert torch.allclose(kw.duty_cycle, torch.tensor([1.0, 0.5, 0.5, 0.0]))
+    x2 = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]])   # wins: units 2,3 twice
+    kw(x2)
+    # period = min(4, 4) = 4: duty = (duty * (4 - 2) + wins) / 4
+    expected = (torch.tensor([1.0, 0.5, 0.5, 0.0]) * 2 + torch.tensor([0.0, 0.0, 2.0, 2.0])) / 4
+    assert torch.allclose(kw.duty_cycle, expected)
+    # eval does not touch the duty cycle
+    kw.eval()(torch.randn(5, 4))
+    assert torch.allclose(kw.duty_cycle, expected)
+
+
+def test_boosting_moves_wins_toward_rarely_active_units():
+    torch.manual_seed(0)
+    bias = torch.linspace(1.0, 0.0, 20)   # units with a low index are favoured by the input
+
+    def distinct_winners(boost: float) -> int:
+        kw = KWinners(20, percent_on=0.1, boost_strength=boost, duty_cycle_period=200)
+        for _ in range(100):
+            kw(torch.rand(32, 20) * 0.5 + bias)
+        wins = kw(torch.rand(256, 20) * 0.5 + bias) != 0
+        return int((wins.sum(0) > 0).sum())
+
+    assert distinct_winners(boost=20.0) > distinct_winners(boost=0.0)
+
+
+def test_boost_favours_low_duty_unit_on_equal_input():
+    kw = KWinners(2, percent_on=0.5, boost_strength=1.0)
+    kw.duty_cycle.copy_(torch.tensor([0.9, 0.1]))
+    assert torch.equal(kw.eval().winners(torch.ones(1, 2)), torch.tensor([[False, True]]))
+
+
+def test_update_boost_strength_decays():
+    kw = KWinners(10, 0.2, boost_strength=2.0, boost_strength_factor=0.5)
+    model = torch.nn.Sequential(kw)
+    update_boost_strength(model)
+    assert math.isclose(float(kw.boost_strength), 1.0)
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_kwinners2d_exact_k(local):
+    kw = KWinners2d(8, percent_on=0.25, local=local)
+    x = torch.randn(4, 8, 5, 5)
+    y = kw(x)
+    if local:
+        assert ((y != 0).sum(1) == 2).all()        # 2 of 8 channels at every position
+    else:
+        assert ((y != 0).flatten(1).sum(1) == 50).all()   # round(200 * 0.25)
+    assert kw.duty_cycle.shape == (8,)
+    assert torch.isclose(kw.duty_cycle.mean(), torch.tensor(0.25), atol=1e-6)
+
+
+def test_state_dict_round_trip():
+    a = KWinners2d(4, 0.5)
+    a(torch.randn(3, 4, 2, 2))
+    a.update_boost_strength()
+    b = KWinners2d(4, 0.5)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.duty_cycle, b.duty_cycle) and torch.equal(a.boost_strength, b.boost_strength)
+    assert int(b.learning_iterations) == 3
+
+
+@pytest.mark.parametrize("percent_on", [0.0, 1.0, -0.1, 1.5])
+def test_percent_on_outside_open_interval_raises(percent_on):
+    with pytest.raises(ValueError, match="percent_on"):
+        KWinners(10, percent_on)
+
+
+def test_wrong_input_shape_raises_with_expected_shape():
+    with pytest.raises(ValueError, match=r"\(batch, 10\)"):
+        KWinners(10, 0.2)(torch.randn(3, 11))
+    with pytest.raises(ValueError, match="KWinners2d"):
+        KWinners2d(4, 0.2)(torch.randn(3, 4, 5))
