@@ -124,7 +124,7 @@ def train_and_measure(ctx: RunContext, kind: str, seed: int, bundle: DataBundle,
     model = build_model(kind, bundle, cfg, seed)
 
     def on_epoch_end(epoch: int, m: nn.Module) -> dict:  # the learning curve, for the ledger's data factor
-        return {"test_acc": evaluate(m, test, transform=bundle.normalize)}
+        return {"test_acc": evaluate(m, test, transform=bundle.normalize, device=ctx.device)}
 
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                         lr_gamma=cfg.lr_gamma)

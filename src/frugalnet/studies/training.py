@@ -83,6 +83,9 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
     world, rank = dist_utils.world_size(), dist_utils.rank()
     core = model
     if world > 1:
+        for name, buf in core.named_buffers():   # masks come from seeds: a rank that drew others would diverge
+            if name.endswith("weight_mask"):
+                dist_utils.check_same_on_all_ranks(f"sparse mask {name}", buf)
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # k-WTA duty cycles are kept equal by reducing win counts, so buffers need no broadcast.
