@@ -88,6 +88,9 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
                 dist_utils.check_same_on_all_ranks(f"sparse mask {name}", buf)
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        from frugalnet.nn.sync_batchnorm import convert_to_distributed_batchnorm
+
+        convert_to_distributed_batchnorm(core)   # batch statistics over the global batch, as in 1 process
         # k-WTA duty cycles are kept equal by reducing win counts, so buffers need no broadcast.
         model = DDP(model, broadcast_buffers=False, device_ids=None if device.type == "cpu" else [device])
     opt = optimizer if optimizer is not None else make_optimizer(cfg, core.parameters())
