@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 _STUDIES: dict[str, "StudySpec"] = {}
@@ -12,15 +12,16 @@ _STUDIES: dict[str, "StudySpec"] = {}
 class StudyConfig:
     """Fields every study has. Subclass it, add fields with defaults, and extend `validate()`."""
 
-    name: str = "run"          # run name: the folder is runs/<study>/<time>-<name>/
-    seed: int = 0              # first seed; seeds are seed, seed+1, ...
-    seeds: int = 1             # how many seeds to run (results report mean and sd)
-    runs_dir: str = "runs"     # where run folders go
-    quiet: bool = False        # no progress bars
-    device: str = "cpu"        # cpu or cuda
-    cpu_watts: float = 0.0     # watts per busy core for the energy estimate (0: the documented default)
-    country: str = ""          # ISO code for the grid's carbon intensity ("" : world average)
-    intensity: float = 0.0     # grid intensity in g CO2e/kWh (0: from --country)
+    name: str = field(default="run", metadata={"help": "run name: the folder is runs/<study>/<time>-<name>/"})
+    seed: int = field(default=0, metadata={"help": "first seed; seeds are seed, seed+1, ..."})
+    seeds: int = field(default=1, metadata={"help": "how many seeds to run (results give mean and sd)"})
+    runs_dir: str = field(default="runs", metadata={"help": "where run folders go"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bars"})
+    device: str = field(default="cpu", metadata={"help": "cpu, or cuda[:N] where a GPU is present"})
+    cpu_watts: float = field(default=0.0, metadata={"help": "watts per busy core for the energy estimate "
+                                                             "(0: 12 W, Green Algorithms 2021)"})
+    country: str = field(default="", metadata={"help": "ISO code of the grid for carbon (empty: world average)"})
+    intensity: float = field(default=0.0, metadata={"help": "grid intensity in g CO2e/kWh (0: from --country)"})
 
     def validate(self) -> None:
         """Raise ValueError naming the parameter, its value and the allowed range."""
