@@ -14,8 +14,17 @@ from frugalnet.studies import (FitConfig, RunContext, StudyConfig, available_stu
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Lazy: the engine and kernels pull in numba, which `import frugalnet` should not pay for.
+    if name in ("engine", "kernels"):
+        import importlib
+
+        return importlib.import_module(f"frugalnet.{name}")
+    raise AttributeError(f"module 'frugalnet' has no attribute {name!r}")
+
 __all__ = [
-    "data", "energy", "nn", "report", "sparsity", "studies", "utils",
+    "data", "energy", "engine", "kernels", "nn", "report", "sparsity", "studies", "utils",
     "DataBundle", "Split", "add_pixel_noise", "Ledger", "Meter", "model_cost",
     "KWinners", "KWinners2d", "SparseLinear", "SparseConv2d", "update_boost_strength", "sparsify_",
     "FitConfig", "RunContext", "StudyConfig", "available_studies", "evaluate", "fit", "get_study",

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
+    sub.add_parser("bench", add_help=False,
+                   help="sparse-inference benchmark: engine vs PyTorch, CSR, scipy, ONNX Runtime (--help)")
+
     sub.add_parser("energy", add_help=False,
                    help="meter any command: frugalnet energy [--cpu-watts W] [--country XX] [--intensity G] -- CMD ...")
 
@@ -127,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         from frugalnet.energy.command import main as energy_main
 
         return energy_main(argv[1:])
+    if argv[:1] == ["bench"]:    # the benchmark's own parser
+        from frugalnet.engine.benchmark import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -44,6 +44,7 @@ class SparseVsDenseConfig(StudyConfig):
     hidden: int = 700
     channels: tuple = (32, 64)
     engine_speedup: bool = field(default=True, metadata={"help": "measure the compiled inference engine's speedup"})
+    engine_seconds: float = field(default=10.0, metadata={"help": "time budget per batch size for the engine timing"})
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +56,8 @@ class SparseVsDenseConfig(StudyConfig):
                 raise ValueError(f"{name} must be >= 0 (0 means all), got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.engine_seconds > 0:
+            raise ValueError(f"engine_seconds must be > 0, got {self.engine_seconds}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if any(not 0 <= float(v) <= 1 for v in self.noise_levels):
@@ -67,7 +70,7 @@ def demo_config(tiny: bool = False, seeds: int = 3, runs_dir: str = "runs", quie
     """The `frugalnet demo` setting: the full embedded MNIST set, a few minutes on 2 cores; `tiny` is a smoke run."""
     if tiny:
         return SparseVsDenseConfig(name="demo-tiny", seeds=1, epochs=1, train_subset=512, test_subset=200,
-                                   runs_dir=runs_dir, quiet=quiet, noise_levels=(0.0, 0.25, 0.5))
+                                   runs_dir=runs_dir, quiet=quiet, noise_levels=(0.0, 0.25, 0.5), engine_seconds=0.5)
     return SparseVsDenseConfig(name="demo", seeds=seeds, runs_dir=runs_dir, quiet=quiet)
 
 
@@ -160,13 +163,31 @@ def sparse_vs_dense(ctx: RunContext) -> dict:
     runs = [ctx.unit(f"{kind}-seed{seed}", lambda kind=kind, seed=seed: train_and_measure(
         ctx, kind, seed, bundle, train, test)) for seed in ctx.seeds for kind in MODELS]
     summary = summarize(runs)
-    ledger = build_ledger(runs)
+    engine = ctx.unit("engine-speedup", lambda: measure_engine(ctx, bundle, test)) if cfg.engine_speedup else None
+    ledger = build_ledger(runs, engine)
     results = {"dataset": bundle.name, "train_samples": len(train), "test_samples": len(test), "runs": runs,
-               "summary": summary, "ledger": ledger.to_dict(), "ledger_table": ledger.format_table()}
+               "summary": summary, "engine": engine, "ledger": ledger.to_dict(),
+               "ledger_table": ledger.format_table()}
     write_report(ctx, results)
     ctx.report.heading("Savings ledger: sparse against dense FP32")
     ledger.add_to_report(ctx.report, "sparse-vs-dense")
     return results
+
+
+def measure_engine(ctx: RunContext, bundle: DataBundle, test: Split) -> dict:
+    """Compile the trained sparse network (first seed) and time it against PyTorch running the trained dense one."""
+    from frugalnet.engine import measure_speedup
+
+    cfg: SparseVsDenseConfig = ctx.config
+    seed = ctx.seeds[0]
+    models = {}
+    for kind in MODELS:
+        model = build_model(kind, bundle, cfg, seed)
+        model.load_state_dict(torch.load(ctx.checkpoint_path(f"{kind}-seed{seed}-final"), map_location="cpu"))
+        models[kind] = model.eval()
+    example = bundle.normalize(test.x[:1])
+    return measure_speedup(models["sparse"], example, batch_sizes=(1, 64), dense_model=models["dense"],
+                           max_seconds=cfg.engine_seconds)
 
 
 def _mean_curve(runs: list[dict]) -> list[tuple[float, float]]:
@@ -176,8 +197,8 @@ def _mean_curve(runs: list[dict]) -> list[tuple[float, float]]:
             for e in range(epochs)]
 
 
-def build_ledger(runs: list[dict]) -> Ledger:
-    """Sparse against its dense FP32 baseline: compute and precision modelled, data and epochs measured."""
+def build_ledger(runs: list[dict], engine: dict | None = None) -> Ledger:
+    """Sparse against its dense FP32 baseline: compute and precision modelled, data, epochs and speed measured."""
     dense = [r for r in runs if r["model"] == "dense"]
     sparse = [r for r in runs if r["model"] == "sparse"]
     ledger = Ledger("dense fp32", "sparse")
@@ -186,6 +207,12 @@ def build_ledger(runs: list[dict]) -> Ledger:
     dense_curve, sparse_curve = _mean_curve(dense), _mean_curve(sparse)
     ledger.add_data_from_curves(dense_curve, sparse_curve)
     ledger.add_epochs_from_curves([a for _, a in dense_curve], [a for _, a in sparse_curve])
+    if engine is not None:
+        for bs, entry in engine["batches"].items():
+            ledger.add(f"inference speed, batch {bs}", entry["torch_dense_model_s"], entry["engine_s"],
+                       kind="measured", unit="s", in_product=False,
+                       note=f"trained dense CNN-2 in PyTorch vs compiled sparse engine; outputs match "
+                            f"PyTorch: {entry['outputs_match']}; realises the compute factor, so not multiplied")
     energy = [mean_sd([r["train_energy"]["energy_j"] for r in rs])[0] for rs in (dense, sparse)]
     estimated = any(r["train_energy"]["estimated"] for r in runs)
     ledger.add("metered training energy", energy[0], energy[1], kind="estimated" if estimated else "measured",
@@ -252,6 +279,14 @@ def write_report(ctx: RunContext, results: dict) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     rep.figure(fig, "accuracy_vs_noise", "Accuracy vs noise (mean ± sd over seeds)")
+
+    if results.get("engine"):
+        rep.heading("Compiled inference engine (trained sparse network, first seed)")
+        rows = [[bs, 1e3 * e["torch_dense_model_s"], 1e3 * e["torch_s"], 1e3 * e["engine_s"],
+                 f"{e['speedup_vs_dense_model']:.2f}x", e["outputs_match"]]
+                for bs, e in results["engine"]["batches"].items()]
+        rep.table(["batch", "dense PyTorch ms", "sparse PyTorch ms", "sparse engine ms", "speedup vs dense",
+                   "outputs match"], rows, "medians of interleaved repeats, measured in this run")
 
     rep.heading("Measured activation sparsity (eval mode)")
     layer_names = sorted({n for kind in MODELS if kind in s for n in s[kind]["activation_sparsity"]})

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _atomic_replace(path: Path, write) -> None:
+def atomic_replace(path: str | Path, write) -> None:
+    """Call write(handle) on a temporary file beside `path`, then rename it over `path` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,7 +37,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic_replace(Path(path), lambda h: h.write(text.encode("utf-8")))
+    atomic_replace(Path(path), lambda h: h.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -46,7 +47,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
-    _atomic_replace(Path(path), lambda h: torch.save(obj, h))
+    atomic_replace(Path(path), lambda h: torch.save(obj, h))
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:

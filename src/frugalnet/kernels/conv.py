@@ -1,0 +1,172 @@
+"""Direct (im2col-free) Conv2d kernels for sparse weights, with dense input or sparse (k-WTA) input. NCHW in/out.
+
+* `conv_dense_input`: for each output channel, loop over its nonzero taps only; each tap adds a shifted input row,
+  scaled by the weight, to an output row (contiguous, vectorised when stride is 1). Input must be padded already.
+* `conv_active_dense_taps` / `conv_active_sparse_taps`: iterate over the active input positions only; each active
+  input scatters value x weight-vector into the outputs it reaches (all Cout of a tap, or only its nonzero ones).
+Groups are handled by the caller expanding the weight to its block-diagonal (Cout, Cin, kh, kw) form: the zeros
+cost nothing in the sparse-tap layouts.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from frugalnet.kernels._jit import JIT, kernel
+
+
+@kernel
+def conv_dense_input(xp, ptr, taps, val, bias, sh, sw, dh, dw, out):
+    """Sparse-weight conv of padded xp (B, Cin, Hp, Wp) into out (B, Cout, OH, OW); parallel over (sample, Cout)."""
+    batch = xp.shape[0]
+    cout, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    for p in prange(batch * cout):
+        b = p // cout
+        co = p % cout
+        o = out[b, co]
+        for oy in range(oh):
+            for ox in range(ow):
+                o[oy, ox] = bias[co]
+        for t in range(ptr[co], ptr[co + 1]):
+            ci = taps[t, 0]
+            y0 = taps[t, 1] * dh
+            x0 = taps[t, 2] * dw
+            w = val[t]
+            plane = xp[b, ci]
+            for oy in range(oh):
+                src = plane[y0 + oy * sh]
+                dst = o[oy]
+                if sw == 1:
+                    for ox in range(ow):
+                        dst[ox] += w * src[x0 + ox]
+                else:
+                    for ox in range(ow):
+                        dst[ox] += w * src[x0 + ox * sw]
+
+
+@kernel
+def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph, pw, dh, dw, out, nchunks):
+    """Sparse-input conv with per-tap dense weight vectors wt (Cin, kh, kw, Cout); out (B, Cout, OH, OW)."""
+    batch = aidx.shape[0]
+    kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    hw = in_h * in_w
+    part = np.zeros((batch * nchunks, oh, ow, cout), dtype=np.float32)
+    for p in prange(batch * nchunks):
+        b = p // nchunks
+        c = p % nchunks
+        n = counts[b]
+        step = (n + nchunks - 1) // nchunks
+        acc = part[p]
+        for t in range(c * step, min(n, (c + 1) * step)):
+            f = aidx[b, t]
+            v = aval[b, t]
+            ci = f // hw
+            rem = f - ci * hw
+            iy = rem // in_w
+            ix = rem - iy * in_w
+            for ky in range(kh):
+                ny = iy + ph - ky * dh
+                if ny < 0 or ny % sh != 0:
+                    continue
+                oy = ny // sh
+                if oy >= oh:
+                    continue
+                for kx in range(kw):
+                    nx = ix + pw - kx * dw
+                    if nx < 0 or nx % sw != 0:
+                        continue
+                    ox = nx // sw
+                    if ox >= ow:
+                        continue
+                    w = wt[ci, ky, kx]
+                    a = acc[oy, ox]
+                    for co in range(cout):
+                        a[co] += v * w[co]
+    _gather_parts(part, bias, nchunks, out)
+
+
+@kernel
+def conv_active_sparse_taps(aidx, aval, counts, in_h, in_w, kh, kw, ptr, idx, val, bias, sh, sw, ph, pw, dh, dw,
+                            out, nchunks):
+    """Sparse-input conv with per-tap compressed weights (CSC over (Cout, Cin*kh*kw)); out (B, Cout, OH, OW)."""
+    batch = aidx.shape[0]
+    cout, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    hw = in_h * in_w
+    part = np.zeros((batch * nchunks, oh, ow, cout), dtype=np.float32)
+    for p in prange(batch * nchunks):
+        b = p // nchunks
+        c = p % nchunks
+        n = counts[b]
+        step = (n + nchunks - 1) // nchunks
+        acc = part[p]
+        for t in range(c * step, min(n, (c + 1) * step)):
+            f = aidx[b, t]
+            v = aval[b, t]
+            ci = f // hw
+            rem = f - ci * hw
+            iy = rem // in_w
+            ix = rem - iy * in_w
+            for ky in range(kh):
+                ny = iy + ph - ky * dh
+                if ny < 0 or ny % sh != 0:
+                    continue
+                oy = ny // sh
+                if oy >= oh:
+                    continue
+                for kx in range(kw):
+                    nx = ix + pw - kx * dw
+                    if nx < 0 or nx % sw != 0:
+                        continue
+                    ox = nx // sw
+                    if ox >= ow:
+                        continue
+                    tap = (ci * kh + ky) * kw + kx
+                    a = acc[oy, ox]
+                    for j in range(ptr[tap], ptr[tap + 1]):
+                        a[idx[j]] += v * val[j]
+    _gather_parts(part, bias, nchunks, out)
+
+
+@njit(**JIT)
+def _gather_parts(part, bias, nchunks, out):
+    """out[b, co, oy, ox] = bias[co] + sum of the nchunks partial (OH, OW, Cout) maps of sample b."""
+    batch, cout, oh, ow = out.shape
+    for b in range(batch):
+        for co in range(cout):
+            for oy in range(oh):
+                for ox in range(ow):
+                    s = bias[co]
+                    for c in range(nchunks):
+                        s += part[b * nchunks + c, oy, ox, co]
+                    out[b, co, oy, ox] = s
+
+
+@kernel
+def pad_nchw(x, ph, pw, out):
+    """Zero-pad x (B, C, H, W) by (ph, pw) on each side into out (B, C, H + 2ph, W + 2pw)."""
+    b_, c_, h, w = x.shape
+    for p in prange(b_ * c_):
+        b = p // c_
+        c = p % c_
+        o = out[b, c]
+        o[:, :] = 0.0
+        for y in range(h):
+            for xx in range(w):
+                o[y + ph, xx + pw] = x[b, c, y, xx]
+
+
+def conv_output_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
+    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def expand_groups(weight: np.ndarray, groups: int) -> np.ndarray:
+    """(Cout, Cin/groups, kh, kw) -> block-diagonal (Cout, Cin, kh, kw) so grouped convs use the same kernels."""
+    if groups == 1:
+        return np.ascontiguousarray(weight, dtype=np.float32)
+    cout, cin_g, kh, kw = weight.shape
+    cout_g = cout // groups
+    full = np.zeros((cout, cin_g * groups, kh, kw), np.float32)
+    for g in range(groups):
+        full[g * cout_g:(g + 1) * cout_g, g * cin_g:(g + 1) * cin_g] = weight[g * cout_g:(g + 1) * cout_g]
+    return full

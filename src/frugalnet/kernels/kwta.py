@@ -1,0 +1,119 @@
+"""k-winners-take-all selection that reproduces frugalnet.nn.kwinners.topk_mask exactly, in O(n) per row.
+
+A stable descending sort keeps every value above the k-th largest plus the lowest-indexed ties at it; we find the
+k-th largest with a partition and take the same set, returning winners as (index, raw value) pairs in index order:
+the sparse form the sparse-input kernels consume.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from frugalnet.kernels._jit import JIT, kernel
+
+
+@njit(**JIT)
+def kth_largest(a, k):
+    """The k-th largest value of a 1-D array (k >= 1); reorders `a` in place (Hoare quickselect)."""
+    lo, hi = 0, a.shape[0] - 1
+    target = a.shape[0] - k  # index in ascending order
+    while lo < hi:
+        mid = (lo + hi) // 2
+        # median of three as pivot
+        x, y, z = a[lo], a[mid], a[hi]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+            if x > y:
+                y = x
+        pivot = y
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            return a[target]
+    return a[target]
+
+
+@kernel
+def kwta_rows(x, boost, k, aidx, aval):
+    """Winners of each row of x (B, n) by boosted score x * boost (boost (n,)): aidx/aval (B, k) in index order."""
+    n = x.shape[1]
+    for b in prange(x.shape[0]):
+        row = x[b]
+        if k >= n:
+            for i in range(n):
+                aidx[b, i] = i
+                aval[b, i] = row[i]
+            continue
+        scores = np.empty(n, dtype=np.float32)
+        for i in range(n):
+            scores[i] = row[i] * boost[i]
+        thr = kth_largest(scores.copy(), k)
+        above = 0
+        for i in range(n):
+            if scores[i] > thr:
+                above += 1
+        ties = k - above
+        c = 0
+        for i in range(n):
+            s = scores[i]
+            if s > thr or (s == thr and ties > 0):
+                if s == thr:
+                    ties -= 1
+                aidx[b, c] = i
+                aval[b, c] = row[i]
+                c += 1
+
+
+@kernel
+def scatter_rows(aidx, aval, counts, out):
+    """Dense rows from active (index, value) lists: out (B, n) is zeroed, then filled."""
+    for b in prange(aidx.shape[0]):
+        o = out[b]
+        for i in range(o.shape[0]):
+            o[i] = 0.0
+        for t in range(counts[b]):
+            o[aidx[b, t]] = aval[b, t]
+
+
+def kwta(x: np.ndarray, k: int, boost: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Winners of each row of x (B, n): (indices int32 (B, k), raw values (B, k)); boost defaults to ones."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"kwta expects a 2-D (batch, n) array, got shape {x.shape}")
+    n = x.shape[1]
+    if not 1 <= k:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(int(k), n)
+    boost = np.ones(n, np.float32) if boost is None else np.ascontiguousarray(boost, dtype=np.float32)
+    if boost.shape != (n,):
+        raise ValueError(f"boost must have shape ({n},), got {boost.shape}")
+    aidx = np.empty((x.shape[0], k), np.int32)
+    aval = np.empty((x.shape[0], k), np.float32)
+    kwta_rows(x, boost, k, aidx, aval)
+    return aidx, aval
+
+
+def densify(aidx: np.ndarray, aval: np.ndarray, n: int, counts: np.ndarray | None = None) -> np.ndarray:
+    """The dense (B, n) array whose nonzeros are the given active entries."""
+    if counts is None:
+        counts = np.full(aidx.shape[0], aidx.shape[1], np.int32)
+    out = np.empty((aidx.shape[0], n), np.float32)
+    scatter_rows(np.ascontiguousarray(aidx, np.int32), np.ascontiguousarray(aval, np.float32),
+                 np.ascontiguousarray(counts, np.int32), out)
+    return out

@@ -1,0 +1,151 @@
+"""Sparse Linear kernels: y = x W^T + b with W sparse and x dense, or x given as k-WTA winners (indices, values).
+
+Kernels write into a caller-provided output so the engine can reuse buffers. Shapes: W is (out, in); x is (B, in);
+the active-input form is `aidx` (B, K) int32 positions, `aval` (B, K) values and `counts` (B,) how many of the K
+slots are used in each row (k-WTA gives exactly k; a scan of a dense input gives its nonzeros).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from frugalnet.kernels._jit import kernel
+
+
+@kernel
+def csr_rows(ptr, idx, val, x, bias, out):
+    """Sparse W (CSR) x dense x, one dot product per (row, sample); parallel over output rows. Best at batch 1."""
+    batch = x.shape[0]
+    for r in prange(ptr.shape[0] - 1):
+        s, e = ptr[r], ptr[r + 1]
+        for b in range(batch):
+            acc = 0.0
+            for j in range(s, e):
+                acc += val[j] * x[b, idx[j]]
+            out[b, r] = acc + bias[r]
+
+
+@kernel
+def csr_rows_t(ptr, idx, val, xt, bias, out_t):
+    """Sparse W (CSR) x dense input held transposed, xt (in, B) -> out_t (out, B): each nonzero adds a scaled row
+    of xt to its output row, a contiguous (vectorised) update over the batch. Best at larger batches."""
+    batch = xt.shape[1]
+    for r in prange(ptr.shape[0] - 1):
+        acc = out_t[r]
+        for b in range(batch):
+            acc[b] = bias[r]
+        for j in range(ptr[r], ptr[r + 1]):
+            v = val[j]
+            row = xt[idx[j]]
+            for b in range(batch):
+                acc[b] += v * row[b]
+
+
+@kernel
+def nonzeros(x, aidx, aval, counts):
+    """Write the nonzero entries of each row of x (B, n) as positions/values; aidx, aval must be (B, n)."""
+    for b in prange(x.shape[0]):
+        c = 0
+        row = x[b]
+        for i in range(row.shape[0]):
+            v = row[i]
+            if v != 0:
+                aidx[b, c] = i
+                aval[b, c] = v
+                c += 1
+        counts[b] = c
+
+
+@kernel
+def csc_active(ptr, idx, val, aidx, aval, counts, bias, out, nchunks):
+    """Sparse W (CSC, per input column) x sparse input: each active input adds its column, scaled by its value,
+    to the outputs, so only the weights of active inputs are touched. Work is split over batch x `nchunks` pieces
+    of each row's active list (nchunks > 1 lets two threads share a batch-1 call); partial sums are then added."""
+    batch = aidx.shape[0]
+    n_out = out.shape[1]
+    part = np.zeros((batch * nchunks, n_out), dtype=np.float32)
+    for p in prange(batch * nchunks):
+        b = p // nchunks
+        c = p % nchunks
+        n = counts[b]
+        step = (n + nchunks - 1) // nchunks
+        acc = part[p]
+        for t in range(c * step, min(n, (c + 1) * step)):
+            i = aidx[b, t]
+            v = aval[b, t]
+            for j in range(ptr[i], ptr[i + 1]):
+                acc[idx[j]] += v * val[j]
+    for b in range(batch):  # cheap: O(batch x out)
+        o = out[b]
+        for r in range(n_out):
+            o[r] = bias[r]
+        for c in range(nchunks):
+            acc = part[b * nchunks + c]
+            for r in range(n_out):
+                o[r] += acc[r]
+
+
+@kernel
+def dense_active(wt, aidx, aval, counts, bias, out):
+    """Dense W held as wt (in, out) x sparse input: each active input adds its (contiguous) weight row."""
+    n_out = out.shape[1]
+    for b in prange(aidx.shape[0]):
+        o = out[b]
+        for r in range(n_out):
+            o[r] = bias[r]
+        for t in range(counts[b]):
+            v = aval[b, t]
+            w = wt[aidx[b, t]]
+            for r in range(n_out):
+                o[r] += v * w[r]
+
+
+# ---- plain-numpy conveniences (allocate the output); the engine calls the kernels directly ----------------------
+
+def _bias(bias, n: int) -> np.ndarray:
+    return np.zeros(n, np.float32) if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+
+
+def active_inputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(aidx int32, aval, counts) of the nonzeros of each row of a dense (B, n) float32 array."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    aidx = np.zeros(x.shape, np.int32)  # unused slots stay valid (index 0, value 0)
+    aval = np.zeros(x.shape, np.float32)
+    counts = np.empty(x.shape[0], np.int32)
+    nonzeros(x, aidx, aval, counts)
+    k = int(counts.max()) if len(counts) else 0
+    return aidx[:, :k].copy(), aval[:, :k].copy(), counts
+
+
+def sparse_dense_linear(csr, x: np.ndarray, bias=None, transposed: bool = False) -> np.ndarray:
+    """y = x W^T + b for W given as CSR (formats.to_csr) and dense x (B, in)."""
+    n_out, n_in = csr.shape
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != n_in:
+        raise ValueError(f"x must be (batch, {n_in}), got {x.shape}")
+    b = _bias(bias, n_out)
+    if transposed:
+        out_t = np.empty((n_out, x.shape[0]), np.float32)
+        csr_rows_t(csr.ptr, csr.idx, csr.val, np.ascontiguousarray(x.T), b, out_t)
+        return np.ascontiguousarray(out_t.T)
+    out = np.empty((x.shape[0], n_out), np.float32)
+    csr_rows(csr.ptr, csr.idx, csr.val, x, b, out)
+    return out
+
+
+def sparse_sparse_linear(csc, aidx: np.ndarray, aval: np.ndarray, counts: np.ndarray | None = None, bias=None,
+                         nchunks: int = 1) -> np.ndarray:
+    """y = x W^T + b for W given as CSC (formats.to_csc) and x given by its active inputs (B, K) per row."""
+    n_out, n_in = csc.shape
+    aidx = np.ascontiguousarray(aidx, dtype=np.int32)
+    aval = np.ascontiguousarray(aval, dtype=np.float32)
+    if aidx.shape != aval.shape or aidx.ndim != 2:
+        raise ValueError(f"aidx and aval must be (batch, K) of equal shape, got {aidx.shape} and {aval.shape}")
+    if aidx.size and (aidx.min() < 0 or aidx.max() >= n_in):
+        raise ValueError(f"active input indices must lie in [0, {n_in})")
+    if counts is None:
+        counts = np.full(aidx.shape[0], aidx.shape[1], np.int32)
+    out = np.empty((aidx.shape[0], n_out), np.float32)
+    csc_active(csc.ptr, csc.idx, csc.val, aidx, aval, np.ascontiguousarray(counts, dtype=np.int32),
+               _bias(bias, n_out), out, int(nchunks))
+    return out

@@ -1,0 +1,56 @@
+"""2-D max and average pooling on NCHW float32 arrays (no dilation, floor mode; average counts padding as torch's
+default count_include_pad=True does)."""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from frugalnet.kernels._jit import kernel
+
+
+@kernel
+def max_pool(x, kh, kw, sh, sw, ph, pw, out):
+    b_, c_, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for p in prange(b_ * c_):
+        b = p // c_
+        c = p % c_
+        plane = x[b, c]
+        for oy in range(oh):
+            for ox in range(ow):
+                m = -np.inf
+                for ky in range(kh):
+                    y = oy * sh - ph + ky
+                    if y < 0 or y >= h:
+                        continue
+                    for kx in range(kw):
+                        xx = ox * sw - pw + kx
+                        if xx < 0 or xx >= w:
+                            continue
+                        v = plane[y, xx]
+                        if v > m or v != v:
+                            m = v
+                out[b, c, oy, ox] = m
+
+
+@kernel
+def avg_pool(x, kh, kw, sh, sw, ph, pw, out):
+    b_, c_, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    inv = np.float32(1.0 / (kh * kw))
+    for p in prange(b_ * c_):
+        b = p // c_
+        c = p % c_
+        plane = x[b, c]
+        for oy in range(oh):
+            for ox in range(ow):
+                s = np.float32(0.0)
+                for ky in range(kh):
+                    y = oy * sh - ph + ky
+                    if y < 0 or y >= h:
+                        continue
+                    for kx in range(kw):
+                        xx = ox * sw - pw + kx
+                        if 0 <= xx < w:
+                            s += plane[y, xx]
+                out[b, c, oy, ox] = s * inv

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from frugalnet.kernels import formats, linear, reference
+from kernel_testutils import assert_close, sparse_array
+
+dims = st.integers(1, 70)
+fractions = st.sampled_from([0.0, 0.3, 0.9, 0.99])
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 9), n_in=dims, n_out=dims, ws=fractions, seed=st.integers(0, 2**16),
+       transposed=st.booleans())
+def test_sparse_weight_dense_input_matches_torch(batch, n_in, n_out, ws, seed, transposed):
+    rng = np.random.default_rng(seed)
+    w, x, b = sparse_array(rng, (n_out, n_in), ws), sparse_array(rng, (batch, n_in), 0.0), rng.standard_normal(n_out)
+    b = b.astype(np.float32)
+    out = linear.sparse_dense_linear(formats.to_csr(w), x, b, transposed=transposed)
+    assert_close(out, reference.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 9), n_in=dims, n_out=dims, ws=fractions, xs=fractions, seed=st.integers(0, 2**16),
+       nchunks=st.integers(1, 3))
+def test_sparse_weight_sparse_input_matches_torch(batch, n_in, n_out, ws, xs, seed, nchunks):
+    rng = np.random.default_rng(seed)
+    w, x = sparse_array(rng, (n_out, n_in), ws), sparse_array(rng, (batch, n_in), xs)
+    aidx, aval, counts = linear.active_inputs(x)
+    assert (counts == (x != 0).sum(1)).all()
+    out = linear.sparse_sparse_linear(formats.to_csc(w), aidx, aval, counts, None, nchunks=nchunks)
+    assert_close(out, reference.linear(torch.from_numpy(x), torch.from_numpy(w)))
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 5), n_in=st.integers(2, 60), n_out=dims, seed=st.integers(0, 2**16))
+def test_kwta_indices_drive_sparse_linear(batch, n_in, n_out, seed):
+    """Winners' indices and values (as k-WTA gives them) against the reference that scatters them densely."""
+    rng = np.random.default_rng(seed)
+    w = sparse_array(rng, (n_out, n_in), 0.5)
+    k = max(1, n_in // 4)
+    aidx = np.stack([np.sort(rng.choice(n_in, k, replace=False)) for _ in range(batch)]).astype(np.int32)
+    aval = rng.standard_normal((batch, k)).astype(np.float32)
+    out = linear.sparse_sparse_linear(formats.to_csc(w), aidx, aval)
+    assert_close(out, reference.linear_active(torch.from_numpy(aidx), torch.from_numpy(aval), n_in,
+                                              torch.from_numpy(w)))
+
+
+def test_dense_active_kernel_matches_torch():
+    rng = np.random.default_rng(1)
+    w, x = sparse_array(rng, (13, 40), 0.0), sparse_array(rng, (3, 40), 0.8)
+    aidx, aval, counts = linear.active_inputs(x)
+    out = np.empty((3, 13), np.float32)
+    linear.dense_active(np.ascontiguousarray(w.T), aidx, aval, counts, np.zeros(13, np.float32), out)
+    assert_close(out, reference.linear(torch.from_numpy(x), torch.from_numpy(w)))
+
+
+def test_compact_index_types():
+    w = np.zeros((4, 40000), np.float32)
+    w[0, 39999] = 1.0
+    assert formats.to_csr(w).idx.dtype == np.int32
+    assert formats.to_csc(w).idx.dtype == np.int16
+    assert formats.to_csr(np.eye(8, dtype=np.float32)).idx.dtype == np.int16
+    assert formats.to_csr(np.eye(8, dtype=np.float32)).nnz == 8
+
+
+def test_bad_input_raises():
+    csr = formats.to_csr(np.eye(4, dtype=np.float32))
+    with pytest.raises(ValueError, match="batch, 4"):
+        linear.sparse_dense_linear(csr, np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        linear.sparse_sparse_linear(formats.to_csc(np.eye(4, dtype=np.float32)), np.array([[7]]), np.array([[1.0]]))
+    with pytest.raises(ValueError, match="2-D"):
+        formats.to_csr(np.zeros(3, np.float32))
