@@ -16,15 +16,15 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Lazy: the engine and kernels pull in numba, which `import frugalnet` should not pay for.
-    if name in ("engine", "kernels"):
+    # Lazy: the engine and kernels pull in numba, frames pulls in scipy.spatial; `import frugalnet` need not pay.
+    if name in ("engine", "frames", "kernels"):
         import importlib
 
         return importlib.import_module(f"frugalnet.{name}")
     raise AttributeError(f"module 'frugalnet' has no attribute {name!r}")
 
 __all__ = [
-    "data", "energy", "engine", "kernels", "nn", "report", "sparsity", "studies", "utils",
+    "data", "energy", "engine", "frames", "kernels", "nn", "report", "sparsity", "studies", "utils",
     "DataBundle", "Split", "add_pixel_noise", "Ledger", "Meter", "model_cost",
     "KWinners", "KWinners2d", "SparseLinear", "SparseConv2d", "update_boost_strength", "sparsify_",
     "FitConfig", "RunContext", "StudyConfig", "available_studies", "evaluate", "fit", "get_study",

@@ -1,0 +1,343 @@
+"""An evidence-based learning module: object models as graphs of features at locations, recognition as evidence
+over (object, location, rotation) hypotheses.
+
+Learning: the observations of one exposure (body-frame locations, pose vectors, features) are voxel-thinned into a
+model held in a kd-tree; the model's frame is the body frame at learning time.
+
+Recognition: the first sensation proposes, for every stored point, the rotations that carry the stored pose vectors
+onto the sensed ones (2 when curvature directions are defined, because their sign is arbitrary; `n_rotations`
+about the normal otherwise). Each later sensation moves every hypothesis by the sensed body displacement rotated
+into the hypothesis' object frame, then scores it against the stored points near its new location: agreeing normals
+and curvature directions and matching features raise evidence, mismatch lowers it, and a location with no stored
+point nearby (empty space) costs -1. Hypotheses far behind the leader are pruned. The module stops when one object
+leads the next by `x_percent` of its evidence and its leading poses agree (or the object has led for
+`symmetry_steps` steps without them agreeing: a symmetric object).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from frugalnet.frames.objects3d import voxel_thin
+from frugalnet.frames.observations import Observation
+
+
+@dataclass
+class ObjectModel:
+    """Features at locations: points (N, 3), pose (N, 3, 3) rows normal/dir1/dir2, features (N, F), pose_defined."""
+
+    name: str
+    points: np.ndarray
+    pose: np.ndarray
+    features: np.ndarray
+    pose_defined: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.points) == 0:
+            raise ValueError(f"object model {self.name!r} has no points")
+        self.tree = cKDTree(self.points)
+        # a sentinel row so that "no neighbour" (index N from cKDTree) can be gathered without masking
+        self._pose = np.concatenate([self.pose, np.zeros((1, 3, 3))])
+        self._features = np.concatenate([self.features, np.zeros((1, self.features.shape[1]))])
+        self._defined = np.concatenate([self.pose_defined, [False]])
+        self._points_pad = np.concatenate([self.points, np.zeros((1, 3))])
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @classmethod
+    def learn(cls, name: str, observations: list[Observation], voxel: float) -> "ObjectModel":
+        """Build a model from one exposure's observations, keeping one observation per voxel."""
+        if not observations:
+            raise ValueError("cannot learn an object from zero observations")
+        loc = np.stack([o.location for o in observations])
+        keep = voxel_thin(loc, voxel)
+        return cls(name, loc[keep], np.stack([observations[i].pose for i in keep]),
+                   np.stack([observations[i].features for i in keep]),
+                   np.array([observations[i].pose_defined for i in keep]))
+
+    def merge(self, other: "ObjectModel", voxel: float) -> "ObjectModel":
+        """This model extended by points of `other` (already in this model's frame) that fill empty voxels."""
+        d, _ = self.tree.query(other.points)
+        new = d > voxel * 0.75
+        return ObjectModel(self.name, np.concatenate([self.points, other.points[new]]),
+                           np.concatenate([self.pose, other.pose[new]]),
+                           np.concatenate([self.features, other.features[new]]),
+                           np.concatenate([self.pose_defined, other.pose_defined[new]]))
+
+
+@dataclass
+class LMConfig:
+    """Knobs of the evidence learning module (distances in object diameters)."""
+
+    voxel: float = 0.04              # model resolution
+    radius: float = 0.06             # how far from a hypothesis stored points count as "here"
+    neighbours: int = 6
+    feature_sigma: float = 0.5       # tolerance on log-curvature features
+    n_rotations: int = 16            # rotations tried about the normal where curvature directions are undefined
+    init_feature_min: float = -0.5   # first-sensation feature agreement a stored point needs to seed hypotheses
+    prune_margin: float = 3.0        # keep hypotheses within margin + prune_frac * best of the best
+    prune_frac: float = 0.3
+    max_hypotheses: int = 80000
+    x_percent: float = 0.2           # lead (fraction of best evidence) over the next object that decides it
+    min_steps: int = 8
+    min_lead_steps: int = 2         # steps an object must lead before it can be decided
+    symmetry_steps: int = 25         # fallback: decide after leading this long even if poses still differ
+    pose_tolerance: float = 0.03     # leading poses agree when their surfaces are this close (ADD-S)
+    pose_tolerance_deg: float = 15.0  # rotation agreement for votes
+    vote_weight: float = 1.0
+    vote_margin: float = 2.0
+    vote_max: int = 200
+    anchor: float = 0.5              # fraction of the sensed-vs-stored normal mismatch corrected per step
+    anchor_max_deg: float = 30.0     # larger mismatches are not corrected (they are evidence against)
+    new_object_score: float = 0.3    # below this mean evidence per step no model fits: a new object
+
+    def validate(self) -> None:
+        for name in ("voxel", "radius", "feature_sigma"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"LMConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("neighbours", "n_rotations", "max_hypotheses", "min_steps", "symmetry_steps", "vote_max"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"LMConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.x_percent < 1:
+            raise ValueError(f"LMConfig.x_percent must be in (0, 1), got {self.x_percent}")
+
+
+def _about_normal(pose: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Pose frames (N, 3, 3) turned about their normal by each angle -> (N, A, 3, 3)."""
+    c, s = np.cos(angles)[None, :, None], np.sin(angles)[None, :, None]
+    n, d1, d2 = pose[:, None, 0], pose[:, None, 1], pose[:, None, 2]
+    e1, e2 = c * d1 + s * d2, -s * d1 + c * d2
+    return np.stack([np.broadcast_to(n, e1.shape), e1, e2], axis=2)
+
+
+def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle of a^T b for rotations a (3, 3) and b (..., 3, 3), in degrees."""
+    tr = np.einsum("ij,...ij->...", a, b)
+    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
+
+
+class EvidenceLM:
+    """One column: evidence for (object, location, rotation) hypotheses, updated sensation by sensation."""
+
+    def __init__(self, models: list[ObjectModel] | None = None, config: LMConfig | None = None) -> None:
+        self.config = config or LMConfig()
+        self.config.validate()
+        self.models: list[ObjectModel] = list(models or [])
+        self.reset()
+
+    # --- learning ---------------------------------------------------------------------------------------------
+    def add_model(self, model: ObjectModel) -> int:
+        self.models.append(model)
+        return len(self.models) - 1
+
+    def learn(self, name: str, observations: list[Observation]) -> int:
+        return self.add_model(ObjectModel.learn(name, observations, self.config.voxel))
+
+    # --- recognition ------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.steps = 0
+        self.obj = np.zeros(0, np.int64)
+        self.loc = np.zeros((0, 3))
+        self.rot = np.zeros((0, 3, 3))
+        self.ev = np.zeros(0)
+        self.sensed: list[np.ndarray] = []
+        self.history: list[np.ndarray] = []   # best evidence per object after each step
+        self._lead_steps = 0
+
+    def _initialise(self, obs: Observation) -> None:
+        cfg = self.config
+        angles = np.linspace(0, 2 * np.pi, cfg.n_rotations, endpoint=False)
+        objs, locs, rots, evs = [], [], [], []
+        sensed_turned = _about_normal(obs.pose[None], angles)[0]          # (A, 3, 3)
+        for o, m in enumerate(self.models):
+            fs = self._feature_score(obs.features[None], m.features)
+            ok = fs >= cfg.init_feature_min
+            both = ok & m.pose_defined & obs.pose_defined
+            one = ok & ~both
+            rot_both = np.einsum("ji,najk->naik", obs.pose, _about_normal(m.pose[both], np.array([0.0, np.pi])))
+            rot_one = np.einsum("aji,njk->naik", sensed_turned, m.pose[one])
+            for sel, r in ((both, rot_both), (one, rot_one)):
+                if not sel.any():
+                    continue
+                k = r.shape[1]
+                objs.append(np.full(len(r) * k, o))
+                locs.append(np.repeat(m.points[sel], k, axis=0))
+                rots.append(r.reshape(-1, 3, 3))
+                evs.append(np.repeat(fs[sel], k))
+        if objs:
+            self.obj, self.loc = np.concatenate(objs), np.concatenate(locs)
+            self.rot, self.ev = np.concatenate(rots), np.concatenate(evs)
+        self._prune()
+
+    def _feature_score(self, sensed: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        d2 = ((sensed - stored) ** 2).sum(-1)
+        return 2 * np.exp(-d2 / (2 * self.config.feature_sigma**2)) - 1
+
+    def _score(self, obs: Observation) -> np.ndarray:
+        """Evidence of this sensation for every hypothesis, in [-1, 1]."""
+        cfg = self.config
+        score = np.full(len(self.ev), -1.0)
+        n_obj = np.einsum("hji,j->hi", self.rot, obs.pose[0])          # sensed normal in each hypothesis' frame
+        d_obj = np.einsum("hji,j->hi", self.rot, obs.pose[1])
+        for o in np.unique(self.obj):
+            sel = np.flatnonzero(self.obj == o)
+            m = self.models[o]
+            dist, idx = m.tree.query(self.loc[sel], k=cfg.neighbours, distance_upper_bound=cfg.radius)
+            dist, idx = dist.reshape(len(sel), -1), idx.reshape(len(sel), -1)
+            found = np.isfinite(dist)
+            cos_n = np.einsum("hi,hki->hk", n_obj[sel], m._pose[idx, 0])
+            pose_sim = cos_n
+            if obs.pose_defined:
+                cos_d = np.abs(np.einsum("hi,hki->hk", d_obj[sel], m._pose[idx, 1]))
+                both = m._defined[idx]
+                pose_sim = np.where(both, 0.7 * cos_n + 0.3 * (2 * cos_d - 1), cos_n)
+            feat = self._feature_score(obs.features[None, None], m._features[idx])
+            s = 0.5 * pose_sim + 0.5 * feat - np.where(found, dist, 0) / cfg.radius
+            s = np.where(found, s, -np.inf)
+            best = s.max(axis=1)
+            score[sel] = np.where(np.isfinite(best), np.clip(best, -1, 1), -1.0)
+            if cfg.anchor > 0:
+                j = idx[np.arange(len(sel)), s.argmax(axis=1)]
+                self._anchor(sel, n_obj[sel], m._pose[j, 0], m._points_pad[j], np.isfinite(best))
+        return score * obs.confidence
+
+    def _anchor(self, sel: np.ndarray, n_sensed: np.ndarray, n_stored: np.ndarray, p_stored: np.ndarray,
+                ok: np.ndarray) -> None:
+        """Sensory anchoring: turn each hypothesis a fraction `anchor` of the way that carries its view of the
+        sensed normal onto the best-matching stored normal, and pull it onto the surface along that normal, so
+        that small rotation errors do not grow into location errors along the path (scores are taken before)."""
+        cfg = self.config
+        axis = np.cross(n_sensed, n_stored)
+        sin = np.linalg.norm(axis, axis=1)
+        angle = np.arctan2(sin, (n_sensed * n_stored).sum(1))
+        ok = ok & (angle < np.deg2rad(cfg.anchor_max_deg)) & (sin > 1e-9)
+        if not ok.any():
+            return
+        rotvec = axis[ok] / sin[ok, None] * (cfg.anchor * angle[ok])[:, None]
+        q = Rotation.from_rotvec(rotvec).as_matrix()                            # q n_sensed ~ n_stored
+        h = sel[ok]
+        self.rot[h] = np.einsum("hij,hkj->hik", self.rot[h], q)                 # R q^T
+        gap = ((p_stored[ok] - self.loc[h]) * n_stored[ok]).sum(1)
+        self.loc[h] = self.loc[h] + cfg.anchor * gap[:, None] * n_stored[ok]
+
+    def _prune(self) -> None:
+        if len(self.ev) == 0:
+            return
+        cfg = self.config
+        best = self.ev.max()
+        keep = np.flatnonzero(self.ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0))
+        if len(keep) > cfg.max_hypotheses:
+            keep = keep[np.argsort(self.ev[keep])[-cfg.max_hypotheses:]]
+        self.obj, self.loc, self.rot, self.ev = self.obj[keep], self.loc[keep], self.rot[keep], self.ev[keep]
+
+    def step(self, obs: Observation, displacement: np.ndarray) -> None:
+        """Take in one sensation and the body-frame displacement that led to it."""
+        self.sensed.append(obs.location.copy())
+        if self.steps == 0:
+            self._initialise(obs)
+        elif len(self.ev):
+            self.loc = self.loc + np.einsum("hji,j->hi", self.rot, np.asarray(displacement, float))
+            self.ev = self.ev + self._score(obs)
+            self._prune()
+        self.steps += 1
+        self.history.append(self.object_evidence())
+
+    # --- voting -----------------------------------------------------------------------------------------------
+    def votes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The leading hypotheses of every object: (obj, location, rotation) to send to other columns."""
+        cfg = self.config
+        if len(self.ev) == 0:
+            return self.obj, self.loc, self.rot
+        out = []
+        for o in np.unique(self.obj):
+            sel = np.flatnonzero(self.obj == o)
+            top = sel[self.ev[sel] >= self.ev[sel].max() - cfg.vote_margin]
+            out.append(top[np.argsort(self.ev[top])[-cfg.vote_max:]])
+        sel = np.concatenate(out)
+        return self.obj[sel], self.loc[sel], self.rot[sel]
+
+    def receive_votes(self, obj: np.ndarray, loc: np.ndarray, rot: np.ndarray, share: float = 1.0) -> None:
+        """Raise hypotheses that a vote supports: same object, location within `radius`, rotation within the pose
+        tolerance. `loc` must already be moved to this column's sensor (sender location + R^T offset)."""
+        cfg = self.config
+        if len(self.ev) == 0 or len(obj) == 0:
+            return
+        cos_tol = np.cos(np.deg2rad(cfg.pose_tolerance_deg * 1.5))
+        bonus = np.zeros(len(self.ev))
+        for o in np.unique(self.obj):
+            vsel = np.flatnonzero(obj == o)
+            if len(vsel) == 0:
+                continue
+            sel = np.flatnonzero(self.obj == o)
+            k = min(8, len(vsel))
+            dist, idx = cKDTree(loc[vsel]).query(self.loc[sel], k=k, distance_upper_bound=cfg.radius)
+            dist, idx = dist.reshape(len(sel), -1), idx.reshape(len(sel), -1)
+            found = np.isfinite(dist)
+            vrot = np.concatenate([rot[vsel], np.zeros((1, 3, 3))])[idx]             # (h, k, 3, 3)
+            tr = np.einsum("hij,hkij->hk", self.rot[sel], vrot)
+            agree = found & ((tr - 1) / 2 >= cos_tol)
+            bonus[sel] = agree.any(axis=1)
+        self.ev = self.ev + cfg.vote_weight * share * bonus
+
+    # --- read-out ---------------------------------------------------------------------------------------------
+    def object_evidence(self) -> np.ndarray:
+        """Best evidence per known object (-inf where every hypothesis was pruned)."""
+        out = np.full(len(self.models), -np.inf)
+        if len(self.ev):
+            np.maximum.at(out, self.obj, self.ev)
+        return out
+
+    def best(self) -> tuple[int, np.ndarray, np.ndarray, float]:
+        """(object index, rotation, object origin in the body frame, evidence) of the leading hypothesis;
+        object -1 when there is none."""
+        if len(self.ev) == 0:
+            return -1, np.eye(3), np.zeros(3), -np.inf
+        h = int(np.argmax(self.ev))
+        origin = self.sensed[-1] - self.rot[h] @ self.loc[h]
+        return int(self.obj[h]), self.rot[h], origin, float(self.ev[h])
+
+    def decided(self) -> bool:
+        """True when one object leads clearly and its pose is settled (or it is symmetric). Updates the count of
+        steps the current leader has led, so call it once per step."""
+        cfg = self.config
+        ev = self.object_evidence()
+        if self.steps < cfg.min_steps or len(ev) == 0 or not np.isfinite(ev).any():
+            self._lead_steps = 0
+            return False
+        order = np.argsort(ev)[::-1]
+        e1 = ev[order[0]]
+        e2 = ev[order[1]] if len(ev) > 1 else -np.inf
+        if not e1 - e2 > cfg.x_percent * max(abs(e1), 1.0):
+            self._lead_steps = 0
+            return False
+        self._lead_steps += 1
+        if self._lead_steps < cfg.min_lead_steps:
+            return False
+        return self._pose_settled(int(order[0]), e1) or self._lead_steps >= cfg.symmetry_steps
+
+    def _pose_settled(self, o: int, e1: float) -> bool:
+        """Whether the leading poses of object `o` put its surface in the same place (ADD-S below tolerance), so
+        poses that differ only by a symmetry of the object count as the same."""
+        cfg = self.config
+        sel = np.flatnonzero((self.obj == o) & (self.ev >= e1 - cfg.x_percent * max(abs(e1), 1.0)))
+        sel = sel[np.argsort(self.ev[sel])[::-1]]
+        sel = sel[np.linspace(0, len(sel) - 1, min(len(sel), 32)).astype(int)]
+        m = self.models[o]
+        pts = m.points[:: max(1, len(m) // 200)]
+        origins = self.sensed[-1] - np.einsum("hij,hj->hi", self.rot[sel], self.loc[sel])
+        body = np.einsum("hij,nj->hni", self.rot[sel], pts) + origins[:, None]       # each pose's surface
+        back = np.einsum("hni,ij->hnj", body - origins[0], self.rot[sel[0]])          # into the best's frame
+        d, _ = m.tree.query(back.reshape(-1, 3))
+        return bool(d.reshape(len(sel), -1).mean(axis=1).max() <= cfg.pose_tolerance)
+
+    def no_match(self) -> bool:
+        """True when, after `min_steps`, no hypothesis has gathered `new_object_score` evidence per step."""
+        if not self.models:
+            return True
+        ev = self.object_evidence()
+        return self.steps >= self.config.min_steps and (
+            not np.isfinite(ev).any() or ev.max() < self.config.new_object_score * self.steps)

@@ -1,0 +1,89 @@
+"""The learning module, voting, episodes and baselines on small objects (coarse sampling keeps these fast)."""
+import numpy as np
+import pytest
+
+from frugalnet.frames.baselines import D2Classifier, PointNet, d2_histogram, training_walks
+from frugalnet.frames.episodes import (EpisodeConfig, learn_models, make_ensemble, run_episode, sweep_at_pose,
+                                       sweep_observations)
+from frugalnet.frames.learning_module import EvidenceLM, LMConfig, ObjectModel
+from frugalnet.frames.objects3d import make_object
+from frugalnet.frames.sensors import NO_NOISE, SensorNoise, random_rotations
+
+NAMES = ("sphere", "cube", "torus", "dumbbell")
+SP, VOX = 0.04, 0.06
+
+
+@pytest.fixture(scope="module")
+def models():
+    return learn_models(NAMES, VOX, SP, seed=1)
+
+
+def _cfg(noise=SensorNoise()):
+    return LMConfig(voxel=VOX, radius=1.5 * VOX), EpisodeConfig(max_steps=60, noise=noise)
+
+
+def test_model_is_voxel_thinned(models):
+    dense = make_object("cube", SP, 1)
+    assert len(models[1]) < len(dense)
+    d = np.linalg.norm(models[1].points[:, None] - models[1].points[None], axis=-1) + np.eye(len(models[1]))
+    assert d.min() > 0      # one point per voxel
+    with pytest.raises(ValueError, match="zero observations"):
+        ObjectModel.learn("x", [], 0.05)
+
+
+def test_first_sensation_proposes_the_true_rotation(models):
+    cloud = make_object("cube", SP, 7)
+    rot = random_rotations(1, np.random.default_rng(0))[0]
+    obs = sweep_at_pose(cloud, rot, np.zeros(3), NO_NOISE, np.random.default_rng(0))
+    lm = EvidenceLM(models, LMConfig(voxel=VOX, radius=1.5 * VOX))
+    lm.step(obs[0], np.zeros(3))
+    cube = lm.obj == 1
+    tr = np.einsum("ij,hij->h", rot, lm.rot[cube])
+    assert np.degrees(np.arccos(np.clip((tr.max() - 1) / 2, -1, 1))) < 15
+
+
+@pytest.mark.parametrize("true", range(len(NAMES)))
+def test_recognises_objects_at_unseen_rotations_with_noise(models, true):
+    lmc, ec = _cfg()
+    rng = np.random.default_rng(10 + true)
+    test = make_object(NAMES[true], SP, 99)           # another surface sample than the one learned
+    rot, t = random_rotations(1, rng)[0], rng.uniform(-1, 1, 3)
+    r = run_episode(make_ensemble(models, 1, lmc), test, rot, t, ec, rng, true_index=true)
+    assert r["correct"], r
+    assert r["add_s"] < 0.08
+    assert r["steps"] <= ec.max_steps
+
+
+def test_two_voting_columns_agree(models):
+    lmc, ec = _cfg()
+    rng = np.random.default_rng(3)
+    test = make_object("torus", SP, 99)
+    r = run_episode(make_ensemble(models, 2, lmc), test, random_rotations(1, rng)[0], np.zeros(3), ec, rng,
+                    true_index=2)
+    assert r["correct"]
+
+
+def test_unknown_object_is_not_matched(models):
+    lmc, ec = _cfg()
+    rng = np.random.default_rng(5)
+    test = make_object("l_block", SP, 99)
+    r = run_episode(make_ensemble(models[:1], 1, lmc), test, np.eye(3), np.zeros(3), ec, rng,
+                    stop_on_no_match=True)
+    assert r["no_match"] and r["predicted"] == -1
+    assert EvidenceLM([], lmc).no_match()
+    with pytest.raises(ValueError, match="x_percent"):
+        EvidenceLM([], LMConfig(x_percent=2.0))
+
+
+def test_baselines_interfaces():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(30, 3))
+    rot = random_rotations(1, rng)[0]
+    assert np.allclose(d2_histogram(pts), d2_histogram(pts @ rot.T + 3.0))
+    clouds = [make_object(n, SP, 1) for n in ("sphere", "l_block")]
+    sets, labels = training_walks(clouds, 6, 20, 25, NO_NOISE, 0)
+    assert len(sets) == 12 and set(labels) == {0, 1} and all(20 <= len(s) <= 25 for s in sets)
+    assert (D2Classifier().fit(sets, labels).predict(sets) == labels).mean() == 1.0
+    import torch
+    assert PointNet(3)(torch.zeros(2, 17, 3)).shape == (2, 3)
+    assert len(sweep_observations(clouds[0])) == len(clouds[0])

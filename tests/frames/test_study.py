@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from frugalnet.studies import get_study, resume_run, run_study
+from frugalnet.studies.frames import FramesConfig
+
+TINY = dict(quiet=True, episodes=4, n_objects=3, object_sets=("distinct",), columns_sweep=(1, 2), sweep_episodes=2,
+            abstract_objects=20, abstract_repeats=2, abstract_columns=(1, 2), capacity_objects=(10, 20), capacity_cells=(4,),
+            baseline_walks=3, baseline_epochs=1, continual_first=2, continual_episodes=1, unsupervised_repeats=1,
+            max_steps=30, spacing=0.05, voxel=0.07)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="parts"):
+        FramesConfig(parts=("3d", "dance")).validate()
+    with pytest.raises(ValueError, match="object set"):
+        FramesConfig(object_sets=("weird",)).validate()
+    with pytest.raises(ValueError, match="episodes"):
+        FramesConfig(episodes=0).validate()
+    with pytest.raises(ValueError, match="voxel"):
+        FramesConfig(spacing=0.05, voxel=0.01).validate()
+
+
+def test_study_runs_end_to_end_and_resumes(tmp_path):
+    assert get_study("frames").config_cls is FramesConfig
+    res = run_study("frames", FramesConfig(name="t", runs_dir=str(tmp_path), **TINY))
+    r = res.results
+    assert set(r) == {"abstract", "3d", "columns", "continual", "unsupervised"}
+    assert len(r["abstract"]["curves"]["ideal"]) == 10
+    lm = r["3d"]["distinct"]["evidence_lm"]
+    assert lm["episodes"] == 4 and 0 <= lm["accuracy"] <= 1
+    assert set(r["3d"]["distinct"]["baselines"]) == {"pointnet", "pointnet_rot_aug", "d2_nn"}
+    assert (res.dir / "report.md").is_file() and (res.dir / "steps_vs_columns.png").is_file()
+    saved = json.loads((res.dir / "results.json").read_text())
+    assert saved["results"]["unsupervised"]["presentations"] == 3
+    assert list((res.dir / "units").glob("3d-distinct*.json"))
+    again = resume_run(res.dir)                       # finished units are read back, not re-run
+    assert again.results["3d"] == r["3d"] and again.results["abstract"] == r["abstract"]
