@@ -18,7 +18,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from frugalnet.sparsity.masks import fixed_fan_in, nonzeros_per_unit
 from frugalnet.utils.seeding import make_generator
 
-_LIVE: "weakref.WeakSet[_SparseWeightMixin]" = weakref.WeakSet()
+_LIVE: "weakref.WeakSet[SparseWeightMixin]" = weakref.WeakSet()
 _HOOK_HANDLE = None
 
 
@@ -47,7 +47,7 @@ def _install_optimizer_hooks() -> None:
                         register_optimizer_step_post_hook(_rezero_after_step))
 
 
-class _SparseWeightMixin:
+class SparseWeightMixin:
     weight: nn.Parameter
     weight_mask: Tensor
 
@@ -93,7 +93,7 @@ class _SparseWeightMixin:
         self.apply_mask_()
 
 
-class SparseLinear(_SparseWeightMixin, nn.Linear):
+class SparseLinear(SparseWeightMixin, nn.Linear):
     """Linear layer in which each output unit has exactly round((1 - sparsity) * in_features) nonzero weights.
 
     Args:
@@ -125,7 +125,7 @@ class SparseLinear(_SparseWeightMixin, nn.Linear):
         return super().extra_repr() + f", sparsity={self.sparsity:.3g}"
 
 
-class SparseConv2d(_SparseWeightMixin, nn.Conv2d):
+class SparseConv2d(SparseWeightMixin, nn.Conv2d):
     """Conv2d in which each output channel has exactly round((1 - sparsity) * in/groups * kh * kw) nonzero weights.
 
     Takes nn.Conv2d's arguments plus `sparsity` in [0, 1), an optional `mask` shaped like the weight and a `seed`.

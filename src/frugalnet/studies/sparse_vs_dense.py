@@ -35,7 +35,7 @@ class SparseVsDenseConfig(StudyConfig):
     data_dir: str = field(default="", metadata={"help": "folder holding a local copy of the data set"})
     epochs: int = field(default=8, metadata={"help": "training epochs for each network"})
     batch_size: int = 64
-    lr: float = 0.01
+    lr: float = 0.02
     momentum: float = 0.9
     lr_gamma: float = field(default=0.85, metadata={"help": "per-epoch learning-rate decay"})
     train_subset: int = field(default=0, metadata={"help": "use only the first N training samples (0: all)"})
