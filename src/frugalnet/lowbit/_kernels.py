@@ -1,0 +1,177 @@
+"""Fused CPU kernels (numba) for the quantizers in formats.py: one pass over memory instead of ten torch ops.
+
+Each kernel performs exactly the float32 operations of its torch reference in formats.py (same divisions, same
+round-half-even, same order), so the two give bit-identical results; tests check this. Stochastic rounding takes its
+uniform draws `u` from the caller (torch, seeded), laid out like x. Kernels that could meet NaN/Inf without a prior
+amax check count them in `bad` so the caller can raise. Every kernel comes in a serial and a parallel build;
+`pick(name, n)` chooses by size, since starting threads costs more than it saves on small tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+_JIT = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
+_PJIT = dict(_JIT, parallel=True)
+f32 = np.float32
+
+
+@nb.njit(inline="always", **_JIT)
+def _minifloat(v, mant, emin, fmax, u, stochastic):
+    """v (float32) onto a minifloat grid with subnormals, saturating; mirrors formats.minifloat."""
+    a = abs(v)
+    if a < math.ldexp(1.0, emin):
+        e = emin
+    else:
+        e = math.frexp(a)[1] - 1
+    ulp = f32(math.ldexp(1.0, e - mant))
+    r = f32(a / ulp)
+    if stochastic:
+        k = math.floor(f32(r + u))
+    else:
+        k = np.rint(r)
+    q = f32(f32(k) * ulp)
+    if q > fmax:
+        q = fmax
+    return f32(math.copysign(q, v))
+
+
+@nb.njit(inline="always", **_JIT)
+def _e2m1(v, u, stochastic):
+    """_minifloat specialised to E2M1 (same operations, the ulp found by comparisons instead of frexp/ldexp):
+    ulp 0.5 below 2, 1 below 4, 2 above (anything from 8 up saturates to 6 under either ulp)."""
+    a = abs(v)
+    ulp = f32(0.5) if a < 2.0 else (f32(1.0) if a < 4.0 else f32(2.0))
+    r = f32(a / ulp)
+    if stochastic:
+        k = math.floor(f32(r + u))
+    else:
+        k = np.rint(r)
+    q = f32(f32(k) * ulp)
+    if q > 6.0:
+        q = f32(6.0)
+    return f32(math.copysign(q, v))
+
+
+def _minifloat_scaled(x, out, u, scale, mant, emin, fmax, stochastic):
+    """out = minifloat(x / scale) * scale, elementwise over flat arrays (scale = 1 for plain minifloat)."""
+    for i in nb.prange(x.size):
+        ui = u[i] if stochastic else f32(0.0)
+        out[i] = f32(_minifloat(f32(x[i] / scale), mant, emin, fmax, ui, stochastic) * scale)
+
+
+def _int_uniform(x, out, u, step, lo, hi, stochastic):
+    """out = clamp(round(x / step), lo, hi) * step."""
+    for i in nb.prange(x.size):
+        r = f32(x[i] / step)
+        k = math.floor(f32(r + u[i])) if stochastic else np.rint(r)
+        if k < lo:
+            k = lo
+        elif k > hi:
+            k = hi
+        out[i] = f32(f32(k) * step)
+
+
+def _pact(x, out, u, alpha, step, signed, stochastic, bad):
+    """out = round(clip(x, 0 or -alpha, alpha) / step) * step; counts non-finite inputs in bad[0]."""
+    n_bad = 0
+    for i in nb.prange(x.size):
+        v = x[i]
+        if not math.isfinite(v):
+            n_bad += 1
+        y = min(v, alpha)
+        y = max(y, -alpha) if signed else max(y, f32(0.0))
+        r = f32(y / step)
+        k = math.floor(f32(r + u[i])) if stochastic else np.rint(r)
+        out[i] = f32(f32(k) * step)
+    bad[0] = n_bad
+
+
+def _radix4(x, out, u, top, smallest, stochastic):
+    """Radix-4 FP4 (mirrors formats.radix4_fp4): levels top * 4^-j, j = 0..6, and 0."""
+    for i in nb.prange(x.size):
+        v = f32(abs(x[i]) / top)
+        if v < smallest:
+            lo = f32(0.0)
+            step = smallest
+        else:
+            e = math.frexp(v)[1] - 1
+            lo = f32(math.ldexp(1.0, (e // 2) * 2))
+            step = f32(f32(3.0) * lo)
+        r = f32(f32(v - lo) / step)
+        k = math.floor(f32(r + u[i])) if stochastic else np.rint(r)
+        k = min(max(k, 0.0), 1.0)
+        q = f32(lo + f32(f32(k) * step))
+        out[i] = f32(f32(math.copysign(q, x[i])) * top)
+
+
+@nb.njit(inline="always", **_JIT)
+def _block_scale(am, nv, tensor_scale):
+    """(scale, safe divisor) of one block with max |x| = am (see block_e2m1)."""
+    if nv:
+        bs = _minifloat(f32(am / f32(f32(6.0) * tensor_scale)), 3, -6, f32(448.0), f32(0.0), False)
+        scale = f32(bs * tensor_scale)
+        return scale, (scale if scale > 0 else f32(1.0))
+    e = math.frexp(am)[1] - 3 if am > 0 else -127
+    scale = f32(math.ldexp(1.0, min(max(e, -127), 127)))
+    return scale, scale
+
+
+def _block_e2m1(x3, out3, u3, block, nv, tensor_scale, stochastic, bad):
+    """E2M1 blocks of `block` along axis 1 of (outer, n, inner) arrays.
+
+    nv=False: MX, scale 2^(floor(log2 amax) - 2) clamped to [2^-127, 2^127] (2^-127 for a zero block).
+    nv=True: NVFP4, scale = e4m3(amax / (6 * tensor_scale)) * tensor_scale (a zero scale gives zeros).
+    """
+    n_outer, n, n_inner = x3.shape
+    n_blocks = (n + block - 1) // block
+    total = n_outer * n_blocks
+    flags = np.zeros(total, dtype=np.int64)
+    for t in nb.prange(total):
+        o = t // n_blocks
+        start = (t % n_blocks) * block
+        end = min(n, start + block)
+        if n_inner == 1:
+            am = f32(0.0)
+            for j in range(start, end):
+                a = abs(x3[o, j, 0])
+                if not math.isfinite(a):
+                    flags[t] = 1
+                if a > am:
+                    am = a
+            scale, safe = _block_scale(am, nv, tensor_scale)
+            for j in range(start, end):
+                ui = u3[o, j, 0] if stochastic else f32(0.0)
+                q = _e2m1(f32(x3[o, j, 0] / safe), ui, stochastic)
+                out3[o, j, 0] = f32(q * scale)
+            continue
+        amax = np.zeros(n_inner, dtype=np.float32)
+        for j in range(start, end):
+            for i in range(n_inner):
+                a = abs(x3[o, j, i])
+                if not math.isfinite(a):
+                    flags[t] = 1
+                if a > amax[i]:
+                    amax[i] = a
+        for i in range(n_inner):
+            scale, safe = _block_scale(amax[i], nv, tensor_scale)
+            for j in range(start, end):
+                ui = u3[o, j, i] if stochastic else f32(0.0)
+                q = _e2m1(f32(x3[o, j, i] / safe), ui, stochastic)
+                out3[o, j, i] = f32(q * scale)
+    bad[0] = flags.sum()
+
+
+PARALLEL_MIN = 1 << 17      # elements from which the parallel build is used
+_SERIAL = {n: nb.njit(**_JIT)(f) for n, f in (("minifloat_scaled", _minifloat_scaled), ("int_uniform", _int_uniform),
+                                              ("pact", _pact), ("radix4", _radix4), ("block_e2m1", _block_e2m1))}
+_PARALLEL = {n: nb.njit(**_PJIT)(f) for n, f in (("minifloat_scaled", _minifloat_scaled),
+                                                 ("int_uniform", _int_uniform), ("pact", _pact),
+                                                 ("radix4", _radix4), ("block_e2m1", _block_e2m1))}
+
+
+def pick(name: str, n: int):
+    """The compiled kernel `name` for a tensor of n elements."""
+    return (_PARALLEL if n >= PARALLEL_MIN else _SERIAL)[name]

@@ -1,0 +1,134 @@
+"""Training recipes: which number format each GEMM operand takes, as frozen dataclasses a user can copy and change.
+
+    import dataclasses, frugalnet.lowbit as lb
+    mine = dataclasses.replace(lb.IBM4, name="ibm4-all4", first_last=None)   # no 8-bit first/last layers
+    lb.quantize_(model, mine)
+
+Operands: `weight` (W), `activation` (the layer input X), `grad` (the incoming gradient dY). The forward GEMM takes
+(W, X); the input-gradient GEMM dX = dY W takes (dY, W); the weight-gradient GEMM dW = dY^T X takes (dY, X).
+Accumulation is FP32 and master weights stay FP32 in every recipe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from frugalnet.lowbit.formats import ROUNDING_MODES
+
+# format name -> (bits, kind). kind "tensor": one scale per tensor (the quantized copy does not depend on the
+# block direction); "block": per-block scales along a dimension; "none": no quantization.
+FORMATS: dict[str, tuple[int, str]] = {
+    "fp32": (32, "none"),
+    "int4-sawb": (4, "tensor"),     # symmetric INT4, SAWB clip (weights)
+    "pact4": (4, "tensor"),         # INT4 PACT, trainable clip (activations)
+    "pact8": (8, "tensor"),         # INT8 PACT
+    "int8": (8, "tensor"),          # symmetric INT8, clip at max|x|
+    "fp4-radix4": (4, "tensor"),    # radix-4 FP4 with two-phase rounding (gradients)
+    "mxfp4": (4, "block"),          # E2M1, blocks of 32, E8M0 scales
+    "nvfp4": (4, "block"),          # E2M1, blocks of 16, E4M3 scales, FP32 tensor scale
+    "fp8-e4m3": (8, "tensor"),      # per-tensor scaled FP8
+    "fp8-e5m2": (8, "tensor"),
+}
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """One operand's format and rounding mode ("nearest" = to nearest, ties to even; "stochastic" = seeded)."""
+
+    format: str = "fp32"
+    rounding: str = "nearest"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
+        if self.rounding not in ROUNDING_MODES:
+            raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {self.rounding!r}")
+
+    @property
+    def bits(self) -> int:
+        return FORMATS[self.format][0]
+
+    @property
+    def kind(self) -> str:
+        return FORMATS[self.format][1]
+
+    @property
+    def deterministic(self) -> bool:
+        return self.rounding == "nearest" or self.kind == "none"
+
+
+FP32 = QuantSpec("fp32")
+
+
+@dataclass(frozen=True)
+class LayerRecipe:
+    """Formats for one layer's three GEMMs. `hadamard`: random Hadamard transform (blocks of `hadamard_size`) on both
+    inputs of the weight-gradient GEMM, along its reduction dimension (tokens / batch)."""
+
+    weight: QuantSpec = FP32
+    activation: QuantSpec = FP32
+    grad: QuantSpec = FP32
+    hadamard: bool = False
+    hadamard_size: int = 16
+
+    def __post_init__(self) -> None:
+        n = self.hadamard_size
+        if n < 2 or n & (n - 1):
+            raise ValueError(f"hadamard_size must be a power of two >= 2, got {n}")
+        if self.activation.format == "int4-sawb":
+            raise ValueError("int4-sawb is a weight format; use pact4 (or int8, mxfp4, ...) for activations")
+        if self.weight.format.startswith("pact"):
+            raise ValueError(f"{self.weight.format} is an activation format; use int4-sawb/int8/... for weights")
+
+    @property
+    def gemm_bits(self) -> dict[str, tuple[int, int]]:
+        w, a, g = self.weight.bits, self.activation.bits, self.grad.bits
+        return {"forward": (w, a), "grad_input": (g, w), "grad_weight": (g, a)}
+
+
+@dataclass(frozen=True)
+class Recipe(LayerRecipe):
+    """A named recipe: formats for every converted layer, and `first_last` for the first and last converted layers
+    (in `model.named_modules()` order), or None to treat them like the rest. `pact_decay`: L2 coefficient on PACT
+    clip values (the PACT paper's regulariser, added to alpha's gradient). `seed`: seeds stochastic rounding and the
+    Hadamard signs (layer i uses seed + i)."""
+
+    name: str = "custom"
+    first_last: LayerRecipe | None = None
+    pact_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pact_decay < 0:
+            raise ValueError(f"pact_decay must be >= 0, got {self.pact_decay}")
+
+    def for_layer(self, boundary: bool) -> LayerRecipe:
+        if boundary and self.first_last is not None:
+            return self.first_last
+        return LayerRecipe(self.weight, self.activation, self.grad, self.hadamard, self.hadamard_size)
+
+
+_INT8_EDGES = LayerRecipe(QuantSpec("int8"), QuantSpec("int8"), QuantSpec("fp8-e5m2"))
+_FP8_EDGES = LayerRecipe(QuantSpec("fp8-e4m3"), QuantSpec("fp8-e4m3"), QuantSpec("fp8-e5m2"))
+
+FP32_RECIPE = Recipe(name="fp32")
+IBM4 = Recipe(name="ibm4", weight=QuantSpec("int4-sawb"), activation=QuantSpec("pact4"),
+              grad=QuantSpec("fp4-radix4"), first_last=_INT8_EDGES, pact_decay=1e-4)
+MXFP4 = Recipe(name="mxfp4", weight=QuantSpec("mxfp4"), activation=QuantSpec("mxfp4"), grad=QuantSpec("mxfp4"),
+               first_last=_FP8_EDGES)
+NVFP4 = Recipe(name="nvfp4", weight=QuantSpec("nvfp4"), activation=QuantSpec("nvfp4"),
+               grad=QuantSpec("nvfp4", "stochastic"), hadamard=True, first_last=_FP8_EDGES)
+FP8 = Recipe(name="fp8", weight=QuantSpec("fp8-e4m3"), activation=QuantSpec("fp8-e4m3"),
+             grad=QuantSpec("fp8-e5m2"))
+INT8 = Recipe(name="int8", weight=QuantSpec("int8"), activation=QuantSpec("int8"), grad=QuantSpec("int8"))
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (FP32_RECIPE, IBM4, MXFP4, NVFP4, FP8, INT8)}
+
+
+def get_recipe(recipe: str | Recipe) -> Recipe:
+    """A Recipe by name ("ibm4", "mxfp4", "nvfp4", "fp8", "int8", "fp32"), or the Recipe itself."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[recipe]
