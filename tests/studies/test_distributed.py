@@ -48,3 +48,14 @@ def test_sparse_vs_dense_on_two_processes_matches_one(tmp_path):
     for k in duty:   # win counts are all-reduced, so duty cycles match the 1-process run
         assert torch.allclose(sparse[k], single_sparse[k], atol=1e-6), k
     assert (double / "results.json").exists()
+
+
+def test_lowbit_study_on_two_processes_matches_one(tmp_path):
+    args = ["run", "lowbit", "--tasks", "mnist", "--recipes", "ibm4", "--seeds", "1", "--epochs", "1",
+            "--train-subset", "192", "--batch-size", "48", "--timing-repeats", "0", "--quiet"]
+    single = run_cli(args, tmp_path / "one")
+    double = run_cli(args, tmp_path / "two", nproc=2)
+    a = torch.load(single / "checkpoints" / "mnist-ibm4-s0.pt", weights_only=False)["model"]
+    b = torch.load(double / "checkpoints" / "mnist-ibm4-s0.pt", weights_only=False)["model"]
+    assert any("alpha" in k for k in a)          # PACT clip values are part of what must agree
+    assert_same_state(a, b)
