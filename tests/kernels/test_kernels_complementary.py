@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from frugalnet.kernels import complementary as ck, linear, reference
 from frugalnet.sparsity.masks import complementary
-from kernel_testutils import assert_close, sparse_array
+from tests.kernels.kernel_testutils import assert_close, sparse_array
 
 
 @settings(max_examples=20, deadline=None)

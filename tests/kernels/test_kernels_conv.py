@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from frugalnet.kernels import conv, formats, linear, pool, reference
-from kernel_testutils import assert_close, sparse_array
+from tests.kernels.kernel_testutils import assert_close, sparse_array
 
 conv_case = st.fixed_dictionaries(dict(
     batch=st.integers(1, 3), cin=st.integers(1, 6), cout=st.integers(1, 7), h=st.integers(5, 11),

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from frugalnet.kernels import formats, linear, reference
-from kernel_testutils import assert_close, sparse_array
+from tests.kernels.kernel_testutils import assert_close, sparse_array
 
 dims = st.integers(1, 70)
 fractions = st.sampled_from([0.0, 0.3, 0.9, 0.99])
