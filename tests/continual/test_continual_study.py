@@ -33,8 +33,10 @@ def test_quick_run_writes_every_strategy_and_the_report(tmp_path):
     assert {c["check"] for c in saved["results"]["checks"]} >= {"dendrites > finetune", "dendrites-si >= si"}
 
 
-def test_interrupted_run_resumes_from_the_last_task_checkpoint(tmp_path, monkeypatch):
-    cfg = ContinualConfig(runs_dir=str(tmp_path), strategies=("dendrites-si",), **{**QUICK, "tasks": 3})
+@pytest.mark.parametrize("keep_optimizer", [False, True])
+def test_interrupted_run_resumes_from_the_last_task_checkpoint(tmp_path, monkeypatch, keep_optimizer):
+    cfg = ContinualConfig(runs_dir=str(tmp_path), strategies=("dendrites-si",), keep_optimizer=keep_optimizer,
+                          **{**QUICK, "tasks": 3})
     reference = run_study("continual", cfg, run_dir=tmp_path / "ref").results["strategies"]["dendrites-si"]
 
     real = study.train_task

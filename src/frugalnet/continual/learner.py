@@ -47,13 +47,16 @@ def make_adam(net: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def train_task(net: nn.Module, reg: Regularizer, provider: ContextProvider | None, split: Split, t: int,
-               setup: TrainSetup, seed: int = 0, desc: str = "") -> dict:
-    """Train `net` on task t (Adam, fresh optimizer state per task); returns {"loss": last epoch's mean loss}."""
+               setup: TrainSetup, seed: int = 0, desc: str = "", optimizer: torch.optim.Optimizer | None = None
+               ) -> dict:
+    """Train `net` on task t and return {"loss": last epoch's mean loss}.
+
+    Adam with fresh state per task, unless `optimizer` is given (its moments then carry over between tasks)."""
     setup.validate()
     if provider is not None:
         provider.begin_task(t, split.x)
     reg.begin_task(net)
-    opt = make_adam(net, setup.lr)
+    opt = optimizer if optimizer is not None else make_adam(net, setup.lr)
     n, idx, ctx = len(split), t, None
     loss_sum = 0.0
     for epoch in range(setup.epochs):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from frugalnet.continual.contexts import CONTEXTS, make_context
-from frugalnet.continual.learner import TrainSetup, evaluate_task, train_joint, train_task
+from frugalnet.continual.learner import TrainSetup, evaluate_task, make_adam, train_joint, train_task
 from frugalnet.continual.metrics import empty_matrix, summarize
 from frugalnet.continual.plots import accuracy_vs_tasks, heatmaps
 from frugalnet.continual.streams import STREAMS, make_stream
@@ -71,6 +71,7 @@ class ContinualConfig(StudyConfig):
     test_per_task: int = 0                # use only this many test samples per task (0 = all)
     eval_every: int = 1                   # measure a full row of R every N tasks (diagonal and last row always)
     paper: bool = False                   # the paper's setup on full MNIST (needs --data-dir)
+    keep_optimizer: bool = False          # one Adam for all tasks (moments carry over) instead of a fresh one per task
 
     def validate(self) -> None:
         super().validate()
@@ -170,6 +171,7 @@ def _run_sequential(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> 
     n = cfg.tasks
     tests = [_cap(stream.test(j), cfg.test_per_task) for j in range(n)]
     rows: list[dict] = []
+    optimizer = make_adam(learner.net, cfg.lr) if cfg.keep_optimizer else None
     state_after = -1                     # the learner's weights are those after this task (-1: fresh)
     for t in range(n):
         key = f"s{seed}-{name}-task{t:03d}"
@@ -179,19 +181,22 @@ def _run_sequential(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> 
         if state_after != t - 1:         # resuming: load the state saved after the previous task
             ckpt = torch.load(ctx.checkpoint_path(f"s{seed}-{name}-after{t - 1:03d}"), weights_only=False)
             learner.modules.load_state_dict(ckpt["modules"])
+            if optimizer is not None:
+                optimizer.load_state_dict(ckpt["optimizer"])
             state_after = t - 1
 
         def one_task(t: int = t) -> dict:
             t0 = time.perf_counter()
             fit = train_task(learner.net, learner.reg, learner.provider, _cap(stream.train(t), cfg.train_per_task),
-                             t, setup, seed=seed, desc=f"{name} task {t + 1}/{n}")
+                             t, setup, seed=seed, desc=f"{name} task {t + 1}/{n}", optimizer=optimizer)
             train_s = time.perf_counter() - t0
             full = (t + 1) % cfg.eval_every == 0 or t == n - 1
             measured = range(t + 1) if full else [t]
             evals = {j: evaluate_task(learner.net, learner.provider, tests[j], j) for j in measured}
             path = ctx.checkpoint_path(f"s{seed}-{name}-after{t:03d}")
             if ctx.is_main:
-                atomic_torch_save({"modules": learner.modules.state_dict(), "task": t}, path)
+                atomic_torch_save({"modules": learner.modules.state_dict(), "task": t,
+                                   "optimizer": optimizer.state_dict() if optimizer is not None else None}, path)
                 old = ctx.checkpoint_path(f"s{seed}-{name}-after{t - 2:03d}")
                 if t >= 2 and old.is_file():
                     old.unlink()
