@@ -56,6 +56,15 @@ class _PerParameter(Regularizer):
         params = dict(model.named_parameters())
         return [(n, params[n]) for n in self._names]
 
+    def _anchored_quadratic(self, model: nn.Module, weight: str) -> Tensor | float:
+        """sum over parameters of weight * (p - anchor)^2: the penalty EWC and SI share (0 before the first task)."""
+        if int(self.tasks) == 0:
+            return 0.0
+        total = 0.0
+        for n, p in self._params(model):
+            total = total + (self._buf(weight, n) * (p - self._buf("anchor", n)) ** 2).sum()
+        return total
+
 
 class EWC(_PerParameter):
     """Online EWC with strength `lam`; the Fisher is estimated on `fisher_samples` inputs with labels sampled from
@@ -69,12 +78,7 @@ class EWC(_PerParameter):
         self.register_buffer("tasks", torch.tensor(0))
 
     def penalty(self, model: nn.Module) -> Tensor | float:
-        if int(self.tasks) == 0:
-            return 0.0
-        total = 0.0
-        for n, p in self._params(model):
-            total = total + (self._buf("fisher", n) * (p - self._buf("anchor", n)) ** 2).sum()
-        return 0.5 * self.lam * total
+        return 0.5 * self.lam * self._anchored_quadratic(model, "fisher")
 
     def end_task(self, model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor) -> None:
         gen = torch.Generator().manual_seed(int(self.tasks) + 1)
@@ -114,12 +118,7 @@ class SI(_PerParameter):
         self.register_buffer("tasks", torch.tensor(0))
 
     def penalty(self, model: nn.Module) -> Tensor | float:
-        if int(self.tasks) == 0:
-            return 0.0
-        total = 0.0
-        for n, p in self._params(model):
-            total = total + (self._buf("importance", n) * (p - self._buf("anchor", n)) ** 2).sum()
-        return self.c * total
+        return self.c * self._anchored_quadratic(model, "importance")
 
     @torch.no_grad()
     def begin_task(self, model: nn.Module) -> None:

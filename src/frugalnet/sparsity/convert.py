@@ -31,7 +31,7 @@ def _excluded(name: str, exclude: Iterable[str]) -> bool:
     return any(name == e or name.startswith(e + ".") for e in exclude)
 
 
-def _to_sparse(name: str, layer: nn.Module, sparsity: float, seed: int) -> nn.Module:
+def _to_sparse(layer: nn.Module, sparsity: float, seed: int) -> nn.Module:
     mask = fixed_fan_in(tuple(layer.weight.shape), sparsity, make_generator(seed))
     if isinstance(layer, nn.Linear):
         new = SparseLinear(layer.in_features, layer.out_features, sparsity, bias=layer.bias is not None, mask=mask)
@@ -77,7 +77,7 @@ def sparsify_(model: nn.Module, weight_sparsity: float | Mapping[str, float] | N
             if type(child) in (nn.Linear, nn.Conv2d) and not _excluded(full, exclude):
                 ws = _per_layer(weight_sparsity, full)
                 if ws is not None:
-                    setattr(parent, child_name, _to_sparse(full, child, ws, seed + counter))
+                    setattr(parent, child_name, _to_sparse(child, ws, seed + counter))
                 counter += 1
         if isinstance(parent, nn.Sequential):
             _relu_to_kwinners(parent, parent_name, activation_sparsity, exclude, k_inference_factor,

@@ -66,14 +66,6 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def all_reduce_mean_(tensor: torch.Tensor) -> torch.Tensor:
-    """Average a tensor over ranks in place (e.g. state that lives outside parameters)."""
-    if is_distributed():
-        dist.all_reduce(tensor)
-        tensor.div_(world_size())
-    return tensor
-
-
 def check_same_on_all_ranks(name: str, tensor: torch.Tensor) -> None:
     """Raise if `tensor` differs between ranks (e.g. sparse masks built from the same seed)."""
     if not is_distributed():

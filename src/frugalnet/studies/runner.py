@@ -90,9 +90,6 @@ class RunContext:
         dist_utils.barrier()
         return result
 
-    def figure_path(self, name: str) -> Path:
-        return self.dir / f"{_safe(name)}.png"
-
 
 def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)

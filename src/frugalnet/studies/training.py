@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -99,8 +100,6 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
 
     start_epoch, history, train_seconds = 0, [], 0.0
     if checkpoint is not None:
-        from pathlib import Path
-
         ckpt = Path(checkpoint)
         if ckpt.is_file():
             state = torch.load(ckpt, map_location=device, weights_only=False)

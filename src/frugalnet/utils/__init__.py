@@ -2,10 +2,10 @@
 from frugalnet.utils.io import atomic_write_json, atomic_write_text, atomic_torch_save, append_jsonl, read_jsonl
 from frugalnet.utils.progress import progress, set_quiet, is_quiet
 from frugalnet.utils.seeding import seed_everything, make_generator
-from frugalnet.utils.validation import check_fraction, check_positive_int, check_shape
+from frugalnet.utils.validation import check_fraction, check_positive_int
 
 __all__ = [
     "atomic_write_json", "atomic_write_text", "atomic_torch_save", "append_jsonl", "read_jsonl",
     "progress", "set_quiet", "is_quiet", "seed_everything", "make_generator",
-    "check_fraction", "check_positive_int", "check_shape",
+    "check_fraction", "check_positive_int",
 ]

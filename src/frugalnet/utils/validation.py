@@ -1,10 +1,6 @@
 """Argument checks that raise ValueError naming the parameter, the value and the allowed range."""
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
-
 
 def check_fraction(name: str, value: float, *, low_inclusive: bool = True, high_inclusive: bool = False,
                    low: float = 0.0, high: float = 1.0) -> float:
@@ -26,11 +22,3 @@ def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
-
-
-def check_shape(module: str, x: torch.Tensor, ndim: int, dim_sizes: Sequence[tuple[int, int]] = (),
-                expected: str = "") -> None:
-    """Raise ValueError if x lacks `ndim` dims or a (dim, size) pair does not hold."""
-    bad = x.dim() != ndim or any(x.shape[d] != s for d, s in dim_sizes)
-    if bad:
-        raise ValueError(f"{module} expects input of shape {expected}, got {tuple(x.shape)}")
