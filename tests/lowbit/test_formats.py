@@ -225,7 +225,8 @@ def test_pact_forward_and_straight_through_gradients(kernels):
 
 def test_kernels_match_torch_bit_for_bit():
     xs = [torch.randn(64, 100, generator=gen(10)) * 3, torch.randn(8, 40, 5, 3, generator=gen(11)) * 1e-3,
-          torch.cat([torch.zeros(40), torch.randn(60, generator=gen(12)) * 1e3]).reshape(4, 25)]
+          torch.cat([torch.zeros(40), torch.randn(60, generator=gen(12)) * 1e3]).reshape(4, 25),
+          torch.randn(64, 48, 7, 7, generator=gen(13))]           # above PARALLEL_MIN: the parallel builds
     cases = {
         "int8s": lambda x: F.int_max(x, 8, "stochastic", gen(1)),
         "pact": lambda x: F.pact_forward(x, torch.tensor(1.5), 4, True, "stochastic", gen(2)),
@@ -263,3 +264,56 @@ def test_random_hadamard_is_orthogonal():
     ra, rb = F.random_hadamard(a, signs, 0), F.random_hadamard(b, signs, 0)
     assert ra.shape == (48, 7)
     assert torch.allclose(ra.T @ rb, a.T @ b, atol=1e-4)
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_block_formats_reject_nan_and_inf_along_either_dim(dim, kernels):
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        x = torch.randn(40, 24, generator=gen(14))
+        x[17, 5] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            F.mxfp4(x, dim)
+
+
+def test_uniform_noise_is_seeded_uniform_and_the_same_in_numba_and_torch():
+    shape = (300, 701)                                         # above PARALLEL_MIN: the parallel numba build
+    previous = F.set_kernels(True)
+    try:
+        a = F.uniform_noise(shape, gen(21))
+        F.set_kernels(False)
+        b = F.uniform_noise(shape, gen(21))
+    finally:
+        F.set_kernels(previous)
+    assert a.shape == shape and a.dtype == torch.float32
+    assert torch.equal(a, b)                                   # numba kernel == torch reference, bit for bit
+    assert torch.equal(a, F.uniform_noise(shape, gen(21)))     # same seed, same draws
+    assert not torch.equal(a, F.uniform_noise(shape, gen(22)))
+    assert float(a.min()) >= 0.0 and float(a.max()) < 1.0
+    assert torch.equal(a * 2 ** 24, torch.floor(a * 2 ** 24))  # on the 2^-24 grid
+    flat = a.reshape(-1).double()
+    assert abs(float(flat.mean()) - 0.5) < 0.003 and abs(float(flat.var()) - 1 / 12) < 0.002
+    counts = torch.histc(flat, bins=20, min=0.0, max=1.0)      # chi-square over 20 bins, 19 dof: 99.9% point 43.8
+    expected = flat.numel() / 20
+    assert float(((counts - expected) ** 2 / expected).sum()) < 43.8
+    lag = torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1]
+    assert abs(float(lag)) < 0.01                              # neighbours uncorrelated
+
+
+def test_minifloat_kernel_matches_torch_on_edge_values():
+    specs = (F.E2M1, F.E4M3, F.E5M2)
+    edges = [0.0, -0.0, 1e-45, -1e-40, 2.0 ** -126, 2.0 ** -20, 2.0 ** -16, 2.0 ** -14, 2.0 ** -9, 2.0 ** -6,
+             2.0 ** -6 * 0.999, 0.25, 0.75, 1.0, 1.25, 2.5, 5.0, 6.0, 7.0, 448.0, 464.0, 500.0, 57344.0, 61440.0,
+             1e6, 3e38]
+    x = torch.tensor(edges + [-v for v in edges], dtype=torch.float32)
+    x = torch.cat([x, torch.randn(4000, generator=gen(31)) * 10.0 ** torch.randint(-8, 6, (4000,), generator=gen(32))])
+    previous = F.set_kernels(True)
+    try:
+        for spec in specs:
+            for rounding in ("nearest", "stochastic"):
+                F.set_kernels(True)
+                a = F.minifloat(x, spec, rounding, gen(33))
+                F.set_kernels(False)
+                b = F.minifloat(x, spec, rounding, gen(33))
+                assert torch.equal(a.view(torch.int32), b.view(torch.int32)), (spec.name, rounding)
+    finally:
+        F.set_kernels(previous)

@@ -43,14 +43,32 @@ def test_reload_is_bit_identical(recipe, tmp_path):
     assert torch.equal(model(x), twin(x))
 
 
-def test_ibm4_checkpoint_is_at_least_7x_smaller(tmp_path):
+@pytest.mark.parametrize("recipe", ["ibm4", "mxfp4", "nvfp4"])
+@pytest.mark.parametrize("channels, hidden", [((32, 64), 700), ((16, 32), 128)])
+def test_4bit_checkpoint_is_at_least_7x_smaller(recipe, channels, hidden, tmp_path):
     torch.manual_seed(0)
-    model = dense_cnn2()
+    model = dense_cnn2(channels=channels, hidden=hidden, batch_norm=False)
     reference = fp32_checkpoint_bytes(model)
-    quantize_(model, "ibm4")
+    quantize_(model, recipe)
     model(torch.randn(2, 1, 28, 28))
     size = save_packed(model, tmp_path / "m.fnp")
     assert reference / size >= 7.0
+
+
+def test_plain_and_compressed_files_hold_the_same_weights(tmp_path):
+    torch.manual_seed(0)
+    model = quantize_(dense_cnn2(channels=(8, 16), hidden=40), "nvfp4")
+    model(torch.randn(2, 1, 28, 28))
+    small = save_packed(model, tmp_path / "xz.fnp")
+    plain = save_packed(model, tmp_path / "plain.fnp", compress=False)
+    assert small < plain
+    a, b = load_packed(tmp_path / "xz.fnp"), load_packed(tmp_path / "plain.fnp")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k].view(torch.int32), b[k].view(torch.int32)) for k in a if a[k].is_floating_point())
+    damaged = (tmp_path / "xz.fnp").read_bytes()[:100]
+    (tmp_path / "damaged.fnp").write_bytes(damaged)
+    with pytest.raises(ValueError, match="damaged"):
+        load_packed(tmp_path / "damaged.fnp")
 
 
 def test_bad_files(tmp_path):

@@ -12,6 +12,7 @@ import math
 
 import numba as nb
 import numpy as np
+import torch
 
 _JIT = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
 _PJIT = dict(_JIT, parallel=True)
@@ -21,12 +22,11 @@ f32 = np.float32
 @nb.njit(inline="always", **_JIT)
 def _minifloat(v, mant, emin, fmax, u, stochastic):
     """v (float32) onto a minifloat grid with subnormals, saturating; mirrors formats.minifloat."""
-    a = abs(v)
-    if a < math.ldexp(1.0, emin):
-        e = emin
-    else:
-        e = math.frexp(a)[1] - 1
-    ulp = f32(math.ldexp(1.0, e - mant))
+    a = f32(abs(v))
+    # the binade read from the float32 exponent field (no libm call, so the loop vectorises); below 2^emin, and for
+    # float32 subnormals (field 0, far below any emin here), the subnormal step continues
+    e = max(((a.view(np.int32) >> 23) & 0xFF) - 127, emin)
+    ulp = np.int32((e - mant + 127) << 23).view(np.float32)     # 2^(e - mant), exact
     r = f32(a / ulp)
     if stochastic:
         k = math.floor(f32(r + u))
@@ -97,8 +97,8 @@ def _radix4(x, out, u, top, smallest, stochastic):
             lo = f32(0.0)
             step = smallest
         else:
-            e = math.frexp(v)[1] - 1
-            lo = f32(math.ldexp(1.0, (e // 2) * 2))
+            e = ((v.view(np.int32) >> 23) & 0xFF) - 127           # floor(log2 v); v >= 4^-6 is normal
+            lo = np.int32((((e // 2) * 2) + 127) << 23).view(np.float32)
             step = f32(f32(3.0) * lo)
         r = f32(f32(v - lo) / step)
         k = math.floor(f32(r + u[i])) if stochastic else np.rint(r)
@@ -124,6 +124,8 @@ def _block_e2m1(x3, out3, u3, block, nv, tensor_scale, stochastic, bad):
 
     nv=False: MX, scale 2^(floor(log2 amax) - 2) clamped to [2^-127, 2^127] (2^-127 for a zero block).
     nv=True: NVFP4, scale = e4m3(amax / (6 * tensor_scale)) * tensor_scale (a zero scale gives zeros).
+    With inner > 1 (blocks across rows) each pass runs along contiguous rows, so the loops vectorise; non-finite
+    input is detected by a NaN-propagating sum (a - a is NaN exactly for NaN and Inf).
     """
     n_outer, n, n_inner = x3.shape
     n_blocks = (n + block - 1) // block
@@ -135,43 +137,75 @@ def _block_e2m1(x3, out3, u3, block, nv, tensor_scale, stochastic, bad):
         end = min(n, start + block)
         if n_inner == 1:
             am = f32(0.0)
+            chk = f32(0.0)
             for j in range(start, end):
                 a = abs(x3[o, j, 0])
-                if not math.isfinite(a):
-                    flags[t] = 1
-                if a > am:
-                    am = a
+                chk += a - a
+                am = max(am, a)
+            if chk != chk:
+                flags[t] = 1
             scale, safe = _block_scale(am, nv, tensor_scale)
             for j in range(start, end):
                 ui = u3[o, j, 0] if stochastic else f32(0.0)
-                q = _e2m1(f32(x3[o, j, 0] / safe), ui, stochastic)
-                out3[o, j, 0] = f32(q * scale)
+                out3[o, j, 0] = f32(_e2m1(f32(x3[o, j, 0] / safe), ui, stochastic) * scale)
             continue
         amax = np.zeros(n_inner, dtype=np.float32)
+        chk = np.zeros(n_inner, dtype=np.float32)
         for j in range(start, end):
+            row = x3[o, j]
             for i in range(n_inner):
-                a = abs(x3[o, j, i])
-                if not math.isfinite(a):
-                    flags[t] = 1
-                if a > amax[i]:
-                    amax[i] = a
+                a = abs(row[i])
+                chk[i] += a - a
+                amax[i] = max(amax[i], a)
+        scales = np.empty(n_inner, dtype=np.float32)
+        safes = np.empty(n_inner, dtype=np.float32)
         for i in range(n_inner):
-            scale, safe = _block_scale(amax[i], nv, tensor_scale)
-            for j in range(start, end):
-                ui = u3[o, j, i] if stochastic else f32(0.0)
-                q = _e2m1(f32(x3[o, j, i] / safe), ui, stochastic)
-                out3[o, j, i] = f32(q * scale)
+            if chk[i] != chk[i]:
+                flags[t] = 1
+            scales[i], safes[i] = _block_scale(amax[i], nv, tensor_scale)
+        for j in range(start, end):
+            row = x3[o, j]
+            dst = out3[o, j]
+            if stochastic:
+                noise = u3[o, j]
+                for i in range(n_inner):
+                    dst[i] = f32(_e2m1(f32(row[i] / safes[i]), noise[i], True) * scales[i])
+            else:
+                for i in range(n_inner):
+                    dst[i] = f32(_e2m1(f32(row[i] / safes[i]), f32(0.0), False) * scales[i])
     bad[0] = flags.sum()
+
+
+def _hash_uniform(seed, out):
+    """out[i] = fmix32(i * 0x9E3779B1 + seed) >> 8, times 2^-24: mirrors formats.hash_uniform bit for bit."""
+    mask = np.uint64(0xFFFFFFFF)
+    s = seed & mask
+    for i in nb.prange(out.size):
+        h = (np.uint64(i) * np.uint64(0x9E3779B1) + s) & mask
+        h = h ^ (h >> np.uint64(16))
+        h = (h * np.uint64(0x85EBCA6B)) & mask
+        h = h ^ (h >> np.uint64(13))
+        h = (h * np.uint64(0xC2B2AE35)) & mask
+        h = h ^ (h >> np.uint64(16))
+        out[i] = f32(h >> np.uint64(8)) * f32(5.9604644775390625e-08)
 
 
 PARALLEL_MIN = 1 << 17      # elements from which the parallel build is used
 _SERIAL = {n: nb.njit(**_JIT)(f) for n, f in (("minifloat_scaled", _minifloat_scaled), ("int_uniform", _int_uniform),
-                                              ("pact", _pact), ("radix4", _radix4), ("block_e2m1", _block_e2m1))}
+                                              ("pact", _pact), ("radix4", _radix4), ("block_e2m1", _block_e2m1),
+                                              ("hash_uniform", _hash_uniform))}
 _PARALLEL = {n: nb.njit(**_PJIT)(f) for n, f in (("minifloat_scaled", _minifloat_scaled),
                                                  ("int_uniform", _int_uniform), ("pact", _pact),
-                                                 ("radix4", _radix4), ("block_e2m1", _block_e2m1))}
+                                                 ("radix4", _radix4), ("block_e2m1", _block_e2m1),
+                                                 ("hash_uniform", _hash_uniform))}
 
 
 def pick(name: str, n: int):
-    """The compiled kernel `name` for a tensor of n elements."""
-    return (_PARALLEL if n >= PARALLEL_MIN else _SERIAL)[name]
+    """The compiled kernel `name` for a tensor of n elements: serial for small tensors or when torch is limited to
+    one thread; otherwise the parallel build on as many numba threads as torch uses (so `torch.set_num_threads`
+    governs the quantizers too, and they never oversubscribe the cores torch was given)."""
+    threads = torch.get_num_threads()
+    if n < PARALLEL_MIN or threads < 2:
+        return _SERIAL[name]
+    nb.set_num_threads(min(threads, nb.config.NUMBA_NUM_THREADS))
+    return _PARALLEL[name]

@@ -61,12 +61,48 @@ def _np(x: Tensor):
     return x.detach().contiguous().numpy()
 
 
+_HASH_MASK = 0xFFFFFFFF
+
+
+def hash_uniform(seed: int, n: int, device: torch.device | str = "cpu") -> Tensor:
+    """n float32 draws in [0, 1) on a 2^-24 grid: u_i = fmix32(i * 0x9E3779B1 + seed) >> 8, times 2^-24.
+
+    A counter-based generator (MurmurHash3's finaliser over a Weyl sequence): one seed gives the same numbers on
+    every device and in the numba kernels (`_kernels.hash_uniform`), and generating them is one cheap parallel pass,
+    several times faster than torch.rand on CPU. Statistical quality is ample for rounding noise."""
+    i = torch.arange(n, dtype=torch.int64, device=device)
+    h = (i * 0x9E3779B1 + (seed & _HASH_MASK)) & _HASH_MASK       # int64 products wrap; the low 32 bits are exact
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _HASH_MASK
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _HASH_MASK
+    h = h ^ (h >> 16)
+    return (h >> 8).to(torch.float32) * 2.0 ** -24
+
+
+def uniform_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+    """Uniform draws in [0, 1) of `shape` for stochastic rounding: one 32-bit seed taken from `generator` (or torch's
+    global generator), expanded by `hash_uniform` (numba on CPU, torch elsewhere: identical numbers)."""
+    gen_device = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 2 ** 32, (1,), generator=generator, device=gen_device))
+    n = math.prod(shape)
+    if _USE_KERNELS and torch.device(device).type == "cpu":
+        from frugalnet.lowbit import _kernels
+
+        out = torch.empty(n, dtype=torch.float32)
+        _kernels.pick("hash_uniform", n)(np.uint64(seed), out.numpy())
+    else:
+        out = hash_uniform(seed, n, device)
+    return out.reshape(shape).to(dtype)
+
+
 def _noise(x: Tensor, rounding: str, generator: torch.Generator | None) -> Tensor | None:
     """Uniform draws in [0, 1) shaped like x for stochastic rounding (None for nearest)."""
     check_rounding(rounding)
     if rounding == "nearest":
         return None
-    return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return uniform_noise(x.shape, generator, x.device, x.dtype)
 
 
 def _kernel_noise(x: Tensor, noise: Tensor | None):
@@ -114,14 +150,14 @@ def round_(v: Tensor, rounding: Rounding = "nearest", generator: torch.Generator
     if rounding == "nearest":
         return torch.round(v)
     if rounding == "stochastic":
-        u = noise if noise is not None else torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+        u = noise if noise is not None else uniform_noise(v.shape, generator, v.device, v.dtype)
         return torch.floor(v + u)
     raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
 
 
 def _amax(x: Tensor, what: str) -> Tensor:
-    amax = torch.linalg.vector_norm(x.detach(), math.inf) if x.numel() else torch.zeros((), dtype=x.dtype,
-                                                                                           device=x.device)
+    # abs().amax() propagates NaN and is ~5x faster on CPU than vector_norm(x, inf)
+    amax = x.detach().abs().amax() if x.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
     _check_finite_scalar(amax, what)
     return amax
 
