@@ -91,3 +91,17 @@ def test_pooling_matches_torch(k, s, pad, seed, avg):
 def test_conv_weight_must_be_4d():
     with pytest.raises(ValueError, match="4-D"):
         formats.conv_taps_dense(np.zeros((3, 3), np.float32))
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("h, w", [(28, 28), (7, 9), (2, 2)])
+def test_2x2_max_pool_matches_torch_and_propagates_nan(h, w, parallel):
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((3, 4, h, w)).astype(np.float32)
+    x[1, 2, 0, 1] = np.nan
+    x[2, 0, -1, -1] = -np.inf
+    out = np.empty((3, 4, h // 2, w // 2), np.float32)
+    pool.max_pool_2x2.pick(parallel)(x, out)
+    expected = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2).numpy()
+    np.testing.assert_array_equal(out, expected)
+    assert np.isnan(out[1, 2, 0, 0])

@@ -23,3 +23,23 @@ def test_kwta_selects_exactly_the_torch_winners(batch, n, kfrac, seed, ties):
         np.testing.assert_array_equal(aval[b], x[b, aidx[b]])
     dense = kwta.densify(aidx, aval, n)
     np.testing.assert_array_equal(dense, reference.kwta(torch.from_numpy(x), k, torch.from_numpy(boost)).numpy())
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3000), kfrac=st.floats(0.0, 1.0), seed=st.integers(0, 2**16),
+       style=st.sampled_from(["normal", "ties", "signed-zeros", "wide"]))
+def test_radix_kth_largest_equals_sorting(n, kfrac, seed, style):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n).astype(np.float32)
+    if style == "ties":
+        a = np.round(a * 2).astype(np.float32)
+    elif style == "signed-zeros":
+        a[rng.random(n) < 0.5] = 0.0
+        a[rng.random(n) < 0.3] = -0.0
+    elif style == "wide":
+        a = (a * 10.0 ** rng.integers(-30, 30, n)).astype(np.float32)
+    k = min(n, max(1, int(round(n * kfrac))))
+    before = a.copy()
+    got = kwta.kth_largest_radix(a, k, np.empty(1 << kwta.RADIX_BITS, np.int32), np.empty(n, np.float32))
+    assert got == np.sort(a)[::-1][k - 1]
+    np.testing.assert_array_equal(a, before)          # input untouched

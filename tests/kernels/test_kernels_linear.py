@@ -73,3 +73,31 @@ def test_bad_input_raises():
         linear.sparse_sparse_linear(formats.to_csc(np.eye(4, dtype=np.float32)), np.array([[7]]), np.array([[1.0]]))
     with pytest.raises(ValueError, match="2-D"):
         formats.to_csr(np.zeros(3, np.float32))
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 9), n_in=dims, n_out=dims, ws=fractions, xs=fractions, seed=st.integers(0, 2**16),
+       nparts=st.integers(1, 4), parallel=st.booleans())
+def test_row_split_and_batched_sparse_sparse_kernels_match_torch(batch, n_in, n_out, ws, xs, seed, nparts, parallel):
+    rng = np.random.default_rng(seed)
+    w, x = sparse_array(rng, (n_out, n_in), ws), sparse_array(rng, (batch, n_in), xs)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    expected = reference.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias))
+    csc = formats.to_csc(w)
+    split = linear.row_splits(csc, nparts)
+    assert split.shape == (n_in, nparts + 1) and split.dtype == csc.ptr.dtype
+    assert (split[:, 0] == csc.ptr[:-1]).all() and (split[:, -1] == csc.ptr[1:]).all()
+    assert (np.diff(split, axis=1) >= 0).all()
+    aidx, aval, counts = linear.active_inputs(x)
+    out = np.empty((batch, n_out), np.float32)
+    linear.csc_active_rows.pick(parallel)(split, csc.idx, csc.val, aidx, aval, counts, bias, out)
+    assert_close(out, expected)
+    xptr = np.empty(n_in + 1, np.int32)
+    xs_, xv = np.empty(int(counts.sum()), np.int32), np.empty(int(counts.sum()), np.float32)
+    linear.transpose_active(aidx, aval, counts, n_in, xptr, xs_, xv)
+    assert xptr[-1] == (x != 0).sum()
+    for i in range(n_in):                                    # grouped by input, samples ascending
+        assert list(xs_[xptr[i]:xptr[i + 1]]) == list(np.flatnonzero(x[:, i]))
+    out2 = np.full((batch, n_out), np.nan, np.float32)
+    linear.csc_active_batched.pick(parallel)(split, csc.idx, csc.val, xptr, xs_, xv, bias, out2)
+    assert_close(out2, expected)

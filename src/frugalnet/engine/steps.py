@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.kernels import conv as conv_k, formats, kwta as kwta_k, linear as linear_k, pool as pool_k
+from frugalnet.kernels._jit import threads
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -89,7 +90,9 @@ class LinearStep(Step):
         if wd < 0.7:
             out += _flavours("csr_rows", act.batch, split=True) + (["csr_rows_t:p"] if act.batch > 1 else [])
             if sparse_in:
-                out += _flavours("csc_active", act.batch, split=True)
+                out += _flavours("csc_active", act.batch, split=True) + _flavours("csc_rows", act.batch, split=True)
+                if act.batch > 1:
+                    out += ["csc_batched:p"]
         if sparse_in:
             out += _flavours("dense_active", act.batch, split=False)
         return out
@@ -125,6 +128,8 @@ class LinearStep(Step):
             wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
             aidx, aval, counts = act.active()
             linear_k.dense_active.pick(par)(wt, aidx, aval, counts, b, out)
+        elif base in ("csc_rows", "csc_batched"):
+            return self.bind(variant, act.shape)(act)
         else:
             raise ValueError(f"unknown Linear variant {variant!r}")
         return Act(shape, dense=out)
@@ -155,6 +160,34 @@ class LinearStep(Step):
                 k(ptr, idx, val, aidx, aval, counts, b, out, nchunks)
                 return Act(out_shape, dense=out)
             return f
+        if base in ("csc_rows", "csc_batched"):
+            c = self.prepared("csc", lambda: formats.to_csc(w))
+            nparts = threads() if par else 1
+            split = self.prepared(f"split{nparts}", lambda: linear_k.row_splits(c, nparts))
+            idx, val = c.idx, c.val
+            if base == "csc_rows":
+                k = linear_k.csc_active_rows.pick(par)
+
+                def f(act):
+                    out = empty(out_shape, np.float32)
+                    aidx, aval, counts = act.active()
+                    k(split, idx, val, aidx, aval, counts, b, out)
+                    return Act(out_shape, dense=out)
+                return f
+            k = linear_k.csc_active_batched.pick(par)
+            transpose = linear_k.transpose_active
+            n_in = self.params["n_in"]
+            xptr = np.empty(n_in + 1, np.int32)
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                aidx, aval, counts = act.active()
+                total = int(counts.sum())
+                xs, xv = empty(total, np.int32), empty(total, np.float32)
+                transpose(aidx, aval, counts, n_in, xptr, xs, xv)
+                k(split, idx, val, xptr, xs, xv, b, out)
+                return Act(out_shape, dense=out)
+            return f
         if base == "dense_active":
             wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
             k = linear_k.dense_active.pick(par)
@@ -176,8 +209,13 @@ class LinearStep(Step):
         w, b = self.arrays["weight"], self.arrays["bias"]
         if variant.startswith("csr_rows"):
             return self.prepared("csr", lambda: formats.to_csr(w)).nbytes + b.nbytes
-        if variant.startswith("csc_active"):
-            return self.prepared("csc", lambda: formats.to_csc(w)).nbytes + b.nbytes
+        if variant.startswith(("csc_active", "csc_rows", "csc_batched")):
+            split = 0
+            if not variant.startswith("csc_active"):
+                nparts = threads() if variant.endswith(":p") else 1
+                split = self.prepared(f"split{nparts}", lambda: linear_k.row_splits(
+                    self.prepared("csc", lambda: formats.to_csc(w)), nparts)).nbytes
+            return self.prepared("csc", lambda: formats.to_csc(w)).nbytes + b.nbytes + split
         return w.nbytes + b.nbytes
 
 
@@ -443,11 +481,18 @@ class PoolStep(Step):
                                  p["count_include_pad"], p["divisor_override"])
             out = _np(y)
             return Act(out.shape, dense=out)
+        if _is_plain_2x2_max(p):
+            return self.bind(variant, act.shape)(act)
         shape = self.out_shape(act.shape)
         out = np.empty(shape, np.float32)
         fn = pool_k.max_pool if p["mode"] == "max" else pool_k.avg_pool
         fn.pick(variant.endswith(":p"))(x, *p["kernel"], *p["stride"], *p["padding"], out)
         return Act(shape, dense=out)
+
+
+def _is_plain_2x2_max(p: dict) -> bool:
+    return p["mode"] == "max" and p["kernel"] == [2, 2] and p["stride"] == [2, 2] and p["padding"] == [0, 0] \
+        and p.get("dilation", [1, 1]) == [1, 1]
 
 
 def _pool_bind(self, variant, shape):
@@ -458,6 +503,14 @@ def _pool_bind(self, variant, shape):
     kern = (pool_k.max_pool if p["mode"] == "max" else pool_k.avg_pool).pick(variant.endswith(":p"))
     (kh, kw), (sh, sw), (ph, pw) = p["kernel"], p["stride"], p["padding"]
     empty = np.empty
+    if _is_plain_2x2_max(p):
+        kern2 = pool_k.max_pool_2x2.pick(variant.endswith(":p"))
+
+        def f2(act):
+            out = empty(out_shape, np.float32)
+            kern2(act.dense(), out)
+            return Act(out_shape, dense=out)
+        return f2
 
     def f(act):
         out = empty(out_shape, np.float32)

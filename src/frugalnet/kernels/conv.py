@@ -51,6 +51,7 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
     kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     hw = in_h * in_w
+    unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
     part = np.zeros((batch * nchunks, oh, ow, cout), dtype=np.float32)
     for p in prange(batch * nchunks):
         b = p // nchunks
@@ -65,6 +66,17 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
             rem = f - ci * hw
             iy = rem // in_w
             ix = rem - iy * in_w
+            if unit:  # stride 1, dilation 1: the reachable taps form one rectangle, no per-tap tests
+                ny, nx = iy + ph, ix + pw
+                for ky in range(max(0, ny - oh + 1), min(kh, ny + 1)):
+                    arow = acc[ny - ky]
+                    wrow = wt[ci, ky]
+                    for kx in range(max(0, nx - ow + 1), min(kw, nx + 1)):
+                        w = wrow[kx]
+                        a = arow[nx - kx]
+                        for co in range(cout):
+                            a[co] += v * w[co]
+                continue
             for ky in range(kh):
                 ny = iy + ph - ky * dh
                 if ny < 0 or ny % sh != 0:

@@ -49,6 +49,44 @@ def kth_largest(a, k):
     return a[target]
 
 
+RADIX_BITS = 11      # histogram bins 2^11 over the top bits of an order-preserving key
+
+
+@njit(**JIT)
+def _order_key(v):
+    """uint32 key with the order of float32 values (-0.0 just below +0.0; NaN at the ends)."""
+    b = np.uint32(np.float32(v).view(np.uint32))
+    if b >> np.uint32(31):
+        return np.uint32(~b)
+    return np.uint32(b | np.uint32(0x80000000))
+
+
+@njit(**JIT)
+def kth_largest_radix(a, k, hist, buf):
+    """The k-th largest value of a 1-D float32 array (1 <= k <= len(a)), `a` left unchanged: one histogram pass over
+    the top RADIX_BITS of the order key finds the bin holding it, then a quickselect among that bin's values only.
+    `hist` (2^RADIX_BITS int32) and `buf` (len(a) float32) are scratch."""
+    shift = np.uint32(32 - RADIX_BITS)
+    nb = hist.shape[0]
+    for i in range(nb):
+        hist[i] = 0
+    for i in range(a.shape[0]):
+        hist[_order_key(a[i]) >> shift] += 1
+    above = 0
+    target = nb - 1
+    for j in range(nb - 1, -1, -1):
+        if above + hist[j] >= k:
+            target = j
+            break
+        above += hist[j]
+    m = 0
+    for i in range(a.shape[0]):
+        if (_order_key(a[i]) >> shift) == target:
+            buf[m] = a[i]
+            m += 1
+    return kth_largest(buf[:m], k - above)
+
+
 @kernel
 def kwta_rows(x, boost, k, aidx, aval):
     """Winners of each row of x (B, n) by boosted score x * boost (boost (n,)): aidx/aval (B, k) in index order."""
@@ -63,7 +101,7 @@ def kwta_rows(x, boost, k, aidx, aval):
         scores = np.empty(n, dtype=np.float32)
         for i in range(n):
             scores[i] = row[i] * boost[i]
-        thr = kth_largest(scores.copy(), k)
+        thr = kth_largest_radix(scores, k, np.empty(1 << RADIX_BITS, np.int32), np.empty(n, np.float32))
         above = 0
         for i in range(n):
             if scores[i] > thr:

@@ -7,9 +7,9 @@ slots are used in each row (k-WTA gives exactly k; a scan of a dense input gives
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from frugalnet.kernels._jit import kernel
+from frugalnet.kernels._jit import JIT, kernel
 
 
 @kernel
@@ -98,6 +98,95 @@ def dense_active(wt, aidx, aval, counts, bias, out):
             w = wt[aidx[b, t]]
             for r in range(n_out):
                 o[r] += v * w[r]
+
+
+def row_splits(csc, nparts: int) -> np.ndarray:
+    """(n_in, nparts + 1) positions cutting every column of a CSC weight at the output-row boundaries
+    r_p = p * n_out / nparts (rows are sorted within a column): part p of column i is split[i, p]:split[i, p + 1].
+    Lets threads own disjoint output-row ranges, so they write straight into the output with no partial sums."""
+    n_out = csc.shape[0]
+    bounds = np.array([(p * n_out) // nparts for p in range(nparts + 1)], np.int64)
+    split = np.empty((len(csc.ptr) - 1, nparts + 1), csc.ptr.dtype)
+    _row_splits(csc.ptr, csc.idx, bounds, split)
+    return split
+
+
+@njit(**JIT)
+def _row_splits(ptr, idx, bounds, split):
+    for i in range(ptr.shape[0] - 1):
+        s, e = ptr[i], ptr[i + 1]
+        split[i, 0] = s
+        j = s
+        for p in range(1, bounds.shape[0] - 1):
+            while j < e and idx[j] < bounds[p]:
+                j += 1
+            split[i, p] = j
+        split[i, bounds.shape[0] - 1] = e
+
+
+@kernel
+def csc_active_rows(split, idx, val, aidx, aval, counts, bias, out):
+    """Sparse W (CSC, cut by `row_splits`) x sparse input, parallel over (sample, output-row part): each part
+    touches only its rows of the active inputs' columns and writes them directly (no reduction)."""
+    batch = aidx.shape[0]
+    nparts = split.shape[1] - 1
+    n_out = out.shape[1]
+    for p in prange(batch * nparts):
+        b = p // nparts
+        part = p % nparts
+        o = out[b]
+        for r in range((part * n_out) // nparts, ((part + 1) * n_out) // nparts):
+            o[r] = bias[r]
+        for t in range(counts[b]):
+            i = aidx[b, t]
+            v = aval[b, t]
+            for j in range(split[i, part], split[i, part + 1]):
+                o[idx[j]] += v * val[j]
+
+
+@njit(**JIT)
+def transpose_active(aidx, aval, counts, n_in, xptr, xs, xv):
+    """Active (sample, value) pairs grouped by input: xptr (n_in + 1), xs / xv (total active), samples ascending."""
+    for i in range(n_in + 1):
+        xptr[i] = 0
+    for b in range(aidx.shape[0]):
+        for t in range(counts[b]):
+            xptr[aidx[b, t] + 1] += 1
+    for i in range(n_in):
+        xptr[i + 1] += xptr[i]
+    fill = xptr[:-1].copy()
+    for b in range(aidx.shape[0]):
+        for t in range(counts[b]):
+            i = aidx[b, t]
+            q = fill[i]
+            xs[q] = b
+            xv[q] = aval[b, t]
+            fill[i] = q + 1
+
+
+@kernel
+def csc_active_batched(split, idx, val, xptr, xs, xv, bias, out):
+    """Sparse W (CSC, cut by `row_splits`) x a sparse batch grouped by input (`transpose_active`): every weight
+    column is read once for all the samples it serves (not once per sample), parallel over output-row parts."""
+    nparts = split.shape[1] - 1
+    batch, n_out = out.shape
+    n_in = xptr.shape[0] - 1
+    for part in prange(nparts):
+        lo = (part * n_out) // nparts
+        hi = ((part + 1) * n_out) // nparts
+        for b in range(batch):
+            o = out[b]
+            for r in range(lo, hi):
+                o[r] = bias[r]
+        for i in range(n_in):
+            s, e = split[i, part], split[i, part + 1]
+            if s == e:
+                continue
+            for q in range(xptr[i], xptr[i + 1]):
+                o = out[xs[q]]
+                v = xv[q]
+                for j in range(s, e):
+                    o[idx[j]] += v * val[j]
 
 
 # ---- plain-numpy conveniences (allocate the output); the engine calls the kernels directly ----------------------

@@ -54,3 +54,27 @@ def avg_pool(x, kh, kw, sh, sw, ph, pw, out):
                         if 0 <= xx < w:
                             s += plane[y, xx]
                 out[b, c, oy, ox] = s * inv
+
+
+@kernel
+def max_pool_2x2(x, out):
+    """The common 2x2, stride 2, unpadded max pool: two input rows per output row, branch-free, vectorisable; NaN
+    propagates as in torch. out (B, C, H // 2, W // 2)."""
+    b_, c_ = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    for p in prange(b_ * c_):
+        plane = x[p // c_, p % c_]
+        o = out[p // c_, p % c_]
+        for oy in range(oh):
+            r0 = plane[2 * oy]
+            r1 = plane[2 * oy + 1]
+            d = o[oy]
+            for ox in range(ow):
+                a = r0[2 * ox]
+                v = r0[2 * ox + 1]
+                a = v if (v > a or v != v) else a
+                v = r1[2 * ox]
+                a = v if (v > a or v != v) else a
+                v = r1[2 * ox + 1]
+                a = v if (v > a or v != v) else a
+                d[ox] = a
