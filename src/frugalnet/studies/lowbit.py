@@ -1,5 +1,6 @@
 """Study `lowbit`: the same models trained in FP32 and with simulated 4-bit recipes (ibm4, mxfp4, nvfp4), same data,
-same budget, same seeds.
+same budget, same seeds. ibm4-nearest (ibm4 with round-to-nearest radix-4 gradients, see lowbit.recipes) runs beside
+them so the effect of the gradient rounding mode is measured, not asserted.
 
 Tasks: "mnist" (CNN-2 on the embedded MNIST digits, test accuracy), "cifar10" (a small ResNet, run when --data-dir
 holds CIFAR-10), "charlm" (a character-level Transformer on CPython's bundled reference docs, pydoc_data.topics,
@@ -40,7 +41,7 @@ TASKS = ("mnist", "cifar10", "charlm")
 class LowbitConfig(StudyConfig):
     seeds: int = 3
     tasks: tuple = field(default=TASKS, metadata={"help": f"tasks to run, from {TASKS}"})
-    recipes: tuple = field(default=("fp32", "ibm4", "mxfp4", "nvfp4"),
+    recipes: tuple = field(default=("fp32", "ibm4", "ibm4-nearest", "mxfp4", "nvfp4"),
                            metadata={"help": f"recipes to compare, from {tuple(RECIPES)}"})
     data_dir: str = field(default="", metadata={"help": "folder with a local CIFAR-10 copy (cifar10 task)"})
     epochs: int = field(default=4, metadata={"help": "epochs for the image tasks"})
