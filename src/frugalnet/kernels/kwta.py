@@ -104,18 +104,27 @@ def kwta_rows(x, boost, k, aidx, aval):
         thr = kth_largest_radix(scores, k, np.empty(1 << RADIX_BITS, np.int32), np.empty(n, np.float32))
         above = 0
         for i in range(n):
-            if scores[i] > thr:
-                above += 1
+            above += np.int32(scores[i] > thr)
         ties = k - above
+        # branch-free compaction: every element is written at slot c, and c advances only for a winner (ties at
+        # the threshold, rare, take the branch); slot k is a spill slot, so the scratch holds k + 1
+        bi = np.empty(k + 1, np.int32)
+        bv = np.empty(k + 1, np.float32)
         c = 0
         for i in range(n):
             s = scores[i]
-            if s > thr or (s == thr and ties > 0):
-                if s == thr:
-                    ties -= 1
-                aidx[b, c] = i
-                aval[b, c] = row[i]
-                c += 1
+            take = np.int32(s > thr)
+            if s == thr and ties > 0:
+                take = 1
+                ties -= 1
+            bi[c] = i
+            bv[c] = row[i]
+            c += take
+        oi = aidx[b]
+        ov = aval[b]
+        for j in range(k):
+            oi[j] = bi[j]
+            ov[j] = bv[j]
 
 
 @kernel
