@@ -105,3 +105,14 @@ def test_2x2_max_pool_matches_torch_and_propagates_nan(h, w, parallel):
     expected = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2).numpy()
     np.testing.assert_array_equal(out, expected)
     assert np.isnan(out[1, 2, 0, 0])
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("k, s, d", [(5, 1, 1), (3, 2, 1), (3, 1, 2), (2, 3, 2)])
+def test_im2col_matches_torch_unfold(k, s, d, parallel):
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.standard_normal((2, 3, 11, 13)).astype(np.float32)
+    expected = torch.nn.functional.unfold(torch.from_numpy(x), k, dilation=d, stride=s).numpy()
+    cols = np.empty(expected.shape, np.float32)
+    conv.im2col.pick(parallel)(x, k, k, s, s, d, d, cols)
+    np.testing.assert_array_equal(cols, expected)

@@ -236,7 +236,7 @@ class ConvStep(Step):
 
     def variants(self, act):
         wd = float(np.count_nonzero(self.arrays["weight"])) / max(1, self.arrays["weight"].size)
-        out = ["torch"] + _flavours("sparse_w", act.batch, split=True)
+        out = ["torch"] + _flavours("sparse_w", act.batch, split=True) + _flavours("im2col", act.batch, split=False)
         if act.density() < 0.5:
             out += _flavours("active_dense", act.batch, split=True)
             if wd < 0.3:
@@ -275,6 +275,8 @@ class ConvStep(Step):
             else:
                 xp = x
             conv_k.conv_dense_input.pick(par)(xp, ptr, taps, val, b, sh, sw, dh, dw, out)
+        elif base == "im2col":
+            return self.bind(variant, act.shape)(act)
         elif base == "active_dense":
             wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
             aidx, aval, counts = act.active()
@@ -307,6 +309,29 @@ class ConvStep(Step):
                 out = empty(out_shape, np.float32)
                 k(act.dense(), ptr, taps, val, b, sh, sw, dh, dw, out)
                 return Act(out_shape, dense=out)
+            return f
+        if base == "im2col":
+            full = self._full()
+            cout, cin, kh, kw = full.shape
+            w2 = torch.from_numpy(np.ascontiguousarray(full.reshape(cout, cin * kh * kw)))
+            bias_col = torch.from_numpy(b).reshape(1, cout, 1)
+            k = conv_k.im2col.pick(par)
+            pad = conv_k.pad_nchw.pick(par)
+            batch = shape[0]
+            n_pos = out_shape[2] * out_shape[3]
+            padded = (batch, cin, in_h + 2 * ph, in_w + 2 * pw)
+
+            def f(act):
+                x = act.dense()
+                if ph or pw:
+                    xp = empty(padded, np.float32)
+                    pad(x, ph, pw, xp)
+                    x = xp
+                cols = empty((batch, cin * kh * kw, n_pos), np.float32)
+                k(x, kh, kw, sh, sw, dh, dw, cols)
+                out = torch.matmul(w2, torch.from_numpy(cols))
+                out += bias_col
+                return Act(out_shape, dense=out.numpy().reshape(out_shape))
             return f
         if base == "active_dense":
             wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))

@@ -182,3 +182,30 @@ def expand_groups(weight: np.ndarray, groups: int) -> np.ndarray:
     for g in range(groups):
         full[g * cout_g:(g + 1) * cout_g, g * cin_g:(g + 1) * cin_g] = weight[g * cout_g:(g + 1) * cout_g]
     return full
+
+
+@kernel
+def im2col(xp, kh, kw, sh, sw, dh, dw, cols):
+    """Patches of padded xp (B, Cin, Hp, Wp) as columns: cols (B, Cin*kh*kw, OH*OW), row (ci, ky, kx) holding that
+    tap's input under every output position; a conv is then one GEMM W (Cout, Cin*kh*kw) @ cols per sample. For
+    few input channels (a first layer) this beats direct convolution, whose inner loops are too short."""
+    batch, cin = xp.shape[0], xp.shape[1]
+    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    oh = cols.shape[2] // ow
+    for p in prange(batch * cin):
+        b = p // cin
+        ci = p % cin
+        plane = xp[b, ci]
+        for ky in range(kh):
+            for kx in range(kw):
+                row = cols[b, (ci * kh + ky) * kw + kx]
+                for oy in range(oh):
+                    src = plane[oy * sh + ky * dh]
+                    base = oy * ow
+                    x0 = kx * dw
+                    if sw == 1:
+                        for ox in range(ow):
+                            row[base + ox] = src[x0 + ox]
+                    else:
+                        for ox in range(ow):
+                            row[base + ox] = src[x0 + ox * sw]
