@@ -329,8 +329,11 @@ class ConvStep(Step):
                     x = xp
                 cols = empty((batch, cin * kh * kw, n_pos), np.float32)
                 k(x, kh, kw, sh, sw, dh, dw, cols)
-                out = torch.matmul(w2, torch.from_numpy(cols))
-                out += bias_col
+                if batch == 1:   # bias folded into the GEMM
+                    out = torch.addmm(bias_col[0], w2, torch.from_numpy(cols[0]))
+                else:
+                    out = torch.matmul(w2, torch.from_numpy(cols))
+                    out += bias_col
                 return Act(out_shape, dense=out.numpy().reshape(out_shape))
             return f
         if base == "active_dense":
