@@ -101,3 +101,19 @@ def test_row_split_and_batched_sparse_sparse_kernels_match_torch(batch, n_in, n_
     out2 = np.full((batch, n_out), np.nan, np.float32)
     linear.csc_active_batched.pick(parallel)(split, csc.idx, csc.val, xptr, xs_, xv, bias, out2)
     assert_close(out2, expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(1, 9), n_in=dims, n_out=dims, xs=fractions, seed=st.integers(0, 2**16),
+       nparts=st.integers(1, 3), parallel=st.booleans())
+def test_dense_batched_kernel_matches_torch(batch, n_in, n_out, xs, seed, nparts, parallel):
+    rng = np.random.default_rng(seed)
+    w, x = sparse_array(rng, (n_out, n_in), 0.3), sparse_array(rng, (batch, n_in), xs)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    aidx, aval, counts = linear.active_inputs(x)
+    xptr = np.empty(n_in + 1, np.int32)
+    xs_, xv = np.empty(int(counts.sum()), np.int32), np.empty(int(counts.sum()), np.float32)
+    linear.transpose_active(aidx, aval, counts, n_in, xptr, xs_, xv)
+    out = np.full((batch, n_out), np.nan, np.float32)
+    linear.dense_active_batched.pick(parallel)(np.ascontiguousarray(w.T), xptr, xs_, xv, bias, out, nparts)
+    assert_close(out, reference.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias)))

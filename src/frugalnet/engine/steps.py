@@ -95,6 +95,8 @@ class LinearStep(Step):
                     out += ["csc_batched:p"]
         if sparse_in:
             out += _flavours("dense_active", act.batch, split=False)
+            if act.batch > 1:
+                out += ["dense_batched:p"]
         return out
 
     def out_shape(self, shape):
@@ -128,7 +130,7 @@ class LinearStep(Step):
             wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
             aidx, aval, counts = act.active()
             linear_k.dense_active.pick(par)(wt, aidx, aval, counts, b, out)
-        elif base in ("csc_rows", "csc_batched"):
+        elif base in ("csc_rows", "csc_batched", "dense_batched"):
             return self.bind(variant, act.shape)(act)
         else:
             raise ValueError(f"unknown Linear variant {variant!r}")
@@ -186,6 +188,23 @@ class LinearStep(Step):
                 xs, xv = empty(total, np.int32), empty(total, np.float32)
                 transpose(aidx, aval, counts, n_in, xptr, xs, xv)
                 k(split, idx, val, xptr, xs, xv, b, out)
+                return Act(out_shape, dense=out)
+            return f
+        if base == "dense_batched":
+            wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
+            k = linear_k.dense_active_batched.pick(par)
+            transpose = linear_k.transpose_active
+            n_in = self.params["n_in"]
+            xptr = np.empty(n_in + 1, np.int32)
+            nparts = threads() if par else 1
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                aidx, aval, counts = act.active()
+                total = int(counts.sum())
+                xs, xv = empty(total, np.int32), empty(total, np.float32)
+                transpose(aidx, aval, counts, n_in, xptr, xs, xv)
+                k(wt, xptr, xs, xv, b, out, nparts)
                 return Act(out_shape, dense=out)
             return f
         if base == "dense_active":

@@ -202,6 +202,28 @@ def csc_active_batched(split, idx, val, xptr, xs, xv, bias, out):
                     o[idx[j]] += v * val[j]
 
 
+@kernel
+def dense_active_batched(wt, xptr, xs, xv, bias, out, nparts):
+    """Dense W held as wt (in, out) x a sparse batch grouped by input (`transpose_active`): each active input's
+    weight row is read once for all the samples it serves and added, scaled, to their output rows (contiguous,
+    vectorised). Reading W once per batch instead of once per sample keeps a large layer out of the memory-bandwidth
+    limit. Parallel over `nparts` ranges of output units."""
+    batch, n_out = out.shape
+    n_in = xptr.shape[0] - 1
+    for part in prange(nparts):
+        lo = (part * n_out) // nparts
+        hi = ((part + 1) * n_out) // nparts
+        for b in range(batch):
+            for r in range(lo, hi):
+                out[b, r] = bias[r]
+        for i in range(n_in):
+            for q in range(xptr[i], xptr[i + 1]):
+                s = xs[q]
+                v = xv[q]
+                for r in range(lo, hi):
+                    out[s, r] += v * wt[i, r]
+
+
 # ---- plain-numpy conveniences (allocate the output); the engine calls the kernels directly ----------------------
 
 def _bias(bias, n: int) -> np.ndarray:
