@@ -217,11 +217,12 @@ def dense_active_batched(wt, xptr, xs, xv, bias, out, nparts):
             for r in range(lo, hi):
                 out[b, r] = bias[r]
         for i in range(n_in):
+            w = wt[i, lo:hi]
             for q in range(xptr[i], xptr[i + 1]):
-                s = xs[q]
                 v = xv[q]
-                for r in range(lo, hi):
-                    out[s, r] += v * wt[i, r]
+                o = out[xs[q], lo:hi]
+                for r in range(hi - lo):
+                    o[r] += v * w[r]
 
 
 # ---- plain-numpy conveniences (allocate the output); the engine calls the kernels directly ----------------------
