@@ -43,3 +43,12 @@ def test_radix_kth_largest_equals_sorting(n, kfrac, seed, style):
     got = kwta.kth_largest_radix(a, k, np.empty(1 << kwta.RADIX_BITS, np.int32), np.empty(n, np.float32))
     assert got == np.sort(a)[::-1][k - 1]
     np.testing.assert_array_equal(a, before)          # input untouched
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2000), kfrac=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_threshold_and_above_counts_values_strictly_above(n, kfrac, seed):
+    a = np.round(np.random.default_rng(seed).standard_normal(n) * 3).astype(np.float32)   # many ties
+    k = min(n, max(1, int(round(n * kfrac))))
+    thr, above = kwta.threshold_and_above(a, k, np.empty(1 << kwta.RADIX_BITS, np.int32), np.empty(n, np.float32))
+    assert thr == np.sort(a)[::-1][k - 1] and above == int((a > thr).sum()) and above < k

@@ -54,18 +54,21 @@ RADIX_BITS = 11      # histogram bins 2^11 over the top bits of an order-preserv
 
 @njit(**JIT)
 def _order_key(v):
-    """uint32 key with the order of float32 values (-0.0 just below +0.0; NaN at the ends)."""
-    b = np.uint32(np.float32(v).view(np.uint32))
+    """uint32 key with the order of float32 values (-0.0 and +0.0 share a key, as they compare equal; NaN at the
+    ends)."""
+    z = np.float32(np.float32(v) + np.float32(0.0))                     # -0.0 + 0.0 = +0.0
+    b = np.uint32(z.view(np.uint32))
     if b >> np.uint32(31):
         return np.uint32(~b)
     return np.uint32(b | np.uint32(0x80000000))
 
 
 @njit(**JIT)
-def kth_largest_radix(a, k, hist, buf):
-    """The k-th largest value of a 1-D float32 array (1 <= k <= len(a)), `a` left unchanged: one histogram pass over
-    the top RADIX_BITS of the order key finds the bin holding it, then a quickselect among that bin's values only.
-    `hist` (2^RADIX_BITS int32) and `buf` (len(a) float32) are scratch."""
+def threshold_and_above(a, k, hist, buf):
+    """(k-th largest value of a 1-D float32 array, how many values lie strictly above it), 1 <= k <= len(a), `a`
+    left unchanged: one histogram pass over the top RADIX_BITS of the order key finds the bin holding the k-th
+    largest, then a quickselect among that bin's values only. `hist` (2^RADIX_BITS int32) and `buf` (len(a) float32)
+    are scratch."""
     shift = np.uint32(32 - RADIX_BITS)
     nb = hist.shape[0]
     for i in range(nb):
@@ -84,7 +87,17 @@ def kth_largest_radix(a, k, hist, buf):
         if (_order_key(a[i]) >> shift) == target:
             buf[m] = a[i]
             m += 1
-    return kth_largest(buf[:m], k - above)
+    thr = kth_largest(buf[:m], k - above)
+    for i in range(m):                # the bin's values are still all in buf[:m], reordered
+        if buf[i] > thr:
+            above += 1
+    return thr, above
+
+
+@njit(**JIT)
+def kth_largest_radix(a, k, hist, buf):
+    """The k-th largest value of a 1-D float32 array (see threshold_and_above)."""
+    return threshold_and_above(a, k, hist, buf)[0]
 
 
 @kernel
@@ -101,10 +114,7 @@ def kwta_rows(x, boost, k, aidx, aval):
         scores = np.empty(n, dtype=np.float32)
         for i in range(n):
             scores[i] = row[i] * boost[i]
-        thr = kth_largest_radix(scores, k, np.empty(1 << RADIX_BITS, np.int32), np.empty(n, np.float32))
-        above = 0
-        for i in range(n):
-            above += np.int32(scores[i] > thr)
+        thr, above = threshold_and_above(scores, k, np.empty(1 << RADIX_BITS, np.int32), np.empty(n, np.float32))
         ties = k - above
         # branch-free compaction: every element is written at slot c, and c advances only for a winner (ties at
         # the threshold, rare, take the branch); slot k is a spill slot, so the scratch holds k + 1
