@@ -12,7 +12,16 @@ import numba
 from numba import njit
 
 JIT = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
-PJIT = dict(JIT, parallel=True)
+# Only prange loops (and their reductions) are parallelised: the kernels are explicit loops, so numba's array-
+# expression passes (fusion, numpy calls, setitem, ...) find nothing and only add compile time.
+PARALLEL_PASSES = dict(prange=True, reduction=True, comprehension=False, inplace_binop=False, setitem=False,
+                       numpy=False, stencil=False, fusion=False)
+PJIT = dict(JIT, parallel=PARALLEL_PASSES)   # numba consumes the `parallel` dict: pass parallel_jit() to njit
+
+
+def parallel_jit() -> dict:
+    """njit options of a parallel build (a fresh copy: numba pops the keys of the `parallel` dict it is given)."""
+    return dict(JIT, parallel=dict(PARALLEL_PASSES))
 
 
 class KernelPair:
@@ -24,7 +33,7 @@ class KernelPair:
         serial_fn.__qualname__ = fn.__qualname__ + "_serial"
         serial_fn.__doc__ = fn.__doc__
         self.serial = njit(**JIT)(serial_fn)
-        self.parallel = njit(**PJIT)(fn)
+        self.parallel = njit(**parallel_jit())(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
 

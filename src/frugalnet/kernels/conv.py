@@ -44,57 +44,65 @@ def conv_dense_input(xp, ptr, taps, val, bias, sh, sw, dh, dw, out):
                         dst[ox] += w * src[x0 + ox * sw]
 
 
+@njit(**JIT)
+def _active_dense_part(ai, av, lo, hi, in_h, in_w, wt, sh, sw, ph, pw, dh, dw, acc):
+    """Scatter active inputs lo..hi of one sample (ai / av) into acc (OH, OW, Cout). Shared by the serial and the
+    parallel build of conv_active_dense_taps, so this body is compiled once."""
+    kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
+    oh, ow = acc.shape[0], acc.shape[1]
+    hw = in_h * in_w
+    unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
+    for t in range(lo, hi):
+        f = ai[t]
+        v = av[t]
+        ci = f // hw
+        rem = f - ci * hw
+        iy = rem // in_w
+        ix = rem - iy * in_w
+        if unit:  # stride 1, dilation 1: the reachable taps form one rectangle, no per-tap tests
+            ny, nx = iy + ph, ix + pw
+            for ky in range(max(0, ny - oh + 1), min(kh, ny + 1)):
+                arow = acc[ny - ky]
+                wrow = wt[ci, ky]
+                for kx in range(max(0, nx - ow + 1), min(kw, nx + 1)):
+                    w = wrow[kx]
+                    a = arow[nx - kx]
+                    for co in range(cout):
+                        a[co] += v * w[co]
+            continue
+        for ky in range(kh):
+            ny = iy + ph - ky * dh
+            if ny < 0 or ny % sh != 0:
+                continue
+            oy = ny // sh
+            if oy >= oh:
+                continue
+            for kx in range(kw):
+                nx = ix + pw - kx * dw
+                if nx < 0 or nx % sw != 0:
+                    continue
+                ox = nx // sw
+                if ox >= ow:
+                    continue
+                w = wt[ci, ky, kx]
+                a = acc[oy, ox]
+                for co in range(cout):
+                    a[co] += v * w[co]
+
+
 @kernel
 def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph, pw, dh, dw, out, nchunks):
     """Sparse-input conv with per-tap dense weight vectors wt (Cin, kh, kw, Cout); out (B, Cout, OH, OW)."""
     batch = aidx.shape[0]
-    kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
-    oh, ow = out.shape[2], out.shape[3]
-    hw = in_h * in_w
-    unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
+    oh, ow, cout = out.shape[2], out.shape[3], wt.shape[3]
     part = np.zeros((batch * nchunks, oh, ow, cout), dtype=np.float32)
     for p in prange(batch * nchunks):
         b = p // nchunks
         c = p % nchunks
         n = counts[b]
         step = (n + nchunks - 1) // nchunks
-        acc = part[p]
-        for t in range(c * step, min(n, (c + 1) * step)):
-            f = aidx[b, t]
-            v = aval[b, t]
-            ci = f // hw
-            rem = f - ci * hw
-            iy = rem // in_w
-            ix = rem - iy * in_w
-            if unit:  # stride 1, dilation 1: the reachable taps form one rectangle, no per-tap tests
-                ny, nx = iy + ph, ix + pw
-                for ky in range(max(0, ny - oh + 1), min(kh, ny + 1)):
-                    arow = acc[ny - ky]
-                    wrow = wt[ci, ky]
-                    for kx in range(max(0, nx - ow + 1), min(kw, nx + 1)):
-                        w = wrow[kx]
-                        a = arow[nx - kx]
-                        for co in range(cout):
-                            a[co] += v * w[co]
-                continue
-            for ky in range(kh):
-                ny = iy + ph - ky * dh
-                if ny < 0 or ny % sh != 0:
-                    continue
-                oy = ny // sh
-                if oy >= oh:
-                    continue
-                for kx in range(kw):
-                    nx = ix + pw - kx * dw
-                    if nx < 0 or nx % sw != 0:
-                        continue
-                    ox = nx // sw
-                    if ox >= ow:
-                        continue
-                    w = wt[ci, ky, kx]
-                    a = acc[oy, ox]
-                    for co in range(cout):
-                        a[co] += v * w[co]
+        _active_dense_part(aidx[b], aval[b], c * step, min(n, (c + 1) * step), in_h, in_w, wt, sh, sw, ph, pw, dh,
+                           dw, part[p])
     _gather_parts(part, bias, nchunks, out)
 
 

@@ -100,41 +100,45 @@ def kth_largest_radix(a, k, hist, buf):
     return threshold_and_above(a, k, hist, buf)[0]
 
 
+@njit(**JIT)
+def _kwta_row(row, boost, k, oi, ov):
+    """Winners of one row into oi / ov (k each), in index order. A plain function shared by the serial and the
+    parallel build of kwta_rows, so its body is compiled once, not once per build."""
+    n = row.shape[0]
+    if k >= n:
+        for i in range(n):
+            oi[i] = i
+            ov[i] = row[i]
+        return
+    scores = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        scores[i] = row[i] * boost[i]
+    thr, above = threshold_and_above(scores, k, np.empty(1 << RADIX_BITS, np.int32), np.empty(n, np.float32))
+    ties = k - above
+    # branch-free compaction: every element is written at slot c, and c advances only for a winner (ties at the
+    # threshold, rare, take the branch); slot k is a spill slot, so the scratch holds k + 1
+    bi = np.empty(k + 1, np.int32)
+    bv = np.empty(k + 1, np.float32)
+    c = 0
+    for i in range(n):
+        s = scores[i]
+        take = np.int32(s > thr)
+        if s == thr and ties > 0:
+            take = 1
+            ties -= 1
+        bi[c] = i
+        bv[c] = row[i]
+        c += take
+    for j in range(k):
+        oi[j] = bi[j]
+        ov[j] = bv[j]
+
+
 @kernel
 def kwta_rows(x, boost, k, aidx, aval):
     """Winners of each row of x (B, n) by boosted score x * boost (boost (n,)): aidx/aval (B, k) in index order."""
-    n = x.shape[1]
     for b in prange(x.shape[0]):
-        row = x[b]
-        if k >= n:
-            for i in range(n):
-                aidx[b, i] = i
-                aval[b, i] = row[i]
-            continue
-        scores = np.empty(n, dtype=np.float32)
-        for i in range(n):
-            scores[i] = row[i] * boost[i]
-        thr, above = threshold_and_above(scores, k, np.empty(1 << RADIX_BITS, np.int32), np.empty(n, np.float32))
-        ties = k - above
-        # branch-free compaction: every element is written at slot c, and c advances only for a winner (ties at
-        # the threshold, rare, take the branch); slot k is a spill slot, so the scratch holds k + 1
-        bi = np.empty(k + 1, np.int32)
-        bv = np.empty(k + 1, np.float32)
-        c = 0
-        for i in range(n):
-            s = scores[i]
-            take = np.int32(s > thr)
-            if s == thr and ties > 0:
-                take = 1
-                ties -= 1
-            bi[c] = i
-            bv[c] = row[i]
-            c += take
-        oi = aidx[b]
-        ov = aval[b]
-        for j in range(k):
-            oi[j] = bi[j]
-            ov[j] = bv[j]
+        _kwta_row(x[b], boost, k, aidx[b], aval[b])
 
 
 @kernel
