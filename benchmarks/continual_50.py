@@ -5,6 +5,13 @@ MNIST digits, in one run, with the same table as the 10-task study.
     python benchmarks/continual_50.py --tasks 20 --strategies si dendrites-si joint
     python benchmarks/continual_50.py --resume runs/continual/<time>-bench50   # continue an interrupted run
 
+Cheaper variants that fit a laptop (with the study's current defaults, 2 cores, OMP_NUM_THREADS=1):
+
+    python benchmarks/continual_50.py --strategies dendrites-si joint --num-segments 10 --eval-every 10
+        # about 16 minutes: 10 segments shared by the 50 tasks instead of one segment per task
+    python benchmarks/continual_50.py --strategies finetune si dendrites-si joint --epochs 1 --num-segments 10 \
+        --eval-every 10                                   # about 7 minutes
+
 Extra `--option value` pairs are passed to the study config (as in `frugalnet run continual`). Full rows of the
 accuracy matrix are measured every 5 tasks (`--eval-every`), the diagonal and the last row always. Prints the table
 and whether dendrites + SI reach 0.9 x joint training.

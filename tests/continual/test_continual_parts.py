@@ -188,3 +188,58 @@ def test_every_strategy_builds_trains_and_evaluates(name):
     out = evaluate_task(net, provider, task, 0)
     assert out["acc"] > 0.7
     assert (out["context_acc"] == 1.0) if strategy.uses_context else out["context_acc"] is None
+
+
+def test_adam_eps_shrinks_the_steps_of_weights_with_tiny_gradients():
+    """make_adam's eps: with the default a weight with a tiny gradient still moves ~lr; with eps=1e-3 it barely
+    moves, while a weight with a large gradient keeps a step of about lr."""
+    from frugalnet.continual.learner import make_adam
+
+    def first_step(eps):
+        net = torch.nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            net.weight.zero_()
+        opt = make_adam(net, lr=0.01, eps=eps)
+        net(torch.tensor([[1e-6, 1.0]])).sum().backward()    # gradients 1e-6 and 1.0
+        opt.step()
+        return net.weight.detach().abs().flatten()
+
+    small_default, large_default = first_step(1e-8)
+    small_eps, large_eps = first_step(1e-3)
+    assert small_default > 0.009 and large_default > 0.009      # Adam: ~lr whatever the gradient
+    assert small_eps < 1e-4 and large_eps > 0.009                # eps=1e-3: tiny gradient, tiny step
+    with pytest.raises(ValueError, match="adam_eps"):
+        TrainSetup(adam_eps=0.0).validate()
+
+
+def test_kwta_ablation_shares_the_dendritic_network_init():
+    from frugalnet.continual.networks import SparseKWMLP
+
+    torch.manual_seed(0)                                   # same weight draws for both (the seed fixes the masks)
+    plain = SparseKWMLP(20, (40, 40), 3, kw_percent_on=0.25, weight_sparsity=0.5, seed=1, init="fan_in")
+    torch.manual_seed(0)
+    scaled = SparseKWMLP(20, (40, 40), 3, kw_percent_on=0.25, weight_sparsity=0.5, seed=1, init="kwta",
+                         init_gain=3.0)
+    torch.testing.assert_close(scaled.body[0].weight, 3 * plain.body[0].weight)     # first layer: the gain
+    torch.testing.assert_close(scaled.body[2].weight, 6 * plain.body[2].weight)     # gain / sqrt(0.25)
+    assert torch.all(scaled.body[2].weight[~scaled.body[2].weight_mask] == 0)
+
+
+def test_si_penalty_value_and_gradient_match_the_plain_expression():
+    torch.manual_seed(0)
+    net = DenseMLP(6, (5,), 3)
+    si = SI(net, c=0.7)
+    si.begin_task(net)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            si._buf("importance", n).uniform_(0, 2)
+            si._buf("anchor", n).copy_(p + torch.randn_like(p))
+    si.tasks.fill_(1)
+    got = si.penalty(net)
+    g_got = torch.autograd.grad(got, list(net.parameters()))
+    want = 0.7 * sum((si._buf("importance", n) * (p - si._buf("anchor", n)) ** 2).sum()
+                     for n, p in net.named_parameters())
+    g_want = torch.autograd.grad(want, list(net.parameters()))
+    torch.testing.assert_close(got, want)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b)

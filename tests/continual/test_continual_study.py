@@ -5,7 +5,7 @@ import pytest
 
 import frugalnet.studies.continual as study
 from frugalnet.studies import resume_run, run_study
-from frugalnet.studies.continual import ContinualConfig, acceptance_checks, command_line, paper_setup
+from frugalnet.studies.continual import PAPER_SCHEDULE, ContinualConfig, acceptance_checks, command_line, paper_setup
 
 QUICK = dict(tasks=2, epochs=1, hidden=(32, 32), train_per_task=256, test_per_task=100, kw_percent_on=0.25,
              batch_size=64, quiet=True)
@@ -74,12 +74,19 @@ def test_options_and_validation(tmp_path):
         ContinualConfig(hidden=()).validate()
     with pytest.raises(FileNotFoundError, match="data-dir"):
         ContinualConfig(paper=True).validate()
+    with pytest.raises(ValueError, match="init"):
+        ContinualConfig(init="xavier").validate()
+    with pytest.raises(ValueError, match="init_gain"):
+        ContinualConfig(init_gain=-1.0).validate()
+    with pytest.raises(ValueError, match="adam_eps"):
+        ContinualConfig(adam_eps=0.0).validate()
     with pytest.raises(FileNotFoundError, match="mnist"):
         run_study("continual", ContinualConfig(runs_dir=str(tmp_path), dataset="mnist",
                                                data_dir=str(tmp_path / "nowhere"), **QUICK))
     p = paper_setup(ContinualConfig(tasks=50, paper=True, data_dir="/data"))
     assert p.hidden == (2048, 2048) and p.kw_percent_on == 0.05 and p.num_segments == 50
     assert p.dataset == "mnist" and p.batch_size == 256 and p.weight_sparsity == 0.5
+    assert (p.lr, p.epochs) == PAPER_SCHEDULE[50] and p.init == "kwta" and p.init_gain == 1.0 and p.adam_eps == 1e-8
     line = command_line(ContinualConfig(tasks=3, strategies=("si", "dendrites"), paper=True, data_dir="/d"))
     assert line == "frugalnet run continual --tasks 3 --strategies si dendrites --data-dir /d --paper"
 
@@ -89,9 +96,11 @@ def test_cli_exposes_the_options():
 
     args = build_parser().parse_args(["run", "continual", "--tasks", "5", "--strategies", "si", "dendrites",
                                       "--hidden", "64", "64", "--context", "online-prototype", "--paper",
-                                      "--data-dir", "/x"])
+                                      "--data-dir", "/x", "--init", "fan_in", "--init-gain", "1.5",
+                                      "--adam-eps", "1e-4"])
     assert args.tasks == 5 and args.strategies == ["si", "dendrites"] and args.hidden == [64, 64]
     assert args.paper is True and args.data_dir == "/x" and args.context == "online-prototype"
+    assert args.init == "fan_in" and args.init_gain == 1.5 and args.adam_eps == 1e-4
 
 
 def test_acceptance_checks_compare_measured_accuracies():

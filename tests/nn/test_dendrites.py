@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from frugalnet.nn.dendrites import (DendriteSegments, DendriticLinear, DendriticMLP, gate_abs_max, gate_bias,
-                                    gate_max)
+                                    gate_max, scale_feedforward_init_)
 
 
 def test_segments_shape_and_value():
@@ -122,3 +122,37 @@ def test_mlp_learns_two_tasks_that_only_the_context_separates():
         acc0 = (net(x, contexts[0] * 4).argmax(1) == y0).float().mean()
         acc1 = (net(x, contexts[1] * 4).argmax(1) == 1 - y0).float().mean()
     assert acc0 > 0.9 and acc1 > 0.9
+
+
+def test_kwta_init_scales_layers_fed_by_kwta_and_gain_scales_all():
+    """init="kwta": layers after k-WTA start 1/sqrt(kw) larger than plain fan-in init; init_gain multiplies all."""
+    kw = 0.04
+    kwargs = dict(num_segments=2, dim_context=6, kw_percent_on=kw, weight_sparsity=0.5, seed=3)
+    nets = []
+    for init, gain in (("fan_in", 1.0), ("kwta", 1.0), ("kwta", 2.0)):
+        torch.manual_seed(0)                               # same weight draws (the seed fixes the masks)
+        nets.append(DendriticMLP(30, [40, 50], 4, init=init, init_gain=gain, **kwargs))
+    plain, modified, doubled = nets
+    for net in (plain, modified, doubled):                   # same masks, masked weights still zero
+        for layer in net.layers:
+            assert torch.all(layer.linear.weight[~layer.linear.weight_mask] == 0)
+        torch.testing.assert_close(net.layers[1].linear.weight_mask, plain.layers[1].linear.weight_mask)
+    w = lambda net, i: net.layers[i].linear.weight.abs().max()      # noqa: E731
+    # the first layer reads the (dense) input: unchanged by "kwta", doubled by the gain
+    torch.testing.assert_close(w(modified, 0), w(plain, 0))
+    torch.testing.assert_close(w(doubled, 0), 2 * w(plain, 0))
+    # the second hidden layer reads a k-WTA output: 1/sqrt(kw) = 5x larger (same seed, same draws)
+    torch.testing.assert_close(w(modified, 1), 5 * w(plain, 1))
+    torch.testing.assert_close(w(doubled, 1), 10 * w(plain, 1))
+    # classifier: uniform in +-gain/sqrt(kw * fan_in)
+    bound = 2.0 / (kw * 50) ** 0.5
+    assert doubled.classifier.weight.abs().max() <= bound
+    assert doubled.classifier.weight.abs().max() > 0.8 * bound
+    # segments are not touched by the feed-forward init
+    torch.testing.assert_close(doubled.layers[0].segments.weight, plain.layers[0].segments.weight)
+    with pytest.raises(ValueError, match="init"):
+        DendriticMLP(30, [40], 4, init="xavier", **kwargs)
+    with pytest.raises(ValueError, match="init_gain"):
+        DendriticMLP(30, [40], 4, init_gain=0.0, **kwargs)
+    with pytest.raises(ValueError, match="init"):
+        scale_feedforward_init_(plain.layers, plain.classifier, kw, init="nope")

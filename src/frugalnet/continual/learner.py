@@ -26,6 +26,7 @@ class TrainSetup:
     epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
+    adam_eps: float = 1e-8          # Adam's epsilon (torch's default); see `make_adam`
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -34,16 +35,23 @@ class TrainSetup:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
 
 
-def make_adam(net: nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_adam(net: nn.Module, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
     """Adam (the paper's optimizer); the fused kernel where this torch build has it (several times faster on the
-    large dendritic weight tensors)."""
+    large dendritic weight tensors).
+
+    `eps` matters for continual learning: Adam's step is lr * m / (sqrt(v) + eps), so with the default 1e-8 a
+    weight whose gradient is tiny (a unit that barely takes part in the new task, but matters to an old one) still
+    moves by about lr per step. A larger eps (1e-3) makes such steps proportional to the gradient, as in SGD, while
+    weights with large gradients keep Adam's normalised steps."""
     params = [p for p in net.parameters() if p.requires_grad]
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
 def train_task(net: nn.Module, reg: Regularizer, provider: ContextProvider | None, split: Split, t: int,
@@ -56,7 +64,7 @@ def train_task(net: nn.Module, reg: Regularizer, provider: ContextProvider | Non
     if provider is not None:
         provider.begin_task(t, split.x)
     reg.begin_task(net)
-    opt = optimizer if optimizer is not None else make_adam(net, setup.lr)
+    opt = optimizer if optimizer is not None else make_adam(net, setup.lr, setup.adam_eps)
     n, idx, ctx = len(split), t, None
     loss_sum = 0.0
     for epoch in range(setup.epochs):
@@ -88,7 +96,7 @@ def train_joint(net: nn.Module, stream: TaskStream, setup: TrainSetup, seed: int
     sizes = torch.tensor(stream.train_sizes())
     offsets = torch.cumsum(sizes, 0) - sizes
     total = int(sizes.sum())
-    opt = make_adam(net, setup.lr)
+    opt = make_adam(net, setup.lr, setup.adam_eps)
     loss_sum = 0.0
     for epoch in range(setup.epochs):
         net.train()

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from frugalnet.nn.dendrites import DendriticMLP
+from frugalnet.nn.dendrites import DendriticMLP, scale_feedforward_init_
 from frugalnet.nn.kwinners import KWinners
 from frugalnet.nn.sparse import SparseLinear
 from frugalnet.utils.seeding import make_generator
@@ -65,10 +65,11 @@ class XdGMLP(nn.Module):
 
 
 class SparseKWMLP(nn.Module):
-    """input -> [SparseLinear -> k-WTA] x n -> Linear: the dendritic network without its dendrites."""
+    """input -> [SparseLinear -> k-WTA] x n -> Linear: the dendritic network without its dendrites (same
+    initialisation as DendriticMLP, see `scale_feedforward_init_`)."""
 
     def __init__(self, input_size: int, hidden_sizes: Sequence[int], output_size: int, kw_percent_on: float,
-                 weight_sparsity: float, seed: int = 0) -> None:
+                 weight_sparsity: float, seed: int = 0, init: str = "kwta", init_gain: float = 1.0) -> None:
         super().__init__()
         layers, n_in = [], input_size
         for i, h in enumerate(hidden_sizes):
@@ -78,6 +79,7 @@ class SparseKWMLP(nn.Module):
             n_in = h
         self.body = nn.Sequential(*layers)
         self.classifier = nn.Linear(n_in, output_size)
+        scale_feedforward_init_(layers[0::2], self.classifier, kw_percent_on, init, init_gain)
 
     def forward(self, x: Tensor, context: Tensor | None = None, index: int | None = None) -> Tensor:
         return self.classifier(self.body(x))

@@ -24,6 +24,23 @@ def _key(name: str) -> str:
     return name.replace(".", "__")
 
 
+class _WeightedSquaredDistance(torch.autograd.Function):
+    """sum(w * (p - a)^2) with gradient 2 w (p - a) for p only: the same numbers as the autograd expression, in
+    about half the passes over memory (it matters on the dendritic network's millions of segment weights)."""
+
+    @staticmethod
+    def forward(ctx, p: Tensor, w: Tensor, a: Tensor) -> Tensor:
+        d = p.detach() - a
+        wd = w * d
+        ctx.save_for_backward(wd)
+        return torch.dot(wd.reshape(-1), d.reshape(-1))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (wd,) = ctx.saved_tensors
+        return wd * (2.0 * grad), None, None
+
+
 class Regularizer(nn.Module):
     """No penalty (plain fine-tuning). Subclasses override the hooks they need."""
 
@@ -62,7 +79,7 @@ class _PerParameter(Regularizer):
             return 0.0
         total = 0.0
         for n, p in self._params(model):
-            total = total + (self._buf(weight, n) * (p - self._buf("anchor", n)) ** 2).sum()
+            total = total + _WeightedSquaredDistance.apply(p, self._buf(weight, n), self._buf("anchor", n))
         return total
 
 
@@ -133,7 +150,7 @@ class SI(_PerParameter):
         for n, p in self._params(model):
             prev = self._buf("prev", n)
             if p.grad is not None:
-                self._buf("omega", n).add_(-p.grad * (p - prev))
+                self._buf("omega", n).addcmul_(p.grad, prev.sub_(p))   # omega += -g * (p - prev)
             prev.copy_(p)
 
     @torch.no_grad()

@@ -38,6 +38,8 @@ class Hyper:
     weight_sparsity: float = 0.5
     dendrite_sparsity: float = 0.0
     gating: str = "abs_max"
+    init: str = "kwta"             # feed-forward init of the k-WTA networks (see nn.dendrites.scale_feedforward_init_)
+    init_gain: float = 1.0
     xdg_gate_fraction: float = 0.8
     ewc_lambda: float = 1000.0
     si_c: float = 1.0
@@ -78,7 +80,7 @@ def _dendritic(h: Hyper) -> nn.Module:
     return DendriticNet(input_size=h.input_size, hidden_sizes=h.hidden_sizes, output_size=h.output_size,
                         num_segments=h.num_segments, dim_context=h.dim_context, kw_percent_on=h.kw_percent_on,
                         weight_sparsity=h.weight_sparsity, dendrite_sparsity=h.dendrite_sparsity, gating=h.gating,
-                        seed=h.seed)
+                        init=h.init, init_gain=h.init_gain, seed=h.seed)
 
 
 def _none(net: nn.Module, h: Hyper) -> Regularizer:
@@ -101,7 +103,7 @@ for _s in (
     Strategy("kwta", "sparse weights + k-WTA, no context (ablation of the dendrites)",
              "Ahmad & Scheinkman 2019, arXiv:1903.11257",
              lambda h: SparseKWMLP(h.input_size, h.hidden_sizes, h.output_size, h.kw_percent_on, h.weight_sparsity,
-                                   h.seed), _none),
+                                   h.seed, h.init, h.init_gain), _none),
     Strategy("dendrites", "sparse weights + k-WTA + active dendrites (abs-max gating) on the context",
              "Iyer et al. 2022, Front. Neurorobot. 16:846219", _dendritic, _none, uses_context=True),
     Strategy("dendrites-si", "the dendritic network + synaptic intelligence",

@@ -157,6 +157,41 @@ class DendriticLinear(nn.Module):
         return f"gating={self.gating!r}"
 
 
+INITS = ("fan_in", "kwta")
+
+
+def _check_init(init: str, gain: float) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    if not gain > 0:
+        raise ValueError(f"init_gain must be > 0, got {gain}")
+
+
+@torch.no_grad()
+def scale_feedforward_init_(layers: Sequence[nn.Module], classifier: nn.Linear, kw_percent_on: float,
+                            init: str = "kwta", gain: float = 1.0) -> None:
+    """Rescale freshly initialised feed-forward weights of an MLP whose hidden layers end in k-WTA.
+
+    Every layer starts from kaiming-uniform over its *nonzero* fan-in (+-1/sqrt(nnz)), which keeps the activation scale
+    of a dense layer for a dense input. With ``init="kwta"`` the layers that read a k-WTA output (hidden layers after
+    the first, and the classifier) are scaled by 1/sqrt(kw_percent_on), since only that fraction of their inputs is
+    nonzero (the "modified" initialisation of Numenta's reference DendriticMLP, nupic.research). ``gain`` multiplies
+    all of them. Masked weights stay zero (a multiplication keeps them so).
+
+    Why it matters for continual learning: Adam moves every weight by about lr per step whatever its size, so the
+    smaller the weights, the larger the relative change a new task makes to the weights it shares with old tasks.
+    """
+    _check_init(init, gain)
+    kw_scale = 1.0 / math.sqrt(kw_percent_on) if init == "kwta" else 1.0
+    for i, layer in enumerate(layers):
+        weight = layer.linear.weight if isinstance(layer, DendriticLinear) else layer.weight
+        weight.mul_(gain * (kw_scale if i > 0 else 1.0))
+        if hasattr(layer, "apply_mask_"):
+            layer.apply_mask_()
+    bound = gain * kw_scale / math.sqrt(classifier.in_features)
+    classifier.weight.uniform_(-bound, bound)
+
+
 class DendriticMLP(nn.Module):
     """input -> [DendriticLinear -> k-WTA] x len(hidden_sizes) -> Linear -> logits (the paper's network).
 
@@ -169,6 +204,9 @@ class DendriticMLP(nn.Module):
         dendrite_sparsity: fraction of zero dendritic weights (the paper: 0.0).
         gating: "abs_max", "max" or "bias".
         k_inference_factor, boost_strength: passed to KWinners (the paper: 1.0 and 0.0, no boosting).
+        init: "kwta" (default: layers fed by k-WTA scaled by 1/sqrt(kw_percent_on), as in Numenta's reference code)
+            or "fan_in" (kaiming-uniform over each layer's nonzero fan-in only); see `scale_feedforward_init_`.
+        init_gain: multiplies every feed-forward initial weight (1.0 = the rule above unchanged).
         seed: seed for the masks.
 
     Shape: x (B, input_size), context (dim_context,) or (B, dim_context) -> (B, output_size).
@@ -177,8 +215,10 @@ class DendriticMLP(nn.Module):
     def __init__(self, input_size: int, hidden_sizes: Sequence[int], output_size: int, num_segments: int,
                  dim_context: int, kw_percent_on: float = 0.05, weight_sparsity: float = 0.5,
                  dendrite_sparsity: float = 0.0, gating: str = "abs_max", k_inference_factor: float = 1.0,
-                 boost_strength: float = 0.0, seed: int | None = None) -> None:
+                 boost_strength: float = 0.0, init: str = "kwta", init_gain: float = 1.0,
+                 seed: int | None = None) -> None:
         super().__init__()
+        _check_init(init, init_gain)
         if not hidden_sizes:
             raise ValueError("hidden_sizes must name at least one hidden layer, got an empty sequence")
         check_positive_int("input_size", input_size)
@@ -196,6 +236,7 @@ class DendriticMLP(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.kwinners = nn.ModuleList(kws)
         self.classifier = nn.Linear(n_in, output_size)
+        scale_feedforward_init_(self.layers, self.classifier, kw_percent_on, init, init_gain)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         x = x.flatten(1)

@@ -8,11 +8,19 @@ task, so `frugalnet resume <run folder>` continues an interrupted run.
 
 Embedded-data setting (the default, documented here because it differs from the paper): the 4,000 training
 images of mnist-5k per task, hidden layers 512-512, k-WTA 10% on (k = 51 units, about the paper's 102 of 2,048 in
-count), weight sparsity 0.5, one dendritic segment per task, Adam lr 1e-3, batch 64 (about 190 steps per task;
-with batch 256 the dendrites had too few steps to specialise), 3 epochs per task; SI c = 1 (better than 0.1 here),
-EWC lambda = 1000 (not tuned).
+count), weight sparsity 0.5, one dendritic segment per task, Adam lr 1e-3 with eps 1e-3, batch 64 (about 190 steps
+per task; with batch 256 the dendrites had too few steps to specialise), 3 epochs per task; SI c = 1 (better than 0.1
+here), EWC lambda = 1000 (not tuned). All strategies share the optimizer settings. The k-WTA networks (kwta,
+dendrites, dendrites-si) start from Numenta's k-WTA-aware init (layers fed by k-WTA scaled by 1/sqrt(0.1)) times 2.
+Why these two: forgetting in the dendritic network was drift of the feed-forward weights that tasks share (after 10
+tasks, putting back the first layer's post-task-0 feed-forward weights lifted task 0 from 0.80 to 0.88; putting back
+the segments changed nothing), and Adam with eps = 1e-8 moves every weight with any gradient by about lr per step,
+however small its gradient. Measured on 10 tasks, seed 0, dendrites alone: init x 2 with eps 1e-8, 1e-5, 1e-4, 1e-3,
+3e-3, 1e-2 gave 0.864, 0.875, 0.881, 0.895, 0.889, 0.873; init x 1 with eps 1e-3 gave 0.862; the old setting
+(kaiming fan-in init, eps 1e-8) 0.799.
 `--paper` switches to the paper's permuted-MNIST setup on full MNIST (784-2048-2048-10, k-WTA 5%, weight sparsity
-0.5, segments = tasks, Adam, batch 256, learning rate and epochs from `PAPER_SCHEDULE`).
+0.5, segments = tasks, Adam with torch's eps 1e-8, batch 256, learning rate and epochs from `PAPER_SCHEDULE`,
+Numenta's k-WTA-aware init without the extra gain).
 """
 from __future__ import annotations
 
@@ -31,16 +39,19 @@ from frugalnet.continual.streams import STREAMS, make_stream
 from frugalnet.continual.strategies import STRATEGIES, Hyper, get_strategy
 from frugalnet.data import load
 from frugalnet.data.core import Split
-from frugalnet.nn.dendrites import GATINGS
+from frugalnet.nn.dendrites import GATINGS, INITS
 from frugalnet.report.document import mean_sd
 from frugalnet.studies.registry import StudyConfig, register_study
 from frugalnet.utils.io import atomic_torch_save
 from frugalnet.utils.seeding import seed_everything
 
-# The paper's permuted-MNIST schedule (Iyer et al. 2022, supplementary hyper-parameter table), by number of tasks:
-# (Adam learning rate, epochs per task). Recalled, not copied from the table: check against the paper before
-# quoting a --paper result. The nearest listed task count is used.
-PAPER_SCHEDULE = {10: (5e-4, 3), 50: (5e-4, 3), 100: (1e-4, 3)}
+# The authors' permuted-MNIST schedule for active dendrites with prototype contexts, by number of tasks: (Adam learning
+# rate, epochs per task), batch 256. Taken from the configs PROTOTYPE_2 ... PROTOTYPE_100 in the authors' code,
+# numenta/nupic.research, projects/dendrites/permutedMNIST/experiments/prototype.py ("chosen based on a
+# hyperparameter search that maximized final test accuracy across all tasks"); the same file gives 784-2048-2048-10,
+# k-WTA 5%, weight sparsity 0.5, dense segments, one segment per task. Not checked against the paper's own table.
+# The nearest listed task count is used.
+PAPER_SCHEDULE = {2: (5e-4, 1), 5: (5e-4, 1), 10: (5e-4, 3), 25: (3e-4, 5), 50: (3e-4, 3), 100: (1e-4, 3)}
 # The paper's reported accuracy of active dendrites with prototypes (Iyer et al. 2022, Table 2), for comparison only.
 PAPER_ACCURACY = {10: 0.946, 50: 0.870, 100: 0.814}
 ALL_STRATEGIES = tuple(STRATEGIES)
@@ -57,12 +68,15 @@ class ContinualConfig(StudyConfig):
     hidden: tuple[int, ...] = (512, 512)  # hidden layer widths
     epochs: int = 3                       # epochs per task
     lr: float = 1e-3                      # Adam learning rate
+    adam_eps: float = 1e-3                # Adam epsilon (torch default 1e-8): steps of tiny-gradient weights shrink
     batch_size: int = 64                  # 4,000 samples per task: 64 gives ~190 Adam steps per task in 3 epochs
     kw_percent_on: float = 0.1            # k-WTA fraction on (kwta, dendrites)
     weight_sparsity: float = 0.5          # feed-forward weight sparsity (kwta, dendrites)
     dendrite_sparsity: float = 0.0
     num_segments: int = 0                 # dendritic segments per unit; 0 = one per task
     gating: str = "abs_max"               # abs_max | max | bias
+    init: str = "kwta"                    # feed-forward init of kwta/dendrites: kwta (Numenta's) | fan_in
+    init_gain: float = 2.0                # multiplies that init (larger weights: Adam's steps change them less)
     si_c: float = 1.0                     # SI strength
     ewc_lambda: float = 1000.0            # EWC strength
     xdg_gate_fraction: float = 0.8        # fraction of hidden units XdG switches off per context
@@ -102,6 +116,8 @@ class ContinualConfig(StudyConfig):
             raise ValueError(f"hidden must be one or more integers >= 1, got {self.hidden!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.adam_eps > 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
         for name in ("kw_percent_on",):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
@@ -110,6 +126,10 @@ class ContinualConfig(StudyConfig):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
+        if not self.init_gain > 0:
+            raise ValueError(f"init_gain must be > 0, got {self.init_gain}")
         if self.si_c < 0 or self.ewc_lambda < 0:
             raise ValueError(f"si_c and ewc_lambda must be >= 0, got {self.si_c}, {self.ewc_lambda}")
         if not self.online_threshold > 1.0:
@@ -124,7 +144,8 @@ def paper_setup(cfg: ContinualConfig) -> ContinualConfig:
     lr, epochs = PAPER_SCHEDULE[nearest]
     return dataclasses.replace(cfg, dataset="mnist", stream="permuted", hidden=(2048, 2048), kw_percent_on=0.05,
                                weight_sparsity=0.5, dendrite_sparsity=0.0, num_segments=cfg.tasks, batch_size=256,
-                               lr=lr, epochs=epochs, context=cfg.context, train_per_task=0, test_per_task=0)
+                               lr=lr, epochs=epochs, adam_eps=1e-8, init="kwta", init_gain=1.0, context=cfg.context,
+                               train_per_task=0, test_per_task=0)
 
 
 def effective_config(cfg: ContinualConfig) -> ContinualConfig:
@@ -136,7 +157,7 @@ def _hyper(cfg: ContinualConfig, stream, seed: int) -> Hyper:
     return Hyper(input_size=stream.input_dim, output_size=stream.num_outputs, hidden_sizes=tuple(cfg.hidden),
                  max_tasks=cfg.tasks, dim_context=dim_context, num_segments=cfg.num_segments or cfg.tasks,
                  kw_percent_on=cfg.kw_percent_on, weight_sparsity=cfg.weight_sparsity,
-                 dendrite_sparsity=cfg.dendrite_sparsity, gating=cfg.gating,
+                 dendrite_sparsity=cfg.dendrite_sparsity, gating=cfg.gating, init=cfg.init, init_gain=cfg.init_gain,
                  xdg_gate_fraction=cfg.xdg_gate_fraction, ewc_lambda=cfg.ewc_lambda, si_c=cfg.si_c, seed=seed)
 
 
@@ -167,11 +188,11 @@ def _run_sequential(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> 
     learner = _Learner(net, strategy.build_regularizer(net, hyper),
                        make_context(cfg.context, stream.input_dim, cfg.tasks, cfg.online_threshold)
                        if strategy.uses_context else None)
-    setup = TrainSetup(cfg.epochs, cfg.batch_size, cfg.lr)
+    setup = TrainSetup(cfg.epochs, cfg.batch_size, cfg.lr, cfg.adam_eps)
     n = cfg.tasks
     tests = [_cap(stream.test(j), cfg.test_per_task) for j in range(n)]
     rows: list[dict] = []
-    optimizer = make_adam(learner.net, cfg.lr) if cfg.keep_optimizer else None
+    optimizer = make_adam(learner.net, cfg.lr, cfg.adam_eps) if cfg.keep_optimizer else None
     state_after = -1                     # the learner's weights are those after this task (-1: fresh)
     for t in range(n):
         key = f"s{seed}-{name}-task{t:03d}"
@@ -228,7 +249,8 @@ def _run_joint(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> dict:
         net = strategy.build_net(hyper)
         t0 = time.perf_counter()
         view = _CappedStream(stream, cfg.train_per_task) if cfg.train_per_task else stream
-        fit = train_joint(net, view, TrainSetup(cfg.epochs, cfg.batch_size, cfg.lr), seed=seed, desc=name)
+        fit = train_joint(net, view, TrainSetup(cfg.epochs, cfg.batch_size, cfg.lr, cfg.adam_eps),
+                          seed=seed, desc=name)
         train_s = time.perf_counter() - t0
         accs = [evaluate_task(net, None, _cap(stream.test(j), cfg.test_per_task), j)["acc"] for j in range(cfg.tasks)]
         if ctx.is_main:
@@ -342,7 +364,8 @@ def _write_report(ctx, given: ContinualConfig, cfg: ContinualConfig, stream, res
     rep.heading("Setup")
     rep.text(f"Stream: {stream.name}, {cfg.tasks} tasks; context: {cfg.context}; network {stream.input_dim}-"
              f"{'-'.join(map(str, cfg.hidden))}-{stream.num_outputs}; k-WTA {cfg.kw_percent_on:g} on; weight "
-             f"sparsity {cfg.weight_sparsity:g}; segments {cfg.num_segments or cfg.tasks}; Adam lr {cfg.lr:g}, "
+             f"sparsity {cfg.weight_sparsity:g}; segments {cfg.num_segments or cfg.tasks}; init {cfg.init} x "
+             f"{cfg.init_gain:g}; Adam lr {cfg.lr:g} eps {cfg.adam_eps:g}, "
              f"batch {cfg.batch_size}, {cfg.epochs} epoch(s) per task; seeds {ctx.seeds}.")
     rep.text(f"Command: `{command_line(given)}`")
     joint = results.get("joint", {}).get("average_accuracy")
