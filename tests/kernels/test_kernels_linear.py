@@ -57,11 +57,11 @@ def test_dense_active_kernel_matches_torch():
 
 
 def test_compact_index_types():
-    w = np.zeros((4, 40000), np.float32)
-    w[0, 39999] = 1.0
-    assert formats.to_csr(w).idx.dtype == np.int32
-    assert formats.to_csc(w).idx.dtype == np.int16
-    assert formats.to_csr(np.eye(8, dtype=np.float32)).idx.dtype == np.int16
+    w = np.zeros((4, 70000), np.float32)
+    w[0, 69999] = 1.0
+    assert formats.to_csr(w).idx.dtype == np.uint32
+    assert formats.to_csc(w).idx.dtype == np.uint16
+    assert formats.to_csr(np.eye(8, dtype=np.float32)).idx.dtype == np.uint16
     assert formats.to_csr(np.eye(8, dtype=np.float32)).nnz == 8
 
 

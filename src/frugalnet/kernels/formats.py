@@ -1,6 +1,8 @@
 """Compressed weight layouts for the CPU kernels: pure functions from dense (masked) weights to index/value arrays.
 
-Indices use the narrowest integer type that holds them (int16 below 32,768, else int32), never 64-bit, so a 90%
+Indices use the narrowest unsigned integer type that holds them (uint16 below 65,536, else uint32), never 64-bit,
+and unsigned because numba must guard a signed index against negative (wrap-around) values on every access (measured
+on the 4096x4096 90%/90% case: 352 us with int16, 245 us with uint16, one thread). So a 90%
 sparse float32 weight moves 6 bytes per nonzero instead of 4 bytes per entry of the dense matrix.
 """
 from __future__ import annotations
@@ -11,11 +13,11 @@ import numpy as np
 
 
 def index_dtype(limit: int) -> np.dtype:
-    """Smallest signed integer type able to hold indices in [0, limit)."""
-    if limit <= np.iinfo(np.int16).max + 1:
-        return np.dtype(np.int16)
-    if limit <= np.iinfo(np.int32).max + 1:
-        return np.dtype(np.int32)
+    """Smallest unsigned integer type able to hold indices in [0, limit)."""
+    if limit <= np.iinfo(np.uint16).max + 1:
+        return np.dtype(np.uint16)
+    if limit <= np.iinfo(np.uint32).max + 1:
+        return np.dtype(np.uint32)
     raise ValueError(f"index range {limit} does not fit in int32")
 
 
@@ -93,7 +95,7 @@ def conv_taps_sparse(weight) -> Compressed:
 def conv_nonzero_taps(weight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per output channel the list of nonzero taps, for sparse-weight x dense-input convolution.
 
-    Returns ptr (Cout + 1), taps (nnz, 3) int16/int32 as (ci, ky, kx), values (nnz).
+    Returns ptr (Cout + 1), taps (nnz, 3) uint16/uint32 as (ci, ky, kx), values (nnz).
     """
     w = as_f32(weight)
     if w.ndim != 4:
