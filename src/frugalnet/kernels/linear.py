@@ -177,20 +177,26 @@ def transpose_active(aidx, aval, counts, n_in, xptr, xs, xv):
             fill[i] = q + 1
 
 
+@njit(**JIT)
+def _fill_bias(out, bias, lo, hi):
+    """out[:, lo:hi] = bias[lo:hi] for every row (sample)."""
+    for b in range(out.shape[0]):
+        o = out[b]
+        for r in range(lo, hi):
+            o[r] = bias[r]
+
+
 @kernel
 def csc_active_batched(split, idx, val, xptr, xs, xv, bias, out):
     """Sparse W (CSC, cut by `row_splits`) x a sparse batch grouped by input (`transpose_active`): every weight
     column is read once for all the samples it serves (not once per sample), parallel over output-row parts."""
     nparts = split.shape[1] - 1
-    batch, n_out = out.shape
+    n_out = out.shape[1]
     n_in = xptr.shape[0] - 1
     for part in prange(nparts):
         lo = (part * n_out) // nparts
         hi = ((part + 1) * n_out) // nparts
-        for b in range(batch):
-            o = out[b]
-            for r in range(lo, hi):
-                o[r] = bias[r]
+        _fill_bias(out, bias, lo, hi)
         for i in range(n_in):
             s, e = split[i, part], split[i, part + 1]
             if s == e:
@@ -208,14 +214,12 @@ def dense_active_batched(wt, xptr, xs, xv, bias, out, nparts):
     weight row is read once for all the samples it serves and added, scaled, to their output rows (contiguous,
     vectorised). Reading W once per batch instead of once per sample keeps a large layer out of the memory-bandwidth
     limit. Parallel over `nparts` ranges of output units."""
-    batch, n_out = out.shape
+    n_out = out.shape[1]
     n_in = xptr.shape[0] - 1
     for part in prange(nparts):
         lo = (part * n_out) // nparts
         hi = ((part + 1) * n_out) // nparts
-        for b in range(batch):
-            for r in range(lo, hi):
-                out[b, r] = bias[r]
+        _fill_bias(out, bias, lo, hi)
         for i in range(n_in):
             w = wt[i, lo:hi]
             for q in range(xptr[i], xptr[i + 1]):
