@@ -1,0 +1,160 @@
+"""The Conv2d step: im2col + GEMM, direct sparse-weight, and sparse-input (k-WTA) variants."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from frugalnet.engine.act import Act
+from frugalnet.engine.steps.base import Step, _flavours, _np, _t
+from frugalnet.kernels import conv as conv_k, formats
+
+
+class ConvStep(Step):
+    kind = "conv2d"
+
+    @classmethod
+    def build(cls, name: str, weight: np.ndarray, bias: np.ndarray | None, stride, padding, dilation,
+              groups: int) -> "ConvStep":
+        w = formats.as_f32(weight)
+        b = np.zeros(w.shape[0], np.float32) if bias is None else formats.as_f32(bias)
+        params = {"stride": [int(s) for s in stride], "padding": [int(p) for p in padding],
+                  "dilation": [int(d) for d in dilation], "groups": int(groups)}
+        return cls(name, params, {"weight": w, "bias": b})
+
+    def _full(self) -> np.ndarray:
+        return self.prepared("full", lambda: conv_k.expand_groups(self.arrays["weight"], self.params["groups"]))
+
+    def variants(self, act):
+        wd = float(np.count_nonzero(self.arrays["weight"])) / max(1, self.arrays["weight"].size)
+        out = ["torch"] + _flavours("im2col", act.batch, split=False)
+        if wd < 0.5:   # direct conv over the nonzero taps only pays off when most taps are zero
+            out += _flavours("sparse_w", act.batch, split=True)
+        if act.density() < 0.5:
+            out += _flavours("active_dense", act.batch, split=True)
+            if wd < 0.3:
+                out += _flavours("active_sparse", act.batch, split=True)
+        return out
+
+    def out_shape(self, shape):
+        w = self.arrays["weight"]
+        cin = w.shape[1] * self.params["groups"]
+        if len(shape) != 4 or shape[1] != cin:
+            raise ValueError(f"engine layer {self.name!r} (Conv2d, in_channels={cin}) expects input "
+                             f"(batch, {cin}, H, W), got {shape}")
+        (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
+        oh = conv_k.conv_output_size(shape[2], w.shape[2], sh, ph, dh)
+        ow = conv_k.conv_output_size(shape[3], w.shape[3], sw, pw, dw)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"engine layer {self.name!r}: input {shape} is too small for the kernel")
+        return (shape[0], w.shape[0], oh, ow)
+
+    def run(self, act, variant):
+        w, b = self.arrays["weight"], self.arrays["bias"]
+        (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
+        shape = self.out_shape(act.shape)
+        out = np.empty(shape, np.float32)
+        base, _, mode = variant.partition(":")
+        par = mode == "p"
+        nchunks = 2 if par and shape[0] == 1 else 1
+        if variant == "torch":
+            out = _np(F.conv2d(_t(act.dense()), _t(w), _t(b), (sh, sw), (ph, pw), (dh, dw), self.params["groups"]))
+        elif base == "sparse_w":
+            ptr, taps, val = self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))
+            x = act.dense()
+            if ph or pw:
+                xp = np.empty((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), np.float32)
+                conv_k.pad_nchw.pick(par)(x, ph, pw, xp)
+            else:
+                xp = x
+            conv_k.conv_dense_input.pick(par)(xp, ptr, taps, val, b, sh, sw, dh, dw, out)
+        elif base == "im2col":
+            return self.bind(variant, act.shape)(act)
+        elif base == "active_dense":
+            wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
+            aidx, aval, counts = act.active()
+            conv_k.conv_active_dense_taps.pick(par)(aidx, aval, counts, act.shape[2], act.shape[3], wt, b, sh, sw,
+                                                    ph, pw, dh, dw, out, nchunks)
+        elif base == "active_sparse":
+            c = self.prepared("sparse_taps", lambda: formats.conv_taps_sparse(self._full()))
+            aidx, aval, counts = act.active()
+            conv_k.conv_active_sparse_taps.pick(par)(aidx, aval, counts, act.shape[2], act.shape[3], w.shape[2],
+                                                     w.shape[3], c.ptr, c.idx, c.val, b, sh, sw, ph, pw, dh, dw,
+                                                     out, nchunks)
+        else:
+            raise ValueError(f"unknown Conv2d variant {variant!r}")
+        return Act(shape, dense=out)
+
+    def bind(self, variant, shape):
+        out_shape = self.out_shape(shape)
+        base, _, mode = variant.partition(":")
+        par = mode == "p"
+        nchunks = 2 if par and shape[0] == 1 else 1
+        b = self.arrays["bias"]
+        (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
+        in_h, in_w = shape[2], shape[3]
+        empty = np.empty
+        if base == "sparse_w" and not (ph or pw):
+            ptr, taps, val = self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))
+            k = conv_k.conv_dense_input.pick(par)
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                k(act.dense(), ptr, taps, val, b, sh, sw, dh, dw, out)
+                return Act(out_shape, dense=out)
+            return f
+        if base == "im2col":
+            full = self._full()
+            cout, cin, kh, kw = full.shape
+            w2 = torch.from_numpy(np.ascontiguousarray(full.reshape(cout, cin * kh * kw)))
+            bias_col = torch.from_numpy(b).reshape(1, cout, 1)
+            k = conv_k.im2col.pick(par)
+            pad = conv_k.pad_nchw.pick(par)
+            batch = shape[0]
+            n_pos = out_shape[2] * out_shape[3]
+            padded = (batch, cin, in_h + 2 * ph, in_w + 2 * pw)
+
+            def f(act):
+                x = act.dense()
+                if ph or pw:
+                    xp = empty(padded, np.float32)
+                    pad(x, ph, pw, xp)
+                    x = xp
+                cols = empty((batch, cin * kh * kw, n_pos), np.float32)
+                k(x, kh, kw, sh, sw, dh, dw, cols)
+                if batch == 1:   # bias folded into the GEMM
+                    out = torch.addmm(bias_col[0], w2, torch.from_numpy(cols[0]))
+                else:
+                    out = torch.matmul(w2, torch.from_numpy(cols))
+                    out += bias_col
+                return Act(out_shape, dense=out.numpy().reshape(out_shape))
+            return f
+        if base == "active_dense":
+            wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
+            k = conv_k.conv_active_dense_taps.pick(par)
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                aidx, aval, counts = act.active()
+                k(aidx, aval, counts, in_h, in_w, wt, b, sh, sw, ph, pw, dh, dw, out, nchunks)
+                return Act(out_shape, dense=out)
+            return f
+        return super().bind(variant, shape)
+
+    def macs(self, act):
+        w = self.arrays["weight"]
+        shape = self.out_shape(act.shape)
+        dense = float(shape[0] * shape[1] * shape[2] * shape[3] * w[0].size)
+        # effective: each nonzero input times the nonzero weights of the taps that reach a valid output, estimated
+        # as density_in x nonzero weights per output position x outputs (exact for stride 1 away from borders)
+        dens_in = act.density()
+        return dense, dense * dens_in * float(np.count_nonzero(w)) / max(1, w.size)
+
+    def weight_bytes(self, variant):
+        w, b = self.arrays["weight"], self.arrays["bias"]
+        if variant.startswith("sparse_w"):
+            return sum(a.nbytes for a in self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))) \
+                + b.nbytes
+        if variant.startswith("active_sparse"):
+            return self.prepared("sparse_taps", lambda: formats.conv_taps_sparse(self._full())).nbytes + b.nbytes
+        return w.nbytes + b.nbytes

@@ -1,0 +1,181 @@
+"""The Linear step: sparse x dense, sparse x sparse (per sample, or batched by input) and dense x sparse variants."""
+from __future__ import annotations
+
+import numpy as np
+import torch.nn.functional as F
+
+from frugalnet.engine.act import Act
+from frugalnet.engine.steps.base import Step, _flavours, _np, _t
+from frugalnet.kernels import formats, linear as linear_k
+from frugalnet.kernels._jit import threads
+
+
+def _effective_linear_macs(w: np.ndarray, x_nonzero: np.ndarray) -> float:
+    """sum over samples and inputs of (input nonzero) x (nonzeros in that input's weight column)."""
+    col_nnz = (w != 0).sum(0).astype(np.float64)
+    return float((x_nonzero.astype(np.float64) @ col_nnz).sum())
+
+
+def _by_input(n_in: int):
+    """act -> (xptr, xs, xv): the batch's active (sample, value) pairs grouped by input, for the batched kernels."""
+    xptr = np.empty(n_in + 1, np.int32)
+
+    def grouped(act: Act):
+        aidx, aval, counts = act.active()
+        total = int(counts.sum())
+        xs, xv = np.empty(total, np.int32), np.empty(total, np.float32)
+        linear_k.transpose_active(aidx, aval, counts, n_in, xptr, xs, xv)
+        return xptr, xs, xv
+    return grouped
+
+
+class LinearStep(Step):
+    kind = "linear"
+
+    @classmethod
+    def build(cls, name: str, weight: np.ndarray, bias: np.ndarray | None) -> "LinearStep":
+        w = formats.as_f32(weight)
+        b = np.zeros(w.shape[0], np.float32) if bias is None else formats.as_f32(bias)
+        return cls(name, {"n_out": int(w.shape[0]), "n_in": int(w.shape[1])}, {"weight": w, "bias": b})
+
+    def variants(self, act: Act) -> list[str]:
+        wd = float(np.count_nonzero(self.arrays["weight"])) / max(1, self.arrays["weight"].size)
+        sparse_in = act.density() < 0.5
+        out = ["torch"]
+        if wd < 0.7:
+            out += _flavours("csr_rows", act.batch, split=True) + (["csr_rows_t:p"] if act.batch > 1 else [])
+            if sparse_in:
+                # (csc_active, the per-sample kernel with partial sums, is not tried: csc_rows matched or beat it in
+                # every benchmark case, and each candidate costs JIT time on first use)
+                out += _flavours("csc_rows", act.batch, split=True)
+                if act.batch > 1:
+                    out += ["csc_batched:p"]
+        if sparse_in:
+            out += _flavours("dense_active", act.batch, split=False)
+            if act.batch > 1:
+                out += ["dense_batched:p"]
+        return out
+
+    def out_shape(self, shape):
+        if len(shape) != 2 or shape[1] != self.params["n_in"]:
+            raise ValueError(f"engine layer {self.name!r} (Linear, in_features={self.params['n_in']}) expects input "
+                             f"(batch, {self.params['n_in']}), got {shape}")
+        return (shape[0], self.params["n_out"])
+
+    def run(self, act: Act, variant: str) -> Act:
+        w, b = self.arrays["weight"], self.arrays["bias"]
+        shape = self.out_shape(act.shape)
+        out = np.empty(shape, np.float32)
+        base, _, mode = variant.partition(":")
+        par = mode == "p"
+        if variant == "torch":
+            out = _np(F.linear(_t(act.dense()), _t(w), _t(b)))
+        elif base == "csr_rows":
+            c = self.prepared("csr", lambda: formats.to_csr(w))
+            linear_k.csr_rows.pick(par)(c.ptr, c.idx, c.val, act.dense(), b, out)
+        elif base == "csr_rows_t":
+            c = self.prepared("csr", lambda: formats.to_csr(w))
+            out_t = np.empty((shape[1], shape[0]), np.float32)
+            linear_k.csr_rows_t.pick(par)(c.ptr, c.idx, c.val, np.ascontiguousarray(act.dense().T), b, out_t)
+            out = np.ascontiguousarray(out_t.T)
+        elif base == "csc_active":
+            c = self.prepared("csc", lambda: formats.to_csc(w))
+            aidx, aval, counts = act.active()
+            nchunks = 2 if par and shape[0] == 1 else 1
+            linear_k.csc_active.pick(par)(c.ptr, c.idx, c.val, aidx, aval, counts, b, out, nchunks)
+        elif base == "dense_active":
+            wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
+            aidx, aval, counts = act.active()
+            linear_k.dense_active.pick(par)(wt, aidx, aval, counts, b, out)
+        elif base in ("csc_rows", "csc_batched", "dense_batched"):
+            return self.bind(variant, act.shape)(act)
+        else:
+            raise ValueError(f"unknown Linear variant {variant!r}")
+        return Act(shape, dense=out)
+
+    def bind(self, variant, shape):
+        out_shape = self.out_shape(shape)
+        base, _, mode = variant.partition(":")
+        par = mode == "p"
+        w, b = self.arrays["weight"], self.arrays["bias"]
+        empty = np.empty
+        if base == "csr_rows":
+            c = self.prepared("csr", lambda: formats.to_csr(w))
+            k, ptr, idx, val = linear_k.csr_rows.pick(par), c.ptr, c.idx, c.val
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                k(ptr, idx, val, act.dense(), b, out)
+                return Act(out_shape, dense=out)
+            return f
+        if base == "csc_active":
+            c = self.prepared("csc", lambda: formats.to_csc(w))
+            k, ptr, idx, val = linear_k.csc_active.pick(par), c.ptr, c.idx, c.val
+            nchunks = 2 if par and shape[0] == 1 else 1
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                aidx, aval, counts = act.active()
+                k(ptr, idx, val, aidx, aval, counts, b, out, nchunks)
+                return Act(out_shape, dense=out)
+            return f
+        if base in ("csc_rows", "csc_batched"):
+            c = self.prepared("csc", lambda: formats.to_csc(w))
+            nparts = threads() if par else 1
+            split = self.prepared(f"split{nparts}", lambda: linear_k.row_splits(c, nparts))
+            idx, val = c.idx, c.val
+            if base == "csc_rows":
+                k = linear_k.csc_active_rows.pick(par)
+
+                def f(act):
+                    out = empty(out_shape, np.float32)
+                    aidx, aval, counts = act.active()
+                    k(split, idx, val, aidx, aval, counts, b, out)
+                    return Act(out_shape, dense=out)
+                return f
+            k = linear_k.csc_active_batched.pick(par)
+            grouped = _by_input(self.params["n_in"])
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                k(split, idx, val, *grouped(act), b, out)
+                return Act(out_shape, dense=out)
+            return f
+        if base == "dense_batched":
+            wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
+            k = linear_k.dense_active_batched.pick(par)
+            grouped = _by_input(self.params["n_in"])
+            nparts = threads() if par else 1   # (more, cache-sized ranges measured slower: 18 vs 23-38 ms)
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                k(wt, *grouped(act), b, out, nparts)
+                return Act(out_shape, dense=out)
+            return f
+        if base == "dense_active":
+            wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
+            k = linear_k.dense_active.pick(par)
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                aidx, aval, counts = act.active()
+                k(wt, aidx, aval, counts, b, out)
+                return Act(out_shape, dense=out)
+            return f
+        return super().bind(variant, shape)
+
+    def macs(self, act):
+        w = self.arrays["weight"]
+        x = act.dense().reshape(act.batch, -1) != 0
+        return float(act.batch * w.size), _effective_linear_macs(w, x)
+
+    def weight_bytes(self, variant):
+        w, b = self.arrays["weight"], self.arrays["bias"]
+        if variant.startswith("csr_rows"):
+            return self.prepared("csr", lambda: formats.to_csr(w)).nbytes + b.nbytes
+        if variant.startswith(("csc_active", "csc_rows", "csc_batched")):
+            # plus the row-split tables the plans built
+            split = sum(a.nbytes for k, a in self._cache.items() if isinstance(k, str) and k.startswith("split")) \
+                if not variant.startswith("csc_active") else 0
+            return self.prepared("csc", lambda: formats.to_csc(w)).nbytes + b.nbytes + split
+        return w.nbytes + b.nbytes
