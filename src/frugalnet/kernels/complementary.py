@@ -11,6 +11,7 @@ import numpy as np
 from numba import prange
 
 from frugalnet.kernels._jit import kernel
+from frugalnet.kernels.conv import tap_output, unflatten_chw
 
 
 @kernel
@@ -40,25 +41,15 @@ def comp_conv_active(aidx, aval, counts, in_h, in_w, wt, owner, bias, sh, sw, ph
     for b in prange(aidx.shape[0]):
         acc = np.zeros((oh, ow, cout, n_k), dtype=np.float32)
         for t in range(counts[b]):
-            f = aidx[b, t]
             v = aval[b, t]
-            ci = f // hw
-            rem = f - ci * hw
-            iy = rem // in_w
-            ix = rem - iy * in_w
+            ci, iy, ix = unflatten_chw(aidx[b, t], hw, in_w)
             for ky in range(kh):
-                ny = iy + ph - ky * dh
-                if ny < 0 or ny % sh != 0:
-                    continue
-                oy = ny // sh
-                if oy >= oh:
+                oy = tap_output(iy, ph, ky, dh, sh, oh)
+                if oy < 0:
                     continue
                 for kx in range(kw):
-                    nx = ix + pw - kx * dw
-                    if nx < 0 or nx % sw != 0:
-                        continue
-                    ox = nx // sw
-                    if ox >= ow:
+                    ox = tap_output(ix, pw, kx, dw, sw, ow)
+                    if ox < 0:
                         continue
                     w = wt[ci, ky, kx]
                     o = owner[ci, ky, kx]

@@ -45,6 +45,26 @@ def conv_dense_input(xp, ptr, taps, val, bias, sh, sw, dh, dw, out):
 
 
 @njit(**JIT)
+def unflatten_chw(f, hw, in_w):
+    """(channel, row, column) of flat index f over a (C, H, W) sample, hw = H * W."""
+    ci = f // hw
+    rem = f - ci * hw
+    iy = rem // in_w
+    return ci, iy, rem - iy * in_w
+
+
+@njit(**JIT)
+def tap_output(i, pad, k, dil, stride, size):
+    """The output coordinate that input coordinate i reaches through kernel offset k (padding, dilation, stride),
+    or -1 when it reaches none: the one geometry rule of every sparse-input (scatter) convolution."""
+    n = i + pad - k * dil
+    if n < 0 or n % stride != 0:
+        return -1
+    o = n // stride
+    return o if o < size else -1
+
+
+@njit(**JIT)
 def _active_dense_part(ai, av, lo, hi, in_h, in_w, wt, sh, sw, ph, pw, dh, dw, acc):
     """Scatter active inputs lo..hi of one sample (ai / av) into acc (OH, OW, Cout). Shared by the serial and the
     parallel build of conv_active_dense_taps, so this body is compiled once."""
@@ -53,12 +73,8 @@ def _active_dense_part(ai, av, lo, hi, in_h, in_w, wt, sh, sw, ph, pw, dh, dw, a
     hw = in_h * in_w
     unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
     for t in range(lo, hi):
-        f = ai[t]
         v = av[t]
-        ci = f // hw
-        rem = f - ci * hw
-        iy = rem // in_w
-        ix = rem - iy * in_w
+        ci, iy, ix = unflatten_chw(ai[t], hw, in_w)
         if unit:  # stride 1, dilation 1: the reachable taps form one rectangle, no per-tap tests
             ny, nx = iy + ph, ix + pw
             for ky in range(max(0, ny - oh + 1), min(kh, ny + 1)):
@@ -71,18 +87,12 @@ def _active_dense_part(ai, av, lo, hi, in_h, in_w, wt, sh, sw, ph, pw, dh, dw, a
                         a[co] += v * w[co]
             continue
         for ky in range(kh):
-            ny = iy + ph - ky * dh
-            if ny < 0 or ny % sh != 0:
-                continue
-            oy = ny // sh
-            if oy >= oh:
+            oy = tap_output(iy, ph, ky, dh, sh, oh)
+            if oy < 0:
                 continue
             for kx in range(kw):
-                nx = ix + pw - kx * dw
-                if nx < 0 or nx % sw != 0:
-                    continue
-                ox = nx // sw
-                if ox >= ow:
+                ox = tap_output(ix, pw, kx, dw, sw, ow)
+                if ox < 0:
                     continue
                 w = wt[ci, ky, kx]
                 a = acc[oy, ox]
@@ -121,25 +131,15 @@ def conv_active_sparse_taps(aidx, aval, counts, in_h, in_w, kh, kw, ptr, idx, va
         step = (n + nchunks - 1) // nchunks
         acc = part[p]
         for t in range(c * step, min(n, (c + 1) * step)):
-            f = aidx[b, t]
             v = aval[b, t]
-            ci = f // hw
-            rem = f - ci * hw
-            iy = rem // in_w
-            ix = rem - iy * in_w
+            ci, iy, ix = unflatten_chw(aidx[b, t], hw, in_w)
             for ky in range(kh):
-                ny = iy + ph - ky * dh
-                if ny < 0 or ny % sh != 0:
-                    continue
-                oy = ny // sh
-                if oy >= oh:
+                oy = tap_output(iy, ph, ky, dh, sh, oh)
+                if oy < 0:
                     continue
                 for kx in range(kw):
-                    nx = ix + pw - kx * dw
-                    if nx < 0 or nx % sw != 0:
-                        continue
-                    ox = nx // sw
-                    if ox >= ow:
+                    ox = tap_output(ix, pw, kx, dw, sw, ow)
+                    if ox < 0:
                         continue
                     tap = (ci * kh + ky) * kw + kx
                     a = acc[oy, ox]
