@@ -95,12 +95,6 @@ def threshold_and_above(a, k, hist, buf):
 
 
 @njit(**JIT)
-def kth_largest_radix(a, k, hist, buf):
-    """The k-th largest value of a 1-D float32 array (see threshold_and_above)."""
-    return threshold_and_above(a, k, hist, buf)[0]
-
-
-@njit(**JIT)
 def _kwta_row(row, boost, k, oi, ov):
     """Winners of one row into oi / ov (k each), in index order. A plain function shared by the serial and the
     parallel build of kwta_rows, so its body is compiled once, not once per build."""
