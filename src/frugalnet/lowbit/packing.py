@@ -37,6 +37,11 @@ from frugalnet.utils.io import atomic_replace
 
 MAGIC = "frugalnet-packed-v1"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def _lzma(data: bytes) -> bytes:
+    """The compression stage of save_packed (and of the like-for-like FP32 reference)."""
+    return lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
 MX_BLOCK, NV_BLOCK = 32, 16
 _E2M1 = torch.tensor(F4.E2M1_GRID)
 
@@ -221,7 +226,7 @@ def save_packed(model: nn.Module, path: str | Path, compress: bool = True) -> in
     torch.save(packed_state(model), buffer)
     data = buffer.getvalue()
     if compress:
-        data = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+        data = _lzma(data)
     atomic_replace(path, lambda handle: handle.write(data))
     return Path(path).stat().st_size
 
@@ -266,4 +271,4 @@ def fp32_checkpoint_bytes(model: nn.Module, compress: bool = False) -> int:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    return len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME) if compress else data)
+    return len(_lzma(data) if compress else data)
