@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import frugalnet.engine as E
+from frugalnet.engine.act import Act
 from frugalnet.models import sparse_cnn2
 from frugalnet.nn import KWinners, KWinners2d, SparseConv2d, SparseLinear
 
@@ -44,9 +45,40 @@ def test_sparse_cnn2_matches_pytorch_at_each_planned_batch():
     _assert_matches(engine, model, x[:1])
     _assert_matches(engine, model, x)
     _assert_matches(engine, model, torch.rand(7, 1, 16, 16))  # unplanned batch size: nearest plan
-    kinds = [c["kind"] for c in engine.summary(1)]
-    assert kinds == ["conv2d", "pool", "kwinners", "conv2d", "pool", "kwinners", "flatten", "linear", "kwinners",
-                     "linear"]
+    summary = engine.summary(1)
+    assert [c["kind"] for c in summary] == ["conv2d", "kwinners", "conv2d", "kwinners", "flatten", "linear",
+                                            "kwinners", "linear"]
+    assert [c["name"] for c in summary][:3] == ["conv1+pool1", "act1", "conv2+pool2"]  # max pools fused
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3), nn.MaxPool2d(2, stride=1),
+                                  nn.MaxPool2d(2, ceil_mode=True), nn.AvgPool2d(2)])
+@pytest.mark.parametrize("input_sparsity", [0.0, 0.85])
+def test_conv_pool_fusion_matches_pytorch_for_every_variant(pool, input_sparsity):
+    """A max pool that tiles its input is fused into the conv step (every variant pools, natively or after);
+    any other pool stays a step of its own. NaN in the input propagates through the fused pool as in torch."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(3, 20, 3, padding=1)
+    model = nn.Sequential(OrderedDict([("conv", conv), ("pool", pool)])).eval()
+    x = torch.randn(3, 3, 11, 13)
+    x = x * (torch.rand_like(x) >= input_sparsity)
+    engine = E.compile(model, x, batch_sizes=(1, 3), repeats=1)
+    _no_rejections(engine)
+    fused = isinstance(pool, nn.MaxPool2d) and pool.stride == pool.kernel_size and not pool.ceil_mode
+    assert len(engine.steps) == (1 if fused else 2)
+    for batch in (1, 3):
+        step = engine.steps[0]
+        ref = model(x[:batch]).detach().numpy()
+        for v in step.variants(Act(tuple(x[:batch].shape), dense=x[:batch].numpy())) if fused else []:
+            got = step.run(Act(tuple(x[:batch].shape), dense=x[:batch].numpy().copy()), v).dense()
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=v)
+        _assert_matches(engine, model, x[:batch])
+    if fused:
+        xn = x.clone()
+        xn[0, 1, 4, 5] = float("nan")
+        for v in engine.steps[0].variants(Act(tuple(xn.shape), dense=xn.numpy())):
+            got = engine.steps[0].run(Act(tuple(xn.shape), dense=xn.numpy().copy()), v).dense()
+            assert np.array_equal(np.isnan(got), np.isnan(model(xn).detach().numpy())), v
 
 
 def test_batchnorm_is_folded_and_other_layers_run():
@@ -134,6 +166,6 @@ def test_measure_speedup_reports_figures():
         e = r["batches"][bs]
         assert e["engine_s"] > 0 and e["torch_s"] > 0
         assert e["speedup"] == pytest.approx(e["torch_s"] / e["engine_s"])
-        assert len(e["layers"]) == 10
+        assert len(e["layers"]) == 8   # conv + max pool fused into one step, twice
     import json
     json.dumps(r)

@@ -40,19 +40,32 @@ def test_sparse_weight_conv_dense_input(c):
     assert_close(out, ref)
 
 
+def _max_pooled(ref: torch.Tensor, pool: int) -> torch.Tensor | None:
+    """ref max-pooled by pool x pool windows (None when the map is smaller than one window)."""
+    if pool == 1:
+        return ref
+    if min(ref.shape[2:]) < pool:
+        return None
+    return torch.nn.functional.max_pool2d(ref, pool)
+
+
 @settings(max_examples=25, deadline=None)
-@given(c=conv_case, nchunks=st.integers(1, 2), dense_taps=st.booleans())
-def test_sparse_weight_conv_sparse_input(c, nchunks, dense_taps):
+@given(c=conv_case, nchunks=st.integers(1, 2), dense_taps=st.booleans(), pool=st.integers(1, 3))
+def test_sparse_weight_conv_sparse_input(c, nchunks, dense_taps, pool):
     w, x, b, ref = _make(c)
     if ref.shape[2] < 1 or ref.shape[3] < 1:
         return
     p, s, d = c["pad"], c["stride"], c["dil"]
     aidx, aval, counts = linear.active_inputs(x.reshape(x.shape[0], -1))
-    out = np.empty(tuple(ref.shape), np.float32)
-    if dense_taps:
+    if dense_taps:   # output-stationary kernel, with a fused max pool
+        ref = _max_pooled(ref, pool)
+        if ref is None:
+            return
+        out = np.empty(tuple(ref.shape), np.float32)
         conv.conv_active_dense_taps(aidx, aval, counts, x.shape[2], x.shape[3], formats.conv_taps_dense(w), b,
-                                    s, s, p, p, d, d, out, nchunks)
+                                    s, s, p, p, d, d, out, nchunks, pool)
     else:
+        out = np.empty(tuple(ref.shape), np.float32)
         cs = formats.conv_taps_sparse(w)
         conv.conv_active_sparse_taps(aidx, aval, counts, x.shape[2], x.shape[3], w.shape[2], w.shape[3], cs.ptr,
                                      cs.idx, cs.val, b, s, s, p, p, d, d, out, nchunks)

@@ -63,6 +63,21 @@ def _conv_params(m: nn.Conv2d) -> tuple:
     return m.stride, pad, m.dilation, m.groups
 
 
+def _fusable_max_pool(m: nn.Module) -> int:
+    """The window of a MaxPool2d whose windows tile its input (square, stride = window, no padding, dilation or
+    ceil mode), which a Conv2d step can fuse; 0 for anything else."""
+    if not isinstance(m, nn.MaxPool2d) or m.return_indices or m.ceil_mode:
+        return 0
+
+    def pair(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    k = pair(m.kernel_size)
+    s = pair(m.stride if m.stride is not None else m.kernel_size)
+    if k[0] != k[1] or s != k or pair(m.padding) != (0, 0) or pair(m.dilation) != (1, 1):
+        return 0
+    return int(k[0]) if k[0] > 1 else 0
+
+
 def lower(model: nn.Module) -> list[tuple[S.Step, list[nn.Module]]]:
     """Steps, each with the original modules it replaces (for reference outputs)."""
     layers = leaves(model)
@@ -88,6 +103,13 @@ def lower(model: nn.Module) -> list[tuple[S.Step, list[nn.Module]]]:
                 step = S.LinearStep.build(name, w_np, b_np)
             else:
                 step = S.ConvStep.build(name, w_np, b_np, *_conv_params(m))
+                after = layers[i + 1] if i + 1 < len(layers) else None
+                window = _fusable_max_pool(after[1]) if after else 0
+                if window:   # conv -> max pool as one step: the fused kernels pool each window in registers
+                    step.params["pool"] = window
+                    step.name = f"{name}+{after[0]}"
+                    mods.append(after[1])
+                    i += 1
             result.append((step, mods))
         elif type(m).__name__ == "ComplementaryGroup":
             result.append((S.ComplementaryStep.build(name, m), [m]))

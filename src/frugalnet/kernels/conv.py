@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from frugalnet.kernels._jit import JIT, kernel
+from frugalnet.kernels.simd import axpy_segments
 
 
 @kernel
@@ -65,55 +66,125 @@ def tap_output(i, pad, k, dil, stride, size):
 
 
 @njit(**JIT)
-def _active_dense_part(ai, av, lo, hi, in_h, in_w, wt, sh, sw, ph, pw, dh, dw, acc):
-    """Scatter active inputs lo..hi of one sample (ai / av) into acc (OH, OW, Cout). Shared by the serial and the
-    parallel build of conv_active_dense_taps, so this body is compiled once."""
-    kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
-    oh, ow = acc.shape[0], acc.shape[1]
+def bucket_by_position(ai, av, n, in_h, in_w, chan_stride, col_stride, pos_ptr, code, val):
+    """Counting sort of one sample's active inputs (flat (C, H, W) indices ai, values av, n of them) by spatial
+    position: the actives at position p are code / val[pos_ptr[p]:pos_ptr[p + 1]], channels ascending, with
+    code = channel x chan_stride + column x col_stride. Indices in ascending order (as k-WTA and `nonzeros` give
+    them) need no division; any other order is still handled."""
     hw = in_h * in_w
-    unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
-    for t in range(lo, hi):
-        v = av[t]
-        ci, iy, ix = unflatten_chw(ai[t], hw, in_w)
-        if unit:  # stride 1, dilation 1: the reachable taps form one rectangle, no per-tap tests
-            ny, nx = iy + ph, ix + pw
-            for ky in range(max(0, ny - oh + 1), min(kh, ny + 1)):
-                arow = acc[ny - ky]
-                wrow = wt[ci, ky]
-                for kx in range(max(0, nx - ow + 1), min(kw, nx + 1)):
-                    w = wrow[kx]
-                    a = arow[nx - kx]
-                    for co in range(cout):
-                        a[co] += v * w[co]
-            continue
-        for ky in range(kh):
-            oy = tap_output(iy, ph, ky, dh, sh, oh)
-            if oy < 0:
-                continue
-            for kx in range(kw):
-                ox = tap_output(ix, pw, kx, dw, sw, ow)
-                if ox < 0:
-                    continue
-                w = wt[ci, ky, kx]
-                a = acc[oy, ox]
+    for p in range(hw + 1):
+        pos_ptr[p] = 0
+    ci = 0
+    for t in range(n):
+        f = ai[t]
+        if f < ci * hw or f >= (ci + 1) * hw:
+            ci = f // hw
+        pos_ptr[f - ci * hw + 1] += 1
+    for p in range(hw):
+        pos_ptr[p + 1] += pos_ptr[p]
+    ci = 0
+    for t in range(n):
+        f = ai[t]
+        if f < ci * hw or f >= (ci + 1) * hw:
+            ci = f // hw
+        p = f - ci * hw
+        j = pos_ptr[p]
+        code[j] = ci * chan_stride + (p % in_w) * col_stride
+        val[j] = av[t]
+        pos_ptr[p] = j + 1
+    for p in range(hw, 0, -1):
+        pos_ptr[p] = pos_ptr[p - 1]
+    pos_ptr[0] = 0
+
+
+@njit(**JIT)
+def _pool_into(acc, first, res):
+    """res = acc (first window position) or max(res, acc), NaN propagating as in torch's max pooling."""
+    if first:
+        for co in range(acc.shape[0]):
+            res[co] = acc[co]
+        return
+    for co in range(acc.shape[0]):
+        a = acc[co]
+        r = res[co]
+        res[co] = a if (a > r or a != a) else r
+
+
+@njit(**JIT)
+def _conv_rows_output_stationary(py_lo, py_hi, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw,
+                                 ph, pw, dh, dw, out, seg_lo, seg_hi, seg_base, acc, res):
+    """Output rows py_lo..py_hi of one sample (out (Cout, OH', OW'), after a pool x pool max pool when pool > 1),
+    output-stationary: for each conv output position, the active inputs under its receptive field, summed as
+    value x weight row over all Cout at once with the partial sums in registers (simd.axpy_segments). The weight
+    row of an active (channel ci, column ix) under tap (ky, kx) is code + (ky * kw + kx - ix) * Cout; with dilation
+    1 the kw taps of a kernel row are consecutive input positions, so one segment (a contiguous run of the bucketed
+    actives) covers the whole kernel row."""
+    cout, pw_out = out.shape[0], out.shape[2]
+    for py in range(py_lo, py_hi):
+        for px in range(pw_out):
+            for d in range(pool * pool):
+                dy = 0 if d < pool else (1 if d < 2 * pool else d // pool)   # no division for pool <= 2
+                oy = py * pool + dy
+                ox = px * pool + d - dy * pool
+                ns = 0
+                x0 = ox * sw - pw
+                for ky in range(kh):
+                    iy = oy * sh - ph + ky * dh
+                    if iy < 0 or iy >= in_h:
+                        continue
+                    row = iy * in_w
+                    if dw == 1:
+                        lo_x = max(0, x0)
+                        hi_x = min(in_w, x0 + kw)
+                        if lo_x < hi_x:
+                            seg_lo[ns] = pos_ptr[row + lo_x]
+                            seg_hi[ns] = pos_ptr[row + hi_x]
+                            seg_base[ns] = (ky * kw - x0) * cout
+                            ns += 1
+                        continue
+                    for kx in range(kw):
+                        ix = x0 + kx * dw
+                        if ix < 0 or ix >= in_w:
+                            continue
+                        seg_lo[ns] = pos_ptr[row + ix]
+                        seg_hi[ns] = pos_ptr[row + ix + 1]
+                        seg_base[ns] = (ky * kw + kx - ix) * cout
+                        ns += 1
                 for co in range(cout):
-                    a[co] += v * w[co]
+                    acc[co] = bias[co]
+                axpy_segments(wflat, seg_lo, seg_hi, seg_base, ns, code, val, acc, 0, cout)
+                _pool_into(acc, d == 0, res)
+            for co in range(cout):
+                out[co, py, px] = res[co]
 
 
 @kernel
-def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph, pw, dh, dw, out, nchunks):
-    """Sparse-input conv with per-tap dense weight vectors wt (Cin, kh, kw, Cout); out (B, Cout, OH, OW)."""
-    batch = aidx.shape[0]
-    oh, ow, cout = out.shape[2], out.shape[3], wt.shape[3]
-    part = np.zeros((batch * nchunks, oh, ow, cout), dtype=np.float32)
+def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph, pw, dh, dw, out, nchunks, pool):
+    """Sparse-input conv with per-tap dense weight vectors wt (Cin, kh, kw, Cout), then (pool > 1) a pool x pool
+    max pool; out (B, Cout, OH', OW'). Output-stationary (see _conv_rows_output_stationary); work split over
+    (sample, band of output rows), nchunks bands per sample."""
+    batch, k = aidx.shape
+    cin, kh, kw, cout = wt.shape
+    rows = out.shape[2]
+    hw = in_h * in_w
+    wflat = wt.reshape(-1)
+    pos_ptr = np.empty((batch, hw + 1), np.int32)
+    code = np.empty((batch, k), np.int64)   # int64 like every other caller of axpy_segments: one compiled build
+    val = np.empty((batch, k), np.float32)
+    for b in prange(batch):
+        bucket_by_position(aidx[b], aval[b], counts[b], in_h, in_w, kh * kw * cout, cout, pos_ptr[b], code[b], val[b])
+    band = (rows + nchunks - 1) // nchunks
     for p in prange(batch * nchunks):
         b = p // nchunks
         c = p % nchunks
-        n = counts[b]
-        step = (n + nchunks - 1) // nchunks
-        _active_dense_part(aidx[b], aval[b], c * step, min(n, (c + 1) * step), in_h, in_w, wt, sh, sw, ph, pw, dh,
-                           dw, part[p])
-    _gather_parts(part, bias, nchunks, out)
+        seg_lo = np.empty(kh * kw, np.int32)
+        seg_hi = np.empty(kh * kw, np.int32)
+        seg_base = np.empty(kh * kw, np.int32)
+        acc = np.empty(cout, np.float32)
+        res = np.empty(cout, np.float32)
+        _conv_rows_output_stationary(c * band, min(rows, (c + 1) * band), pool, pos_ptr[b], code[b], val[b], in_h,
+                                     in_w, wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo, seg_hi,
+                                     seg_base, acc, res)
 
 
 @kernel

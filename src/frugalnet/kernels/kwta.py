@@ -1,8 +1,8 @@
 """k-winners-take-all selection that reproduces frugalnet.nn.kwinners.topk_mask exactly, in O(n) per row.
 
 A stable descending sort keeps every value above the k-th largest plus the lowest-indexed ties at it; we find the
-k-th largest with a partition and take the same set, returning winners as (index, raw value) pairs in index order:
-the sparse form the sparse-input kernels consume.
+k-th largest with a radix histogram and a partition of one bin, and take the same set, returning winners as
+(index, raw value) pairs in index order: the sparse form the sparse-input kernels consume.
 """
 from __future__ import annotations
 
@@ -64,68 +64,67 @@ def _order_key(v):
 
 
 @njit(**JIT)
-def threshold_and_above(a, k, hist, buf):
-    """(k-th largest value of a 1-D float32 array, how many values lie strictly above it), 1 <= k <= len(a), `a`
-    left unchanged: one histogram pass over the top RADIX_BITS of the order key finds the bin holding the k-th
-    largest, then a quickselect among that bin's values only. `hist` (2^RADIX_BITS int32) and `buf` (len(a) float32)
-    are scratch."""
-    shift = np.uint32(32 - RADIX_BITS)
-    nb = hist.shape[0]
-    for i in range(nb):
-        hist[i] = 0
-    for i in range(a.shape[0]):
-        hist[_order_key(a[i]) >> shift] += 1
-    above = 0
-    target = nb - 1
-    for j in range(nb - 1, -1, -1):
-        if above + hist[j] >= k:
-            target = j
-            break
-        above += hist[j]
-    m = 0
-    for i in range(a.shape[0]):
-        if (_order_key(a[i]) >> shift) == target:
-            buf[m] = a[i]
-            m += 1
-    thr = kth_largest(buf[:m], k - above)
-    for i in range(m):                # the bin's values are still all in buf[:m], reordered
-        if buf[i] > thr:
-            above += 1
-    return thr, above
-
-
-@njit(**JIT)
 def _kwta_row(row, boost, k, oi, ov):
-    """Winners of one row into oi / ov (k each), in index order. A plain function shared by the serial and the
-    parallel build of kwta_rows, so its body is compiled once, not once per build."""
+    """Winners of one row (score row x boost) into oi / ov (k each), in index order, in two passes over the row:
+
+    1. a histogram of the top RADIX_BITS of every score's order key finds the bin holding the k-th largest score,
+       and how many scores lie in higher bins (all winners);
+    2. a branch-free compaction keeps the entries of that bin and above, in index order.
+    The k-th largest score is then picked among the few entries of that bin (quickselect), and ties at it go to
+    the lowest indices, as topk_mask's stable sort does. A plain function shared by the serial and the parallel
+    build of kwta_rows, so its body is compiled once."""
     n = row.shape[0]
     if k >= n:
         for i in range(n):
             oi[i] = i
             ov[i] = row[i]
         return
-    scores = np.empty(n, dtype=np.float32)
+    shift = np.uint32(32 - RADIX_BITS)
+    hist = np.zeros(1 << RADIX_BITS, np.int32)
     for i in range(n):
-        scores[i] = row[i] * boost[i]
-    thr, above = threshold_and_above(scores, k, np.empty(1 << RADIX_BITS, np.int32), np.empty(n, np.float32))
-    ties = k - above
-    # branch-free compaction: every element is written at slot c, and c advances only for a winner (ties at the
-    # threshold, rare, take the branch); slot k is a spill slot, so the scratch holds k + 1
-    bi = np.empty(k + 1, np.int32)
-    bv = np.empty(k + 1, np.float32)
+        hist[_order_key(row[i] * boost[i]) >> shift] += 1
+    above = 0
+    target = hist.shape[0] - 1
+    for j in range(hist.shape[0] - 1, -1, -1):
+        if above + hist[j] >= k:
+            target = j
+            break
+        above += hist[j]
+    t = np.uint32(target)
+    bi = np.empty(n + 1, np.int32)      # slot c is written for every entry; c advances only for kept ones
+    bs = np.empty(n + 1, np.float32)
     c = 0
     for i in range(n):
-        s = scores[i]
-        take = np.int32(s > thr)
-        if s == thr and ties > 0:
-            take = 1
-            ties -= 1
+        sc = row[i] * boost[i]
         bi[c] = i
-        bv[c] = row[i]
-        c += take
-    for j in range(k):
-        oi[j] = bi[j]
-        ov[j] = bv[j]
+        bs[c] = sc
+        c += np.int32((_order_key(sc) >> shift) >= t)
+    need = k - above                    # winners to take from the target bin, which holds c - above entries
+    thr = np.float32(0.0)
+    ties = 0
+    if c > k:
+        cand = np.empty(c - above, np.float32)
+        m = 0
+        for j in range(c):
+            if (_order_key(bs[j]) >> shift) == t:
+                cand[m] = bs[j]
+                m += 1
+        thr = kth_largest(cand[:m], need)
+        ties = need
+        for j in range(m):
+            if cand[j] > thr:
+                ties -= 1
+    o = 0
+    for j in range(c):
+        sc = bs[j]
+        take = c <= k or (_order_key(sc) >> shift) > t or sc > thr
+        if not take and sc == thr and ties > 0:
+            take = True
+            ties -= 1
+        if take:
+            oi[o] = bi[j]
+            ov[o] = row[bi[j]]
+            o += 1
 
 
 @kernel

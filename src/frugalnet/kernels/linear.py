@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from frugalnet.kernels._jit import JIT, kernel
+from frugalnet.kernels.simd import axpy_segments
 
 
 @kernel
@@ -100,17 +101,21 @@ def csc_active(ptr, idx, val, aidx, aval, counts, bias, out, nchunks):
 
 @kernel
 def dense_active(wt, aidx, aval, counts, bias, out):
-    """Dense W held as wt (in, out) x sparse input: each active input adds its (contiguous) weight row."""
-    n_out = out.shape[1]
-    for b in prange(aidx.shape[0]):
+    """Dense W held as wt (in, out) x sparse input: each active input adds its (contiguous) weight row; the output
+    row is built in registers, 64 units at a time (simd.axpy_segments)."""
+    batch, n_out = out.shape
+    wflat = wt.reshape(-1)
+    for b in prange(batch):
+        n = counts[b]
+        offs = np.empty(n, np.int64)
+        for t in range(n):
+            offs[t] = np.int64(aidx[b, t]) * n_out
+        seg = np.zeros(3, np.int32)     # one segment: entries 0..n, base 0
+        seg[1] = n
         o = out[b]
         for r in range(n_out):
             o[r] = bias[r]
-        for t in range(counts[b]):
-            v = aval[b, t]
-            w = wt[aidx[b, t]]
-            for r in range(n_out):
-                o[r] += v * w[r]
+        axpy_segments(wflat, seg, seg[1:], seg[2:], 1, offs, aval[b], o, 0, n_out)
 
 
 def row_splits(csc, nparts: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The Conv2d step: im2col + GEMM, direct sparse-weight, and sparse-input (k-WTA) variants."""
+"""The Conv2d step (with the max pool that follows it fused in, when lower() finds one): im2col + GEMM, direct
+sparse-weight, and sparse-input (k-WTA) variants."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
-from frugalnet.kernels import conv as conv_k, formats
+from frugalnet.kernels import conv as conv_k, formats, pool as pool_k
 
 
 class ConvStep(Step):
@@ -36,7 +37,13 @@ class ConvStep(Step):
                 out += _flavours("active_sparse", act.batch, split=True)
         return out
 
-    def out_shape(self, shape):
+    @property
+    def pool(self) -> int:
+        """Window (= stride) of a max pool fused after the conv (1: none); see lower()."""
+        return int(self.params.get("pool", 1))
+
+    def conv_shape(self, shape):
+        """Output shape of the convolution itself, before any fused pool."""
         w = self.arrays["weight"]
         cin = w.shape[1] * self.params["groups"]
         if len(shape) != 4 or shape[1] != cin:
@@ -45,63 +52,68 @@ class ConvStep(Step):
         (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
         oh = conv_k.conv_output_size(shape[2], w.shape[2], sh, ph, dh)
         ow = conv_k.conv_output_size(shape[3], w.shape[3], sw, pw, dw)
-        if oh < 1 or ow < 1:
+        if oh < self.pool or ow < self.pool:
             raise ValueError(f"engine layer {self.name!r}: input {shape} is too small for the kernel")
         return (shape[0], w.shape[0], oh, ow)
 
-    def run(self, act, variant):
-        w, b = self.arrays["weight"], self.arrays["bias"]
-        (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
-        shape = self.out_shape(act.shape)
-        out = np.empty(shape, np.float32)
-        base, _, mode = variant.partition(":")
-        par = mode == "p"
-        nchunks = 2 if par and shape[0] == 1 else 1
-        if variant == "torch":
-            out = _np(F.conv2d(_t(act.dense()), _t(w), _t(b), (sh, sw), (ph, pw), (dh, dw), self.params["groups"]))
-        elif base == "sparse_w":
-            ptr, taps, val = self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))
-            x = act.dense()
-            if ph or pw:
-                xp = np.empty((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), np.float32)
-                conv_k.pad_nchw.pick(par)(x, ph, pw, xp)
-            else:
-                xp = x
-            conv_k.conv_dense_input.pick(par)(xp, ptr, taps, val, b, sh, sw, dh, dw, out)
-        elif base == "im2col":
-            return self.bind(variant, act.shape)(act)
-        elif base == "active_dense":
-            wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
-            aidx, aval, counts = act.active()
-            conv_k.conv_active_dense_taps.pick(par)(aidx, aval, counts, act.shape[2], act.shape[3], wt, b, sh, sw,
-                                                    ph, pw, dh, dw, out, nchunks)
-        elif base == "active_sparse":
-            c = self.prepared("sparse_taps", lambda: formats.conv_taps_sparse(self._full()))
-            aidx, aval, counts = act.active()
-            conv_k.conv_active_sparse_taps.pick(par)(aidx, aval, counts, act.shape[2], act.shape[3], w.shape[2],
-                                                     w.shape[3], c.ptr, c.idx, c.val, b, sh, sw, ph, pw, dh, dw,
-                                                     out, nchunks)
+    def out_shape(self, shape):
+        n, c, oh, ow = self.conv_shape(shape)
+        return (n, c, oh // self.pool, ow // self.pool)
+
+    def _pooled(self, out: np.ndarray, par: bool) -> np.ndarray:
+        if self.pool == 1:
+            return out
+        n, c, oh, ow = out.shape
+        res = np.empty((n, c, oh // self.pool, ow // self.pool), np.float32)
+        if self.pool == 2:
+            pool_k.max_pool_2x2.pick(par)(out, res)
         else:
+            pool_k.max_pool.pick(par)(out, self.pool, self.pool, self.pool, self.pool, 0, 0, res)
+        return res
+
+    def _padded(self, x: np.ndarray, par: bool) -> np.ndarray:
+        ph, pw = self.params["padding"]
+        if not (ph or pw):
+            return x
+        xp = np.empty((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), np.float32)
+        conv_k.pad_nchw.pick(par)(x, ph, pw, xp)
+        return xp
+
+    def run(self, act, variant):
+        if variant == "torch":
+            w, b = self.arrays["weight"], self.arrays["bias"]
+            (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
+            y = F.conv2d(_t(act.dense()), _t(w), _t(b), (sh, sw), (ph, pw), (dh, dw), self.params["groups"])
+            if self.pool > 1:
+                y = F.max_pool2d(y, self.pool)
+            out = _np(y)
+            return Act(out.shape, dense=out)
+        if variant.partition(":")[0] not in ("sparse_w", "im2col", "active_dense", "active_sparse"):
             raise ValueError(f"unknown Conv2d variant {variant!r}")
-        return Act(shape, dense=out)
+        return self.bind(variant, act.shape)(act)
 
     def bind(self, variant, shape):
+        if variant == "torch":
+            return super().bind(variant, shape)
         out_shape = self.out_shape(shape)
+        conv_shape = self.conv_shape(shape)
         base, _, mode = variant.partition(":")
         par = mode == "p"
         nchunks = 2 if par and shape[0] == 1 else 1
         b = self.arrays["bias"]
         (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
         in_h, in_w = shape[2], shape[3]
+        pool = self.pool
         empty = np.empty
-        if base == "sparse_w" and not (ph or pw):
+        pooled, padded = self._pooled, self._padded
+        if base == "sparse_w":
             ptr, taps, val = self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))
             k = conv_k.conv_dense_input.pick(par)
 
             def f(act):
-                out = empty(out_shape, np.float32)
-                k(act.dense(), ptr, taps, val, b, sh, sw, dh, dw, out)
-                return Act(out_shape, dense=out)
+                out = empty(conv_shape, np.float32)
+                k(padded(act.dense(), par), ptr, taps, val, b, sh, sw, dh, dw, out)
+                return Act(out_shape, dense=pooled(out, par))
             return f
         if base == "im2col":
             full = self._full()
@@ -109,17 +121,11 @@ class ConvStep(Step):
             w2 = torch.from_numpy(np.ascontiguousarray(full.reshape(cout, cin * kh * kw)))
             bias_col = torch.from_numpy(b).reshape(1, cout, 1)
             k = conv_k.im2col.pick(par)
-            pad = conv_k.pad_nchw.pick(par)
             batch = shape[0]
-            n_pos = out_shape[2] * out_shape[3]
-            padded = (batch, cin, in_h + 2 * ph, in_w + 2 * pw)
+            n_pos = conv_shape[2] * conv_shape[3]
 
             def f(act):
-                x = act.dense()
-                if ph or pw:
-                    xp = empty(padded, np.float32)
-                    pad(x, ph, pw, xp)
-                    x = xp
+                x = padded(act.dense(), par)
                 cols = empty((batch, cin * kh * kw, n_pos), np.float32)
                 k(x, kh, kw, sh, sw, dh, dw, cols)
                 if batch == 1:   # bias folded into the GEMM
@@ -127,7 +133,7 @@ class ConvStep(Step):
                 else:
                     out = torch.matmul(w2, torch.from_numpy(cols))
                     out += bias_col
-                return Act(out_shape, dense=out.numpy().reshape(out_shape))
+                return Act(out_shape, dense=pooled(out.numpy().reshape(conv_shape), par))
             return f
         if base == "active_dense":
             wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
@@ -136,15 +142,26 @@ class ConvStep(Step):
             def f(act):
                 out = empty(out_shape, np.float32)
                 aidx, aval, counts = act.active()
-                k(aidx, aval, counts, in_h, in_w, wt, b, sh, sw, ph, pw, dh, dw, out, nchunks)
+                k(aidx, aval, counts, in_h, in_w, wt, b, sh, sw, ph, pw, dh, dw, out, nchunks, pool)
                 return Act(out_shape, dense=out)
             return f
-        return super().bind(variant, shape)
+        if base == "active_sparse":
+            c = self.prepared("sparse_taps", lambda: formats.conv_taps_sparse(self._full()))
+            kh, kw = self.arrays["weight"].shape[2:]
+            k = conv_k.conv_active_sparse_taps.pick(par)
+
+            def f(act):
+                out = empty(conv_shape, np.float32)
+                aidx, aval, counts = act.active()
+                k(aidx, aval, counts, in_h, in_w, kh, kw, c.ptr, c.idx, c.val, b, sh, sw, ph, pw, dh, dw, out,
+                  nchunks)
+                return Act(out_shape, dense=pooled(out, par))
+            return f
+        raise ValueError(f"unknown Conv2d variant {variant!r}")
 
     def macs(self, act):
         w = self.arrays["weight"]
-        shape = self.out_shape(act.shape)
-        dense = float(shape[0] * shape[1] * shape[2] * shape[3] * w[0].size)
+        dense = float(np.prod(self.conv_shape(act.shape), dtype=np.float64) * w[0].size)
         # effective: each nonzero input times the nonzero weights of the taps that reach a valid output, estimated
         # as density_in x nonzero weights per output position x outputs (exact for stride 1 away from borders)
         dens_in = act.density()
