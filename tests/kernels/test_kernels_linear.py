@@ -104,16 +104,14 @@ def test_row_split_and_batched_sparse_sparse_kernels_match_torch(batch, n_in, n_
 
 
 @settings(max_examples=20, deadline=None)
-@given(batch=st.integers(1, 9), n_in=dims, n_out=dims, xs=fractions, seed=st.integers(0, 2**16),
-       nparts=st.integers(1, 3), parallel=st.booleans())
-def test_dense_batched_kernel_matches_torch(batch, n_in, n_out, xs, seed, nparts, parallel):
+@given(batch=st.integers(1, 9), n_in=dims, n_out=st.integers(1, 200), xs=fractions, seed=st.integers(0, 2**16),
+       parallel=st.booleans())
+def test_dense_active_kernel_batches_and_wide_outputs(batch, n_in, n_out, xs, seed, parallel):
+    """Several 64-unit output blocks (and a partial one), every sample of a batch, serial and parallel builds."""
     rng = np.random.default_rng(seed)
     w, x = sparse_array(rng, (n_out, n_in), 0.3), sparse_array(rng, (batch, n_in), xs)
     bias = rng.standard_normal(n_out).astype(np.float32)
     aidx, aval, counts = linear.active_inputs(x)
-    xptr = np.empty(n_in + 1, np.int32)
-    xs_, xv = np.empty(int(counts.sum()), np.int32), np.empty(int(counts.sum()), np.float32)
-    linear.transpose_active(aidx, aval, counts, n_in, xptr, xs_, xv)
     out = np.full((batch, n_out), np.nan, np.float32)
-    linear.dense_active_batched.pick(parallel)(np.ascontiguousarray(w.T), xptr, xs_, xv, bias, out, nparts)
+    linear.dense_active.pick(parallel)(np.ascontiguousarray(w.T), aidx, aval, counts, bias, out)
     assert_close(out, reference.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias)))

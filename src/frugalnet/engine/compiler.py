@@ -24,7 +24,7 @@ from frugalnet.engine.timing import interleaved_medians
 from frugalnet.kernels import set_threads
 from frugalnet.utils.progress import progress
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: conv + max pool fused into one step; Linear variant dense_batched removed
 
 
 @dataclass
@@ -149,7 +149,8 @@ class Engine:
             spec = json.loads(str(z["spec"]))
             if spec.get("format") != "frugalnet-engine" or spec.get("version") != FORMAT_VERSION:
                 raise ValueError(f"{path}: unsupported engine format {spec.get('format')!r} "
-                                 f"version {spec.get('version')!r}")
+                                 f"version {spec.get('version')!r} (this frugalnet writes version {FORMAT_VERSION}); "
+                                 f"compile the model again with frugalnet.engine.compile and save that")
             steps = []
             for i, st in enumerate(spec["steps"]):
                 arrays = {}

@@ -166,25 +166,23 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
     batch, k = aidx.shape
     cin, kh, kw, cout = wt.shape
     rows = out.shape[2]
-    hw = in_h * in_w
     wflat = wt.reshape(-1)
-    pos_ptr = np.empty((batch, hw + 1), np.int32)
-    code = np.empty((batch, k), np.int64)   # int64 like every other caller of axpy_segments: one compiled build
-    val = np.empty((batch, k), np.float32)
-    for b in prange(batch):
-        bucket_by_position(aidx[b], aval[b], counts[b], in_h, in_w, kh * kw * cout, cout, pos_ptr[b], code[b], val[b])
     band = (rows + nchunks - 1) // nchunks
-    for p in prange(batch * nchunks):
+    for p in prange(batch * nchunks):     # one parallel loop (each band buckets its sample itself: one parfor to JIT)
         b = p // nchunks
         c = p % nchunks
+        pos_ptr = np.empty(in_h * in_w + 1, np.int32)
+        code = np.empty(k, np.int64)
+        val = np.empty(k, np.float32)
+        bucket_by_position(aidx[b], aval[b], counts[b], in_h, in_w, kh * kw * cout, cout, pos_ptr, code, val)
         seg_lo = np.empty(kh * kw, np.int32)
         seg_hi = np.empty(kh * kw, np.int32)
         seg_base = np.empty(kh * kw, np.int32)
         acc = np.empty(cout, np.float32)
         res = np.empty(cout, np.float32)
-        _conv_rows_output_stationary(c * band, min(rows, (c + 1) * band), pool, pos_ptr[b], code[b], val[b], in_h,
-                                     in_w, wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo, seg_hi,
-                                     seg_base, acc, res)
+        _conv_rows_output_stationary(c * band, min(rows, (c + 1) * band), pool, pos_ptr, code, val, in_h, in_w,
+                                     wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo, seg_hi, seg_base,
+                                     acc, res)
 
 
 @kernel

@@ -101,21 +101,27 @@ def csc_active(ptr, idx, val, aidx, aval, counts, bias, out, nchunks):
 
 @kernel
 def dense_active(wt, aidx, aval, counts, bias, out):
-    """Dense W held as wt (in, out) x sparse input: each active input adds its (contiguous) weight row; the output
-    row is built in registers, 64 units at a time (simd.axpy_segments)."""
+    """Dense W held as wt (in, out) x sparse input: each active input adds its (contiguous) weight row. Work goes
+    by blocks of 64 output units (parallel over blocks), each block built in registers (simd.axpy_segments) for
+    every sample in turn: a block's slice of W (64 x in floats) stays in cache across the batch instead of the
+    whole W streaming through once per sample."""
     batch, n_out = out.shape
     wflat = wt.reshape(-1)
-    for b in prange(batch):
-        n = counts[b]
-        offs = np.empty(n, np.int64)
-        for t in range(n):
-            offs[t] = np.int64(aidx[b, t]) * n_out
-        seg = np.zeros(3, np.int32)     # one segment: entries 0..n, base 0
-        seg[1] = n
-        o = out[b]
-        for r in range(n_out):
-            o[r] = bias[r]
-        axpy_segments(wflat, seg, seg[1:], seg[2:], 1, offs, aval[b], o, 0, n_out)
+    width = 64
+    for blk in prange((n_out + width - 1) // width):
+        c0 = blk * width
+        nc = min(width, n_out - c0)
+        offs = np.empty(aidx.shape[1], np.int64)
+        seg = np.zeros(3, np.int32)     # one segment: entries 0..seg[1], base 0
+        for b in range(batch):
+            n = counts[b]
+            for t in range(n):
+                offs[t] = np.int64(aidx[b, t]) * n_out
+            seg[1] = n
+            o = out[b]
+            for r in range(c0, c0 + nc):
+                o[r] = bias[r]
+            axpy_segments(wflat, seg, seg[1:], seg[2:], 1, offs, aval[b], o, c0, nc)
 
 
 def row_splits(csc, nparts: int) -> np.ndarray:
@@ -211,27 +217,6 @@ def csc_active_batched(split, idx, val, xptr, xs, xv, bias, out):
                 v = xv[q]
                 for j in range(s, e):
                     o[idx[j]] += v * val[j]
-
-
-@kernel
-def dense_active_batched(wt, xptr, xs, xv, bias, out, nparts):
-    """Dense W held as wt (in, out) x a sparse batch grouped by input (`transpose_active`): each active input's
-    weight row is read once for all the samples it serves and added, scaled, to their output rows (contiguous,
-    vectorised). Reading W once per batch instead of once per sample keeps a large layer out of the memory-bandwidth
-    limit. Parallel over `nparts` ranges of output units."""
-    n_out = out.shape[1]
-    n_in = xptr.shape[0] - 1
-    for part in prange(nparts):
-        lo = (part * n_out) // nparts
-        hi = ((part + 1) * n_out) // nparts
-        _fill_bias(out, bias, lo, hi)
-        for i in range(n_in):
-            w = wt[i, lo:hi]
-            for q in range(xptr[i], xptr[i + 1]):
-                v = xv[q]
-                o = out[xs[q], lo:hi]
-                for r in range(hi - lo):
-                    o[r] += v * w[r]
 
 
 # ---- plain-numpy conveniences (allocate the output); the engine calls the kernels directly ----------------------

@@ -76,25 +76,6 @@ def _splat(builder, scalar):
 
 
 @intrinsic
-def vzero(typingctx):
-    """Eight zeros."""
-    def codegen(context, builder, sig, args):
-        return ir.Constant(_VEC, [0.0] * LANES)
-    return f32x8(), codegen
-
-
-@intrinsic
-def vadd(typingctx, a, b):
-    """Lane-wise a + b."""
-    if a != f32x8 or b != f32x8:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return f32x8(f32x8, f32x8), codegen
-
-
-@intrinsic
 def vfma(typingctx, arr, offset, scale, acc):
     """acc + scale * arr[offset:offset + 8], fused."""
     _check_f32_array(arr)
@@ -115,7 +96,7 @@ def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncol
 
     A gathered GEMV: the rows are the weight rows of active inputs, the columns output units; segments let a
     caller name rows as (shared base + per-entry offset) without copying, e.g. the active channels at one input
-    position under one kernel tap. Columns are taken 64, 32, then 8 at a time with the partial sums in registers,
+    position under one kernel tap. Columns are taken 64, then 8 at a time with the partial sums in registers,
     the last ncols % 8 as scalars."""
     c = col0
     end = col0 + ncols
@@ -150,47 +131,6 @@ def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncol
         vstore(out, c + 48, a6)
         vstore(out, c + 56, a7)
         c += 8 * LANES
-    while c + 4 * LANES <= end:
-        # four column vectors would leave each FMA waiting on the one before (latency 4, two issued per cycle):
-        # even and odd rows go to separate accumulators, eight chains in flight, added at the end
-        a0 = vload(out, c)
-        a1 = vload(out, c + 8)
-        a2 = vload(out, c + 16)
-        a3 = vload(out, c + 24)
-        b0 = vzero()
-        b1 = vzero()
-        b2 = vzero()
-        b3 = vzero()
-        for s in range(nseg):
-            base = seg_base[s] + c
-            j = seg_lo[s]
-            hi = seg_hi[s]
-            while j + 1 < hi:
-                b = base + offs[j]
-                v = vals[j]
-                a0 = vfma(w, b, v, a0)
-                a1 = vfma(w, b + 8, v, a1)
-                a2 = vfma(w, b + 16, v, a2)
-                a3 = vfma(w, b + 24, v, a3)
-                b = base + offs[j + 1]
-                v = vals[j + 1]
-                b0 = vfma(w, b, v, b0)
-                b1 = vfma(w, b + 8, v, b1)
-                b2 = vfma(w, b + 16, v, b2)
-                b3 = vfma(w, b + 24, v, b3)
-                j += 2
-            if j < hi:
-                b = base + offs[j]
-                v = vals[j]
-                a0 = vfma(w, b, v, a0)
-                a1 = vfma(w, b + 8, v, a1)
-                a2 = vfma(w, b + 16, v, a2)
-                a3 = vfma(w, b + 24, v, a3)
-        vstore(out, c, vadd(a0, b0))
-        vstore(out, c + 8, vadd(a1, b1))
-        vstore(out, c + 16, vadd(a2, b2))
-        vstore(out, c + 24, vadd(a3, b3))
-        c += 4 * LANES
     while c + LANES <= end:
         a0 = vload(out, c)
         for s in range(nseg):

@@ -29,10 +29,12 @@ class ConvStep(Step):
     def variants(self, act):
         wd = float(np.count_nonzero(self.arrays["weight"])) / max(1, self.arrays["weight"].size)
         out = ["torch"] + _flavours("im2col", act.batch, split=False)
+        if self.pool > 1:   # PyTorch's conv with our pooling (torch's max_pool2d is slow on CPU for wide maps)
+            out += _flavours("torch_conv", act.batch, split=False)
         if wd < 0.5:   # direct conv over the nonzero taps only pays off when most taps are zero
             out += _flavours("sparse_w", act.batch, split=True)
         if act.density() < 0.5:
-            out += _flavours("active_dense", act.batch, split=True)
+            out += ["active_dense:p"]   # at batch 1 it splits the output rows; one build halves the JIT time
             if wd < 0.3:
                 out += _flavours("active_sparse", act.batch, split=True)
         return out
@@ -88,7 +90,7 @@ class ConvStep(Step):
                 y = F.max_pool2d(y, self.pool)
             out = _np(y)
             return Act(out.shape, dense=out)
-        if variant.partition(":")[0] not in ("sparse_w", "im2col", "active_dense", "active_sparse"):
+        if variant.partition(":")[0] not in ("sparse_w", "im2col", "active_dense", "active_sparse", "torch_conv"):
             raise ValueError(f"unknown Conv2d variant {variant!r}")
         return self.bind(variant, act.shape)(act)
 
@@ -106,6 +108,14 @@ class ConvStep(Step):
         pool = self.pool
         empty = np.empty
         pooled, padded = self._pooled, self._padded
+        if base == "torch_conv":
+            wt_, bt_ = _t(self.arrays["weight"]), _t(b)
+            groups = self.params["groups"]
+
+            def f(act):
+                y = F.conv2d(_t(act.dense()), wt_, bt_, (sh, sw), (ph, pw), (dh, dw), groups)
+                return Act(out_shape, dense=pooled(_np(y), par))
+            return f
         if base == "sparse_w":
             ptr, taps, val = self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))
             k = conv_k.conv_dense_input.pick(par)

@@ -51,9 +51,7 @@ class LinearStep(Step):
                 if act.batch > 1:
                     out += ["csc_batched:p"]
         if sparse_in:
-            out += _flavours("dense_active", act.batch, split=False)
-            if act.batch > 1:
-                out += ["dense_batched:p"]
+            out += _flavours("dense_active", act.batch, split=True)
         return out
 
     def out_shape(self, shape):
@@ -87,7 +85,7 @@ class LinearStep(Step):
             wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
             aidx, aval, counts = act.active()
             linear_k.dense_active.pick(par)(wt, aidx, aval, counts, b, out)
-        elif base in ("csc_rows", "csc_batched", "dense_batched"):
+        elif base in ("csc_rows", "csc_batched"):
             return self.bind(variant, act.shape)(act)
         else:
             raise ValueError(f"unknown Linear variant {variant!r}")
@@ -139,17 +137,6 @@ class LinearStep(Step):
             def f(act):
                 out = empty(out_shape, np.float32)
                 k(split, idx, val, *grouped(act), b, out)
-                return Act(out_shape, dense=out)
-            return f
-        if base == "dense_batched":
-            wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
-            k = linear_k.dense_active_batched.pick(par)
-            grouped = _by_input(self.params["n_in"])
-            nparts = threads() if par else 1   # (more, cache-sized ranges measured slower: 18 vs 23-38 ms)
-
-            def f(act):
-                out = empty(out_shape, np.float32)
-                k(wt, *grouped(act), b, out, nparts)
                 return Act(out_shape, dense=out)
             return f
         if base == "dense_active":
