@@ -62,24 +62,43 @@ class ConvStep(Step):
         n, c, oh, ow = self.conv_shape(shape)
         return (n, c, oh // self.pool, ow // self.pool)
 
-    def _pooled(self, out: np.ndarray, par: bool) -> np.ndarray:
-        if self.pool == 1:
-            return out
-        n, c, oh, ow = out.shape
-        res = np.empty((n, c, oh // self.pool, ow // self.pool), np.float32)
-        if self.pool == 2:
-            pool_k.max_pool_2x2.pick(par)(out, res)
-        else:
-            pool_k.max_pool.pick(par)(out, self.pool, self.pool, self.pool, self.pool, 0, 0, res)
-        return res
+    def _pooler(self, conv_shape, par: bool):
+        """out (conv_shape) -> out max-pooled by the fused pool (identity without one), shapes fixed at bind time."""
+        pool = self.pool
+        if pool == 1:
+            return lambda out: out
+        n, c, oh, ow = conv_shape
+        pooled_shape = (n, c, oh // pool, ow // pool)
+        empty = np.empty
+        if pool == 2:
+            k2 = pool_k.max_pool_2x2.pick(par)
 
-    def _padded(self, x: np.ndarray, par: bool) -> np.ndarray:
+            def pool2(out):
+                res = empty(pooled_shape, np.float32)
+                k2(out, res)
+                return res
+            return pool2
+        k = pool_k.max_pool.pick(par)
+
+        def pool_any(out):
+            res = empty(pooled_shape, np.float32)
+            k(out, pool, pool, pool, pool, 0, 0, res)
+            return res
+        return pool_any
+
+    def _padder(self, shape, par: bool):
+        """x (shape) -> x zero-padded by the conv's padding (identity without padding)."""
         ph, pw = self.params["padding"]
         if not (ph or pw):
-            return x
-        xp = np.empty((x.shape[0], x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), np.float32)
-        conv_k.pad_nchw.pick(par)(x, ph, pw, xp)
-        return xp
+            return lambda x: x
+        padded_shape = (shape[0], shape[1], shape[2] + 2 * ph, shape[3] + 2 * pw)
+        k = conv_k.pad_nchw.pick(par)
+
+        def pad(x):
+            xp = np.empty(padded_shape, np.float32)
+            k(x, ph, pw, xp)
+            return xp
+        return pad
 
     def run(self, act, variant):
         if variant == "torch":
@@ -107,14 +126,14 @@ class ConvStep(Step):
         in_h, in_w = shape[2], shape[3]
         pool = self.pool
         empty = np.empty
-        pooled, padded = self._pooled, self._padded
+        pooled, padded = self._pooler(conv_shape, par), self._padder(shape, par)
         if base == "torch_conv":
             wt_, bt_ = _t(self.arrays["weight"]), _t(b)
             groups = self.params["groups"]
 
             def f(act):
                 y = F.conv2d(_t(act.dense()), wt_, bt_, (sh, sw), (ph, pw), (dh, dw), groups)
-                return Act(out_shape, dense=pooled(_np(y), par))
+                return Act(out_shape, dense=pooled(_np(y)))
             return f
         if base == "sparse_w":
             ptr, taps, val = self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))
@@ -122,28 +141,28 @@ class ConvStep(Step):
 
             def f(act):
                 out = empty(conv_shape, np.float32)
-                k(padded(act.dense(), par), ptr, taps, val, b, sh, sw, dh, dw, out)
-                return Act(out_shape, dense=pooled(out, par))
+                k(padded(act.dense()), ptr, taps, val, b, sh, sw, dh, dw, out)
+                return Act(out_shape, dense=pooled(out))
             return f
         if base == "im2col":
             full = self._full()
             cout, cin, kh, kw = full.shape
             w2 = torch.from_numpy(np.ascontiguousarray(full.reshape(cout, cin * kh * kw)))
             bias_col = torch.from_numpy(b).reshape(1, cout, 1)
+            bias_vec = bias_col[0]
             k = conv_k.im2col.pick(par)
             batch = shape[0]
             n_pos = conv_shape[2] * conv_shape[3]
 
             def f(act):
-                x = padded(act.dense(), par)
                 cols = empty((batch, cin * kh * kw, n_pos), np.float32)
-                k(x, kh, kw, sh, sw, dh, dw, cols)
+                k(padded(act.dense()), kh, kw, sh, sw, dh, dw, cols)
                 if batch == 1:   # bias folded into the GEMM
-                    out = torch.addmm(bias_col[0], w2, torch.from_numpy(cols[0]))
+                    out = torch.addmm(bias_vec, w2, torch.from_numpy(cols.reshape(cin * kh * kw, n_pos)))
                 else:
                     out = torch.matmul(w2, torch.from_numpy(cols))
                     out += bias_col
-                return Act(out_shape, dense=pooled(out.numpy().reshape(conv_shape), par))
+                return Act(out_shape, dense=pooled(out.numpy().reshape(conv_shape)))
             return f
         if base == "active_dense":
             wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
@@ -165,7 +184,7 @@ class ConvStep(Step):
                 aidx, aval, counts = act.active()
                 k(aidx, aval, counts, in_h, in_w, kh, kw, c.ptr, c.idx, c.val, b, sh, sw, ph, pw, dh, dw, out,
                   nchunks)
-                return Act(out_shape, dense=pooled(out, par))
+                return Act(out_shape, dense=pooled(out))
             return f
         raise ValueError(f"unknown Conv2d variant {variant!r}")
 
