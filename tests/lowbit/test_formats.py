@@ -317,3 +317,20 @@ def test_minifloat_kernel_matches_torch_on_edge_values():
                 assert torch.equal(a.view(torch.int32), b.view(torch.int32)), (spec.name, rounding)
     finally:
         F.set_kernels(previous)
+
+
+def test_radix4_rejects_gradients_beyond_its_range_with_a_clear_error():
+    x = torch.tensor([1.0, -2.0 ** 127])
+    with pytest.raises(ValueError, match="beyond radix-4 FP4's range"):
+        F.radix4_fp4(x, 1)
+    q = F.radix4_fp4(torch.tensor([1.0, -2.0 ** 126]), 1)     # the largest allowed: 2s = 2^127 is finite
+    assert torch.isfinite(q).all() and float(q[1]) in (-2.0 ** 125, -2.0 ** 127)
+
+
+def test_sawb_clip_of_weights_near_the_float32_limit_does_not_overflow():
+    w = torch.tensor([3e38, -1e38, 1.0, 0.5])
+    alpha = F.sawb_alpha(w)
+    assert torch.isfinite(alpha) and 0 < alpha <= 3e38
+    assert torch.isfinite(F.int4_sawb(w)).all()
+    g = torch.randn(1000)
+    assert F.sawb_alpha(g) < g.abs().max()          # Gaussian weights: the usual clip, well inside max|w|

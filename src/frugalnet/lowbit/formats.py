@@ -43,6 +43,7 @@ ROUNDING_MODES = ("nearest", "stochastic")
 E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 SAWB_COEFFICIENTS = {4: (12.68, 12.80)}   # bits -> (c1, c2), Choi et al. 2018
 RADIX4_LEVELS = 7                           # nonzero magnitudes per phase (3 exponent bits, one code for zero)
+RADIX4_MAX_AMAX = 2.0 ** 126                # above it the phase-1 top level 2 * 2^ceil(log2 amax) overflows float32
 _USE_KERNELS = True                         # fused numba kernels for CPU float32 tensors (bit-identical results)
 
 
@@ -162,6 +163,12 @@ def _amax(x: Tensor, what: str) -> Tensor:
     return amax
 
 
+def _div(t: Tensor, c: float) -> Tensor:
+    """t / c, correctly rounded on every device: PyTorch on CUDA divides by a Python number as t * (1 / c), which
+    can differ from t / c in the last bit, and the CPU kernels divide."""
+    return t / torch.full_like(t, c)
+
+
 def _exp2(e: Tensor) -> Tensor:
     return torch.ldexp(torch.ones_like(e, dtype=torch.float32), e.to(torch.int32))
 
@@ -186,7 +193,7 @@ def int_symmetric(x: Tensor, bits: int, alpha: Tensor | float, rounding: Roundin
         raise ValueError(f"bits must be in [2, 16], got {bits}")
     qmax = 2 ** (bits - 1) - 1
     alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
-    step = torch.where(alpha > 0, alpha / qmax, torch.ones_like(alpha))
+    step = torch.where(alpha > 0, _div(alpha, qmax), torch.ones_like(alpha))
     noise = _noise(x, rounding, generator)
     if _fast(x):
         from frugalnet.lowbit import _kernels
@@ -199,7 +206,7 @@ def int_symmetric(x: Tensor, bits: int, alpha: Tensor | float, rounding: Roundin
 
 
 def sawb_alpha(w: Tensor, bits: int = 4) -> Tensor:
-    """SAWB clip (Choi et al. 2018): alpha = c1 sqrt(E[w^2]) - c2 E[|w|]; max|w| when that is <= 0.
+    """SAWB clip (Choi et al. 2018): alpha = c1 sqrt(E[w^2]) - c2 E[|w|], at most max|w|; max|w| when <= 0.
 
     Coefficients are fitted for a given bit width; only 4 bits (c1 = 12.68, c2 = 12.80) is tabulated here.
     """
@@ -207,10 +214,13 @@ def sawb_alpha(w: Tensor, bits: int = 4) -> Tensor:
         raise ValueError(f"SAWB coefficients are known for bits in {sorted(SAWB_COEFFICIENTS)}, got {bits}")
     c1, c2 = SAWB_COEFFICIENTS[bits]
     w = w.detach()
-    mean_sq, mean_abs = (w * w).mean(), w.abs().mean()
-    alpha = c1 * torch.sqrt(mean_sq) - c2 * mean_abs
-    _check_finite_scalar(alpha, "weight")
-    return torch.where(alpha > 0, alpha, w.abs().amax())
+    amax = w.abs().amax()
+    _check_finite_scalar(amax, "weight")
+    wd = w.double()                # float64 moments: E[w^2] of weights near the float32 limit must not overflow
+    alpha = c1 * torch.sqrt((wd * wd).mean()) - c2 * wd.abs().mean()
+    # a clip beyond max|w| clips nothing and only coarsens the grid (and may not fit the float type)
+    alpha = torch.minimum(alpha, amax.double()).to(w.dtype)
+    return torch.where(alpha > 0, alpha, amax)
 
 
 def int4_sawb(w: Tensor, rounding: Rounding = "nearest", generator: torch.Generator | None = None) -> Tensor:
@@ -232,7 +242,7 @@ def pact_forward(x: Tensor, alpha: Tensor, bits: int, signed: bool = False, roun
     if not bool(alpha > 0):
         raise ValueError(f"PACT clip alpha must be > 0, got {float(alpha)}")
     levels = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
-    step = alpha / levels
+    step = _div(alpha, levels)
     noise = _noise(x, rounding, generator)
     if _fast(x):
         from frugalnet.lowbit import _kernels
@@ -288,6 +298,10 @@ def radix4_fp4(x: Tensor, phase: int = 0, rounding: Rounding = "nearest", genera
     if phase not in (0, 1):
         raise ValueError(f"phase must be 0 (even powers) or 1 (odd powers), got {phase}")
     amax = _amax(x, "gradient") if amax is None else amax
+    if float(amax) > RADIX4_MAX_AMAX:
+        raise ValueError(f"gradient magnitude {float(amax):.3g} is beyond radix-4 FP4's range (its power-of-two scale "
+                         f"2s must stay a finite float32, so max|x| <= 2^126); training has likely diverged: lower "
+                         f"the learning rate or the loss scale")
     top = radix4_scale(amax) * (2.0 if phase else 1.0)
     smallest = 4.0 ** -(RADIX4_LEVELS - 1)
     noise = _noise(x, rounding, generator)
@@ -347,7 +361,7 @@ def fp8(x: Tensor, spec: MinifloatSpec = E4M3, rounding: Rounding = "nearest",
         generator: torch.Generator | None = None, amax: Tensor | None = None) -> Tensor:
     """FP8 with a per-tensor FP32 scale amax / max (current scaling), so the largest value maps to the top code."""
     amax = _amax(x, "input") if amax is None else amax
-    scale = torch.where(amax > 0, amax / spec.max, torch.ones_like(amax))
+    scale = torch.where(amax > 0, _div(amax, spec.max), torch.ones_like(amax))
     noise = _noise(x, rounding, generator)
     if _fast(x):
         return _minifloat_kernel(x, spec, noise, scale)
@@ -421,7 +435,7 @@ def _block_kernel(x: Tensor, dim: int, block: int, noise: Tensor | None, tensor_
 
 def nvfp4_tensor_scale(amax: Tensor) -> Tensor:
     """NVFP4's FP32 per-tensor scale amax / (448 * 6), so block scales fit E4M3; 1 for an all-zero tensor."""
-    return torch.where(amax > 0, amax / (E4M3.max * E2M1.max), torch.ones_like(amax))
+    return torch.where(amax > 0, _div(amax, E4M3.max * E2M1.max), torch.ones_like(amax))
 
 
 def nvfp4(x: Tensor, dim: int = -1, rounding: Rounding = "nearest", generator: torch.Generator | None = None,

@@ -50,7 +50,7 @@ class LinearStep(Step):
                 out += _flavours("csc_rows", act.batch, split=True)
                 if act.batch > 1:
                     out += ["csc_batched:p"]
-        if sparse_in:
+        if sparse_in and wd >= 0.2:   # dense weight rows read 1/wd times the nonzeros: never worth 5x or more
             out += _flavours("dense_active", act.batch, split=True)
         return out
 
