@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import typing
 from pathlib import Path
 
 from frugalnet.studies.registry import StudyConfig, available_studies, get_study

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frugalnet.lowbit import IBM4, NVFP4, LayerRecipe, QuantSpec, Recipe, quantize_
+from frugalnet.lowbit import IBM4, NVFP4, QuantSpec, Recipe, quantize_
 from frugalnet.lowbit import formats as fmt
 from frugalnet.lowbit.functions import QuantConv2dFunction, QuantLinearFunction
 

@@ -7,7 +7,6 @@ and every line of the table says so.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 

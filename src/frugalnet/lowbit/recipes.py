@@ -10,7 +10,7 @@ Accumulation is FP32 and master weights stay FP32 in every recipe.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from frugalnet.lowbit.formats import ROUNDING_MODES
 

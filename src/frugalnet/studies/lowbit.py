@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from frugalnet.data import load
-from frugalnet.data.core import DataBundle, Split
+from frugalnet.data.core import DataBundle
 from frugalnet.lowbit.bench import step_time_ratios
 from frugalnet.lowbit.convert import quantize_, quantized_layers
 from frugalnet.lowbit.models import CharTransformer, SmallResNet, char_corpus
