@@ -247,28 +247,28 @@ def cnn_cases(cfg: BenchConfig) -> list[dict]:
         for batch in (1, 64):
             x = x64[:batch].contiguous()
             x_np = x.numpy()
-            with torch.no_grad():
+            with torch.no_grad():   # (the timing below runs in it too: PyTorch is timed without autograd)
                 fns = {"torch_dense": lambda: dense(x), "torch_masked": lambda: model(x),
                        "frugalnet": lambda: engine(x)}
                 if onnx_fn is not None:
                     fns["onnxruntime"] = lambda: onnx_fn(x_np)
                 ref = model(x).numpy()
                 outputs = {"torch_masked": ref, "frugalnet": engine(x).numpy()}
-            dense_macs = _conv_linear_macs(dense, x)
-            eff = sum(c.effective_macs for c in engine.choices[batch])
-            mem = {"torch_dense": mem_dense, "torch_masked": mem_masked, "onnxruntime": mem_dense,
-                   "frugalnet": engine.weight_bytes(batch)}
-            notes = {"torch_dense": "dense CNN-2 of the same shapes (ReLU in place of k-WTA)",
-                     "torch_masked": "the sparse CNN-2 (k-WTA, masked weights) run by PyTorch",
-                     "torch_csr": "not applicable end to end", "scipy_csr": "not applicable end to end",
-                     "onnxruntime": onnx_note, "frugalnet": ", ".join(engine.plans[batch])}
-            res = _run_case(f"cnn2 {label} b={batch}", fns, ref, outputs, dense_macs, eff, mem, cfg,
-                            {"kind": "cnn2", "batch": batch, "input_shape": list(shape), "engine_compile_s": compile_s,
-                             "engine_plan": engine.plans[batch], "engine_layers": engine.summary(batch),
-                             "notes": notes})
-            res["speedup_vs_torch_masked"] = res["methods"]["torch_masked"]["seconds"] / \
-                res["methods"]["frugalnet"]["seconds"]
-            results.append(res)
+                dense_macs = _conv_linear_macs(dense, x)
+                eff = sum(c.effective_macs for c in engine.choices[batch])
+                mem = {"torch_dense": mem_dense, "torch_masked": mem_masked, "onnxruntime": mem_dense,
+                       "frugalnet": engine.weight_bytes(batch)}
+                notes = {"torch_dense": "dense CNN-2 of the same shapes (ReLU in place of k-WTA)",
+                         "torch_masked": "the sparse CNN-2 (k-WTA, masked weights) run by PyTorch",
+                         "torch_csr": "not applicable end to end", "scipy_csr": "not applicable end to end",
+                         "onnxruntime": onnx_note, "frugalnet": ", ".join(engine.plans[batch])}
+                res = _run_case(f"cnn2 {label} b={batch}", fns, ref, outputs, dense_macs, eff, mem, cfg,
+                                {"kind": "cnn2", "batch": batch, "input_shape": list(shape),
+                                 "engine_compile_s": compile_s, "engine_plan": engine.plans[batch],
+                                 "engine_layers": engine.summary(batch), "notes": notes})
+                res["speedup_vs_torch_masked"] = res["methods"]["torch_masked"]["seconds"] / \
+                    res["methods"]["frugalnet"]["seconds"]
+                results.append(res)
     return results
 
 

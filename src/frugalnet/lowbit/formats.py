@@ -249,8 +249,8 @@ def pact_forward(x: Tensor, alpha: Tensor, bits: int, signed: bool = False, roun
 
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         bad = np.zeros(1, dtype=np.int64)
-        _kernels.pick("pact", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise), np.float32(alpha),
-                      np.float32(step), bool(signed), noise is not None, bad)
+        _kernels.pick("pact", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise),
+                                         np.float32(alpha), np.float32(step), bool(signed), noise is not None, bad)
         if bad[0]:
             raise ValueError("activation contains NaN or Inf; low-bit formats have no encoding for them "
                              "(check the learning rate / loss scale)")
@@ -309,8 +309,8 @@ def radix4_fp4(x: Tensor, phase: int = 0, rounding: Rounding = "nearest", genera
         from frugalnet.lowbit import _kernels
 
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        _kernels.pick("radix4", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise), np.float32(top),
-                        np.float32(smallest), noise is not None)
+        _kernels.pick("radix4", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise),
+                                           np.float32(top), np.float32(smallest), noise is not None)
         return out
     v = x.abs() / top                                     # in [0, 1]
     # lower neighbour lo = 4^floor(log4 v) (exact via the exponent field), step to the next level = 3 lo.
@@ -425,8 +425,10 @@ def _block_kernel(x: Tensor, dim: int, block: int, noise: Tensor | None, tensor_
     out = torch.empty(shape, dtype=x.dtype)
     u3 = _np(noise).reshape(view) if noise is not None else np.zeros((1, 1, 1), dtype=np.float32)
     bad = np.zeros(1, dtype=np.int64)
-    _kernels.pick("block_e2m1", x.numel())(_np(x).reshape(view), out.numpy().reshape(view), u3, block, tensor_scale is not None,
-                        np.float32(tensor_scale if tensor_scale is not None else 1.0), noise is not None, bad)
+    _kernels.pick("block_e2m1", x.numel())(_np(x).reshape(view), out.numpy().reshape(view), u3, block,
+                                           tensor_scale is not None,
+                                           np.float32(tensor_scale if tensor_scale is not None else 1.0),
+                                           noise is not None, bad)
     if bad[0]:
         raise ValueError("input contains NaN or Inf; low-bit formats have no encoding for them "
                          "(check the learning rate / loss scale)")
