@@ -153,6 +153,31 @@ def _row_splits(ptr, idx, bounds, split):
         split[i, bounds.shape[0] - 1] = e
 
 
+@njit(**JIT)
+def scatter_column(o, idx, val, lo, hi, v):
+    """o[idx[j]] += v * val[j] for j in lo..hi, the rows idx[lo:hi] distinct (one column of a CSC matrix): four
+    loads before four stores, as distinct rows cannot alias, so the updates overlap instead of queueing (measured
+    192 -> 155 us on the 4096 x 4096 w=0.9 x=0.9 batch-1 case, one thread)."""
+    j = lo
+    while j + 4 <= hi:
+        r0 = idx[j]
+        r1 = idx[j + 1]
+        r2 = idx[j + 2]
+        r3 = idx[j + 3]
+        a0 = o[r0] + v * val[j]
+        a1 = o[r1] + v * val[j + 1]
+        a2 = o[r2] + v * val[j + 2]
+        a3 = o[r3] + v * val[j + 3]
+        o[r0] = a0
+        o[r1] = a1
+        o[r2] = a2
+        o[r3] = a3
+        j += 4
+    while j < hi:
+        o[idx[j]] += v * val[j]
+        j += 1
+
+
 @kernel
 def csc_active_rows(split, idx, val, aidx, aval, counts, bias, out):
     """Sparse W (CSC, cut by `row_splits`) x sparse input, parallel over (sample, output-row part): each part
@@ -168,9 +193,7 @@ def csc_active_rows(split, idx, val, aidx, aval, counts, bias, out):
             o[r] = bias[r]
         for t in range(counts[b]):
             i = aidx[b, t]
-            v = aval[b, t]
-            for j in range(split[i, part], split[i, part + 1]):
-                o[idx[j]] += v * val[j]
+            scatter_column(o, idx, val, split[i, part], split[i, part + 1], aval[b, t])
 
 
 @njit(**JIT)
@@ -218,10 +241,7 @@ def csc_active_batched(split, idx, val, xptr, xs, xv, bias, out):
             if s == e:
                 continue
             for q in range(xptr[i], xptr[i + 1]):
-                o = out[xs[q]]
-                v = xv[q]
-                for j in range(s, e):
-                    o[idx[j]] += v * val[j]
+                scatter_column(out[xs[q]], idx, val, s, e, xv[q])
 
 
 # ---- plain-numpy conveniences (allocate the output); the engine calls the kernels directly ----------------------
