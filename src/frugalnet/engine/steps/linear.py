@@ -43,13 +43,12 @@ class LinearStep(Step):
         sparse_in = act.density() < 0.5
         out = ["torch"]
         if wd < 0.7:
-            out += _flavours("csr_rows", act.batch, split=True) + (["csr_rows_t:p"] if act.batch > 1 else [])
+            # (serial builds of csr_rows / csc_rows are not tried: at batch 1 the parallel ones, which split the output
+            # rows, won every benchmark case, and each candidate costs JIT time on first use; nor is csc_active, the
+            # per-sample kernel with partial sums, which csc_rows matched or beat)
+            out += ["csr_rows:p"] + (["csr_rows_t:p"] if act.batch > 1 else [])
             if sparse_in:
-                # (csc_active, the per-sample kernel with partial sums, is not tried: csc_rows matched or beat it in
-                # every benchmark case, and each candidate costs JIT time on first use)
-                out += _flavours("csc_rows", act.batch, split=True)
-                if act.batch > 1:
-                    out += ["csc_batched:p"]
+                out += ["csc_rows:p"] + (["csc_batched:p"] if act.batch > 1 else [])
         if sparse_in and wd >= 0.2:   # dense weight rows read 1/wd times the nonzeros: never worth 5x or more
             out += _flavours("dense_active", act.batch, split=True)
         return out
