@@ -154,11 +154,20 @@ class ConvStep(Step):
             batch = shape[0]
             n_pos = conv_shape[2] * conv_shape[3]
 
+            get_threads, set_threads = torch.get_num_threads, torch.set_num_threads
+
             def f(act):
                 cols = empty((batch, cin * kh * kw, n_pos), np.float32)
                 k(padded(act.dense()), kh, kw, sh, sw, dh, dw, cols)
                 if batch == 1:   # bias folded into the GEMM
-                    out = torch.addmm(bias_vec, w2, torch.from_numpy(cols.reshape(cin * kh * kw, n_pos)))
+                    # the serial variant is serial throughout: waking PyTorch's second thread for this small GEMM
+                    # cost more than it saved between the engine's other kernels (79-90 vs 110-164 us in the chain)
+                    threads = get_threads()
+                    set_threads(1)
+                    try:
+                        out = torch.addmm(bias_vec, w2, torch.from_numpy(cols.reshape(cin * kh * kw, n_pos)))
+                    finally:
+                        set_threads(threads)
                 else:
                     out = torch.matmul(w2, torch.from_numpy(cols))
                     out += bias_col
