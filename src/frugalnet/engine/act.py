@@ -35,7 +35,7 @@ class Act:
         if self._dense is None:
             aidx, aval, counts = self._sparse
             flat = np.empty((self.batch, self.width), np.float32)
-            kwta_k.scatter_rows(aidx, aval, counts, flat)   # parallel build only: one JIT
+            kwta_k.scatter_rows.pick(self.batch > 1)(aidx, aval, counts, flat)
             self._dense = flat.reshape(self.shape)
         return self._dense
 
@@ -46,7 +46,7 @@ class Act:
             aidx = np.empty((self.batch, self.width), np.int32)
             aval = np.empty((self.batch, self.width), np.float32)
             counts = np.empty(self.batch, np.int32)
-            linear_k.nonzeros(flat, aidx, aval, counts)
+            linear_k.nonzeros.pick(self.batch > 1)(flat, aidx, aval, counts)
             self._sparse = (aidx, aval, counts)
         return self._sparse
 
