@@ -181,7 +181,8 @@ def scatter_column(o, idx, val, lo, hi, v):
 @kernel
 def csc_active_rows(split, idx, val, aidx, aval, counts, bias, out):
     """Sparse W (CSC, cut by `row_splits`) x sparse input, parallel over (sample, output-row part): each part
-    touches only its rows of the active inputs' columns and writes them directly (no reduction)."""
+    touches only its rows of the active inputs' columns and writes them directly (no reduction). Zero values are
+    skipped, so a dense input can be passed as is (aidx = every index, aval = the row): no conversion needed."""
     batch = aidx.shape[0]
     nparts = split.shape[1] - 1
     n_out = out.shape[1]
@@ -192,8 +193,10 @@ def csc_active_rows(split, idx, val, aidx, aval, counts, bias, out):
         for r in range((part * n_out) // nparts, ((part + 1) * n_out) // nparts):
             o[r] = bias[r]
         for t in range(counts[b]):
-            i = aidx[b, t]
-            scatter_column(o, idx, val, split[i, part], split[i, part + 1], aval[b, t])
+            v = aval[b, t]
+            if v != 0:
+                i = aidx[b, t]
+                scatter_column(o, idx, val, split[i, part], split[i, part + 1], v)
 
 
 @njit(**JIT)

@@ -123,10 +123,17 @@ class LinearStep(Step):
             idx, val = c.idx, c.val
             if base == "csc_rows":
                 k = linear_k.csc_active_rows.pick(par)
+                batch, n_in = shape
+                # a dense input goes in as is (every index, the kernel skips zeros): no scan-and-compact pass
+                every = np.ascontiguousarray(np.broadcast_to(np.arange(n_in, dtype=np.int32), (batch, n_in)))
+                full = np.full(batch, n_in, np.int32)
 
                 def f(act):
                     out = empty(out_shape, np.float32)
-                    aidx, aval, counts = act.active()
+                    if act.is_sparse:
+                        aidx, aval, counts = act.active()
+                    else:
+                        aidx, aval, counts = every, act.dense().reshape(batch, n_in), full
                     k(split, idx, val, aidx, aval, counts, b, out)
                     return Act(out_shape, dense=out)
                 return f
