@@ -70,7 +70,7 @@ def bucket_by_position(ai, av, n, in_h, in_w, chan_stride, col_stride, pos_ptr, 
     """Counting sort of one sample's active inputs (flat (C, H, W) indices ai, values av, n of them) by spatial
     position: the actives at position p are code / val[pos_ptr[p]:pos_ptr[p + 1]], channels ascending, with
     code = channel x chan_stride + column x col_stride. Indices in ascending order (as k-WTA and `nonzeros` give
-    them) need no division; any other order is still handled."""
+    them) find their channel without a division; any other order is still handled."""
     hw = in_h * in_w
     for p in range(hw + 1):
         pos_ptr[p] = 0
@@ -122,38 +122,38 @@ def _conv_rows_output_stationary(py_lo, py_hi, pool, pos_ptr, code, val, in_h, i
     cout, pw_out = out.shape[0], out.shape[2]
     for py in range(py_lo, py_hi):
         for px in range(pw_out):
-            for d in range(pool * pool):
-                dy = 0 if d < pool else (1 if d < 2 * pool else d // pool)   # no division for pool <= 2
-                oy = py * pool + dy
-                ox = px * pool + d - dy * pool
-                ns = 0
-                x0 = ox * sw - pw
-                for ky in range(kh):
-                    iy = oy * sh - ph + ky * dh
-                    if iy < 0 or iy >= in_h:
-                        continue
-                    row = iy * in_w
-                    if dw == 1:
-                        lo_x = max(0, x0)
-                        hi_x = min(in_w, x0 + kw)
-                        if lo_x < hi_x:
-                            seg_lo[ns] = pos_ptr[row + lo_x]
-                            seg_hi[ns] = pos_ptr[row + hi_x]
-                            seg_base[ns] = (ky * kw - x0) * cout
-                            ns += 1
-                        continue
-                    for kx in range(kw):
-                        ix = x0 + kx * dw
-                        if ix < 0 or ix >= in_w:
+            for dy in range(pool):
+                for dx in range(pool):
+                    oy = py * pool + dy
+                    ox = px * pool + dx
+                    ns = 0
+                    x0 = ox * sw - pw
+                    for ky in range(kh):
+                        iy = oy * sh - ph + ky * dh
+                        if iy < 0 or iy >= in_h:
                             continue
-                        seg_lo[ns] = pos_ptr[row + ix]
-                        seg_hi[ns] = pos_ptr[row + ix + 1]
-                        seg_base[ns] = (ky * kw + kx - ix) * cout
-                        ns += 1
-                for co in range(cout):
-                    acc[co] = bias[co]
-                axpy_segments(wflat, seg_lo, seg_hi, seg_base, ns, code, val, acc, 0, cout)
-                _pool_into(acc, d == 0, res)
+                        row = iy * in_w
+                        if dw == 1:
+                            lo_x = max(0, x0)
+                            hi_x = min(in_w, x0 + kw)
+                            if lo_x < hi_x:
+                                seg_lo[ns] = pos_ptr[row + lo_x]
+                                seg_hi[ns] = pos_ptr[row + hi_x]
+                                seg_base[ns] = (ky * kw - x0) * cout
+                                ns += 1
+                            continue
+                        for kx in range(kw):
+                            ix = x0 + kx * dw
+                            if ix < 0 or ix >= in_w:
+                                continue
+                            seg_lo[ns] = pos_ptr[row + ix]
+                            seg_hi[ns] = pos_ptr[row + ix + 1]
+                            seg_base[ns] = (ky * kw + kx - ix) * cout
+                            ns += 1
+                    for co in range(cout):
+                        acc[co] = bias[co]
+                    axpy_segments(wflat, seg_lo, seg_hi, seg_base, ns, code, val, acc, 0, cout)
+                    _pool_into(acc, dy == 0 and dx == 0, res)
             for co in range(cout):
                 out[co, py, px] = res[co]
 
@@ -164,7 +164,7 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
     max pool; out (B, Cout, OH', OW'). Output-stationary (see _conv_rows_output_stationary); work split over
     (sample, band of output rows), nchunks bands per sample."""
     batch, k = aidx.shape
-    cin, kh, kw, cout = wt.shape
+    kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
     rows = out.shape[2]
     wflat = wt.reshape(-1)
     band = (rows + nchunks - 1) // nchunks

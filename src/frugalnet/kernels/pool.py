@@ -78,3 +78,12 @@ def max_pool_2x2(x, out):
                 v = r1[2 * ox + 1]
                 a = v if (v > a or v != v) else a
                 d[ox] = a
+
+
+def pool_fn(mode: str, kh: int, kw: int, sh: int, sw: int, ph: int, pw: int, parallel: bool):
+    """(x, out) -> None running one pooling configuration: the branch-free 2x2 kernel for the plain 2x2 / stride 2 /
+    unpadded max pool, the general max or average kernel otherwise. Chosen once, where a step is bound."""
+    if mode == "max" and (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+        return max_pool_2x2.pick(parallel)
+    k = (max_pool if mode == "max" else avg_pool).pick(parallel)
+    return lambda x, out: k(x, kh, kw, sh, sw, ph, pw, out)

@@ -79,12 +79,7 @@ class KWinnersStep(Step):
         shape = self.out_shape(act.shape)
         n = act.width
         if variant.startswith("numba"):
-            k = self._k(n)
-            aidx = np.empty((shape[0], k), np.int32)
-            aval = np.empty((shape[0], k), np.float32)
-            kwta_k.kwta_rows.pick(variant.endswith(":p"))(act.dense().reshape(shape[0], n), self._scores_boost(shape),
-                                                          k, aidx, aval)
-            return Act(shape, sparse=(aidx, aval, np.full(shape[0], k, np.int32)))
+            return self.bind(variant, act.shape)(act)
         x = _t(act.dense())
         boost = _t(self.arrays["boost"])
         if self.params["local"]:
@@ -152,45 +147,23 @@ class PoolStep(Step):
                                  p["count_include_pad"], p["divisor_override"])
             out = _np(y)
             return Act(out.shape, dense=out)
-        if _is_plain_2x2_max(p):
-            return self.bind(variant, act.shape)(act)
-        shape = self.out_shape(act.shape)
-        out = np.empty(shape, np.float32)
-        fn = pool_k.max_pool if p["mode"] == "max" else pool_k.avg_pool
-        fn.pick(variant.endswith(":p"))(x, *p["kernel"], *p["stride"], *p["padding"], out)
-        return Act(shape, dense=out)
+        if not variant.startswith("numba"):
+            raise ValueError(f"unknown pooling variant {variant!r}")
+        return self.bind(variant, act.shape)(act)
 
+    def bind(self, variant, shape):
+        if not variant.startswith("numba"):
+            return super().bind(variant, shape)
+        p = self.params
+        out_shape = self.out_shape(shape)
+        kern = pool_k.pool_fn(p["mode"], *p["kernel"], *p["stride"], *p["padding"], variant.endswith(":p"))
+        empty = np.empty
 
-def _is_plain_2x2_max(p: dict) -> bool:
-    return p["mode"] == "max" and p["kernel"] == [2, 2] and p["stride"] == [2, 2] and p["padding"] == [0, 0] \
-        and p.get("dilation", [1, 1]) == [1, 1]
-
-
-def _pool_bind(self, variant, shape):
-    if not variant.startswith("numba"):
-        return Step.bind(self, variant, shape)
-    p = self.params
-    out_shape = self.out_shape(shape)
-    kern = (pool_k.max_pool if p["mode"] == "max" else pool_k.avg_pool).pick(variant.endswith(":p"))
-    (kh, kw), (sh, sw), (ph, pw) = p["kernel"], p["stride"], p["padding"]
-    empty = np.empty
-    if _is_plain_2x2_max(p):
-        kern2 = pool_k.max_pool_2x2.pick(variant.endswith(":p"))
-
-        def f2(act):
+        def f(act):
             out = empty(out_shape, np.float32)
-            kern2(act.dense(), out)
+            kern(act.dense(), out)
             return Act(out_shape, dense=out)
-        return f2
-
-    def f(act):
-        out = empty(out_shape, np.float32)
-        kern(act.dense(), kh, kw, sh, sw, ph, pw, out)
-        return Act(out_shape, dense=out)
-    return f
-
-
-PoolStep.bind = _pool_bind
+        return f
 
 
 class ReLUStep(Step):
