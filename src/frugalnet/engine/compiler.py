@@ -19,6 +19,7 @@ from torch import nn
 
 from frugalnet.engine import steps as S
 from frugalnet.engine.act import Act
+from frugalnet.engine.jit_warm import WarmTask, warm
 from frugalnet.engine.lower import lower
 from frugalnet.engine.timing import interleaved_medians
 from frugalnet.kernels import set_threads
@@ -186,14 +187,32 @@ class Engine:
             self.run_numpy(np.zeros((b, *self.input_shape), np.float32), plan)
 
 
+def _warm_tasks(steps: list[S.Step], example_input: torch.Tensor, batch_sizes: tuple[int, ...]) -> list[WarmTask]:
+    """Every numba candidate the compiler will try, once per (step kind, variant): kernels do not depend on the
+    layer's sizes, so one layer of a kind compiles them for all. Inputs come from the PyTorch reference chain."""
+    tasks, seen = [], set()
+    for bs in batch_sizes:
+        x = _as_numpy(resize_batch(example_input, bs))
+        act = Act(x.shape, dense=x)
+        for step in steps:
+            for v in step.variants(act):
+                if v != "torch" and (step.kind, v) not in seen:
+                    seen.add((step.kind, v))
+                    tasks.append(WarmTask(step, v, act.dense()))
+            act = step.run(act, "torch")
+    return tasks
+
+
 def compile(model: nn.Module, example_input: torch.Tensor, batch_sizes: tuple[int, ...] | None = None,
             threads: int | None = None, repeats: int = 5, max_seconds_per_layer: float = 10.0,
-            quiet: bool = True) -> Engine:
+            quiet: bool = True, jit_workers: int | None = None) -> Engine:
     """Compile `model` for inputs shaped like `example_input` (batch, ...).
 
     batch_sizes: batch sizes to plan for (default: the example's); each plan times the candidates on the example
         samples tiled/truncated to that size, so give an example with representative data (activation sparsity).
     threads: numba threads (default: torch.get_num_threads()).
+    jit_workers: helper processes that JIT-compile candidate kernels alongside this one on first use (default: one
+        per spare core, at most 3; 0: compile here only). See frugalnet.engine.jit_warm.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"engine.compile expects a torch.nn.Module, got {type(model).__name__}")
@@ -211,6 +230,7 @@ def compile(model: nn.Module, example_input: torch.Tensor, batch_sizes: tuple[in
     plans: dict[int, list[str]] = {}
     choices: dict[int, list[LayerChoice]] = {}
     try:
+        warm(_warm_tasks(steps, example_input, batch_sizes), jit_workers)
         for bs in batch_sizes:
             x = _as_numpy(resize_batch(example_input, bs))
             act = Act(x.shape, dense=x)

@@ -49,8 +49,9 @@ class KWinnersStep(Step):
         boost = self.arrays["boost"]
         if not self.params["two_d"]:
             return boost
-        return self.prepared(("boost", shape[1:]), lambda: np.ascontiguousarray(
-            np.broadcast_to(boost[:, None, None], shape[1:]).reshape(-1)))
+        # np.repeat always copies (a reshaped broadcast view would stay read-only for a 1x1 map, and a read-only
+        # argument is a different numba signature: one more JIT compile of the kernel)
+        return self.prepared(("boost", shape[1:]), lambda: np.repeat(boost, shape[2] * shape[3]))
 
     def bind(self, variant, shape):
         self.out_shape(shape)
