@@ -278,11 +278,12 @@ def im2col(xp, kh, kw, sh, sw, dh, dw, cols):
                 row = cols[b, (ci * kh + ky) * kw + kx]
                 for oy in range(oh):
                     src = plane[oy * sh + ky * dh]
-                    base = oy * ow
+                    dst = row[oy * ow:(oy + 1) * ow]   # indexed from 0: no negative-index guards (a plain copy)
                     x0 = kx * dw
                     if sw == 1:
+                        seg = src[x0:x0 + ow]
                         for ox in range(ow):
-                            row[base + ox] = src[x0 + ox]
+                            dst[ox] = seg[ox]
                     else:
                         for ox in range(ow):
-                            row[base + ox] = src[x0 + ox * sw]
+                            dst[ox] = src[x0 + ox * sw]
