@@ -72,6 +72,41 @@ def test_sparse_weight_conv_sparse_input(c, nchunks, dense_taps, pool):
     assert_close(out, ref)
 
 
+@settings(max_examples=30, deadline=None)
+@given(c=conv_case, cout=st.sampled_from([1, 7, 8, 13, 32, 40, 45, 64, 72]), nchunks=st.integers(1, 2),
+       pool=st.integers(1, 3), parallel=st.booleans())
+def test_direct_dense_conv_matches_torch(c, cout, nchunks, pool, parallel):
+    """Every channel path (32-wide, 8-wide, single) and odd output widths (a lone last pixel)."""
+    c = dict(c, cout=cout)
+    w, x, b, ref = _make(c)
+    if ref.shape[2] < 1 or ref.shape[3] < 1:
+        return
+    ref = _max_pooled(ref, pool)
+    if ref is None:
+        return
+    p, s, d = c["pad"], c["stride"], c["dil"]
+    xp = np.empty((x.shape[0], x.shape[1], x.shape[2] + 2 * p, x.shape[3] + 2 * p), np.float32)
+    conv.pad_nchw(x, p, p, xp)
+    out = np.empty(tuple(ref.shape), np.float32)
+    conv.conv_direct_dense.pick(parallel)(xp, formats.conv_taps_dense(w), b, s, s, d, d, out, nchunks, pool)
+    assert_close(out, ref)
+
+
+def test_direct_dense_conv_pool_propagates_nan_like_torch():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 9, 9)).astype(np.float32)
+    x[0, 1, 4, 4] = np.nan
+    w = rng.standard_normal((40, 2, 3, 3)).astype(np.float32)
+    b = np.zeros(40, np.float32)
+    ref = torch.nn.functional.max_pool2d(reference.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                                          torch.from_numpy(b)), 2)
+    out = np.empty(tuple(ref.shape), np.float32)
+    conv.conv_direct_dense(x, formats.conv_taps_dense(w), b, 1, 1, 1, 1, out, 1, 2)
+    assert np.array_equal(np.isnan(out), np.isnan(ref.numpy()))
+    assert np.isnan(out).any()
+    assert_close(np.nan_to_num(out), np.nan_to_num(ref.numpy()))
+
+
 def test_grouped_conv_via_block_expansion():
     rng = np.random.default_rng(3)
     w = sparse_array(rng, (6, 2, 3, 3), 0.5)

@@ -2,6 +2,9 @@
 
 * `conv_dense_input`: for each output channel, loop over its nonzero taps only; each tap adds a shifted input row,
   scaled by the weight, to an output row (contiguous, vectorised when stride is 1). Input must be padded already.
+* `conv_direct_dense`: dense weights and dense input, output-stationary: two neighbouring output pixels' sums over 32
+  output channels held in registers across all taps, then an optional max pool; for layers with few input
+  channels (a first layer), where a GEMM's im2col copy and call overhead outweigh the arithmetic.
 * `conv_active_dense_taps` / `conv_active_sparse_taps`: iterate over the active input positions only; each active
   input scatters value x weight-vector into the outputs it reaches (all Cout of a tap, or only its nonzero ones).
 Groups are handled by the caller expanding the weight to its block-diagonal (Cout, Cin, kh, kw) form: the zeros
@@ -13,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from frugalnet.kernels._jit import JIT, kernel
-from frugalnet.kernels.simd import axpy_segments
+from frugalnet.kernels.simd import axpy_segments, vfma, vload, vstore
 
 
 @kernel
@@ -183,6 +186,114 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
         _conv_rows_output_stationary(c * band, min(rows, (c + 1) * band), pool, pos_ptr, code, val, in_h, in_w,
                                      wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo, seg_hi, seg_base,
                                      acc, res)
+
+
+@njit(**JIT)
+def _conv_row_direct(xflat, toff, wflat, bias, row0, sw, crow):
+    """One conv output row of one sample into crow (OW, Cout): bias + the sum over taps t of
+    xflat[row0 + ox*sw + toff[t]] * w[t, :], where xflat is the padded sample (Cin, Hp, Wp) flattened, row0 the
+    flat offset of the row's first receptive field and toff[t] the offset of tap t = (ci, ky, kx) within it.
+    Pixels go in pairs and channels 32 at a time: 2 x 4 vector sums in registers, each weight vector loaded once
+    for both pixels, eight independent FMA chains (enough to hide the FMA latency); then 8 channels at a time,
+    then single channels. One flat loop over the taps keeps the loop overhead low for small kernels."""
+    ow, cout = crow.shape[0], crow.shape[1]
+    ntaps = toff.shape[0]
+    cflat = crow.reshape(-1)
+    for ox in range(0, ow, 2):
+        ox1 = ox + 1 if ox + 1 < ow else ox        # a lone last pixel is computed twice, stored once
+        p0 = row0 + ox * sw
+        p1 = row0 + ox1 * sw
+        c = 0
+        while c + 32 <= cout:
+            a0 = vload(bias, c)
+            a1 = vload(bias, c + 8)
+            a2 = vload(bias, c + 16)
+            a3 = vload(bias, c + 24)
+            b0, b1, b2, b3 = a0, a1, a2, a3
+            wo = c
+            for t in range(ntaps):
+                v0 = xflat[np.uintp(p0 + toff[t])]
+                v1 = xflat[np.uintp(p1 + toff[t])]
+                a0 = vfma(wflat, wo, v0, a0)
+                a1 = vfma(wflat, wo + 8, v0, a1)
+                a2 = vfma(wflat, wo + 16, v0, a2)
+                a3 = vfma(wflat, wo + 24, v0, a3)
+                b0 = vfma(wflat, wo, v1, b0)
+                b1 = vfma(wflat, wo + 8, v1, b1)
+                b2 = vfma(wflat, wo + 16, v1, b2)
+                b3 = vfma(wflat, wo + 24, v1, b3)
+                wo += cout
+            o = ox * cout + c
+            vstore(cflat, o, a0)
+            vstore(cflat, o + 8, a1)
+            vstore(cflat, o + 16, a2)
+            vstore(cflat, o + 24, a3)
+            o = ox1 * cout + c
+            vstore(cflat, o, b0)
+            vstore(cflat, o + 8, b1)
+            vstore(cflat, o + 16, b2)
+            vstore(cflat, o + 24, b3)
+            c += 32
+        while c + 8 <= cout:
+            a0 = vload(bias, c)
+            b0 = a0
+            wo = c
+            for t in range(ntaps):
+                a0 = vfma(wflat, wo, xflat[np.uintp(p0 + toff[t])], a0)
+                b0 = vfma(wflat, wo, xflat[np.uintp(p1 + toff[t])], b0)
+                wo += cout
+            vstore(cflat, ox * cout + c, a0)
+            vstore(cflat, ox1 * cout + c, b0)
+            c += 8
+        for cc in range(c, cout):
+            for p, px in ((p0, ox), (p1, ox1)):
+                acc = bias[cc]
+                for t in range(ntaps):
+                    acc += xflat[p + toff[t]] * wflat[t * cout + cc]
+                crow[px, cc] = acc
+
+
+@njit(**JIT)
+def _pool_row(crows, pool, o, py):
+    """o[:, py, px] = the max over the pool x pool window of conv rows crows (pool, OW, Cout) at columns
+    px*pool.., NaN propagating as in torch; with pool 1 a plain (channels-last -> channels-first) copy."""
+    pw_out, cout = o.shape[2], crows.shape[2]
+    for px in range(pw_out):
+        first = crows[0, px * pool]
+        for co in range(cout):
+            m = first[co]
+            for dy in range(pool):
+                for dx in range(pool):
+                    v = crows[dy, px * pool + dx, co]
+                    m = v if (v > m or v != v) else m
+            o[co, py, px] = m
+
+
+@kernel
+def conv_direct_dense(xp, wt, bias, sh, sw, dh, dw, out, nchunks, pool):
+    """Dense conv of padded xp (B, Cin, Hp, Wp) with per-tap weight vectors wt (Cin, kh, kw, Cout), then (pool > 1)
+    a pool x pool max pool; out (B, Cout, OH', OW'). Output-stationary in registers (see _conv_row_direct); work
+    split over (sample, band of output rows), nchunks bands per sample."""
+    batch, cin, hp, wp = xp.shape
+    kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
+    ow = (wp - dw * (kw - 1) - 1) // sw + 1
+    rows = out.shape[2]
+    wflat = wt.reshape(-1)
+    toff = np.empty(cin * kh * kw, np.int64)     # tap (ci, ky, kx) -> its offset in the receptive field
+    for ci in range(cin):
+        for ky in range(kh):
+            for kx in range(kw):
+                toff[(ci * kh + ky) * kw + kx] = (ci * hp + ky * dh) * wp + kx * dw
+    band = (rows + nchunks - 1) // nchunks
+    for p in prange(batch * nchunks):
+        b = p // nchunks
+        c = p % nchunks
+        xflat = xp[b].reshape(-1)
+        crows = np.empty((pool, ow, cout), np.float32)
+        for py in range(c * band, min(rows, (c + 1) * band)):
+            for dy in range(pool):
+                _conv_row_direct(xflat, toff, wflat, bias, (py * pool + dy) * sh * wp, sw, crows[dy])
+            _pool_row(crows, pool, out[b], py)
 
 
 @kernel

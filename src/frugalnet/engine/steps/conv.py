@@ -33,8 +33,12 @@ class ConvStep(Step):
             out += _flavours("torch_conv", act.batch, split=False)
         if wd < 0.5:   # direct conv over the nonzero taps only pays off when most taps are zero
             out += _flavours("sparse_w", act.batch, split=True)
-        if act.density() < 0.5:
-            out += ["active_dense:p"]   # at batch 1 it splits the output rows; one build halves the JIT time
+        # dense input: direct conv with register-held sums; sparse input: over the active inputs only. Each only in
+        # its parallel build (at batch 1 it splits the output rows): one build halves the JIT time.
+        if act.density() >= 0.5:
+            out += ["direct:p"]
+        else:
+            out += ["active_dense:p"]
             if wd < 0.3:
                 out += _flavours("active_sparse", act.batch, split=True)
         return out
@@ -162,6 +166,15 @@ class ConvStep(Step):
                     out = torch.matmul(w2, torch.from_numpy(cols))
                     out += bias_col
                 return Act(out_shape, dense=pooled(out.numpy().reshape(conv_shape)))
+            return f
+        if base == "direct":
+            wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
+            k = conv_k.conv_direct_dense.pick(par)
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                k(padded(act.dense()), wt, b, sh, sw, dh, dw, out, nchunks, pool)
+                return Act(out_shape, dense=out)
             return f
         if base == "active_dense":
             wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
