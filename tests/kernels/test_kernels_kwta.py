@@ -48,3 +48,32 @@ def test_kwta_large_rows_match_topk_mask(n, kfrac, seed, style):
     mask = topk_mask(torch.from_numpy(a[None]), k).numpy()[0]
     assert list(aidx[0]) == list(np.flatnonzero(mask))
     np.testing.assert_array_equal(aval[0], a[aidx[0]])
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(8, 3000), kfrac=st.floats(0.0, 1.0), seed=st.integers(0, 2**16), nan=st.booleans())
+def test_kwta_rows_with_infinities_and_nan_match_topk_mask(n, kfrac, seed, nan):
+    """Scores in the extreme radix bins (infinities, |x| near float32's max, NaN) take the order-key compaction
+    instead of the float-threshold one; both must pick topk_mask's winners."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n).astype(np.float32)
+    u = rng.random(n)
+    a[u < 0.03] = np.inf
+    a[(u >= 0.03) & (u < 0.06)] = -np.inf
+    a[(u >= 0.06) & (u < 0.08)] = np.float32(3e38)
+    if nan:   # both signs of NaN: torch sorts every NaN above +inf
+        a[(u >= 0.08) & (u < 0.1)] = np.nan
+        a[(u >= 0.1) & (u < 0.11)] = -np.float32(np.nan)
+    k = min(n, max(1, int(round(n * kfrac))))
+    aidx, _ = kwta.kwta(a[None], k)
+    mask = topk_mask(torch.from_numpy(a[None]), k).numpy()[0]
+    assert list(aidx[0]) == list(np.flatnonzero(mask))
+
+
+def test_bin_floor_inverts_the_order_key():
+    shift = np.uint32(32 - kwta.RADIX_BITS)
+    for v in np.array([-3e38, -2.5, -1e-30, 0.0, 1e-30, 0.75, 1.0, 2.0, 3e38], np.float32):
+        t = int(kwta._order_key(v) >> shift)
+        floor = kwta._bin_floor(t, shift)
+        assert floor <= v
+        assert int(kwta._order_key(floor) >> shift) == t

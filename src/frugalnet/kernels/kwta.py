@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from frugalnet.kernels._jit import JIT, kernel
+from frugalnet.kernels._jit import JIT, kernel, threads
 
 
 @njit(**JIT)
@@ -54,9 +54,11 @@ RADIX_BITS = 11      # histogram bins 2^11 over the top bits of an order-preserv
 
 @njit(**JIT)
 def _order_key(v):
-    """uint32 key with the order of float32 values (-0.0 and +0.0 share a key, as they compare equal; NaN at the
-    ends)."""
+    """uint32 key with the order of float32 values, as torch's sort sees them: -0.0 and +0.0 share a key (they
+    compare equal) and every NaN gets the largest key (NaN sorts above +inf, all NaNs alike)."""
     z = np.float32(np.float32(v) + np.float32(0.0))                     # -0.0 + 0.0 = +0.0
+    if z != z:
+        return np.uint32(0xFFFFFFFF)
     b = np.uint32(z.view(np.uint32))
     if b >> np.uint32(31):
         return np.uint32(~b)
@@ -64,15 +66,28 @@ def _order_key(v):
 
 
 @njit(**JIT)
-def _kwta_row(row, boost, k, oi, ov):
+def _bin_floor(t, shift):
+    """The smallest float32 whose order key lies in radix bin t: for scores that are not NaN, score >= it exactly
+    when the score's bin is t or above (the inverse of _order_key at the bin's first key)."""
+    key = np.uint32(np.uint32(t) << shift)
+    if key >> np.uint32(31):
+        return np.uint32(key & np.uint32(0x7FFFFFFF)).view(np.float32)
+    return np.uint32(~key).view(np.float32)
+
+
+@njit(**JIT)
+def _kwta_row(row, boost, k, oi, ov, hist, bi, bs):
     """Winners of one row (score row x boost) into oi / ov (k each), in index order, in two passes over the row:
 
     1. a histogram of the top RADIX_BITS of every score's order key finds the bin holding the k-th largest score,
        and how many scores lie in higher bins (all winners);
     2. a branch-free compaction keeps the entries of that bin and above, in index order.
     The k-th largest score is then picked among the few entries of that bin (quickselect), and ties at it go to
-    the lowest indices, as topk_mask's stable sort does. A plain function shared by the serial and the parallel
-    build of kwta_rows, so its body is compiled once."""
+    the lowest indices, as topk_mask's stable sort does. The compaction compares scores with the bin's lowest
+    float (fewer operations than computing each key again) unless the row may hold NaN: no score in the top bins
+    (|score| >= 2^127, where NaN and infinities sit) and a target bin above the bottom ones. hist (2^RADIX_BITS),
+    bi and bs (n + 1 each) are scratch. A plain function shared by the serial and the parallel build of
+    kwta_rows, so its body is compiled once."""
     n = row.shape[0]
     if k >= n:
         for i in range(n):
@@ -80,34 +95,44 @@ def _kwta_row(row, boost, k, oi, ov):
             ov[i] = row[i]
         return
     shift = np.uint32(32 - RADIX_BITS)
-    hist = np.zeros(1 << RADIX_BITS, np.int32)
+    nbins = hist.shape[0]
+    for j in range(nbins):
+        hist[j] = 0
     for i in range(n):
         hist[_order_key(row[i] * boost[i]) >> shift] += 1
     above = 0
-    target = hist.shape[0] - 1
-    for j in range(hist.shape[0] - 1, -1, -1):
+    target = nbins - 1
+    for j in range(nbins - 1, -1, -1):
         if above + hist[j] >= k:
             target = j
             break
         above += hist[j]
     t = np.uint32(target)
-    bi = np.empty(n + 1, np.int32)      # slot c is written for every entry; c advances only for kept ones
-    bs = np.empty(n + 1, np.float32)
-    c = 0
-    for i in range(n):
-        sc = row[i] * boost[i]
-        bi[c] = i
-        bs[c] = sc
-        c += np.int32((_order_key(sc) >> shift) >= t)
+    c = 0                               # slot c is written for every entry; c advances only for kept ones
+    extreme = hist[nbins - 4] + hist[nbins - 3] + hist[nbins - 2] + hist[nbins - 1]
+    if extreme == 0 and target > 3:
+        floor = _bin_floor(target, shift)
+        for i in range(n):
+            sc = row[i] * boost[i]
+            bi[c] = i
+            bs[c] = sc
+            c += np.int32(sc >= floor)
+    else:
+        for i in range(n):
+            sc = row[i] * boost[i]
+            bi[c] = i
+            bs[c] = sc
+            c += np.int32((_order_key(sc) >> shift) >= t)
     need = k - above                    # winners to take from the target bin, which holds c - above entries
-    thr = np.float32(0.0)
+    thr = np.uint32(0)                  # the k-th largest key, compared as keys so NaN (the top key) ranks right
     ties = 0
     if c > k:
-        cand = np.empty(c - above, np.float32)
+        cand = np.empty(c - above, np.uint32)
         m = 0
         for j in range(c):
-            if (_order_key(bs[j]) >> shift) == t:
-                cand[m] = bs[j]
+            key = _order_key(bs[j])
+            if (key >> shift) == t:
+                cand[m] = key
                 m += 1
         thr = kth_largest(cand[:m], need)
         ties = need
@@ -116,9 +141,9 @@ def _kwta_row(row, boost, k, oi, ov):
                 ties -= 1
     o = 0
     for j in range(c):
-        sc = bs[j]
-        take = c <= k or (_order_key(sc) >> shift) > t or sc > thr
-        if not take and sc == thr and ties > 0:
+        key = _order_key(bs[j])
+        take = c <= k or (key >> shift) > t or key > thr
+        if not take and key == thr and ties > 0:
             take = True
             ties -= 1
         if take:
@@ -128,10 +153,17 @@ def _kwta_row(row, boost, k, oi, ov):
 
 
 @kernel
-def kwta_rows(x, boost, k, aidx, aval):
-    """Winners of each row of x (B, n) by boosted score x * boost (boost (n,)): aidx/aval (B, k) in index order."""
-    for b in prange(x.shape[0]):
-        _kwta_row(x[b], boost, k, aidx[b], aval[b])
+def kwta_rows(x, boost, k, aidx, aval, nchunks):
+    """Winners of each row of x (B, n) by boosted score x * boost (boost (n,)): aidx/aval (B, k) in index order.
+    Rows go in nchunks contiguous runs (one per thread), so each run allocates its scratch once."""
+    batch, n = x.shape
+    nchunks = max(1, min(batch, nchunks))
+    for c in prange(nchunks):
+        hist = np.empty(1 << RADIX_BITS, np.int32)
+        bi = np.empty(n + 1, np.int32)
+        bs = np.empty(n + 1, np.float32)
+        for b in range((c * batch) // nchunks, ((c + 1) * batch) // nchunks):
+            _kwta_row(x[b], boost, k, aidx[b], aval[b], hist, bi, bs)
 
 
 @kernel
@@ -159,7 +191,7 @@ def kwta(x: np.ndarray, k: int, boost: np.ndarray | None = None) -> tuple[np.nda
         raise ValueError(f"boost must have shape ({n},), got {boost.shape}")
     aidx = np.empty((x.shape[0], k), np.int32)
     aval = np.empty((x.shape[0], k), np.float32)
-    kwta_rows(x, boost, k, aidx, aval)
+    kwta_rows(x, boost, k, aidx, aval, threads())
     return aidx, aval
 
 

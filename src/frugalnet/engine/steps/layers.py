@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
 from frugalnet.kernels import kwta as kwta_k, pool as pool_k
+from frugalnet.kernels._jit import threads
 
 
 class KWinnersStep(Step):
@@ -61,7 +62,9 @@ class KWinnersStep(Step):
         for d in shape[1:]:
             n *= d
         k = self._k(n)
-        kern = kwta_k.kwta_rows.pick(variant.endswith(":p"))
+        par = variant.endswith(":p")
+        kern = kwta_k.kwta_rows.pick(par)
+        nchunks = threads() if par else 1
         boost = self._scores_boost(shape)
         batch = shape[0]
         counts = np.full(batch, k, np.int32)  # read-only for consumers
@@ -70,7 +73,7 @@ class KWinnersStep(Step):
         def f(act):
             aidx = empty((batch, k), np.int32)
             aval = empty((batch, k), np.float32)
-            kern(act.dense().reshape(batch, n), boost, k, aidx, aval)
+            kern(act.dense().reshape(batch, n), boost, k, aidx, aval, nchunks)
             return Act(shape, sparse=(aidx, aval, counts))
         return f
 
