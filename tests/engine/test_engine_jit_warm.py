@@ -1,6 +1,7 @@
 """JIT warm-up across processes (frugalnet.engine.jit_warm): every candidate runs once, here or in a helper process,
 and helpers never outlive the warm-up."""
 import numpy as np
+import pytest
 import torch
 from numba import njit
 from torch import nn
@@ -101,3 +102,23 @@ def test_default_workers_leave_a_core_and_respect_disabled_jit(monkeypatch):
     assert W.default_workers(10) == 3
     monkeypatch.setenv("NUMBA_DISABLE_JIT", "1")
     assert W.default_workers(10) == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True])
+def test_compile_rejects_a_bad_jit_workers_value(bad):
+    model = nn.Sequential(SparseLinear(8, 4, 0.5))
+    with pytest.raises(ValueError, match="jit_workers"):
+        E.compile(model, torch.randn(2, 8), jit_workers=bad)
+
+
+def test_warm_counts_tasks_on_a_progress_bar(capsys):
+    from frugalnet.utils.progress import set_quiet
+
+    tasks = _tasks(nn.Sequential(SparseLinear(16, 8, 0.7)), torch.relu(torch.randn(2, 16)))
+    set_quiet(False)
+    try:
+        stats = W.warm(tasks, workers=0, quiet=False)
+    finally:
+        set_quiet(True)
+    assert stats["here"] == len(tasks)
+    assert "kernels (JIT on first use" in capsys.readouterr().err

@@ -230,7 +230,7 @@ def compile(model: nn.Module, example_input: torch.Tensor, batch_sizes: tuple[in
     plans: dict[int, list[str]] = {}
     choices: dict[int, list[LayerChoice]] = {}
     try:
-        warm(_warm_tasks(steps, example_input, batch_sizes), jit_workers)
+        warm(_warm_tasks(steps, example_input, batch_sizes), jit_workers, quiet=quiet)
         for bs in batch_sizes:
             x = _as_numpy(resize_batch(example_input, bs))
             act = Act(x.shape, dense=x)

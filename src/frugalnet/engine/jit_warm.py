@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from frugalnet.engine.act import Act
+from frugalnet.utils.progress import progress_bar
 
 READY, DONE = b"frugalnet-jit-warm: ready", b"frugalnet-jit-warm: done"
 HELPER_TASK_TIMEOUT_S = 600.0   # a helper still busy this long after this process ran out of tasks is killed
@@ -64,13 +65,14 @@ def default_workers(n_tasks: int) -> int:
 class _Pool:
     """The task queue shared by this process and the helpers."""
 
-    def __init__(self, tasks: list[WarmTask]) -> None:
+    def __init__(self, tasks: list[WarmTask], on_done=lambda: None) -> None:
         self.queue = deque(tasks)
         self.lock = threading.Lock()
         self.closing = False
         self.helpers: list[_Helper] = []
         self.done_here = 0
         self.done_by_helpers = 0
+        self.on_done = on_done
 
     def take(self, helper: "_Helper | None" = None) -> WarmTask | None:
         with self.lock:
@@ -84,6 +86,7 @@ class _Pool:
         with self.lock:
             helper.busy = False
             self.done_by_helpers += 1
+        self.on_done()
 
     def start_helpers(self, n: int) -> None:
         with self.lock:
@@ -198,22 +201,29 @@ def _on_first_compile(callback):
         event.unregister("numba:compile", listener)
 
 
-def warm(tasks: list[WarmTask], workers: int | None = None) -> dict[str, int]:
+def warm(tasks: list[WarmTask], workers: int | None = None, quiet: bool = True) -> dict[str, int]:
     """Run every task once, here and (once numba starts compiling) in up to `workers` helper processes (default:
     one per spare core). Returns when each task has run here or in a helper, so its kernels are compiled and in the
-    cache: {"here": tasks run in this process, "helpers": tasks run by helpers, "started": helpers started}."""
-    pool = _Pool(_slowest_first(tasks))
-    workers = default_workers(len(tasks)) if workers is None else max(0, int(workers))
+    cache: {"here": tasks run in this process, "helpers": tasks run by helpers, "started": helpers started}.
+    Unless quiet, a progress bar counts the tasks."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"jit_workers must be None (one per spare core) or an integer >= 0, got {workers!r}")
+    bar = progress_bar(len(tasks), desc="kernels (JIT on first use, then cached)", quiet=quiet)
+    pool = _Pool(_slowest_first(tasks), on_done=lambda: bar.update(1))
+    workers = default_workers(len(tasks)) if workers is None else workers
     start = (lambda: pool.start_helpers(workers)) if workers > 0 else (lambda: None)
     try:
         with _on_first_compile(start):
             while (task := pool.take()) is not None:
                 run_task(task.step, task.variant, task.x)
                 pool.done_here += 1
+                bar.update(1)
     except BaseException:
         pool.close(wait=False)
+        bar.close()
         raise
     pool.close()
+    bar.close()
     return {"here": pool.done_here, "helpers": pool.done_by_helpers, "started": len(pool.helpers)}
 
 
