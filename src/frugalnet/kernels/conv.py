@@ -254,19 +254,15 @@ def _conv_row_direct(xflat, toff, wflat, bias, row0, sw, crow):
 
 
 @njit(**JIT)
-def _pool_row(crows, pool, o, py):
+def _pool_row(crows, pool, o, py, res):
     """o[:, py, px] = the max over the pool x pool window of conv rows crows (pool, OW, Cout) at columns
-    px*pool.., NaN propagating as in torch; with pool 1 a plain (channels-last -> channels-first) copy."""
-    pw_out, cout = o.shape[2], crows.shape[2]
-    for px in range(pw_out):
-        first = crows[0, px * pool]
-        for co in range(cout):
-            m = first[co]
-            for dy in range(pool):
-                for dx in range(pool):
-                    v = crows[dy, px * pool + dx, co]
-                    m = v if (v > m or v != v) else m
-            o[co, py, px] = m
+    px*pool.. (with pool 1 a plain channels-last -> channels-first copy); res (Cout) is scratch."""
+    for px in range(o.shape[2]):
+        for dy in range(pool):
+            for dx in range(pool):
+                _pool_into(crows[dy, px * pool + dx], dy == 0 and dx == 0, res)
+        for co in range(res.shape[0]):
+            o[co, py, px] = res[co]
 
 
 @kernel
@@ -290,10 +286,11 @@ def conv_direct_dense(xp, wt, bias, sh, sw, dh, dw, out, nchunks, pool):
         c = p % nchunks
         xflat = xp[b].reshape(-1)
         crows = np.empty((pool, ow, cout), np.float32)
+        res = np.empty(cout, np.float32)
         for py in range(c * band, min(rows, (c + 1) * band)):
             for dy in range(pool):
                 _conv_row_direct(xflat, toff, wflat, bias, (py * pool + dy) * sh * wp, sw, crows[dy])
-            _pool_row(crows, pool, out[b], py)
+            _pool_row(crows, pool, out[b], py, res)
 
 
 @kernel
