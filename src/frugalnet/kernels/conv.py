@@ -5,8 +5,11 @@
 * `conv_direct_dense`: dense weights and dense input, output-stationary: two neighbouring output pixels' sums over 32
   output channels held in registers across all taps, then an optional max pool; for layers with few input
   channels (a first layer), where a GEMM's im2col copy and call overhead outweigh the arithmetic.
-* `conv_active_dense_taps` / `conv_active_sparse_taps`: iterate over the active input positions only; each active
-  input scatters value x weight-vector into the outputs it reaches (all Cout of a tap, or only its nonzero ones).
+* `conv_active_dense_taps`: sparse (k-WTA) input, output-stationary: the active inputs are bucketed by position,
+  then each output pixel sums the weight rows of the actives under its receptive field in registers, and an
+  optional max pool is taken before the sums leave them.
+* `conv_active_sparse_taps`: sparse input and per-tap compressed weights: each active input scatters value x its
+  tap's nonzero weights into the outputs it reaches.
 Groups are handled by the caller expanding the weight to its block-diagonal (Cout, Cin, kh, kw) form: the zeros
 cost nothing in the sparse-tap layouts.
 """
