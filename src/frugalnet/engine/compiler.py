@@ -57,6 +57,8 @@ def resize_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
 
 def _as_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
+        if x.dtype == torch.float32 and x.is_cpu and not x.requires_grad and x.is_contiguous():
+            return x.numpy()    # the common call, without the ~4 us of detach/cpu/float/asarray
         x = x.detach().cpu().float()
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
 

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from frugalnet.kernels._jit import JIT, kernel
-from frugalnet.kernels.simd import axpy_segments, vfma, vload, vstore
+from frugalnet.kernels.simd import axpy_segments, vfma, vload, vmax_nan, vstore
 
 
 @kernel
@@ -80,6 +80,10 @@ def bucket_by_position(ai, av, n, in_h, in_w, chan_stride, col_stride, pos_ptr, 
     hw = in_h * in_w
     for p in range(hw + 1):
         pos_ptr[p] = 0
+    col_code = np.empty(hw, np.int64)    # position -> column x col_stride (no division per active)
+    for iy in range(in_h):
+        for ix in range(in_w):
+            col_code[iy * in_w + ix] = ix * col_stride
     ci = 0
     for t in range(n):
         f = ai[t]
@@ -95,7 +99,7 @@ def bucket_by_position(ai, av, n, in_h, in_w, chan_stride, col_stride, pos_ptr, 
             ci = f // hw
         p = f - ci * hw
         j = pos_ptr[p]
-        code[j] = ci * chan_stride + (p % in_w) * col_stride
+        code[j] = ci * chan_stride + col_code[p]
         val[j] = av[t]
         pos_ptr[p] = j + 1
     for p in range(hw, 0, -1):
@@ -105,76 +109,87 @@ def bucket_by_position(ai, av, n, in_h, in_w, chan_stride, col_stride, pos_ptr, 
 
 @njit(**JIT)
 def _pool_into(acc, first, res):
-    """res = acc (first window position) or max(res, acc), NaN propagating as in torch's max pooling."""
+    """res = acc (first window position) or max(res, acc), NaN propagating as in torch's max pooling; acc and res
+    contiguous. Eight channels at a time in vector registers (a scalar loop with the NaN test did not vectorise:
+    it was half of conv1's time in CNN-2), the rest as scalars."""
+    n = acc.shape[0]
+    c = 0
     if first:
-        for co in range(acc.shape[0]):
+        while c + 8 <= n:
+            vstore(res, c, vload(acc, c))
+            c += 8
+        for co in range(c, n):
             res[co] = acc[co]
         return
-    for co in range(acc.shape[0]):
+    while c + 8 <= n:
+        vstore(res, c, vmax_nan(vload(acc, c), vload(res, c)))
+        c += 8
+    for co in range(c, n):
         a = acc[co]
         r = res[co]
         res[co] = a if (a > r or a != a) else r
 
 
 @njit(**JIT)
-def _conv_rows_output_stationary(py_lo, py_hi, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw,
-                                 ph, pw, dh, dw, out, seg_lo, seg_hi, seg_base, acc, res):
-    """Output rows py_lo..py_hi of one sample (out (Cout, OH', OW'), after a pool x pool max pool when pool > 1),
-    output-stationary: for each conv output position, the active inputs under its receptive field, summed as
+def _conv_pixels_output_stationary(q_lo, q_hi, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw,
+                                   ph, pw, dh, dw, out, seg_lo, seg_hi, seg_base, acc, res):
+    """Output pixels q_lo..q_hi (row-major) of one sample (out (Cout, OH', OW'), after a pool x pool max pool when
+    pool > 1), output-stationary: for each conv output position, the active inputs under its receptive field, summed as
     value x weight row over all Cout at once with the partial sums in registers (simd.axpy_segments). The weight
     row of an active (channel ci, column ix) under tap (ky, kx) is code + (ky * kw + kx - ix) * Cout; with dilation
     1 the kw taps of a kernel row are consecutive input positions, so one segment (a contiguous run of the bucketed
     actives) covers the whole kernel row."""
     cout, pw_out = out.shape[0], out.shape[2]
-    for py in range(py_lo, py_hi):
-        for px in range(pw_out):
-            for dy in range(pool):
-                for dx in range(pool):
-                    oy = py * pool + dy
-                    ox = px * pool + dx
-                    ns = 0
-                    x0 = ox * sw - pw
-                    for ky in range(kh):
-                        iy = oy * sh - ph + ky * dh
-                        if iy < 0 or iy >= in_h:
-                            continue
-                        row = iy * in_w
-                        if dw == 1:
-                            lo_x = max(0, x0)
-                            hi_x = min(in_w, x0 + kw)
-                            if lo_x < hi_x:
-                                seg_lo[ns] = pos_ptr[row + lo_x]
-                                seg_hi[ns] = pos_ptr[row + hi_x]
-                                seg_base[ns] = (ky * kw - x0) * cout
-                                ns += 1
-                            continue
-                        for kx in range(kw):
-                            ix = x0 + kx * dw
-                            if ix < 0 or ix >= in_w:
-                                continue
-                            seg_lo[ns] = pos_ptr[row + ix]
-                            seg_hi[ns] = pos_ptr[row + ix + 1]
-                            seg_base[ns] = (ky * kw + kx - ix) * cout
+    for q in range(q_lo, q_hi):
+        py = q // pw_out
+        px = q - py * pw_out
+        for dy in range(pool):
+            for dx in range(pool):
+                oy = py * pool + dy
+                ox = px * pool + dx
+                ns = 0
+                x0 = ox * sw - pw
+                for ky in range(kh):
+                    iy = oy * sh - ph + ky * dh
+                    if iy < 0 or iy >= in_h:
+                        continue
+                    row = iy * in_w
+                    if dw == 1:
+                        lo_x = max(0, x0)
+                        hi_x = min(in_w, x0 + kw)
+                        if lo_x < hi_x:
+                            seg_lo[ns] = pos_ptr[row + lo_x]
+                            seg_hi[ns] = pos_ptr[row + hi_x]
+                            seg_base[ns] = (ky * kw - x0) * cout
                             ns += 1
-                    for co in range(cout):
-                        acc[co] = bias[co]
-                    axpy_segments(wflat, seg_lo, seg_hi, seg_base, ns, code, val, acc, 0, cout)
-                    _pool_into(acc, dy == 0 and dx == 0, res)
-            for co in range(cout):
-                out[co, py, px] = res[co]
+                        continue
+                    for kx in range(kw):
+                        ix = x0 + kx * dw
+                        if ix < 0 or ix >= in_w:
+                            continue
+                        seg_lo[ns] = pos_ptr[row + ix]
+                        seg_hi[ns] = pos_ptr[row + ix + 1]
+                        seg_base[ns] = (ky * kw + kx - ix) * cout
+                        ns += 1
+                for co in range(cout):
+                    acc[co] = bias[co]
+                axpy_segments(wflat, seg_lo, seg_hi, seg_base, ns, code, val, acc, 0, cout)
+                _pool_into(acc, dy == 0 and dx == 0, res)
+        for co in range(cout):
+            out[co, py, px] = res[co]
 
 
 @kernel
 def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph, pw, dh, dw, out, nchunks, pool):
     """Sparse-input conv with per-tap dense weight vectors wt (Cin, kh, kw, Cout), then (pool > 1) a pool x pool
-    max pool; out (B, Cout, OH', OW'). Output-stationary (see _conv_rows_output_stationary); work split over
-    (sample, band of output rows), nchunks bands per sample."""
+    max pool; out (B, Cout, OH', OW'). Output-stationary (see _conv_pixels_output_stationary); work split over
+    (sample, run of output pixels), nchunks even runs per sample (runs of whole rows were uneven: CNN-2's 5
+    pooled rows went 3 + 2)."""
     batch, k = aidx.shape
     kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
-    rows = out.shape[2]
+    npix = out.shape[2] * out.shape[3]
     wflat = wt.reshape(-1)
-    band = (rows + nchunks - 1) // nchunks
-    for p in prange(batch * nchunks):     # one parallel loop (each band buckets its sample itself: one parfor to JIT)
+    for p in prange(batch * nchunks):     # one parallel loop (each run buckets its sample itself: one parfor to JIT)
         b = p // nchunks
         c = p % nchunks
         pos_ptr = np.empty(in_h * in_w + 1, np.int32)
@@ -186,9 +201,9 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
         seg_base = np.empty(kh * kw, np.int32)
         acc = np.empty(cout, np.float32)
         res = np.empty(cout, np.float32)
-        _conv_rows_output_stationary(c * band, min(rows, (c + 1) * band), pool, pos_ptr, code, val, in_h, in_w,
-                                     wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo, seg_hi, seg_base,
-                                     acc, res)
+        _conv_pixels_output_stationary((c * npix) // nchunks, ((c + 1) * npix) // nchunks, pool, pos_ptr, code,
+                                       val, in_h, in_w, wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo,
+                                       seg_hi, seg_base, acc, res)
 
 
 @njit(**JIT)
@@ -268,6 +283,100 @@ def _pool_row(crows, pool, o, py, res):
             o[co, py, px] = res[co]
 
 
+@njit(**JIT)
+def _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, res):
+    """Pooled output row py of one sample, o (Cout, OH', OW'): for each pooled pixel, the conv sums of its
+    pool x pool window pixels (two at a time, channels 32 then 8 at a time, as in _conv_row_direct) and their
+    running max, all in registers: no conv output goes through memory (pooling conv rows stored channels-last took
+    as long as conv1 of CNN-2 itself). The window is scanned row by row, as torch's max pool scans it: the earlier
+    of equal values is kept and NaN propagates. pool >= 2; res (Cout) is scratch."""
+    ntaps = toff.shape[0]
+    cout = bias.shape[0]
+    for px in range(o.shape[2]):
+        c = 0
+        while c + 32 <= cout:
+            m0 = vload(bias, c)
+            m1, m2, m3 = m0, m0, m0
+            first = True
+            for dy in range(pool):
+                row0 = (py * pool + dy) * sh * wp
+                for dx in range(0, pool, 2):
+                    dx1 = dx + 1 if dx + 1 < pool else dx
+                    p0 = row0 + (px * pool + dx) * sw
+                    p1 = row0 + (px * pool + dx1) * sw
+                    a0 = vload(bias, c)
+                    a1 = vload(bias, c + 8)
+                    a2 = vload(bias, c + 16)
+                    a3 = vload(bias, c + 24)
+                    b0, b1, b2, b3 = a0, a1, a2, a3
+                    wo = c
+                    for t in range(ntaps):
+                        v0 = xflat[np.uintp(p0 + toff[t])]
+                        v1 = xflat[np.uintp(p1 + toff[t])]
+                        a0 = vfma(wflat, wo, v0, a0)
+                        a1 = vfma(wflat, wo + 8, v0, a1)
+                        a2 = vfma(wflat, wo + 16, v0, a2)
+                        a3 = vfma(wflat, wo + 24, v0, a3)
+                        b0 = vfma(wflat, wo, v1, b0)
+                        b1 = vfma(wflat, wo + 8, v1, b1)
+                        b2 = vfma(wflat, wo + 16, v1, b2)
+                        b3 = vfma(wflat, wo + 24, v1, b3)
+                        wo += cout
+                    if first:
+                        m0, m1, m2, m3 = a0, a1, a2, a3
+                        first = False
+                    else:
+                        m0 = vmax_nan(a0, m0)
+                        m1 = vmax_nan(a1, m1)
+                        m2 = vmax_nan(a2, m2)
+                        m3 = vmax_nan(a3, m3)
+                    m0 = vmax_nan(b0, m0)
+                    m1 = vmax_nan(b1, m1)
+                    m2 = vmax_nan(b2, m2)
+                    m3 = vmax_nan(b3, m3)
+            vstore(res, c, m0)
+            vstore(res, c + 8, m1)
+            vstore(res, c + 16, m2)
+            vstore(res, c + 24, m3)
+            c += 32
+        while c + 8 <= cout:
+            m0 = vload(bias, c)
+            first = True
+            for dy in range(pool):
+                row0 = (py * pool + dy) * sh * wp
+                for dx in range(0, pool, 2):
+                    dx1 = dx + 1 if dx + 1 < pool else dx
+                    p0 = row0 + (px * pool + dx) * sw
+                    p1 = row0 + (px * pool + dx1) * sw
+                    a0 = vload(bias, c)
+                    b0 = a0
+                    wo = c
+                    for t in range(ntaps):
+                        a0 = vfma(wflat, wo, xflat[np.uintp(p0 + toff[t])], a0)
+                        b0 = vfma(wflat, wo, xflat[np.uintp(p1 + toff[t])], b0)
+                        wo += cout
+                    m0 = a0 if first else vmax_nan(a0, m0)
+                    first = False
+                    m0 = vmax_nan(b0, m0)
+            vstore(res, c, m0)
+            c += 8
+        for cc in range(c, cout):
+            first = True
+            r = np.float32(0.0)
+            for dy in range(pool):
+                for dx in range(pool):
+                    p = (py * pool + dy) * sh * wp + (px * pool + dx) * sw
+                    acc = bias[cc]
+                    for t in range(ntaps):
+                        acc += xflat[p + toff[t]] * wflat[t * cout + cc]
+                    if first or acc > r or acc != acc:
+                        r = acc
+                    first = False
+            res[cc] = r
+        for co in range(cout):
+            o[co, py, px] = res[co]
+
+
 @kernel
 def conv_direct_dense(xp, wt, bias, sh, sw, dh, dw, out, nchunks, pool):
     """Dense conv of padded xp (B, Cin, Hp, Wp) with per-tap weight vectors wt (Cin, kh, kw, Cout), then (pool > 1)
@@ -288,12 +397,15 @@ def conv_direct_dense(xp, wt, bias, sh, sw, dh, dw, out, nchunks, pool):
         b = p // nchunks
         c = p % nchunks
         xflat = xp[b].reshape(-1)
-        crows = np.empty((pool, ow, cout), np.float32)
         res = np.empty(cout, np.float32)
-        for py in range(c * band, min(rows, (c + 1) * band)):
-            for dy in range(pool):
-                _conv_row_direct(xflat, toff, wflat, bias, (py * pool + dy) * sh * wp, sw, crows[dy])
-            _pool_row(crows, pool, out[b], py, res)
+        if pool > 1:
+            for py in range(c * band, min(rows, (c + 1) * band)):
+                _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, out[b], res)
+        else:
+            crows = np.empty((1, ow, cout), np.float32)
+            for py in range(c * band, min(rows, (c + 1) * band)):
+                _conv_row_direct(xflat, toff, wflat, bias, py * sh * wp, sw, crows[0])
+                _pool_row(crows, 1, out[b], py, res)
 
 
 @kernel

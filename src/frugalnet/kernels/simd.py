@@ -89,6 +89,20 @@ def vfma(typingctx, arr, offset, scale, acc):
     return f32x8(arr, types.intp, types.float32, f32x8), codegen
 
 
+@intrinsic
+def vmax_nan(typingctx, new, cur):
+    """Lanewise `new if (new > cur or new is NaN) else cur`: a running max that keeps the earlier of equal values
+    and propagates NaN, as torch's max pooling does when it scans a window in order."""
+    if not (isinstance(new, F32x8Type) and isinstance(cur, F32x8Type)):
+        raise TypeError(f"vmax_nan takes two F32x8 vectors, got {new}, {cur}")
+
+    def codegen(context, builder, sig, args):
+        a, r = args
+        take = builder.or_(builder.fcmp_ordered(">", a, r), builder.fcmp_unordered("uno", a, a))
+        return builder.select(take, a, r)
+    return f32x8(f32x8, f32x8), codegen
+
+
 @njit(**JIT)
 def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncols):
     """out[col0:col0 + ncols] += sum over segments s < nseg, j in seg_lo[s]..seg_hi[s] of
@@ -96,7 +110,7 @@ def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncol
 
     A gathered GEMV: the rows are the weight rows of active inputs, the columns output units; segments let a
     caller name rows as (shared base + per-entry offset) without copying, e.g. the active channels at one input
-    position under one kernel tap. Columns are taken 64, then 8 at a time with the partial sums in registers,
+    position under one kernel tap. Columns are taken 64, then 32 (once), then 8 at a time with the partial sums in registers,
     the last ncols % 8 as scalars."""
     c = col0
     end = col0 + ncols
@@ -131,6 +145,25 @@ def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncol
         vstore(out, c + 48, a6)
         vstore(out, c + 56, a7)
         c += 8 * LANES
+    if c + 4 * LANES <= end:   # e.g. a thread's 32-channel share of a conv layer
+        a0 = vload(out, c)
+        a1 = vload(out, c + 8)
+        a2 = vload(out, c + 16)
+        a3 = vload(out, c + 24)
+        for s in range(nseg):
+            base = seg_base[s] + c
+            for j in range(seg_lo[s], seg_hi[s]):
+                b = base + offs[j]
+                v = vals[j]
+                a0 = vfma(w, b, v, a0)
+                a1 = vfma(w, b + 8, v, a1)
+                a2 = vfma(w, b + 16, v, a2)
+                a3 = vfma(w, b + 24, v, a3)
+        vstore(out, c, a0)
+        vstore(out, c + 8, a1)
+        vstore(out, c + 16, a2)
+        vstore(out, c + 24, a3)
+        c += 4 * LANES
     while c + LANES <= end:
         a0 = vload(out, c)
         for s in range(nseg):
