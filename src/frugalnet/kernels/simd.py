@@ -110,8 +110,8 @@ def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncol
 
     A gathered GEMV: the rows are the weight rows of active inputs, the columns output units; segments let a
     caller name rows as (shared base + per-entry offset) without copying, e.g. the active channels at one input
-    position under one kernel tap. Columns are taken 64, then 32 (once), then 8 at a time with the partial sums in registers,
-    the last ncols % 8 as scalars."""
+    position under one kernel tap. Columns are taken 64, then 32 (once), then 8 at a time with the partial sums
+    in registers, the last ncols % 8 as scalars."""
     c = col0
     end = col0 + ncols
     while c + 8 * LANES <= end:
