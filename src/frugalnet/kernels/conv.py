@@ -131,15 +131,15 @@ def _pool_into(acc, first, res):
 
 
 @njit(**JIT)
-def _conv_pixels_output_stationary(q_lo, q_hi, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw,
-                                   ph, pw, dh, dw, out, seg_lo, seg_hi, seg_base, acc, res):
-    """Output pixels q_lo..q_hi (row-major) of one sample (out (Cout, OH', OW'), after a pool x pool max pool when
-    pool > 1), output-stationary: for each conv output position, the active inputs under its receptive field, summed as
+def _conv_pixels_output_stationary(q_lo, q_hi, pw_out, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh,
+                                   sw, ph, pw, dh, dw, cl, seg_lo, seg_hi, seg_base, acc):
+    """Output pixels q_lo..q_hi (row-major, pw_out per row) of one sample into cl (pixels, Cout), channels last,
+    after a pool x pool max pool when pool > 1; output-stationary: for each conv output position, the active inputs under its receptive field, summed as
     value x weight row over all Cout at once with the partial sums in registers (simd.axpy_segments). The weight
     row of an active (channel ci, column ix) under tap (ky, kx) is code + (ky * kw + kx - ix) * Cout; with dilation
     1 the kw taps of a kernel row are consecutive input positions, so one segment (a contiguous run of the bucketed
     actives) covers the whole kernel row."""
-    cout, pw_out = out.shape[0], out.shape[2]
+    cout = cl.shape[1]
     for q in range(q_lo, q_hi):
         py = q // pw_out
         px = q - py * pw_out
@@ -174,9 +174,15 @@ def _conv_pixels_output_stationary(q_lo, q_hi, pool, pos_ptr, code, val, in_h, i
                 for co in range(cout):
                     acc[co] = bias[co]
                 axpy_segments(wflat, seg_lo, seg_hi, seg_base, ns, code, val, acc, 0, cout)
-                _pool_into(acc, dy == 0 and dx == 0, res)
-        for co in range(cout):
-            out[co, py, px] = res[co]
+                _pool_into(acc, dy == 0 and dx == 0, cl[q])
+
+
+@njit(**JIT)
+def _private(n):
+    """A float32 scratch vector of n for one thread, padded by a cache line on each side: small per-thread
+    allocations sit next to each other on the heap, and two threads writing the two ends of one cache line
+    (sums rewritten at every output pixel) would pass it back and forth between the cores."""
+    return np.empty(n + 32, np.float32)[16:16 + n]
 
 
 @kernel
@@ -184,11 +190,15 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
     """Sparse-input conv with per-tap dense weight vectors wt (Cin, kh, kw, Cout), then (pool > 1) a pool x pool
     max pool; out (B, Cout, OH', OW'). Output-stationary (see _conv_pixels_output_stationary); work split over
     (sample, run of output pixels), nchunks even runs per sample (runs of whole rows were uneven: CNN-2's 5
-    pooled rows went 3 + 2)."""
+    pooled rows went 3 + 2). Pixels are written channels last, so threads sharing a sample write disjoint cache
+    lines (in NCHW every pixel touches a line of each of Cout planes, lines the other thread writes too), and
+    transposed into out by the thread that owns the sample, or after the loop when a sample is split."""
     batch, k = aidx.shape
     kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
-    npix = out.shape[2] * out.shape[3]
+    ph_out, pw_out = out.shape[2], out.shape[3]
+    npix = ph_out * pw_out
     wflat = wt.reshape(-1)
+    cl = np.empty((batch, npix, cout), np.float32)
     for p in prange(batch * nchunks):     # one parallel loop (each run buckets its sample itself: one parfor to JIT)
         b = p // nchunks
         c = p % nchunks
@@ -199,11 +209,25 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
         seg_lo = np.empty(kh * kw, np.int32)
         seg_hi = np.empty(kh * kw, np.int32)
         seg_base = np.empty(kh * kw, np.int32)
-        acc = np.empty(cout, np.float32)
-        res = np.empty(cout, np.float32)
-        _conv_pixels_output_stationary((c * npix) // nchunks, ((c + 1) * npix) // nchunks, pool, pos_ptr, code,
-                                       val, in_h, in_w, wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo,
-                                       seg_hi, seg_base, acc, res)
+        acc = _private(cout)
+        _conv_pixels_output_stationary((c * npix) // nchunks, ((c + 1) * npix) // nchunks, pw_out, pool, pos_ptr,
+                                       code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, cl[b],
+                                       seg_lo, seg_hi, seg_base, acc)
+        if nchunks == 1:
+            _channels_first(cl[b], out[b])
+    if nchunks > 1:
+        for b in range(batch):
+            _channels_first(cl[b], out[b])
+
+
+@njit(**JIT)
+def _channels_first(cl, o):
+    """o (C, H, W) = cl (H * W, C) transposed."""
+    npix, cout = cl.shape
+    of = o.reshape(-1)
+    for co in range(cout):
+        for q in range(npix):
+            of[co * npix + q] = cl[q, co]
 
 
 @njit(**JIT)
