@@ -135,10 +135,10 @@ def _conv_pixels_output_stationary(q_lo, q_hi, pw_out, pool, pos_ptr, code, val,
                                    sw, ph, pw, dh, dw, cl, seg_lo, seg_hi, seg_base, acc):
     """Output pixels q_lo..q_hi (row-major, pw_out per row) of one sample into cl (pixels, Cout), channels last,
     after a pool x pool max pool when pool > 1; output-stationary: for each conv output position, the active
-    inputs under its receptive field, summed as value x weight row over all Cout at once with the partial sums in registers (simd.axpy_segments). The weight
-    row of an active (channel ci, column ix) under tap (ky, kx) is code + (ky * kw + kx - ix) * Cout; with dilation
-    1 the kw taps of a kernel row are consecutive input positions, so one segment (a contiguous run of the bucketed
-    actives) covers the whole kernel row."""
+    inputs under its receptive field, summed as value x weight row over all Cout at once with the partial sums in
+    registers (simd.axpy_segments). The weight row of an active (channel ci, column ix) under tap (ky, kx) is
+    code + (ky * kw + kx - ix) * Cout; with dilation 1 the kw taps of a kernel row are consecutive input
+    positions, so one segment (a contiguous run of the bucketed actives) covers the whole kernel row."""
     cout = cl.shape[1]
     for q in range(q_lo, q_hi):
         py = q // pw_out
