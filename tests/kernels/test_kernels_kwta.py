@@ -70,38 +70,19 @@ def test_kwta_rows_with_infinities_and_nan_match_topk_mask(n, kfrac, seed, nan):
     assert list(aidx[0]) == list(np.flatnonzero(mask))
 
 
-def test_bin_floor_inverts_the_order_key():
-    shift = np.uint32(32 - kwta.RADIX_BITS)
-    for v in np.array([-3e38, -2.5, -1e-30, 0.0, 1e-30, 0.75, 1.0, 2.0, 3e38], np.float32):
-        t = int(kwta._order_key(v) >> shift)
-        floor = kwta._bin_floor(t, shift)
-        assert floor <= v
-        assert int(kwta._order_key(floor) >> shift) == t
-
-
-def test_kwta_falls_back_when_the_sampled_guess_misses():
+def test_kwta_keeps_every_entry_when_the_sampled_guess_misses():
     """A row whose sampled entries (every step-th) are its largest: the guessed threshold lets fewer than k entries
-    through, so the sampled method must give up and the histogram method pick topk_mask's winners."""
+    through, and the selection must fall back to all entries and still pick topk_mask's winners."""
     n = 4 * kwta.SAMPLE
     step = (n // kwta.SAMPLE) | 1
     rng = np.random.default_rng(3)
     a = rng.random(n).astype(np.float32)
     a[::step] += 10.0
-    k = n // 3                                 # more winners than sampled entries
-    boost = np.ones(n, np.float32)
-    scratch = [np.empty(n + 1, t) for t in (np.int32, np.uint32, np.uint32)]
-    hist = np.empty(1 << kwta.RADIX_BITS, np.int32)
-    oi, ov = np.empty(k, np.int32), np.empty(k, np.float32)
-    assert not kwta._kwta_row_sampled(a, boost, k, oi, ov, *scratch, hist)
-    aidx, _ = kwta.kwta(a[None], k, boost)
-    mask = topk_mask(torch.from_numpy(a[None]), k).numpy()[0]
-    assert list(aidx[0]) == list(np.flatnonzero(mask))
-    b = rng.standard_normal(n).astype(np.float32)      # an ordinary row: the guess holds
-    k = n // 10
-    oi, ov = np.empty(k, np.int32), np.empty(k, np.float32)
-    assert kwta._kwta_row_sampled(b, boost, k, oi, ov, *scratch, hist)
-    assert list(oi) == list(np.flatnonzero(topk_mask(torch.from_numpy(b[None]), k).numpy()[0]))
-    np.testing.assert_array_equal(ov, b[oi])
+    for k in (n // 3, n // 10, step):            # more winners than sampled entries, fewer, very few
+        aidx, aval = kwta.kwta(a[None], k)
+        mask = topk_mask(torch.from_numpy(a[None]), k).numpy()[0]
+        assert list(aidx[0]) == list(np.flatnonzero(mask))
+        np.testing.assert_array_equal(aval[0], a[aidx[0]])
 
 
 @settings(max_examples=30, deadline=None)
@@ -111,6 +92,6 @@ def test_kth_largest_key_matches_sorting(n, seed, spread, base):
     """Keys sharing none, some or all of their top bits, ties included, at every rank kind."""
     rng = np.random.default_rng(seed)
     keys = np.minimum(base + rng.integers(0, spread, n, dtype=np.uint64), 0xFFFFFFFF).astype(np.uint32)
-    work, hist = np.empty(n, np.uint32), np.empty(1 << kwta.RADIX_BITS, np.int32)
+    work, hist = np.empty(n, np.uint32), np.empty(1 << kwta.KEY_HIST_BITS, np.int32)
     for k in {1, min(2, n), n, max(1, n - 1), (n + 1) // 2, max(1, n // 7)}:
         assert kwta.kth_largest_key(keys.copy(), n, k, work, hist) == np.sort(keys)[::-1][k - 1]

@@ -131,15 +131,15 @@ def _pool_into(acc, first, res):
 
 
 @njit(**JIT)
-def _conv_pixels_output_stationary(q_lo, q_hi, pw_out, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh,
-                                   sw, ph, pw, dh, dw, cl, seg_lo, seg_hi, seg_base, acc):
-    """Output pixels q_lo..q_hi (row-major, pw_out per row) of one sample into cl (pixels, Cout), channels last,
-    after a pool x pool max pool when pool > 1; output-stationary: for each conv output position, the active
+def _conv_pixels_output_stationary(q_lo, q_hi, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw,
+                                   ph, pw, dh, dw, out, seg_lo, seg_hi, seg_base, acc, res):
+    """Output pixels q_lo..q_hi (row-major) of one sample, out (Cout, OH', OW'), after a pool x pool max pool when
+    pool > 1; output-stationary: for each conv output position, the active
     inputs under its receptive field, summed as value x weight row over all Cout at once with the partial sums in
     registers (simd.axpy_segments). The weight row of an active (channel ci, column ix) under tap (ky, kx) is
     code + (ky * kw + kx - ix) * Cout; with dilation 1 the kw taps of a kernel row are consecutive input
     positions, so one segment (a contiguous run of the bucketed actives) covers the whole kernel row."""
-    cout = cl.shape[1]
+    cout, pw_out = out.shape[0], out.shape[2]
     for q in range(q_lo, q_hi):
         py = q // pw_out
         px = q - py * pw_out
@@ -174,7 +174,9 @@ def _conv_pixels_output_stationary(q_lo, q_hi, pw_out, pool, pos_ptr, code, val,
                 for co in range(cout):
                     acc[co] = bias[co]
                 axpy_segments(wflat, seg_lo, seg_hi, seg_base, ns, code, val, acc, 0, cout)
-                _pool_into(acc, dy == 0 and dx == 0, cl[q])
+                _pool_into(acc, dy == 0 and dx == 0, res)
+        for co in range(cout):
+            out[co, py, px] = res[co]
 
 
 @njit(**JIT)
@@ -190,15 +192,11 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
     """Sparse-input conv with per-tap dense weight vectors wt (Cin, kh, kw, Cout), then (pool > 1) a pool x pool
     max pool; out (B, Cout, OH', OW'). Output-stationary (see _conv_pixels_output_stationary); work split over
     (sample, run of output pixels), nchunks even runs per sample (runs of whole rows were uneven: CNN-2's 5
-    pooled rows went 3 + 2). Pixels are written channels last, so threads sharing a sample write disjoint cache
-    lines (in NCHW every pixel touches a line of each of Cout planes, lines the other thread writes too), and
-    transposed into out by the thread that owns the sample, or after the loop when a sample is split."""
+    pooled rows went 3 + 2)."""
     batch, k = aidx.shape
     kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
-    ph_out, pw_out = out.shape[2], out.shape[3]
-    npix = ph_out * pw_out
+    npix = out.shape[2] * out.shape[3]
     wflat = wt.reshape(-1)
-    cl = np.empty((batch, npix, cout), np.float32)
     for p in prange(batch * nchunks):     # one parallel loop (each run buckets its sample itself: one parfor to JIT)
         b = p // nchunks
         c = p % nchunks
@@ -210,124 +208,44 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
         seg_hi = np.empty(kh * kw, np.int32)
         seg_base = np.empty(kh * kw, np.int32)
         acc = _private(cout)
-        _conv_pixels_output_stationary((c * npix) // nchunks, ((c + 1) * npix) // nchunks, pw_out, pool, pos_ptr,
-                                       code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, cl[b],
-                                       seg_lo, seg_hi, seg_base, acc)
-        if nchunks == 1:
-            _channels_first(cl[b], out[b])
-    if nchunks > 1:
-        for b in range(batch):
-            _channels_first(cl[b], out[b])
+        res = _private(cout)
+        _conv_pixels_output_stationary((c * npix) // nchunks, ((c + 1) * npix) // nchunks, pool, pos_ptr, code,
+                                       val, in_h, in_w, wflat, kh, kw, bias, sh, sw, ph, pw, dh, dw, out[b], seg_lo,
+                                       seg_hi, seg_base, acc, res)
 
 
 @njit(**JIT)
-def _channels_first(cl, o):
-    """o (C, H, W) = cl (H * W, C) transposed."""
-    npix, cout = cl.shape
-    of = o.reshape(-1)
-    for co in range(cout):
-        for q in range(npix):
-            of[co * npix + q] = cl[q, co]
+def _conv_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, res, res1):
+    """Output row py of one sample, o (Cout, OH', OW'), after a pool x pool max pool when pool > 1. xflat is the
+    padded sample (Cin, Hp, Wp) flattened, toff[t] the offset of tap t = (ci, ky, kx) within a receptive field.
 
-
-@njit(**JIT)
-def _conv_row_direct(xflat, toff, wflat, bias, row0, sw, crow):
-    """One conv output row of one sample into crow (OW, Cout): bias + the sum over taps t of
-    xflat[row0 + ox*sw + toff[t]] * w[t, :], where xflat is the padded sample (Cin, Hp, Wp) flattened, row0 the
-    flat offset of the row's first receptive field and toff[t] the offset of tap t = (ci, ky, kx) within it.
-    Pixels go in pairs and channels 32 at a time: 2 x 4 vector sums in registers, each weight vector loaded once
-    for both pixels, eight independent FMA chains (enough to hide the FMA latency); then 8 channels at a time,
-    then single channels. One flat loop over the taps keeps the loop overhead low for small kernels."""
-    ow, cout = crow.shape[0], crow.shape[1]
-    ntaps = toff.shape[0]
-    cflat = crow.reshape(-1)
-    for ox in range(0, ow, 2):
-        ox1 = ox + 1 if ox + 1 < ow else ox        # a lone last pixel is computed twice, stored once
-        p0 = row0 + ox * sw
-        p1 = row0 + ox1 * sw
-        c = 0
-        while c + 32 <= cout:
-            a0 = vload(bias, c)
-            a1 = vload(bias, c + 8)
-            a2 = vload(bias, c + 16)
-            a3 = vload(bias, c + 24)
-            b0, b1, b2, b3 = a0, a1, a2, a3
-            wo = c
-            for t in range(ntaps):
-                v0 = xflat[np.uintp(p0 + toff[t])]
-                v1 = xflat[np.uintp(p1 + toff[t])]
-                a0 = vfma(wflat, wo, v0, a0)
-                a1 = vfma(wflat, wo + 8, v0, a1)
-                a2 = vfma(wflat, wo + 16, v0, a2)
-                a3 = vfma(wflat, wo + 24, v0, a3)
-                b0 = vfma(wflat, wo, v1, b0)
-                b1 = vfma(wflat, wo + 8, v1, b1)
-                b2 = vfma(wflat, wo + 16, v1, b2)
-                b3 = vfma(wflat, wo + 24, v1, b3)
-                wo += cout
-            o = ox * cout + c
-            vstore(cflat, o, a0)
-            vstore(cflat, o + 8, a1)
-            vstore(cflat, o + 16, a2)
-            vstore(cflat, o + 24, a3)
-            o = ox1 * cout + c
-            vstore(cflat, o, b0)
-            vstore(cflat, o + 8, b1)
-            vstore(cflat, o + 16, b2)
-            vstore(cflat, o + 24, b3)
-            c += 32
-        while c + 8 <= cout:
-            a0 = vload(bias, c)
-            b0 = a0
-            wo = c
-            for t in range(ntaps):
-                a0 = vfma(wflat, wo, xflat[np.uintp(p0 + toff[t])], a0)
-                b0 = vfma(wflat, wo, xflat[np.uintp(p1 + toff[t])], b0)
-                wo += cout
-            vstore(cflat, ox * cout + c, a0)
-            vstore(cflat, ox1 * cout + c, b0)
-            c += 8
-        for cc in range(c, cout):
-            for p, px in ((p0, ox), (p1, ox1)):
-                acc = bias[cc]
-                for t in range(ntaps):
-                    acc += xflat[p + toff[t]] * wflat[t * cout + cc]
-                crow[px, cc] = acc
-
-
-@njit(**JIT)
-def _pool_row(crows, pool, o, py, res):
-    """o[:, py, px] = the max over the pool x pool window of conv rows crows (pool, OW, Cout) at columns
-    px*pool.. (with pool 1 a plain channels-last -> channels-first copy); res (Cout) is scratch."""
-    for px in range(o.shape[2]):
-        for dy in range(pool):
-            for dx in range(pool):
-                _pool_into(crows[dy, px * pool + dx], dy == 0 and dx == 0, res)
-        for co in range(res.shape[0]):
-            o[co, py, px] = res[co]
-
-
-@njit(**JIT)
-def _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, res):
-    """Pooled output row py of one sample, o (Cout, OH', OW'): for each pooled pixel, the conv sums of its
-    pool x pool window pixels (two at a time, channels 32 then 8 at a time, as in _conv_row_direct) and their
-    running max, all in registers: no conv output goes through memory (pooling conv rows stored channels-last took
-    as long as conv1 of CNN-2 itself). The window is scanned row by row, as torch's max pool scans it: the earlier
-    of equal values is kept and NaN propagates. pool >= 2; res (Cout) is scratch."""
+    Conv pixels go in pairs and channels 32 at a time: 2 x 4 vector sums held in registers over one flat loop over
+    the taps, each weight vector loaded once for both pixels, eight independent FMA chains (enough to hide the FMA
+    latency); then 8 channels at a time, then single channels. Without a pool the pair is two neighbouring output
+    pixels (a lone last one is computed twice, stored once). With one it is two pixels of the window, whose sums
+    and running max stay in registers, so no conv output goes through memory (pooling conv rows stored
+    channels-last had taken as long as CNN-2's conv1 itself); the window is scanned row by row as torch's max pool
+    scans it: the earlier of equal values is kept and NaN propagates. res, res1 (Cout) are scratch."""
     ntaps = toff.shape[0]
     cout = bias.shape[0]
-    for px in range(o.shape[2]):
+    ow = o.shape[2]
+    pair = pool == 1                  # no pool: the two pixels are outputs px and px + 1
+    wy = 1 if pair else pool          # window rows and columns scanned per output pixel
+    for px in range(0, ow, 2 if pair else 1):
         c = 0
         while c + 32 <= cout:
             m0 = vload(bias, c)
             m1, m2, m3 = m0, m0, m0
             first = True
-            for dy in range(pool):
-                row0 = (py * pool + dy) * sh * wp
-                for dx in range(0, pool, 2):
-                    dx1 = dx + 1 if dx + 1 < pool else dx
-                    p0 = row0 + (px * pool + dx) * sw
-                    p1 = row0 + (px * pool + dx1) * sw
+            for dy in range(wy):
+                row0 = (py * wy + dy) * sh * wp
+                for dx in range(0, wy, 2):
+                    if pair:
+                        p0 = row0 + px * sw
+                        p1 = row0 + min(px + 1, ow - 1) * sw
+                    else:
+                        p0 = row0 + (px * pool + dx) * sw
+                        p1 = row0 + (px * pool + min(dx + 1, pool - 1)) * sw
                     a0 = vload(bias, c)
                     a1 = vload(bias, c + 8)
                     a2 = vload(bias, c + 16)
@@ -346,6 +264,13 @@ def _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, r
                         b2 = vfma(wflat, wo + 16, v1, b2)
                         b3 = vfma(wflat, wo + 24, v1, b3)
                         wo += cout
+                    if pair:
+                        m0, m1, m2, m3 = a0, a1, a2, a3
+                        vstore(res1, c, b0)
+                        vstore(res1, c + 8, b1)
+                        vstore(res1, c + 16, b2)
+                        vstore(res1, c + 24, b3)
+                        continue
                     if first:
                         m0, m1, m2, m3 = a0, a1, a2, a3
                         first = False
@@ -354,7 +279,7 @@ def _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, r
                         m1 = vmax_nan(a1, m1)
                         m2 = vmax_nan(a2, m2)
                         m3 = vmax_nan(a3, m3)
-                    m0 = vmax_nan(b0, m0)
+                    m0 = vmax_nan(b0, m0)     # (the lone last column of an odd window: b = a, max(a, a) = a)
                     m1 = vmax_nan(b1, m1)
                     m2 = vmax_nan(b2, m2)
                     m3 = vmax_nan(b3, m3)
@@ -366,12 +291,15 @@ def _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, r
         while c + 8 <= cout:
             m0 = vload(bias, c)
             first = True
-            for dy in range(pool):
-                row0 = (py * pool + dy) * sh * wp
-                for dx in range(0, pool, 2):
-                    dx1 = dx + 1 if dx + 1 < pool else dx
-                    p0 = row0 + (px * pool + dx) * sw
-                    p1 = row0 + (px * pool + dx1) * sw
+            for dy in range(wy):
+                row0 = (py * wy + dy) * sh * wp
+                for dx in range(0, wy, 2):
+                    if pair:
+                        p0 = row0 + px * sw
+                        p1 = row0 + min(px + 1, ow - 1) * sw
+                    else:
+                        p0 = row0 + (px * pool + dx) * sw
+                        p1 = row0 + (px * pool + min(dx + 1, pool - 1)) * sw
                     a0 = vload(bias, c)
                     b0 = a0
                     wo = c
@@ -379,26 +307,39 @@ def _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, r
                         a0 = vfma(wflat, wo, xflat[np.uintp(p0 + toff[t])], a0)
                         b0 = vfma(wflat, wo, xflat[np.uintp(p1 + toff[t])], b0)
                         wo += cout
+                    if pair:
+                        m0 = a0
+                        vstore(res1, c, b0)
+                        continue
                     m0 = a0 if first else vmax_nan(a0, m0)
                     first = False
                     m0 = vmax_nan(b0, m0)
             vstore(res, c, m0)
             c += 8
         for cc in range(c, cout):
-            first = True
-            r = np.float32(0.0)
-            for dy in range(pool):
-                for dx in range(pool):
-                    p = (py * pool + dy) * sh * wp + (px * pool + dx) * sw
-                    acc = bias[cc]
-                    for t in range(ntaps):
-                        acc += xflat[p + toff[t]] * wflat[t * cout + cc]
-                    if first or acc > r or acc != acc:
-                        r = acc
-                    first = False
-            res[cc] = r
+            for half in range(2 if pair else 1):
+                first = True
+                r = np.float32(0.0)
+                for dy in range(wy):
+                    for dx in range(wy):
+                        p = (py * wy + dy) * sh * wp + ((px + half) if pair else (px * pool + dx)) * sw
+                        if pair and px + half >= ow:
+                            p -= sw
+                        acc = bias[cc]
+                        for t in range(ntaps):
+                            acc += xflat[p + toff[t]] * wflat[t * cout + cc]
+                        if first or acc > r or acc != acc:
+                            r = acc
+                        first = False
+                if half == 0:
+                    res[cc] = r
+                else:
+                    res1[cc] = r
         for co in range(cout):
             o[co, py, px] = res[co]
+        if pair and px + 1 < ow:
+            for co in range(cout):
+                o[co, py, px + 1] = res1[co]
 
 
 @kernel
@@ -408,7 +349,6 @@ def conv_direct_dense(xp, wt, bias, sh, sw, dh, dw, out, nchunks, pool):
     split over (sample, band of output rows), nchunks bands per sample."""
     batch, cin, hp, wp = xp.shape
     kh, kw, cout = wt.shape[1], wt.shape[2], wt.shape[3]
-    ow = (wp - dw * (kw - 1) - 1) // sw + 1
     rows = out.shape[2]
     wflat = wt.reshape(-1)
     toff = np.empty(cin * kh * kw, np.int64)     # tap (ci, ky, kx) -> its offset in the receptive field
@@ -421,15 +361,10 @@ def conv_direct_dense(xp, wt, bias, sh, sw, dh, dw, out, nchunks, pool):
         b = p // nchunks
         c = p % nchunks
         xflat = xp[b].reshape(-1)
-        res = np.empty(cout, np.float32)
-        if pool > 1:
-            for py in range(c * band, min(rows, (c + 1) * band)):
-                _conv_pooled_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, out[b], res)
-        else:
-            crows = np.empty((1, ow, cout), np.float32)
-            for py in range(c * band, min(rows, (c + 1) * band)):
-                _conv_row_direct(xflat, toff, wflat, bias, py * sh * wp, sw, crows[0])
-                _pool_row(crows, 1, out[b], py, res)
+        res = _private(cout)
+        res1 = _private(cout)
+        for py in range(c * band, min(rows, (c + 1) * band)):
+            _conv_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, out[b], res, res1)
 
 
 @kernel

@@ -1,9 +1,10 @@
 """k-winners-take-all selection that reproduces frugalnet.nn.kwinners.topk_mask exactly, in O(n) per row.
 
 A stable descending sort keeps every value above the k-th largest plus the lowest-indexed ties at it; we find the
-k-th largest among the entries above a threshold guessed from a sample (or, when the guess fails or the row is
-short, with a radix histogram and a partition of one bin), and take the same set, returning winners as
-(index, raw value) pairs in index order: the sparse form the sparse-input kernels consume.
+k-th largest score as an order-preserving integer key (kth_largest_key), among the entries above a threshold
+guessed from a sample when the row is long, and take the same set, returning winners as (index, raw value) pairs
+in index order: the sparse form the sparse-input kernels consume. No loop has a data-dependent branch: rows change
+from call to call, and a quickselect's or a sign test's mispredictions had doubled the time of the whole selection.
 """
 from __future__ import annotations
 
@@ -11,46 +12,6 @@ import numpy as np
 from numba import njit, prange
 
 from frugalnet.kernels._jit import JIT, kernel, threads
-
-
-@njit(**JIT)
-def kth_largest(a, k):
-    """The k-th largest value of a 1-D array (k >= 1); reorders `a` in place (Hoare quickselect)."""
-    lo, hi = 0, a.shape[0] - 1
-    target = a.shape[0] - k  # index in ascending order
-    while lo < hi:
-        mid = (lo + hi) // 2
-        # median of three as pivot
-        x, y, z = a[lo], a[mid], a[hi]
-        if x > y:
-            x, y = y, x
-        if y > z:
-            y = z
-            if x > y:
-                y = x
-        pivot = y
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                t = a[i]
-                a[i] = a[j]
-                a[j] = t
-                i += 1
-                j -= 1
-        if target <= j:
-            hi = j
-        elif target >= i:
-            lo = i
-        else:
-            return a[target]
-    return a[target]
-
-
-RADIX_BITS = 11      # histogram bins 2^11 over the top bits of an order-preserving key
 
 
 @njit(**JIT)
@@ -67,16 +28,6 @@ def _order_key(v):
     return np.uint32(key | (np.uint32(0) - nan))
 
 
-@njit(**JIT)
-def _bin_floor(t, shift):
-    """The smallest float32 whose order key lies in radix bin t: for scores that are not NaN, score >= it exactly
-    when the score's bin is t or above (the inverse of _order_key at the bin's first key)."""
-    key = np.uint32(np.uint32(t) << shift)
-    if key >> np.uint32(31):
-        return np.uint32(key & np.uint32(0x7FFFFFFF)).view(np.float32)
-    return np.uint32(~key).view(np.float32)
-
-
 SAMPLE = 512         # scores sampled to guess a threshold a little below the k-th largest
 
 
@@ -86,7 +37,8 @@ KEY_HIST_BITS = 11   # bits of it the first (histogram) step decides
 
 @njit(**JIT)
 def kth_largest_key(keys, n, k, work, hist):
-    """The k-th largest of keys[:n] (uint32, 1 <= k <= n); work (n) and hist (>= 2^KEY_HIST_BITS) are scratch.
+    """The k-th largest of keys[:n] (uint32, 1 <= k <= n); work (n; may be keys itself, which it then overwrites)
+    and hist (2^KEY_HIST_BITS) are scratch.
 
     Below the bits every key shares, a histogram of the next KEY_HIST_BITS bits finds the bin the answer lies in and
     how many keys lie above it; the keys of that bin are compacted into work, and the remaining bits are decided
@@ -155,41 +107,55 @@ def kth_largest_key(keys, n, k, work, hist):
 
 
 @njit(**JIT)
-def _kwta_row_sampled(row, boost, k, oi, ov, bi, bk, work, hist):
-    """Winners of one row as _kwta_row gives them, or False (nothing written) when the guess below fails.
+def _kwta_row(row, boost, k, oi, ov, bi, bk, work, hist):
+    """Winners of one row (score row x boost) into oi / ov (k each), in index order; bi, bk, work (n + 1 each) and
+    hist (2^KEY_HIST_BITS) are scratch. A plain function shared by the serial and the parallel build of
+    kwta_rows, so its body is compiled once.
 
-    A systematic sample of about SAMPLE scores gives a threshold key a few standard deviations below the k-th
-    largest; one branch-free pass keeps the entries at or above it (for CNN-2's 6,272-wide first layer about
-    1,200 for k = 894) with their order keys; the exact k-th largest key is then found among those few, and ties
-    at it go to the lowest indices. One pass over the row instead of _kwta_row's two, and no data-dependent branch
-    in any loop (rows change from call to call: mispredictions doubled the time of the histogram method). Fails
-    when fewer than k entries clear the guess (an unlucky sample): the caller then runs the histogram method."""
+    1. Every score's order key (a vectorised pass).
+    2. Rows of 2 x SAMPLE or more: a systematic sample of about SAMPLE keys gives a threshold a few standard
+       deviations below the k-th largest, and a branch-free compaction keeps the entries at or above it (for CNN-2's
+       6,272-wide first layer about 1,200 of them for k = 894). Should fewer than k pass (an unlucky sample),
+       every entry is kept instead.
+    3. The exact k-th largest key among the kept entries; those above it win, and ties at it go to the lowest
+       indices, as topk_mask's stable sort does."""
     n = row.shape[0]
-    step = (n // SAMPLE) | 1                     # odd, so it does not fall in step with even channel/row sizes
-    m = 0
-    for i in range(0, n, step):
-        bk[m] = _order_key(row[i] * boost[i])
-        m += 1
-    f = k / n
-    r = int(f * m + 3.0 * np.sqrt(f * (1.0 - f) * m)) + 2
-    if r >= m:
-        return False
-    guess = kth_largest_key(bk, m, r, work, hist)
-    for i in range(n):                           # every key (a vectorised loop), then the compaction
-        bk[i] = _order_key(row[i] * boost[i])
-    c = 0
+    if k >= n:
+        for i in range(n):
+            oi[i] = i
+            ov[i] = row[i]
+        return
     for i in range(n):
-        key = bk[i]
-        bi[c] = i
-        bk[c] = key
-        c += np.int32(key >= guess)
-    if c < k:
-        return False
+        bk[i] = _order_key(row[i] * boost[i])
+    c = n
+    if n >= 2 * SAMPLE:
+        step = (n // SAMPLE) | 1                 # odd, so it does not fall in step with even channel/row sizes
+        m = 0
+        for i in range(0, n, step):
+            work[m] = bk[i]
+            m += 1
+        f = k / n
+        r = int(f * m + 3.0 * np.sqrt(f * (1.0 - f) * m)) + 2
+        if r < m:
+            guess = kth_largest_key(work, m, r, work, hist)
+            c = 0
+            for i in range(n):                   # compaction in place (c <= i)
+                key = bk[i]
+                bi[c] = i
+                bk[c] = key
+                c += np.int32(key >= guess)
+            if c < k:                            # the guess failed: keep every entry after all
+                for i in range(n):
+                    bk[i] = _order_key(row[i] * boost[i])
+                c = n
+    if c == n:
+        for i in range(n):
+            bi[i] = i
     thr = kth_largest_key(bk, c, k, work, hist)
     ties = k                                     # winners equal to thr: k minus those above it
     for j in range(c):
         ties -= np.int32(bk[j] > thr)
-    o = 0                                        # compact the winners in place (o <= j), then copy k of them
+    o = 0                                        # compact the winners in place (o <= j), then copy them out
     for j in range(c):
         key = bk[j]
         tie = np.int32(key == thr) & np.int32(ties > 0)
@@ -199,87 +165,6 @@ def _kwta_row_sampled(row, boost, k, oi, ov, bi, bk, work, hist):
     for j in range(k):
         oi[j] = bi[j]
         ov[j] = row[bi[j]]
-    return True
-
-
-@njit(**JIT)
-def _kwta_row(row, boost, k, oi, ov, hist, bi, bs, bk):
-    """Winners of one row (score row x boost) into oi / ov (k each), in index order. Rows of 2 x SAMPLE or more
-    first try _kwta_row_sampled (one pass); otherwise, or when its guess fails, two passes over the row:
-
-    1. a histogram of the top RADIX_BITS of every score's order key finds the bin holding the k-th largest score,
-       and how many scores lie in higher bins (all winners);
-    2. a branch-free compaction keeps the entries of that bin and above, in index order.
-    The k-th largest score is then picked among the few entries of that bin (quickselect), and ties at it go to
-    the lowest indices, as topk_mask's stable sort does. The compaction compares scores with the bin's lowest
-    float (fewer operations than computing each key again) unless the row may hold NaN: no score in the top bins
-    (|score| >= 2^127, where NaN and infinities sit) and a target bin above the bottom ones. hist (2^RADIX_BITS),
-    bi, bs and bk (n + 1 each) are scratch. A plain function shared by the serial and the parallel build of
-    kwta_rows, so its body is compiled once."""
-    n = row.shape[0]
-    if k >= n:
-        for i in range(n):
-            oi[i] = i
-            ov[i] = row[i]
-        return
-    if n >= 2 * SAMPLE and _kwta_row_sampled(row, boost, k, oi, ov, bi, bk, bs.view(np.uint32), hist):
-        return
-    shift = np.uint32(32 - RADIX_BITS)
-    nbins = hist.shape[0]
-    for j in range(nbins):
-        hist[j] = 0
-    for i in range(n):
-        hist[_order_key(row[i] * boost[i]) >> shift] += 1
-    above = 0
-    target = nbins - 1
-    for j in range(nbins - 1, -1, -1):
-        if above + hist[j] >= k:
-            target = j
-            break
-        above += hist[j]
-    t = np.uint32(target)
-    c = 0                               # slot c is written for every entry; c advances only for kept ones
-    extreme = hist[nbins - 4] + hist[nbins - 3] + hist[nbins - 2] + hist[nbins - 1]
-    if extreme == 0 and target > 3:
-        floor = _bin_floor(target, shift)
-        for i in range(n):
-            sc = row[i] * boost[i]
-            bi[c] = i
-            bs[c] = sc
-            c += np.int32(sc >= floor)
-    else:
-        for i in range(n):
-            sc = row[i] * boost[i]
-            bi[c] = i
-            bs[c] = sc
-            c += np.int32((_order_key(sc) >> shift) >= t)
-    need = k - above                    # winners to take from the target bin, which holds c - above entries
-    thr = np.uint32(0)                  # the k-th largest key, compared as keys so NaN (the top key) ranks right
-    ties = 0
-    if c > k:
-        cand = np.empty(c - above, np.uint32)
-        m = 0
-        for j in range(c):
-            key = _order_key(bs[j])
-            if (key >> shift) == t:
-                cand[m] = key
-                m += 1
-        thr = kth_largest(cand[:m], need)
-        ties = need
-        for j in range(m):
-            if cand[j] > thr:
-                ties -= 1
-    o = 0
-    for j in range(c):
-        key = _order_key(bs[j])
-        take = c <= k or (key >> shift) > t or key > thr
-        if not take and key == thr and ties > 0:
-            take = True
-            ties -= 1
-        if take:
-            oi[o] = bi[j]
-            ov[o] = row[bi[j]]
-            o += 1
 
 
 @kernel
@@ -289,12 +174,12 @@ def kwta_rows(x, boost, k, aidx, aval, nchunks):
     batch, n = x.shape
     nchunks = max(1, min(batch, nchunks))
     for c in prange(nchunks):
-        hist = np.empty(1 << RADIX_BITS, np.int32)
+        hist = np.empty(1 << KEY_HIST_BITS, np.int32)
         bi = np.empty(n + 1, np.int32)
-        bs = np.empty(n + 1, np.float32)
         bk = np.empty(n + 1, np.uint32)
+        work = np.empty(n + 1, np.uint32)
         for b in range((c * batch) // nchunks, ((c + 1) * batch) // nchunks):
-            _kwta_row(x[b], boost, k, aidx[b], aval[b], hist, bi, bs, bk)
+            _kwta_row(x[b], boost, k, aidx[b], aval[b], bi, bk, work, hist)
 
 
 @kernel

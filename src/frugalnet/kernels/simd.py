@@ -110,8 +110,8 @@ def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncol
 
     A gathered GEMV: the rows are the weight rows of active inputs, the columns output units; segments let a
     caller name rows as (shared base + per-entry offset) without copying, e.g. the active channels at one input
-    position under one kernel tap. Columns are taken 64, then 32 (once), then 8 at a time with the partial sums
-    in registers, the last ncols % 8 as scalars."""
+    position under one kernel tap. Columns are taken 64, then 8 at a time with the partial sums in registers,
+    the last ncols % 8 as scalars."""
     c = col0
     end = col0 + ncols
     while c + 8 * LANES <= end:
@@ -145,25 +145,6 @@ def axpy_segments(w, seg_lo, seg_hi, seg_base, nseg, offs, vals, out, col0, ncol
         vstore(out, c + 48, a6)
         vstore(out, c + 56, a7)
         c += 8 * LANES
-    if c + 4 * LANES <= end:   # e.g. a thread's 32-channel share of a conv layer
-        a0 = vload(out, c)
-        a1 = vload(out, c + 8)
-        a2 = vload(out, c + 16)
-        a3 = vload(out, c + 24)
-        for s in range(nseg):
-            base = seg_base[s] + c
-            for j in range(seg_lo[s], seg_hi[s]):
-                b = base + offs[j]
-                v = vals[j]
-                a0 = vfma(w, b, v, a0)
-                a1 = vfma(w, b + 8, v, a1)
-                a2 = vfma(w, b + 16, v, a2)
-                a3 = vfma(w, b + 24, v, a3)
-        vstore(out, c, a0)
-        vstore(out, c + 8, a1)
-        vstore(out, c + 16, a2)
-        vstore(out, c + 24, a3)
-        c += 4 * LANES
     while c + LANES <= end:
         a0 = vload(out, c)
         for s in range(nseg):
