@@ -2,9 +2,9 @@
 
 * `conv_dense_input`: for each output channel, loop over its nonzero taps only; each tap adds a shifted input row,
   scaled by the weight, to an output row (contiguous, vectorised when stride is 1). Input must be padded already.
-* `conv_direct_dense`: dense weights and dense input, output-stationary: two neighbouring output pixels' sums over 32
-  output channels held in registers across all taps, then an optional max pool; for layers with few input
-  channels (a first layer), where a GEMM's im2col copy and call overhead outweigh the arithmetic.
+* `conv_direct_dense`: dense weights and dense input, output-stationary: two output pixels' sums over 32 output
+  channels held in registers across all taps, and with a max pool the window's running max too; for layers with
+  few input channels (a first layer), where a GEMM's im2col copy and call overhead outweigh the arithmetic.
 * `conv_active_dense_taps`: sparse (k-WTA) input, output-stationary: the active inputs are bucketed by position,
   then each output pixel sums the weight rows of the actives under its receptive field in registers, and an
   optional max pool is taken before the sums leave them.
@@ -134,9 +134,8 @@ def _pool_into(acc, first, res):
 def _conv_pixels_output_stationary(q_lo, q_hi, pool, pos_ptr, code, val, in_h, in_w, wflat, kh, kw, bias, sh, sw,
                                    ph, pw, dh, dw, out, seg_lo, seg_hi, seg_base, acc, res):
     """Output pixels q_lo..q_hi (row-major) of one sample, out (Cout, OH', OW'), after a pool x pool max pool when
-    pool > 1; output-stationary: for each conv output position, the active
-    inputs under its receptive field, summed as value x weight row over all Cout at once with the partial sums in
-    registers (simd.axpy_segments). The weight row of an active (channel ci, column ix) under tap (ky, kx) is
+    pool > 1; output-stationary: for each conv output position, the active inputs under its receptive field,
+    summed as value x weight row over all Cout at once with the partial sums in registers (simd.axpy_segments). The weight row of an active (channel ci, column ix) under tap (ky, kx) is
     code + (ky * kw + kx - ix) * Cout; with dilation 1 the kw taps of a kernel row are consecutive input
     positions, so one segment (a contiguous run of the bucketed actives) covers the whole kernel row."""
     cout, pw_out = out.shape[0], out.shape[2]
