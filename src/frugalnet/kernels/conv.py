@@ -214,6 +214,16 @@ def conv_active_dense_taps(aidx, aval, counts, in_h, in_w, wt, bias, sh, sw, ph,
 
 
 @njit(**JIT)
+def _pixel_pair(row0, px, dx, pool, ow, sw):
+    """Offsets of the two conv pixels _conv_row_direct sums together in the input row starting at row0: without a
+    pool (pool 1) output pixels px and px + 1 (px twice at the row's end); with one, columns dx and dx + 1 of
+    output px's window (dx twice at an odd window's end)."""
+    if pool == 1:
+        return row0 + px * sw, row0 + min(px + 1, ow - 1) * sw
+    return row0 + (px * pool + dx) * sw, row0 + (px * pool + min(dx + 1, pool - 1)) * sw
+
+
+@njit(**JIT)
 def _conv_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, res, res1):
     """Output row py of one sample, o (Cout, OH', OW'), after a pool x pool max pool when pool > 1. xflat is the
     padded sample (Cin, Hp, Wp) flattened, toff[t] the offset of tap t = (ci, ky, kx) within a receptive field.
@@ -239,12 +249,7 @@ def _conv_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, res, res
             for dy in range(wy):
                 row0 = (py * wy + dy) * sh * wp
                 for dx in range(0, wy, 2):
-                    if pair:
-                        p0 = row0 + px * sw
-                        p1 = row0 + min(px + 1, ow - 1) * sw
-                    else:
-                        p0 = row0 + (px * pool + dx) * sw
-                        p1 = row0 + (px * pool + min(dx + 1, pool - 1)) * sw
+                    p0, p1 = _pixel_pair(row0, px, dx, pool, ow, sw)
                     a0 = vload(bias, c)
                     a1 = vload(bias, c + 8)
                     a2 = vload(bias, c + 16)
@@ -293,12 +298,7 @@ def _conv_row_direct(xflat, toff, wflat, bias, py, pool, sh, sw, wp, o, res, res
             for dy in range(wy):
                 row0 = (py * wy + dy) * sh * wp
                 for dx in range(0, wy, 2):
-                    if pair:
-                        p0 = row0 + px * sw
-                        p1 = row0 + min(px + 1, ow - 1) * sw
-                    else:
-                        p0 = row0 + (px * pool + dx) * sw
-                        p1 = row0 + (px * pool + min(dx + 1, pool - 1)) * sw
+                    p0, p1 = _pixel_pair(row0, px, dx, pool, ow, sw)
                     a0 = vload(bias, c)
                     b0 = a0
                     wo = c
