@@ -127,7 +127,7 @@ def _kwta_row(row, boost, k, oi, ov, bi, bk, work, hist):
         return
     for i in range(n):
         bk[i] = _order_key(row[i] * boost[i])
-    c = n
+    cand, scratch, c = bk, work, n               # the kept entries' keys (bi: their indices), and kth's scratch
     if n >= 2 * SAMPLE:
         step = (n // SAMPLE) | 1                 # odd, so it does not fall in step with even channel/row sizes
         m = 0
@@ -138,26 +138,25 @@ def _kwta_row(row, boost, k, oi, ov, bi, bk, work, hist):
         r = int(f * m + 3.0 * np.sqrt(f * (1.0 - f) * m)) + 2
         if r < m:
             guess = kth_largest_key(work, m, r, work, hist)
-            c = 0
-            for i in range(n):                   # compaction in place (c <= i)
+            kept = 0
+            for i in range(n):                   # compaction into work, leaving bk whole
                 key = bk[i]
-                bi[c] = i
-                bk[c] = key
-                c += np.int32(key >= guess)
-            if c < k:                            # the guess failed: keep every entry after all
-                for i in range(n):
-                    bk[i] = _order_key(row[i] * boost[i])
-                c = n
+                bi[kept] = i
+                work[kept] = key
+                kept += np.int32(key >= guess)
+            if kept >= k:
+                cand, scratch, c = work, bk, kept
+            # else the guess failed: every entry stays in play
     if c == n:
         for i in range(n):
             bi[i] = i
-    thr = kth_largest_key(bk, c, k, work, hist)
+    thr = kth_largest_key(cand, c, k, scratch, hist)
     ties = k                                     # winners equal to thr: k minus those above it
     for j in range(c):
-        ties -= np.int32(bk[j] > thr)
+        ties -= np.int32(cand[j] > thr)
     o = 0                                        # compact the winners in place (o <= j), then copy them out
     for j in range(c):
-        key = bk[j]
+        key = cand[j]
         tie = np.int32(key == thr) & np.int32(ties > 0)
         ties -= tie
         bi[o] = bi[j]
