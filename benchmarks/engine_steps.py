@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from frugalnet.engine.act import Act
-from frugalnet.engine.benchmark import _cnn_input
+from frugalnet.bench.sparse_inference import _cnn_input
 from frugalnet.engine.compiler import compile as compile_engine
 from frugalnet.engine.timing import interleaved_medians
 from frugalnet.models import dense_cnn2, sparse_cnn2

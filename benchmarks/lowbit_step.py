@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from frugalnet.data import load
-from frugalnet.lowbit.bench import step_time_ratios
+from frugalnet.bench.step_time import step_time_ratios
 from frugalnet.models import dense_cnn2
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from frugalnet.studies.registry import StudyConfig, available_studies, get_study
+from frugalnet.experiment.registry import StudyConfig, available_studies, get_study
 
 
 def _field_parser_kwargs(f: dataclasses.Field, default) -> dict:
@@ -60,7 +60,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from frugalnet.studies.runner import run_study
+    from frugalnet.experiment.runner import run_study
 
     spec = get_study(args.study)
     config = config_from_args(spec.config_cls, args)
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from frugalnet.studies.runner import resume_run
+    from frugalnet.experiment.runner import resume_run
 
     overrides = {"quiet": True} if args.quiet else {}
     result = resume_run(args.run_dir, **overrides)
@@ -80,7 +80,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from frugalnet.studies.sparse_vs_dense import demo_config, print_headline
-    from frugalnet.studies.runner import run_study
+    from frugalnet.experiment.runner import run_study
 
     config = demo_config(tiny=args.tiny, seeds=args.seeds, runs_dir=args.runs_dir, quiet=args.quiet)
     result = run_study("sparse-vs-dense", config)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return energy_main(argv[1:])
     if argv[:1] == ["bench"]:    # the benchmark's own parser
-        from frugalnet.engine.benchmark import main as bench_main
+        from frugalnet.bench.sparse_inference import main as bench_main
 
         return bench_main(argv[1:])
     parser = build_parser()

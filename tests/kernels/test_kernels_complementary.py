@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from frugalnet.kernels import complementary as ck, linear, reference
-from frugalnet.sparsity.masks import complementary
+from frugalnet.nn.masks import complementary
 from tests.kernels.kernel_testutils import assert_close, sparse_array
 
 

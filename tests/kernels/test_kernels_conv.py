@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from frugalnet.kernels import conv, formats, linear, pool, reference
+from frugalnet.kernels import conv, layouts, linear, pool, reference
 from tests.kernels.kernel_testutils import assert_close, sparse_array
 
 conv_case = st.fixed_dictionaries(dict(
@@ -34,7 +34,7 @@ def test_sparse_weight_conv_dense_input(c):
     p, s, d = c["pad"], c["stride"], c["dil"]
     xp = np.empty((x.shape[0], x.shape[1], x.shape[2] + 2 * p, x.shape[3] + 2 * p), np.float32)
     conv.pad_nchw(x, p, p, xp)
-    ptr, taps, val = formats.conv_nonzero_taps(w)
+    ptr, taps, val = layouts.conv_nonzero_taps(w)
     out = np.empty(tuple(ref.shape), np.float32)
     conv.conv_dense_input(xp, ptr, taps, val, b, s, s, d, d, out)
     assert_close(out, ref)
@@ -62,11 +62,11 @@ def test_sparse_weight_conv_sparse_input(c, nchunks, dense_taps, pool):
         if ref is None:
             return
         out = np.empty(tuple(ref.shape), np.float32)
-        conv.conv_active_dense_taps(aidx, aval, counts, x.shape[2], x.shape[3], formats.conv_taps_dense(w), b,
+        conv.conv_active_dense_taps(aidx, aval, counts, x.shape[2], x.shape[3], layouts.conv_taps_dense(w), b,
                                     s, s, p, p, d, d, out, nchunks, pool)
     else:
         out = np.empty(tuple(ref.shape), np.float32)
-        cs = formats.conv_taps_sparse(w)
+        cs = layouts.conv_taps_sparse(w)
         conv.conv_active_sparse_taps(aidx, aval, counts, x.shape[2], x.shape[3], w.shape[2], w.shape[3], cs.ptr,
                                      cs.idx, cs.val, b, s, s, p, p, d, d, out, nchunks)
     assert_close(out, ref)
@@ -88,7 +88,7 @@ def test_direct_dense_conv_matches_torch(c, cout, nchunks, pool, parallel):
     xp = np.empty((x.shape[0], x.shape[1], x.shape[2] + 2 * p, x.shape[3] + 2 * p), np.float32)
     conv.pad_nchw(x, p, p, xp)
     out = np.empty(tuple(ref.shape), np.float32)
-    conv.conv_direct_dense.pick(parallel)(xp, formats.conv_taps_dense(w), b, s, s, d, d, out, nchunks, pool)
+    conv.conv_direct_dense.pick(parallel)(xp, layouts.conv_taps_dense(w), b, s, s, d, d, out, nchunks, pool)
     assert_close(out, ref)
 
 
@@ -101,7 +101,7 @@ def test_direct_dense_conv_pool_propagates_nan_like_torch():
     ref = torch.nn.functional.max_pool2d(reference.conv2d(torch.from_numpy(x), torch.from_numpy(w),
                                                           torch.from_numpy(b)), 2)
     out = np.empty(tuple(ref.shape), np.float32)
-    conv.conv_direct_dense(x, formats.conv_taps_dense(w), b, 1, 1, 1, 1, out, 1, 2)
+    conv.conv_direct_dense(x, layouts.conv_taps_dense(w), b, 1, 1, 1, 1, out, 1, 2)
     assert np.array_equal(np.isnan(out), np.isnan(ref.numpy()))
     assert np.isnan(out).any()
     assert_close(np.nan_to_num(out), np.nan_to_num(ref.numpy()))
@@ -114,7 +114,7 @@ def test_grouped_conv_via_block_expansion():
     full = conv.expand_groups(w, 2)
     ref = reference.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, groups=2)
     aidx, aval, counts = linear.active_inputs(x.reshape(2, -1))
-    cs = formats.conv_taps_sparse(full)
+    cs = layouts.conv_taps_sparse(full)
     out = np.empty(tuple(ref.shape), np.float32)
     conv.conv_active_sparse_taps(aidx, aval, counts, 7, 7, 3, 3, cs.ptr, cs.idx, cs.val, np.zeros(6, np.float32),
                                  1, 1, 0, 0, 1, 1, out, 1)
@@ -138,7 +138,7 @@ def test_pooling_matches_torch(k, s, pad, seed, avg):
 
 def test_conv_weight_must_be_4d():
     with pytest.raises(ValueError, match="4-D"):
-        formats.conv_taps_dense(np.zeros((3, 3), np.float32))
+        layouts.conv_taps_dense(np.zeros((3, 3), np.float32))
 
 
 @pytest.mark.parametrize("parallel", [False, True])

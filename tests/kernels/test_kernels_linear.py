@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from frugalnet.kernels import formats, linear, reference
+from frugalnet.kernels import layouts, linear, reference
 from tests.kernels.kernel_testutils import assert_close, sparse_array
 
 dims = st.integers(1, 70)
@@ -17,7 +17,7 @@ def test_sparse_weight_dense_input_matches_torch(batch, n_in, n_out, ws, seed, t
     rng = np.random.default_rng(seed)
     w, x, b = sparse_array(rng, (n_out, n_in), ws), sparse_array(rng, (batch, n_in), 0.0), rng.standard_normal(n_out)
     b = b.astype(np.float32)
-    out = linear.sparse_dense_linear(formats.to_csr(w), x, b, transposed=transposed)
+    out = linear.sparse_dense_linear(layouts.to_csr(w), x, b, transposed=transposed)
     assert_close(out, reference.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)))
 
 
@@ -29,7 +29,7 @@ def test_sparse_weight_sparse_input_matches_torch(batch, n_in, n_out, ws, xs, se
     w, x = sparse_array(rng, (n_out, n_in), ws), sparse_array(rng, (batch, n_in), xs)
     aidx, aval, counts = linear.active_inputs(x)
     assert (counts == (x != 0).sum(1)).all()
-    out = linear.sparse_sparse_linear(formats.to_csc(w), aidx, aval, counts, None, nchunks=nchunks)
+    out = linear.sparse_sparse_linear(layouts.to_csc(w), aidx, aval, counts, None, nchunks=nchunks)
     assert_close(out, reference.linear(torch.from_numpy(x), torch.from_numpy(w)))
 
 
@@ -42,7 +42,7 @@ def test_kwta_indices_drive_sparse_linear(batch, n_in, n_out, seed):
     k = max(1, n_in // 4)
     aidx = np.stack([np.sort(rng.choice(n_in, k, replace=False)) for _ in range(batch)]).astype(np.int32)
     aval = rng.standard_normal((batch, k)).astype(np.float32)
-    out = linear.sparse_sparse_linear(formats.to_csc(w), aidx, aval)
+    out = linear.sparse_sparse_linear(layouts.to_csc(w), aidx, aval)
     assert_close(out, reference.linear_active(torch.from_numpy(aidx), torch.from_numpy(aval), n_in,
                                               torch.from_numpy(w)))
 
@@ -59,20 +59,20 @@ def test_dense_active_kernel_matches_torch():
 def test_compact_index_types():
     w = np.zeros((4, 70000), np.float32)
     w[0, 69999] = 1.0
-    assert formats.to_csr(w).idx.dtype == np.uint32
-    assert formats.to_csc(w).idx.dtype == np.uint16
-    assert formats.to_csr(np.eye(8, dtype=np.float32)).idx.dtype == np.uint16
-    assert formats.to_csr(np.eye(8, dtype=np.float32)).nnz == 8
+    assert layouts.to_csr(w).idx.dtype == np.uint32
+    assert layouts.to_csc(w).idx.dtype == np.uint16
+    assert layouts.to_csr(np.eye(8, dtype=np.float32)).idx.dtype == np.uint16
+    assert layouts.to_csr(np.eye(8, dtype=np.float32)).nnz == 8
 
 
 def test_bad_input_raises():
-    csr = formats.to_csr(np.eye(4, dtype=np.float32))
+    csr = layouts.to_csr(np.eye(4, dtype=np.float32))
     with pytest.raises(ValueError, match="batch, 4"):
         linear.sparse_dense_linear(csr, np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
-        linear.sparse_sparse_linear(formats.to_csc(np.eye(4, dtype=np.float32)), np.array([[7]]), np.array([[1.0]]))
+        linear.sparse_sparse_linear(layouts.to_csc(np.eye(4, dtype=np.float32)), np.array([[7]]), np.array([[1.0]]))
     with pytest.raises(ValueError, match="2-D"):
-        formats.to_csr(np.zeros(3, np.float32))
+        layouts.to_csr(np.zeros(3, np.float32))
 
 
 @settings(max_examples=25, deadline=None)
@@ -83,7 +83,7 @@ def test_row_split_and_batched_sparse_sparse_kernels_match_torch(batch, n_in, n_
     w, x = sparse_array(rng, (n_out, n_in), ws), sparse_array(rng, (batch, n_in), xs)
     bias = rng.standard_normal(n_out).astype(np.float32)
     expected = reference.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias))
-    csc = formats.to_csc(w)
+    csc = layouts.to_csc(w)
     split = linear.row_splits(csc, nparts)
     assert split.shape == (n_in, nparts + 1) and split.dtype == csc.ptr.dtype
     assert (split[:, 0] == csc.ptr[:-1]).all() and (split[:, -1] == csc.ptr[1:]).all()

@@ -12,9 +12,8 @@ from frugalnet.studies.lowbit import LowbitConfig
     ("lm_width", 66, "lm_width"), ("lr_gamma", 1.5, "lr_gamma"), ("timing_repeats", -1, "timing_repeats"),
 ])
 def test_config_validation(field, value, match):
-    cfg = LowbitConfig(**{field: value})
-    with pytest.raises(ValueError, match=match):
-        cfg.validate()
+    with pytest.raises(ValueError, match=match):   # configs validate on construction
+        LowbitConfig(**{field: value})
 
 
 def test_registered():

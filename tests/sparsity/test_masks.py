@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from frugalnet.sparsity.masks import complementary, fixed_fan_in
+from frugalnet.nn.masks import complementary, fixed_fan_in
 
 
 def test_fixed_fan_in_exact_and_seeded():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from frugalnet.studies import distributed as dist_utils
+from frugalnet.utils import distributed as dist_utils
 from frugalnet.utils.validation import check_positive_int
 
 

@@ -1,6 +1,6 @@
 """Training on one task, joint training on all tasks, and evaluation with inferred contexts.
 
-The shared `frugalnet.studies.training.fit` trains `model(x)` with a per-sample loss. Continual learning needs three
+The shared `frugalnet.experiment.training.fit` trains `model(x)` with a per-sample loss. Continual learning needs three
 things it does not have: a context passed with every batch, a weight penalty that is not a per-sample loss, and a
 hook after every optimizer step (SI's path integral). So this module has its own short loop; it reuses `fit`'s
 seeded data order (`epoch_order`) and progress bars, and the study checkpoints after every task.
@@ -17,7 +17,7 @@ from frugalnet.continual.contexts import ContextProvider
 from frugalnet.continual.regularizers import Regularizer
 from frugalnet.continual.streams import TaskStream
 from frugalnet.data.core import Split
-from frugalnet.studies.training import epoch_order
+from frugalnet.utils.seeding import epoch_order
 from frugalnet.utils.progress import progress
 
 

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from frugalnet.report.document import plt  # the report module sets the headless backend
+from frugalnet.utils.plotting import pyplot
 
 
 def heatmaps(matrices: Mapping[str, Sequence[Sequence[float | None]]]):
@@ -15,7 +15,7 @@ def heatmaps(matrices: Mapping[str, Sequence[Sequence[float | None]]]):
     names = list(matrices)
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
+    fig, axes = pyplot().subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
     image = None
     for ax, name in zip(axes.flat, names):
         r = np.array([[np.nan if v is None else v for v in row] for row in matrices[name]], dtype=float)
@@ -35,7 +35,7 @@ def heatmaps(matrices: Mapping[str, Sequence[Sequence[float | None]]]):
 
 def accuracy_vs_tasks(curves: Mapping[str, Sequence[float | None]], joint: float | None = None):
     """Mean accuracy over the tasks learned so far vs how many have been learned; joint training as a marker."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.0))
     for name, curve in curves.items():
         pts = [(i + 1, v) for i, v in enumerate(curve) if v is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=name)

@@ -203,10 +203,9 @@ class Ledger:
 
     def figure(self):
         """Log-scale bar chart: one bar per factor and the product, coloured by kind; missing factors marked."""
-        import matplotlib
+        from frugalnet.utils.plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         colours = {"measured": "#2b8cbe", "modelled": "#f03b20", "estimated": "#fdae6b"}
         entries = [(f.name + ("" if f.in_product else " *"), f.value, f.kind) for f in self.factors]

@@ -6,12 +6,12 @@ reference in `frugalnet.kernels.reference`.
 * complementary: N disjoint-mask kernels packed densely, products routed per kernel (Linear and Conv2d)
 * kwta: exact k-WTA selection producing (indices, values); pool: max/avg pooling
 """
-from frugalnet.kernels import complementary, conv, formats, kwta, linear, pool, reference
+from frugalnet.kernels import complementary, conv, layouts, kwta, linear, pool, reference
 from frugalnet.kernels._jit import set_threads, threads
-from frugalnet.kernels.formats import Compressed, to_csc, to_csr
+from frugalnet.kernels.layouts import Compressed, to_csc, to_csr
 from frugalnet.kernels.kwta import densify
 from frugalnet.kernels.linear import active_inputs, sparse_dense_linear, sparse_sparse_linear
 
-__all__ = ["complementary", "conv", "formats", "kwta", "linear", "pool", "reference", "set_threads", "threads",
+__all__ = ["complementary", "conv", "layouts", "kwta", "linear", "pool", "reference", "set_threads", "threads",
            "Compressed", "to_csr", "to_csc", "densify", "active_inputs", "sparse_dense_linear",
            "sparse_sparse_linear"]

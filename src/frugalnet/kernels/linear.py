@@ -274,7 +274,7 @@ def active_inputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def sparse_dense_linear(csr, x: np.ndarray, bias=None, transposed: bool = False) -> np.ndarray:
-    """y = x W^T + b for W given as CSR (formats.to_csr) and dense x (B, in)."""
+    """y = x W^T + b for W given as CSR (layouts.to_csr) and dense x (B, in)."""
     n_out, n_in = csr.shape
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != n_in:
@@ -291,7 +291,7 @@ def sparse_dense_linear(csr, x: np.ndarray, bias=None, transposed: bool = False)
 
 def sparse_sparse_linear(csc, aidx: np.ndarray, aval: np.ndarray, counts: np.ndarray | None = None, bias=None,
                          nchunks: int = 1) -> np.ndarray:
-    """y = x W^T + b for W given as CSC (formats.to_csc) and x given by its active inputs (B, K) per row."""
+    """y = x W^T + b for W given as CSC (layouts.to_csc) and x given by its active inputs (B, K) per row."""
     n_out, n_in = csc.shape
     aidx = np.ascontiguousarray(aidx, dtype=np.int32)
     aval = np.ascontiguousarray(aval, dtype=np.float32)

@@ -24,7 +24,7 @@ from torch.autograd import Function
 
 from frugalnet.lowbit import formats as F4
 from frugalnet.lowbit.recipes import QuantSpec
-from frugalnet.studies.distributed import is_distributed
+from frugalnet.utils.distributed import is_distributed
 
 
 def global_amax(x: Tensor, what: str = "input", reduce: bool = True) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from frugalnet.lowbit.functions import QuantConv2dFunction, QuantLinearFunction, global_amax
 from frugalnet.lowbit.recipes import LayerRecipe
 from frugalnet.nn.sparse import SparseConv2d, SparseLinear
-from frugalnet.studies.distributed import is_distributed
+from frugalnet.utils.distributed import is_distributed
 
 _ROLES = {"act": 0, "w_fwd": 1, "w_dgrad": 2, "g0": 3, "g1": 4, "act_wgrad": 5}
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from frugalnet.nn.kwinners import KWinners
 from frugalnet.nn.sparse import SparseLinear, SparseWeightMixin
-from frugalnet.sparsity.masks import fixed_fan_in
+from frugalnet.nn.masks import fixed_fan_in
 from frugalnet.utils.seeding import make_generator
 from frugalnet.utils.validation import check_fraction, check_positive_int
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from frugalnet.sparsity.masks import fixed_fan_in, nonzeros_per_unit
+from frugalnet.nn.masks import fixed_fan_in, nonzeros_per_unit
 from frugalnet.utils.seeding import make_generator
 
 _LIVE: "weakref.WeakSet[SparseWeightMixin]" = weakref.WeakSet()

@@ -11,12 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on machines without a display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from frugalnet.utils.io import atomic_write_text  # noqa: E402
+from frugalnet.utils.io import atomic_write_text
+from frugalnet.utils.plotting import pyplot
 
 
 def format_value(v: Any, digits: int = 4) -> str:
@@ -133,7 +129,7 @@ class Report:
         folder.mkdir(parents=True, exist_ok=True)
         for fname, fig in self._figures.items():
             fig.savefig(folder / fname, dpi=110, bbox_inches="tight")
-            plt.close(fig)
+            pyplot().close(fig)
         self._figures.clear()
         atomic_write_text(folder / "report.md", self.to_markdown())
         atomic_write_text(folder / "report.html", self.to_html())

@@ -1,14 +1,6 @@
-"""Making and keeping networks sparse: mask builders and in-place conversion."""
-from frugalnet.sparsity import masks
-from frugalnet.sparsity.masks import complementary, fixed_fan_in
+"""Making and keeping networks sparse: in-place conversion of any model (mask builders live in frugalnet.nn.masks)."""
+from frugalnet.nn import masks
+from frugalnet.nn.masks import complementary, fixed_fan_in
+from frugalnet.sparsity.convert import sparsify_
 
 __all__ = ["masks", "sparsify_", "fixed_fan_in", "complementary"]
-
-
-def __getattr__(name: str):
-    # Lazy: convert.py imports frugalnet.nn, whose sparse layers import the masks above.
-    if name == "sparsify_":
-        from frugalnet.sparsity.convert import sparsify_
-
-        return sparsify_
-    raise AttributeError(f"module 'frugalnet.sparsity' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from frugalnet.nn.sparse import SparseConv2d, SparseLinear
-from frugalnet.sparsity.masks import complementary
+from frugalnet.nn.masks import complementary
 from frugalnet.utils.seeding import make_generator
 from frugalnet.utils.validation import check_positive_int
 

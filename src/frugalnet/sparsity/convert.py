@@ -13,7 +13,7 @@ from torch import nn
 
 from frugalnet.nn.kwinners import KWinners, KWinners2d
 from frugalnet.nn.sparse import SparseConv2d, SparseLinear
-from frugalnet.sparsity.masks import fixed_fan_in
+from frugalnet.nn.masks import fixed_fan_in
 from frugalnet.utils.seeding import make_generator
 from frugalnet.utils.validation import check_fraction
 

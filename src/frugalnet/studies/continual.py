@@ -41,7 +41,7 @@ from frugalnet.data import load
 from frugalnet.data.core import Split
 from frugalnet.nn.dendrites import GATINGS, INITS
 from frugalnet.report.document import mean_sd
-from frugalnet.studies.registry import StudyConfig, register_study
+from frugalnet.experiment.registry import StudyConfig, register_study
 from frugalnet.utils.io import atomic_torch_save
 from frugalnet.utils.seeding import seed_everything
 

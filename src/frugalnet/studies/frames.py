@@ -22,8 +22,8 @@ from frugalnet.frames.episodes import (EpisodeConfig, learn_models, make_ensembl
 from frugalnet.frames.learning_module import EvidenceLM, LMConfig, ObjectModel
 from frugalnet.frames.objects3d import make_object, object_set
 from frugalnet.frames.sensors import POLICIES, SensorNoise, random_rotations
-from frugalnet.report.document import plt
-from frugalnet.studies.registry import StudyConfig, register_study
+from frugalnet.utils.plotting import pyplot
+from frugalnet.experiment.registry import StudyConfig, register_study
 
 PARTS = ("abstract", "3d", "baselines", "continual", "unsupervised")
 
@@ -267,7 +267,7 @@ def frames_study(ctx) -> dict:
                   [[k, v["cells_total"], v["capacity"]] + [v["shares"][str(n)] for n in cfg.capacity_objects]
                    for k, v in cap.items()],
                   f"Capacity vs model size ({cfg.modules} modules, pool of {cfg.capacity_features} features).")
-        fig, ax = plt.subplots(figsize=(5, 3.4))
+        fig, ax = pyplot().subplots(figsize=(5, 3.4))
         x = np.arange(1, cfg.max_sensations + 1)
         for k, lab in (("network", "grid-cell network"), ("ideal", "ideal observer"), ("bag", "bag of features")):
             ax.plot(x, curves[k], marker="o", label=lab)
@@ -311,7 +311,7 @@ def frames_study(ctx) -> dict:
         if "history" in first:
             hist = np.asarray(first["history"], float)
             names = cfg.names(cfg.object_sets[0])
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
+            fig, ax = pyplot().subplots(figsize=(5.5, 3.4))
             for o in range(hist.shape[1]):
                 ax.plot(np.arange(1, len(hist) + 1), hist[:, o], lw=2.5 if o == first["true"] else 1,
                         label=names[o])
@@ -338,7 +338,7 @@ def frames_study(ctx) -> dict:
                    for c, v in sweep.items()],
                   f"Steps vs number of columns ({cfg.object_sets[0]} set, {cfg.sweep_episodes} episodes each, "
                   "same poses).")
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        fig, ax = pyplot().subplots(figsize=(4.5, 3.2))
         ax.plot([int(c) for c in sweep], [v["mean_steps"] for v in sweep.values()], marker="o", label="3D (mean)")
         if "abstract" in results:
             ac = results["abstract"]["columns"]

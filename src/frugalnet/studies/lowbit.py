@@ -22,16 +22,16 @@ import torch.nn.functional as F
 
 from frugalnet.data import load
 from frugalnet.data.core import DataBundle
-from frugalnet.lowbit.bench import step_time_ratios
+from frugalnet.bench.step_time import step_time_ratios
 from frugalnet.lowbit.convert import quantize_, quantized_layers
-from frugalnet.lowbit.models import CharTransformer, SmallResNet, char_corpus
+from frugalnet.models.small import CharTransformer, SmallResNet, char_corpus
 from frugalnet.lowbit.packing import fp32_checkpoint_bytes, load_packed, save_packed
 from frugalnet.lowbit.recipes import RECIPES, get_recipe
 from frugalnet.models import dense_cnn2
 from frugalnet.report.document import mean_sd
-from frugalnet.studies.registry import StudyConfig, register_study
-from frugalnet.studies.runner import RunContext
-from frugalnet.studies.training import FitConfig, evaluate, fit
+from frugalnet.experiment.registry import StudyConfig, register_study
+from frugalnet.experiment.runner import RunContext
+from frugalnet.experiment.training import FitConfig, evaluate, fit
 from frugalnet.utils.seeding import make_generator
 
 TASKS = ("mnist", "cifar10", "charlm")

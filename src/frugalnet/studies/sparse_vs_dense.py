@@ -20,9 +20,9 @@ from frugalnet.energy import Ledger, Meter, model_cost
 from frugalnet.models import dense_cnn2, sparse_cnn2
 from frugalnet.nn.kwinners import KWinners, KWinners2d
 from frugalnet.report.document import mean_sd
-from frugalnet.studies.registry import StudyConfig, register_study
-from frugalnet.studies.runner import RunContext
-from frugalnet.studies.training import FitConfig, evaluate, fit, predict
+from frugalnet.experiment.registry import StudyConfig, register_study
+from frugalnet.experiment.runner import RunContext
+from frugalnet.experiment.training import FitConfig, evaluate, fit, predict
 from frugalnet.utils.io import atomic_torch_save
 
 MODELS = ("dense", "sparse")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
-from frugalnet.kernels import conv as conv_k, formats, pool as pool_k
+from frugalnet.kernels import conv as conv_k, layouts, pool as pool_k
 
 
 class ConvStep(Step):
@@ -17,8 +17,8 @@ class ConvStep(Step):
     @classmethod
     def build(cls, name: str, weight: np.ndarray, bias: np.ndarray | None, stride, padding, dilation,
               groups: int) -> "ConvStep":
-        w = formats.as_f32(weight)
-        b = np.zeros(w.shape[0], np.float32) if bias is None else formats.as_f32(bias)
+        w = layouts.as_f32(weight)
+        b = np.zeros(w.shape[0], np.float32) if bias is None else layouts.as_f32(bias)
         params = {"stride": [int(s) for s in stride], "padding": [int(p) for p in padding],
                   "dilation": [int(d) for d in dilation], "groups": int(groups)}
         return cls(name, params, {"weight": w, "bias": b})
@@ -130,7 +130,7 @@ class ConvStep(Step):
                 return Act(out_shape, dense=pooled(_np(y)))
             return f
         if base == "sparse_w":
-            ptr, taps, val = self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))
+            ptr, taps, val = self.prepared("taps", lambda: layouts.conv_nonzero_taps(self._full()))
             k = conv_k.conv_dense_input.pick(par)
 
             def f(act):
@@ -168,7 +168,7 @@ class ConvStep(Step):
                 return Act(out_shape, dense=pooled(out.numpy().reshape(conv_shape)))
             return f
         if base == "direct":
-            wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
+            wt = self.prepared("dense_taps", lambda: layouts.conv_taps_dense(self._full()))
             k = conv_k.conv_direct_dense.pick(par)
 
             def f(act):
@@ -177,7 +177,7 @@ class ConvStep(Step):
                 return Act(out_shape, dense=out)
             return f
         if base == "active_dense":
-            wt = self.prepared("dense_taps", lambda: formats.conv_taps_dense(self._full()))
+            wt = self.prepared("dense_taps", lambda: layouts.conv_taps_dense(self._full()))
             k = conv_k.conv_active_dense_taps.pick(par)
 
             def f(act):
@@ -187,7 +187,7 @@ class ConvStep(Step):
                 return Act(out_shape, dense=out)
             return f
         if base == "active_sparse":
-            c = self.prepared("sparse_taps", lambda: formats.conv_taps_sparse(self._full()))
+            c = self.prepared("sparse_taps", lambda: layouts.conv_taps_sparse(self._full()))
             kh, kw = self.arrays["weight"].shape[2:]
             k = conv_k.conv_active_sparse_taps.pick(par)
 
@@ -211,8 +211,8 @@ class ConvStep(Step):
     def weight_bytes(self, variant):
         w, b = self.arrays["weight"], self.arrays["bias"]
         if variant.startswith("sparse_w"):
-            return sum(a.nbytes for a in self.prepared("taps", lambda: formats.conv_nonzero_taps(self._full()))) \
+            return sum(a.nbytes for a in self.prepared("taps", lambda: layouts.conv_nonzero_taps(self._full()))) \
                 + b.nbytes
         if variant.startswith("active_sparse"):
-            return self.prepared("sparse_taps", lambda: formats.conv_taps_sparse(self._full())).nbytes + b.nbytes
+            return self.prepared("sparse_taps", lambda: layouts.conv_taps_sparse(self._full())).nbytes + b.nbytes
         return w.nbytes + b.nbytes

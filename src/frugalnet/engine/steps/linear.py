@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
-from frugalnet.kernels import formats, linear as linear_k
+from frugalnet.kernels import layouts, linear as linear_k
 from frugalnet.kernels._jit import threads
 
 
@@ -34,8 +34,8 @@ class LinearStep(Step):
 
     @classmethod
     def build(cls, name: str, weight: np.ndarray, bias: np.ndarray | None) -> "LinearStep":
-        w = formats.as_f32(weight)
-        b = np.zeros(w.shape[0], np.float32) if bias is None else formats.as_f32(bias)
+        w = layouts.as_f32(weight)
+        b = np.zeros(w.shape[0], np.float32) if bias is None else layouts.as_f32(bias)
         return cls(name, {"n_out": int(w.shape[0]), "n_in": int(w.shape[1])}, {"weight": w, "bias": b})
 
     def variants(self, act: Act) -> list[str]:
@@ -71,15 +71,15 @@ class LinearStep(Step):
         if variant == "torch":
             out = _np(F.linear(_t(act.dense()), _t(w), _t(b)))
         elif base == "csr_rows":
-            c = self.prepared("csr", lambda: formats.to_csr(w))
+            c = self.prepared("csr", lambda: layouts.to_csr(w))
             linear_k.csr_rows.pick(par)(c.ptr, c.idx, c.val, act.dense(), b, out)
         elif base == "csr_rows_t":
-            c = self.prepared("csr", lambda: formats.to_csr(w))
+            c = self.prepared("csr", lambda: layouts.to_csr(w))
             out_t = np.empty((shape[1], shape[0]), np.float32)
             linear_k.csr_rows_t.pick(par)(c.ptr, c.idx, c.val, np.ascontiguousarray(act.dense().T), b, out_t)
             out = np.ascontiguousarray(out_t.T)
         elif base == "csc_active":
-            c = self.prepared("csc", lambda: formats.to_csc(w))
+            c = self.prepared("csc", lambda: layouts.to_csc(w))
             aidx, aval, counts = act.active()
             nchunks = 2 if par and shape[0] == 1 else 1
             linear_k.csc_active.pick(par)(c.ptr, c.idx, c.val, aidx, aval, counts, b, out, nchunks)
@@ -100,7 +100,7 @@ class LinearStep(Step):
         w, b = self.arrays["weight"], self.arrays["bias"]
         empty = np.empty
         if base == "csr_rows":
-            c = self.prepared("csr", lambda: formats.to_csr(w))
+            c = self.prepared("csr", lambda: layouts.to_csr(w))
             k, ptr, idx, val = linear_k.csr_rows.pick(par), c.ptr, c.idx, c.val
 
             def f(act):
@@ -109,7 +109,7 @@ class LinearStep(Step):
                 return Act(out_shape, dense=out)
             return f
         if base == "csc_active":
-            c = self.prepared("csc", lambda: formats.to_csc(w))
+            c = self.prepared("csc", lambda: layouts.to_csc(w))
             k, ptr, idx, val = linear_k.csc_active.pick(par), c.ptr, c.idx, c.val
             nchunks = 2 if par and shape[0] == 1 else 1
 
@@ -120,7 +120,7 @@ class LinearStep(Step):
                 return Act(out_shape, dense=out)
             return f
         if base in ("csc_rows", "csc_batched"):
-            c = self.prepared("csc", lambda: formats.to_csc(w))
+            c = self.prepared("csc", lambda: layouts.to_csc(w))
             nparts = threads() if par else 1
             split = self.prepared(f"split{nparts}", lambda: linear_k.row_splits(c, nparts))
             idx, val = c.idx, c.val
@@ -168,10 +168,10 @@ class LinearStep(Step):
     def weight_bytes(self, variant):
         w, b = self.arrays["weight"], self.arrays["bias"]
         if variant.startswith("csr_rows"):
-            return self.prepared("csr", lambda: formats.to_csr(w)).nbytes + b.nbytes
+            return self.prepared("csr", lambda: layouts.to_csr(w)).nbytes + b.nbytes
         if variant.startswith(("csc_active", "csc_rows", "csc_batched")):
             # plus the row-split tables the plans built
             split = sum(a.nbytes for k, a in self._cache.items() if isinstance(k, str) and k.startswith("split")) \
                 if not variant.startswith("csc_active") else 0
-            return self.prepared("csc", lambda: formats.to_csc(w)).nbytes + b.nbytes + split
+            return self.prepared("csc", lambda: layouts.to_csc(w)).nbytes + b.nbytes + split
         return w.nbytes + b.nbytes

@@ -20,8 +20,8 @@ import torch
 
 from frugalnet.energy.meter import Meter
 from frugalnet.report import Report
-from frugalnet.studies import distributed as dist_utils
-from frugalnet.studies.registry import StudyConfig, StudySpec, get_study
+from frugalnet.utils import distributed as dist_utils
+from frugalnet.experiment.registry import StudyConfig, StudySpec, get_study, study_for
 from frugalnet.utils.io import append_jsonl, atomic_write_json, read_jsonl
 from frugalnet.utils.progress import progress, set_quiet
 from frugalnet.utils.seeding import seed_everything
@@ -114,16 +114,21 @@ def _new_run_dir(config: StudyConfig, study: str) -> Path:
     return path
 
 
-def run_study(study: str | StudySpec, config: StudyConfig | None = None, *, run_dir: str | Path | None = None,
+def run_study(study: str | StudySpec | StudyConfig, config: StudyConfig | None = None, *, run_dir: str | Path | None = None,
               resume: bool = False) -> RunResult:
     """Run a study and return its results and folder.
 
     Args:
-        study: registered name (see `frugalnet list`) or a StudySpec.
-        config: the study's config dataclass (defaults if None).
+        study: a study's config (`run_study(SparseVsDenseConfig(epochs=3))`: its type names the study), or a
+            registered name (see `frugalnet list`) or StudySpec with `config`.
+        config: the study's config dataclass when `study` is a name (defaults if None).
         run_dir: use this folder instead of a new timestamped one.
         resume: continue the run already in `run_dir`.
     """
+    if isinstance(study, StudyConfig):
+        if config is not None:
+            raise TypeError("run_study takes a config once: run_study(config) or run_study(name, config)")
+        study, config = study_for(study), study
     spec = get_study(study) if isinstance(study, str) else study
     config = config if config is not None else spec.config_cls()
     if not isinstance(config, spec.config_cls):

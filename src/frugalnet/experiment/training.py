@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from frugalnet.data.core import Split
 from frugalnet.nn.kwinners import update_boost_strength
-from frugalnet.studies import distributed as dist_utils
+from frugalnet.utils import distributed as dist_utils
 from frugalnet.utils.io import atomic_torch_save
+from frugalnet.utils.seeding import epoch_order
 from frugalnet.utils.progress import progress
 
 OptimizerFactory = Callable[[list], torch.optim.Optimizer]
@@ -55,12 +56,6 @@ def make_optimizer(cfg: FitConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
-    """The data order of one epoch: a permutation that depends only on (seed, epoch), identical on every rank."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=gen)
 
 
 def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transform: Callable[[Tensor], Tensor] | None

@@ -7,7 +7,7 @@ from torch import nn
 
 from frugalnet.data import Split
 from frugalnet.studies import FitConfig, StudyConfig, fit, register_study, resume_run, run_study
-from frugalnet.studies.registry import get_study
+from frugalnet.experiment.registry import get_study
 
 CALLS: list[str] = []
 

@@ -10,7 +10,8 @@ _STUDIES: dict[str, "StudySpec"] = {}
 
 @dataclass
 class StudyConfig:
-    """Fields every study has. Subclass it, add fields with defaults, and extend `validate()`."""
+    """Fields every study has. Subclass it, add fields with defaults, and extend `validate()`: it runs on
+    construction, so an invalid config cannot exist (and again before a run, after any field was changed)."""
 
     name: str = field(default="run", metadata={"help": "run name: the folder is runs/<study>/<time>-<name>/"})
     seed: int = field(default=0, metadata={"help": "first seed; seeds are seed, seed+1, ..."})
@@ -22,6 +23,9 @@ class StudyConfig:
                                                              "(0: 12 W, Green Algorithms 2021)"})
     country: str = field(default="", metadata={"help": "ISO code of the grid for carbon (empty: world average)"})
     intensity: float = field(default=0.0, metadata={"help": "grid intensity in g CO2e/kWh (0: from --country)"})
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         """Raise ValueError naming the parameter, its value and the allowed range."""
@@ -87,6 +91,16 @@ def get_study(name: str) -> StudySpec:
     if name not in _STUDIES:
         raise ValueError(f"unknown study {name!r}; available: {sorted(_STUDIES)}")
     return _STUDIES[name]
+
+
+def study_for(config: StudyConfig) -> StudySpec:
+    """The study whose config type `config` is (the config names its study; no name needed)."""
+    _discover()
+    for spec in _STUDIES.values():
+        if type(config) is spec.config_cls:
+            return spec
+    raise ValueError(f"no study takes a {type(config).__name__}; register one with "
+                     f"@register_study(name, {type(config).__name__})")
 
 
 def available_studies() -> dict[str, StudySpec]:

@@ -328,10 +328,9 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def _plot(results: list[dict]):
-    import matplotlib
+    from frugalnet.utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.8 / len(METHODS)

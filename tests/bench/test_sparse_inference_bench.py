@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from frugalnet.engine import benchmark as B
+from frugalnet.bench import sparse_inference as B
 
 
 def test_workload_generators_are_exact():
