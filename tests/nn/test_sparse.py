@@ -90,3 +90,21 @@ def test_wrong_input_shape_raises():
 def test_mask_shape_mismatch_raises():
     with pytest.raises(ValueError, match="mask shape"):
         SparseLinear(4, 3, 0.5, mask=torch.ones(4, 3, dtype=torch.bool))
+
+
+def test_reset_parameters_keeps_masked_weights_zero():
+    for layer in (SparseLinear(20, 10, 0.5, seed=0), SparseConv2d(3, 4, 3, 0.5, seed=0)):
+        layer.reset_parameters()
+        assert int(((layer.weight != 0) & ~layer.weight_mask).sum()) == 0
+        assert int((layer.weight != 0).sum()) > 0
+
+
+def test_set_mask_replaces_mask_and_zeroes_outside():
+    layer = SparseLinear(20, 10, 0.5, seed=0)
+    new = torch.rand(10, 20, generator=torch.Generator().manual_seed(1)) > 0.8
+    layer.set_mask_(new)
+    assert torch.equal(layer.weight_mask, new) and layer.mask_version == 1
+    assert int(((layer.weight != 0) & ~new).sum()) == 0
+    assert abs(layer.sparsity - (1 - new.float().mean().item())) < 1e-6
+    with pytest.raises(ValueError, match="mask shape"):
+        layer.set_mask_(torch.ones(3, 3, dtype=torch.bool))

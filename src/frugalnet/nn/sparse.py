@@ -84,6 +84,27 @@ class SparseWeightMixin:
         """Zero the masked weights in place (the module does this itself after each optimizer step)."""
         self.weight.mul_(self.weight_mask)
 
+    @torch.no_grad()
+    def set_mask_(self, mask: Tensor) -> None:
+        """Replace the mask (pruning, dynamic sparse training): weights outside the new mask become zero, weights
+        it newly admits keep their current value (zero after masking, so regrown weights start at zero).
+        `mask_version` counts the changes, so anything derived from the mask (compressed layouts) knows when to
+        rebuild."""
+        mask = torch.as_tensor(mask, device=self.weight_mask.device).to(torch.bool)
+        if tuple(mask.shape) != tuple(self.weight.shape):
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match weight shape {tuple(self.weight.shape)}")
+        self.weight_mask.copy_(mask)
+        self.sparsity = 1.0 - float(mask.float().mean())
+        self.mask_version = getattr(self, "mask_version", 0) + 1
+        self.apply_mask_()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise as at construction: sparse-fan-in Kaiming-uniform, masked weights zero."""
+        if hasattr(self, "weight_mask"):
+            self._sparse_init()
+        else:   # called by the base class's __init__, before the mask exists
+            super().reset_parameters()
+
     @property
     def weight_density(self) -> float:
         return float(self.weight_mask.float().mean())
