@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from frugalnet.experiment.runner import resume_run
 
     overrides = {"quiet": True} if args.quiet else {}
-    result = resume_run(args.run_dir, **overrides)
+    result = resume_run(args.run_dir, allow_changed_config=args.force, **overrides)
     _print_summary(result)
     return 0
 
@@ -89,9 +90,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StrictParser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviated options."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frugalnet", description="Deep learning that costs less energy, and proves it.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(prog="frugalnet", description="Deep learning that costs less energy, and proves it.",
+                                     allow_abbrev=False)
+    # no abbreviations anywhere: `--epoch` must not be taken as `--epochs`
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_StrictParser)
 
     p = sub.add_parser("list", help="list studies and data sets")
     p.set_defaults(func=cmd_list)
@@ -110,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="meter any command: frugalnet energy [--cpu-watts W] [--country XX] [--intensity G] -- CMD ...")
 
     p = sub.add_parser("run", help="run a study: frugalnet run STUDY --help lists its options")
-    study_sub = p.add_subparsers(dest="study", required=True, metavar="STUDY")
+    study_sub = p.add_subparsers(dest="study", required=True, metavar="STUDY", parser_class=_StrictParser)
     for name, spec in available_studies().items():
         sp = study_sub.add_parser(name, help=spec.description, description=spec.description)
         add_config_arguments(sp, spec.config_cls)
@@ -119,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue an interrupted run from its folder")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="accept a config.json changed since the run started (results may then mix two configs)")
     p.set_defaults(func=cmd_resume)
     return parser
 
@@ -137,13 +151,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"frugalnet: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\nfrugalnet: interrupted; continue with `frugalnet resume <run folder>`", file=sys.stderr)
         return 130
+    except Exception as exc:  # every error becomes one line; FRUGALNET_TRACEBACK=1 shows the traceback
+        if os.environ.get("FRUGALNET_TRACEBACK"):
+            raise
+        print(f"frugalnet: error: {error_message(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, (ValueError, TypeError, OSError)) else 1
 
+
+def error_message(exc: BaseException) -> str:
+    """One line for an error: ours name the file or option already; OS errors get their file; anything else is
+    labelled as unexpected."""
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in str(exc):
+        return f"{exc.filename} not found ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions"
+    if isinstance(exc, (ValueError, TypeError, OSError)):
+        return str(exc) or type(exc).__name__
+    return (f"unexpected {type(exc).__name__}: {exc} (this is a frugalnet bug; rerun with FRUGALNET_TRACEBACK=1 "
+            "and report the traceback)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ from torch import nn
 from frugalnet.data import Split
 from frugalnet.studies import FitConfig, StudyConfig, fit, register_study, resume_run, run_study
 from frugalnet.experiment.registry import get_study
+from frugalnet.utils.io import load_checkpoint
 
 CALLS: list[str] = []
 
@@ -109,7 +110,7 @@ def test_fit_resumes_from_checkpoint_to_identical_weights(tmp_path):
     with pytest.raises(Stop):
         fit(interrupted, _toy_data(), cfg, seed=3, checkpoint=str(ckpt), on_epoch_end=stop_after_two)
     # epoch 1 finished and was saved; epoch 2's checkpoint never happened
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    assert load_checkpoint(ckpt)["epoch"] == 1
     resumed = _toy_model()
     out = fit(resumed, _toy_data(), cfg, seed=3, checkpoint=str(ckpt))
     assert len(out["history"]) == 4

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from frugalnet.utils.io import load_checkpoint
+
 STUDY_ARGS = ["--seeds", "1", "--epochs", "1", "--train-subset", "192", "--test-subset", "64", "--batch-size", "48",
               "--noise-levels", "0.0", "--no-engine-speedup", "--quiet"]
 
@@ -38,11 +40,11 @@ def test_sparse_vs_dense_on_two_processes_matches_one(tmp_path):
     single = run_cli(["run", "sparse-vs-dense", *STUDY_ARGS], tmp_path / "one")
     double = run_cli(["run", "sparse-vs-dense", *STUDY_ARGS], tmp_path / "two", nproc=2)
     for kind in ("dense", "sparse"):
-        a = torch.load(single / "checkpoints" / f"{kind}-seed0-final.pt")
-        b = torch.load(double / "checkpoints" / f"{kind}-seed0-final.pt")
+        a = load_checkpoint(single / "checkpoints" / f"{kind}-seed0-final.pt")
+        b = load_checkpoint(double / "checkpoints" / f"{kind}-seed0-final.pt")
         assert_same_state(a, b)
-    sparse = torch.load(double / "checkpoints" / "sparse-seed0-final.pt")
-    single_sparse = torch.load(single / "checkpoints" / "sparse-seed0-final.pt")
+    sparse = load_checkpoint(double / "checkpoints" / "sparse-seed0-final.pt")
+    single_sparse = load_checkpoint(single / "checkpoints" / "sparse-seed0-final.pt")
     duty = [k for k in sparse if k.endswith("duty_cycle")]
     assert len(duty) == 3 and all(sparse[k].sum() > 0 for k in duty)   # duty cycles were really updated
     for k in duty:   # win counts are all-reduced, so duty cycles match the 1-process run
@@ -59,8 +61,8 @@ def test_lowbit_study_on_two_processes_matches_one(tmp_path):
             "--train-subset", "96", "--batch-size", "48", "--timing-repeats", "0", "--quiet"]
     single = run_cli(args, tmp_path / "one")
     double = run_cli(args, tmp_path / "two", nproc=2)
-    a = torch.load(single / "checkpoints" / "mnist-ibm4-nearest-s0.pt", weights_only=False)["model"]
-    b = torch.load(double / "checkpoints" / "mnist-ibm4-nearest-s0.pt", weights_only=False)["model"]
+    a = load_checkpoint(single / "checkpoints" / "mnist-ibm4-nearest-s0.pt")["model"]
+    b = load_checkpoint(double / "checkpoints" / "mnist-ibm4-nearest-s0.pt")["model"]
     assert any("alpha" in k for k in a)          # PACT clip values are part of what must agree
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key

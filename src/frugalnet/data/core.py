@@ -65,6 +65,15 @@ def available_datasets() -> dict[str, str]:
             sorted(_LOADERS.items(), key=lambda kv: (kv[1][1], kv[0]))}
 
 
+def needs_data_dir(name: str) -> bool:
+    """Whether data set `name` is read from a local copy (--data-dir). ValueError for an unknown name."""
+    import frugalnet.data  # noqa: F401  (registers the loaders)
+
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(_LOADERS)}")
+    return _LOADERS[name][1]
+
+
 def load(name: str, data_dir: str | None = None, **kwargs) -> DataBundle:
     """Load a data set by name. Embedded sets need nothing; the standard ones read a local copy from `data_dir`."""
     if name not in _LOADERS:

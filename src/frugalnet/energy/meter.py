@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from frugalnet.energy.carbon import PUE_SOURCE, carbon_grams, check_pue, grid_intensity
@@ -60,6 +60,50 @@ class MeterResult:
     cpu_watts_source: str | None = None
     notes: list[str] = field(default_factory=list)
     codecarbon: dict[str, Any] | None = None
+    parts: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MeterResult":
+        """The inverse of `to_dict` (ValueError if a field is missing or of the wrong kind)."""
+        names = [f.name for f in fields(cls)]
+        try:
+            kw = {k: d[k] for k in names if k in d}
+            result = cls(**kw)
+            float(result.energy_j) + float(result.wall_s) + float(result.cpu_s) + float(result.carbon_g)
+            {str(k): float(v) for k, v in dict(result.components_j).items()}
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"not a meter result: {exc}") from None
+        return result
+
+    @classmethod
+    def combine(cls, parts: "list[MeterResult]") -> "MeterResult":
+        """One result for work done in several parts (a run interrupted and resumed): times, energy and carbon are
+        sums over the parts; `parts` counts them."""
+        if not parts:
+            raise ValueError("combine needs at least one part")
+        if len(parts) == 1:
+            return parts[0]
+        last = parts[-1]
+        components: dict[str, float] = {}
+        for p in parts:
+            for k, v in p.components_j.items():
+                components[k] = components.get(k, 0.0) + float(v)
+        labels = {p.label for p in parts}
+        notes: list[str] = []
+        for p in parts:
+            notes += [n for n in p.notes if n not in notes and not n.startswith("resumed: ")]
+        n = sum(p.parts for p in parts)
+        notes.append(f"resumed: {n} parts (times, energy and carbon summed over them)")
+        if any(p.codecarbon for p in parts[:-1]):
+            notes.append("CodeCarbon figures cover the last part only")
+        return cls(wall_s=sum(p.wall_s for p in parts), cpu_s=sum(p.cpu_s for p in parts),
+                   energy_j=sum(p.energy_j for p in parts), label=labels.pop() if len(labels) == 1
+                   else "partly estimated", source="; ".join(dict.fromkeys(p.source for p in parts)),
+                   components_j=components, carbon_g=sum(p.carbon_g for p in parts),
+                   intensity_g_per_kwh=last.intensity_g_per_kwh, intensity_region=last.intensity_region,
+                   intensity_source=last.intensity_source, pue=last.pue, pue_source=last.pue_source,
+                   cpu_watts_per_core=last.cpu_watts_per_core, cpu_watts_source=last.cpu_watts_source,
+                   notes=notes, codecarbon=last.codecarbon, parts=n)
 
     @property
     def estimated(self) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +30,7 @@ class StudyConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the parameter, its value and the allowed range."""
+        _check_field_types(self)
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be an integer >= 1, got {self.seeds!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -43,8 +45,15 @@ class StudyConfig:
         for name in ("cpu_watts", "intensity"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 means the default), got {getattr(self, name)}")
-        if not self.name or "/" in self.name:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"name must be a non-empty string without '/', got {self.name!r}")
+        _check_data_dir(self)
+
+    def datasets(self) -> tuple[str, ...]:
+        """The data sets a run of this config reads (by `frugalnet.data.load` name); a study whose data sets are
+        not named by a `dataset` field overrides this, so that a missing --data-dir is caught before the run."""
+        name = getattr(self, "dataset", None)
+        return (name,) if isinstance(name, str) and name else ()
 
     def meter_kwargs(self) -> dict:
         """Arguments for frugalnet.energy.Meter from the energy options."""
@@ -66,6 +75,67 @@ class StudyConfig:
                 v = values[f.name]
                 kwargs[f.name] = tuple(v) if isinstance(v, list) else v
         return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _type_error(name: str, value, want: str) -> ValueError:
+    return ValueError(f"{name} must be {want}, got {value!r} ({type(value).__name__}); fix the option --"
+                      f"{name.replace('_', '-')} (or the \"{name}\" entry of config.json)")
+
+
+def _check_value(name: str, value, default) -> None:
+    """`value` has the kind of `default`: int (not bool), finite float, bool, str, or a tuple of such."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise _type_error(name, value, "true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(name, value, "an integer")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _type_error(name, value, "a finite number")
+        if (name == "lr" or name.endswith("_lr")) and not value > 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise _type_error(name, value, "a string")
+    elif isinstance(default, tuple):
+        if not isinstance(value, tuple):
+            raise _type_error(name, value, "a list of values")
+        if default:
+            for item in value:
+                _check_value(name, item, default[0])
+
+
+def _check_field_types(config: "StudyConfig") -> None:
+    for f in dataclasses.fields(config):
+        default = _field_default(f)
+        if default is not dataclasses.MISSING and default is not None:
+            _check_value(f.name, getattr(config, f.name), default)
+
+
+def _check_data_dir(config: "StudyConfig") -> None:
+    """A data set read from a local copy needs --data-dir; --data-dir with only embedded data sets is an error
+    (it would be ignored silently)."""
+    from frugalnet.data.core import needs_data_dir
+
+    need = [name for name in config.datasets() if needs_data_dir(name)]
+    if not hasattr(config, "data_dir"):
+        return
+    if need and not config.data_dir:
+        raise ValueError(f"data set {need[0]!r} is read from a local copy: pass --data-dir FOLDER (data_dir=) "
+                         f"naming the folder that holds it (see `frugalnet list`)")
+    if config.data_dir and not need:
+        used = ", ".join(config.datasets()) or "embedded data only"
+        raise ValueError(f"--data-dir {config.data_dir!r} was given but this run reads no local data set ({used}); "
+                         f"drop --data-dir, or choose a data set that is read from it (see `frugalnet list`)")
 
 
 @dataclass(frozen=True)

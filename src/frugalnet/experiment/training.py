@@ -8,6 +8,7 @@ the same global batch (any batch size, any world size).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from frugalnet.data.core import Split
 from frugalnet.nn.kwinners import update_boost_strength
 from frugalnet.utils import distributed as dist_utils
-from frugalnet.utils.io import atomic_torch_save
+from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 from frugalnet.utils.seeding import epoch_order
 from frugalnet.utils.progress import progress
 
@@ -40,14 +41,24 @@ class FitConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "epochs" else 1):
+                raise ValueError(f"{name} must be an integer >= {0 if name == 'epochs' else 1}, got {value!r}")
+        if not _finite(self.lr) or not self.lr > 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not _finite(self.lr_gamma) or not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not _finite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer must be one of sgd, adam, adamw; got {self.optimizer!r}")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def make_optimizer(cfg: FitConfig, params) -> torch.optim.Optimizer:
@@ -74,6 +85,9 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
             epoch's record, so it is logged, checkpointed and survives a resume. The model is put back in train mode.
     """
     cfg.validate()
+    if len(train) == 0 and cfg.epochs > 0:
+        raise ValueError("fit got an empty training split (0 samples): check the data set, its subset options "
+                         "(e.g. --train-subset) and the split")
     device = torch.device(device)
     model.to(device)
     world, rank = dist_utils.world_size(), dist_utils.rank()
@@ -97,12 +111,18 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if ckpt.is_file():
-            state = torch.load(ckpt, map_location=device, weights_only=False)
-            core.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
+            fix = "delete it to train this unit from the start"
+            state = load_checkpoint(ckpt, map_location=device, fix=fix)
+            try:
+                core.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["rng"].cpu())
+                start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
+            except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
+                raise ValueError(f"checkpoint {ckpt} does not fit this model and config "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                                 f"{fix}") from None
 
     n = len(train)
     for epoch in range(start_epoch, cfg.epochs):

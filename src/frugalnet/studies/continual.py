@@ -42,7 +42,7 @@ from frugalnet.data.core import Split
 from frugalnet.nn.dendrites import GATINGS, INITS
 from frugalnet.report.document import mean_sd
 from frugalnet.experiment.registry import StudyConfig, register_study
-from frugalnet.utils.io import atomic_torch_save
+from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 from frugalnet.utils.seeding import seed_everything
 
 # The authors' permuted-MNIST schedule for active dendrites with prototype contexts, by number of tasks: (Adam learning
@@ -137,6 +137,9 @@ class ContinualConfig(StudyConfig):
         if self.paper and not self.data_dir:
             raise FileNotFoundError("--paper trains on full MNIST: pass --data-dir with the four MNIST IDX files")
 
+    def datasets(self) -> tuple[str, ...]:
+        return ("mnist",) if self.paper else (self.dataset,)
+
 
 def paper_setup(cfg: ContinualConfig) -> ContinualConfig:
     """The config with the paper's settings applied (full MNIST, 2048-2048, k-WTA 5%, the paper's lr and epochs)."""
@@ -200,7 +203,7 @@ def _run_sequential(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> 
             rows.append(ctx.unit(key, dict))
             continue
         if state_after != t - 1:         # resuming: load the state saved after the previous task
-            ckpt = torch.load(ctx.checkpoint_path(f"s{seed}-{name}-after{t - 1:03d}"), weights_only=False)
+            ckpt = load_checkpoint(ctx.checkpoint_path(f"s{seed}-{name}-after{t - 1:03d}"))
             learner.modules.load_state_dict(ckpt["modules"])
             if optimizer is not None:
                 optimizer.load_state_dict(ckpt["optimizer"])

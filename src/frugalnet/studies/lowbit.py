@@ -88,6 +88,11 @@ class LowbitConfig(StudyConfig):
         if self.lm_width % 4:
             raise ValueError(f"lm_width must be a multiple of 4 (4 heads), got {self.lm_width}")
 
+    def datasets(self) -> tuple[str, ...]:
+        """cifar10 needs --data-dir when asked for; the default task list skips it (with a note) without one."""
+        asked = "cifar10" in self.tasks and (self.data_dir or tuple(self.tasks) != TASKS)
+        return ("cifar10",) if asked else ()
+
 
 def _convert(model: torch.nn.Module, recipe: str) -> torch.nn.Module:
     """FP32 is the plain model; every other recipe converts it in place."""

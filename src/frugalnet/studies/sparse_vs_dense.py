@@ -23,7 +23,7 @@ from frugalnet.report.document import mean_sd
 from frugalnet.experiment.registry import StudyConfig, register_study
 from frugalnet.experiment.runner import RunContext
 from frugalnet.experiment.training import FitConfig, evaluate, fit, predict
-from frugalnet.utils.io import atomic_torch_save
+from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 
 MODELS = ("dense", "sparse")
 NOISE_LEVELS = tuple(round(0.05 * i, 2) for i in range(11))
@@ -183,7 +183,7 @@ def measure_engine(ctx: RunContext, bundle: DataBundle, test: Split) -> dict:
     models = {}
     for kind in MODELS:
         model = build_model(kind, bundle, cfg, seed)
-        model.load_state_dict(torch.load(ctx.checkpoint_path(f"{kind}-seed{seed}-final"), map_location="cpu"))
+        model.load_state_dict(load_checkpoint(ctx.checkpoint_path(f"{kind}-seed{seed}-final")))
         models[kind] = model.eval()
     example = bundle.normalize(test.x[:1])
     return measure_speedup(models["sparse"], example, batch_sizes=(1, 64), dense_model=models["dense"],
