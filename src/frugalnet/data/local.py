@@ -5,14 +5,15 @@ Each names the file it could not find and where to get it.
 from __future__ import annotations
 
 import gzip
-import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from frugalnet.data.core import DataBundle, Split, register_dataset
+from frugalnet.data.safe_pickle import read_cifar_batch
 
 _MNIST_FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -38,32 +39,60 @@ def _find(root: Path, stem: str, dataset: str) -> Path:
     raise _missing(dataset, root / (stem + "[.gz]"))
 
 
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a numpy array."""
+    """Read an IDX file (optionally gzipped) into a numpy array; ValueError naming the file if it is not one."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {exc}); replace it with a good copy") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[raw[2]]
+        raise ValueError(f"{path} is not an IDX file (bad magic number); replace it with a good copy")
+    if raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not a valid IDX file: unknown data type byte 0x{raw[2]:02X} (known: "
+                         f"{', '.join(f'0x{k:02X}' for k in _IDX_DTYPES)}); replace it with a good copy")
     ndim = raw[3]
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is not a valid IDX file: its header (ndim={ndim}) is truncated or wrong")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {data.size}")
-    return data.reshape(dims)
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims, dtype=object))
+    if (len(raw) - 4 - 4 * ndim) != expected * dtype.itemsize:
+        raise ValueError(f"{path} is truncated or padded: its header says {'x'.join(map(str, dims))} values "
+                         f"({expected * dtype.itemsize} bytes), the file holds {len(raw) - 4 - 4 * ndim} bytes")
+    return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _labels(y: np.ndarray, path: Path, n: int, num_classes: int) -> torch.Tensor:
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"{path}: expected {n} labels in one dimension (one per image), got shape {y.shape}")
+    y = y.astype(np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        bad = int(y[(y < 0) | (y >= num_classes)][0])
+        raise ValueError(f"{path}: label {bad} is outside 0..{num_classes - 1}; the file is corrupted or not a "
+                         f"label file: replace it with a good copy")
+    return torch.from_numpy(y)
 
 
 def _idx_bundle(name: str, data_dir: str | Path) -> DataBundle:
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise _missing(name, root)
-    arrays = {k: read_idx(_find(root, stem, name)) for k, stem in _MNIST_FILES.items()}
+    paths = {k: _find(root, stem, name) for k, stem in _MNIST_FILES.items()}
+    arrays = {k: read_idx(p) for k, p in paths.items()}
+    for k in ("train_x", "test_x"):
+        if arrays[k].ndim != 3 or arrays[k].dtype != np.uint8:
+            raise ValueError(f"{paths[k]}: expected uint8 images N x H x W, got {arrays[k].dtype} with shape "
+                             f"{arrays[k].shape}")
     xtr = torch.from_numpy(arrays["train_x"].astype(np.float32) / 255.0).unsqueeze(1)
     xte = torch.from_numpy(arrays["test_x"].astype(np.float32) / 255.0).unsqueeze(1)
-    train = Split(xtr, torch.from_numpy(arrays["train_y"].astype(np.int64)))
-    test = Split(xte, torch.from_numpy(arrays["test_y"].astype(np.int64)))
+    train = Split(xtr, _labels(arrays["train_y"], paths["train_y"], len(xtr), 10))
+    test = Split(xte, _labels(arrays["test_y"], paths["test_y"], len(xte), 10))
     return DataBundle(name, train, test, 10, tuple(xtr.shape[1:]), float(xtr.mean()), float(xtr.std()),
                       source=str(root))
 
@@ -78,8 +107,12 @@ def load_fashion_mnist(data_dir: str | Path) -> DataBundle:
     return _idx_bundle("fashion-mnist", data_dir)
 
 
-@register_dataset("cifar10", needs_data_dir=True, description="CIFAR-10 python pickles (cifar-10-batches-py)")
+@register_dataset("cifar10", needs_data_dir=True, description="CIFAR-10 python version (cifar-10-batches-py), read "
+                  "without running pickle code")
 def load_cifar10(data_dir: str | Path) -> DataBundle:
+    """CIFAR-10 from the python version's batch files. They are pickles, but read with `read_cifar_batch`'s
+    restricted unpickler, which builds only the dicts, lists, bytes and uint8 arrays the format holds: a file that
+    asks for anything else is refused before any of its code could run, so no opt-in is needed."""
     root = Path(data_dir).expanduser()
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
@@ -87,18 +120,12 @@ def load_cifar10(data_dir: str | Path) -> DataBundle:
     for f in files:
         if not f.is_file():
             raise _missing("cifar10", f)
-
-    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
-        return np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"labels"], dtype=np.int64)
-
-    parts = [read(f) for f in files[:5]]
-    xtr = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
+    parts = [read_cifar_batch(f) for f in files[:5]]
+    xtr = np.concatenate([p[0] for p in parts])
     ytr = np.concatenate([p[1] for p in parts])
-    xte, yte = read(files[5])
+    xte, yte = read_cifar_batch(files[5])
     xtr_t = torch.from_numpy(xtr.astype(np.float32) / 255.0)
-    xte_t = torch.from_numpy(xte.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+    xte_t = torch.from_numpy(xte.astype(np.float32) / 255.0)
     return DataBundle("cifar10", Split(xtr_t, torch.from_numpy(ytr)), Split(xte_t, torch.from_numpy(yte)), 10,
                       (3, 32, 32), float(xtr_t.mean()), float(xtr_t.std()), source=str(root))
 

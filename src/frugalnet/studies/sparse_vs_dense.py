@@ -132,7 +132,7 @@ def train_and_measure(ctx: RunContext, kind: str, seed: int, bundle: DataBundle,
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                         lr_gamma=cfg.lr_gamma)
     key = f"{kind}-seed{seed}"
-    with Meter(**cfg.meter_kwargs()) as meter:
+    with ctx.meter(f"train-{key}") as meter:   # summed over the parts of a resumed run
         trained = fit(model, train, fit_cfg, seed=seed, transform=bundle.normalize,
                       checkpoint=ctx.checkpoint_path(key), log=ctx.log, desc=key, on_epoch_end=on_epoch_end,
                       device=ctx.device)
