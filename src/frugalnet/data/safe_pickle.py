@@ -16,29 +16,49 @@ import numpy as np
 MAX_ELEMENTS = 1 << 28     # 256M elements: far above a CIFAR batch (30.7M bytes), below an allocation bomb
 
 
+class Refused(pickle.UnpicklingError):
+    """The file asked for something the CIFAR format never needs."""
+
+
 def _dtype(*args):
     dt = np.dtype(*args)
     if dt.hasobject or dt.fields is not None or dt.subdtype is not None:
-        raise pickle.UnpicklingError(f"dtype {dt} is not a plain numeric type")
+        raise Refused(f"dtype {dt} is not a plain numeric type")
     return dt
 
 
 def _reconstruct(cls, shape, dtype):
     if cls is not np.ndarray:
-        raise pickle.UnpicklingError(f"array subclass {cls!r} is not allowed")
+        raise Refused(f"array subclass {cls!r} is not allowed")
     if int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
-        raise pickle.UnpicklingError(f"array shape {shape} is too large")
+        raise Refused(f"array shape {shape} is too large")
     return np.ndarray.__new__(np.ndarray, shape, _dtype(dtype))
 
 
 def _frombuffer(buf, dtype, shape, order):
     dt = _dtype(dtype)
     if int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
-        raise pickle.UnpicklingError(f"array shape {shape} is too large")
+        raise Refused(f"array shape {shape} is too large")
     return np.frombuffer(buf, dt).reshape(shape, order=order)
 
 
+def _encode(text, encoding="utf-8"):
+    """Python 3 pickles (protocol < 3) store bytes as `_codecs.encode(str, "latin1")`."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise Refused("only latin1 text-to-bytes encoding is allowed")
+    return text.encode("latin1")
+
+
+def _scalar(dtype, data=b""):
+    dt = _dtype(dtype)
+    if not isinstance(data, bytes) or len(data) != dt.itemsize:
+        raise Refused("a numpy scalar needs exactly itemsize bytes")
+    return np.frombuffer(data, dt)[0]
+
+
 _ALLOWED = {
+    ("numpy.core.multiarray", "scalar"): _scalar, ("numpy._core.multiarray", "scalar"): _scalar,
+    ("_codecs", "encode"): _encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _dtype,
     ("numpy.core.numeric", "_frombuffer"): _frombuffer, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
@@ -52,7 +72,7 @@ class SafeUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}: the file asks to run code that the "
+            raise Refused(f"refused global {module}.{name}: the file asks to run code that the "
                                          "CIFAR format never needs") from None
 
 
@@ -65,10 +85,10 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     try:
         batch = safe_loads(path.read_bytes())
-    except pickle.UnpicklingError as exc:
+    except Refused as exc:
         raise ValueError(f"{path} was refused: {exc}; replace it with a good copy of cifar-10-batches-py") from None
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, MemoryError,
-            UnicodeDecodeError, RecursionError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, MemoryError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path} is not a CIFAR-10 batch file (truncated or corrupted: {type(exc).__name__}: "
                          f"{str(exc)[:200]}); replace it with a good copy") from None
     if not isinstance(batch, dict):
