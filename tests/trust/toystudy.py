@@ -43,7 +43,7 @@ def trust_toy(ctx) -> dict:
                     raise KeyboardInterrupt
 
             with ctx.meter(f"unit{i}") as meter:
-                r = fit(model, _data(i), FitConfig(epochs=cfg.epochs, batch_size=8, lr=cfg.lr), seed=i,
+                r = fit(model, _data(i), FitConfig(epochs=cfg.epochs, batch_size=16, lr=cfg.lr), seed=i,
                         checkpoint=str(ctx.checkpoint_path(f"unit{i}")), on_epoch_end=stop, log=ctx.log,
                         desc=f"unit{i}")
             ctx.log(unit=f"unit{i}", energy_parts=meter.result.parts)
