@@ -2,7 +2,8 @@
 
 `model_cost(model, x)` runs one real forward pass (and, with `training=True`, one real backward pass) with hooks on
 every nn.Linear and nn.Conv2d (subclasses included, so frugalnet's SparseLinear/SparseConv2d and quantized layers),
-and counts for every GEMM it ran:
+and counts every other matrix product (attention, F.linear on bare weights, matmul, other convolutions) at the aten
+level (`frugalnet.energy.opcount`, FP32, one row per module and kind). For every hooked GEMM it counts:
 
 - dense MACs: what a dense kernel multiplies (bias adds not counted, as in torch.utils.flop_counter);
 - effective MACs: the multiplies whose operands are *both* nonzero, counted exactly from the zero patterns measured
@@ -22,7 +23,6 @@ measurement of this machine.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from frugalnet.energy.gemmcount import FP32_BITS, GEMMS  # noqa: F401  (re-exported)
+from frugalnet.energy.gemmcount import count_backward, count_forward, gemm_bits, index_bits
+from frugalnet.energy.opcount import OpCounter, OpRecord, primary_output, tensors_in
 from frugalnet.energy.tables import EnergyTable, resolve_table
 
-GEMMS = ("forward", "grad_input", "grad_weight")
-FP32_BITS = {"forward": (32, 32), "grad_input": (32, 32), "grad_weight": (32, 32)}
 _PJ = 1e-12
 
 
@@ -181,90 +182,36 @@ class ModelCost:
                              f"energy table {self.table.name} ({self.table.source})")
 
 
-# --- counting ---------------------------------------------------------------------------------------------------
-def _gemm_bits(module: nn.Module) -> dict[str, tuple[int, int]]:
-    bits = getattr(module, "gemm_bits", None)
-    if bits is None:
-        return FP32_BITS
-    try:
-        out = {k: (int(bits[k][0]), int(bits[k][1])) for k in GEMMS}
-    except (KeyError, TypeError, IndexError, ValueError):
-        raise ValueError(f"{type(module).__name__}.gemm_bits must map each of {GEMMS} to (bits, bits), "
-                         f"got {bits!r}") from None
-    return out
-
-
-def _padded_indicator(module: nn.Conv2d, x: Tensor) -> tuple[Tensor, Any]:
-    """The input's nonzero indicator (float64) and the padding to convolve it with, as the layer pads it."""
-    ind = (x != 0).to(torch.float64)
-    if module.padding_mode != "zeros":
-        return F.pad(ind, module._reversed_padding_repeated_twice, mode=module.padding_mode), 0
-    return ind, module.padding
-
-
-def _count_forward(module: nn.Module, x: Tensor, out: Tensor) -> tuple[int, int, Any]:
-    """(dense MACs, effective MACs, saved state for backward) of one call."""
-    w_nz = module.weight.detach() != 0
-    if isinstance(module, nn.Conv2d):
-        per_output = module.weight[0].numel()  # in_channels/groups * kh * kw
-        dense = out.numel() * per_output
-        ind, pad = _padded_indicator(module, x.detach())
-        eff = F.conv2d(ind, w_nz.to(torch.float64), None, module.stride, pad, module.dilation, module.groups).sum()
-        return dense, int(round(float(eff))), (ind, pad)
-    in_f = module.weight.shape[1]
-    xf = x.detach().reshape(-1, in_f) != 0
-    dense = xf.shape[0] * module.weight.numel()
-    eff = (xf.sum(0, dtype=torch.float64) * w_nz.sum(0, dtype=torch.float64)).sum()
-    return dense, int(round(float(eff))), xf
-
-
-def _count_backward(module: nn.Module, saved: Any, g: Tensor, need_input: bool, need_weight: bool
-                    ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((dense, effective) grad_input MACs, (dense, effective) grad_weight MACs) of one call."""
-    w = module.weight.detach()
-    w_nz = w != 0
-    mask = getattr(module, "weight_mask", None)
-    keep = (mask != 0) if isinstance(mask, Tensor) and mask.shape == w.shape else torch.ones_like(w_nz)
-    g_nz = g.detach() != 0
-    gi = gw = (0, 0)
-    if isinstance(module, nn.Conv2d):
-        dense = g.numel() * w[0].numel()
-        per_out_channel = g_nz.sum(dim=(0, 2, 3), dtype=torch.float64)  # nnz of grad_output per channel
-        if need_input:
-            gi = (dense, int(round(float((per_out_channel * w_nz.flatten(1).sum(1, dtype=torch.float64)).sum()))))
-        if need_weight:
-            ind, pad = saved
-            pairs = torch.nn.grad.conv2d_weight(ind, w.shape, g_nz.to(torch.float64), module.stride, pad,
-                                                module.dilation, module.groups)
-            gw = (dense, int(round(float((pairs * keep).sum()))))
-        return gi, gw
-    out_f, in_f = w.shape
-    gf = g_nz.reshape(-1, out_f)
-    dense = gf.shape[0] * w.numel()
-    if need_input:
-        gi = (dense, int(round(float((gf.sum(0, dtype=torch.float64) * w_nz.sum(1, dtype=torch.float64)).sum()))))
-    if need_weight:
-        pairs = gf.to(torch.float64).T @ saved.to(torch.float64)
-        gw = (dense, int(round(float((pairs * keep).sum()))))
-    return gi, gw
-
-
-def _index_bits(fan_in: int) -> int:
-    return max(1, math.ceil(math.log2(max(fan_in, 2))))
-
-
 class _Recorder:
     """Forward hooks that fill one LayerCost per Linear/Conv2d layer and hook the backward of each output."""
 
-    def __init__(self, model: nn.Module, training: bool, table: EnergyTable) -> None:
+    def __init__(self, model: nn.Module, training: bool, table: EnergyTable, counter: OpCounter) -> None:
         self.training = training
         self.table = table
+        self.counter = counter
         self.rows: dict[str, LayerCost] = {}
         self.handles = []
         for name, m in model.named_modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 self.rows[name] = LayerCost(name or type(m).__name__, type(m).__name__)
+                self.handles.append(m.register_forward_pre_hook(self._pre_hook))
                 self.handles.append(m.register_forward_hook(self._forward_hook(name)))
+
+    def _pre_hook(self, module: nn.Module, args: tuple) -> None:
+        self.counter.skip_depth += 1     # this layer's GEMMs are counted by its hooks, not by the op counter
+
+    def add_ops(self, records: list[OpRecord]) -> None:
+        """One row per (module, kind) of the GEMM-like ops counted outside the hooked layers (FP32, no weights)."""
+        for rec in records:
+            key = f"{rec.module} ({rec.kind})"
+            row = self.rows.setdefault(key, LayerCost(key, f"{rec.kind} (aten)"))
+            row.calls += 1
+            self._add_gemm(row, "forward", rec.dense_macs, rec.effective_macs, (32, 32))
+            self._add_bytes(row, 0.0, 0.0, rec.bytes_forward)
+            if self.training:
+                for macs in rec.backward_macs:
+                    self._add_gemm(row, "backward", macs, macs, (32, 32))
+                    self._add_bytes(row, 0.0, 0.0, rec.bytes_forward)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -272,42 +219,47 @@ class _Recorder:
 
     def _forward_hook(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: tuple, out: Tensor) -> None:
-            x = inputs[0]
-            row = self.rows[name]
-            bits = _gemm_bits(module)
-            dense, eff, saved = _count_forward(module, x, out)
-            w = module.weight.detach()
-            nnz_w = int((w != 0).sum())
-            row.calls += 1
-            row.weight_density = nnz_w / w.numel()
-            row.input_nonzeros += int((x != 0).sum())
-            row.input_numel += x.numel()
-            self._add_gemm(row, "forward", dense, eff, bits["forward"])
-            wb, ab = bits["forward"]
-            w_dense = w.numel() * wb / 8
-            w_eff = min(w_dense, nnz_w * (wb + _index_bits(w[0].numel())) / 8)
-            self._add_bytes(row, w_dense, w_eff, (x.numel() + out.numel()) * ab / 8)
-            need_input = x.requires_grad
-            need_weight = module.weight.requires_grad
-            if self.training and out.requires_grad and (need_input or need_weight):
-                out.register_hook(self._backward_hook(module, name, saved, need_input, need_weight, x.numel()))
+            try:
+                self._count_call(module, name, inputs[0], out)
+            finally:
+                self.counter.skip_depth -= 1
         return hook
+
+    def _count_call(self, module: nn.Module, name: str, x: Tensor, out: Tensor) -> None:
+        row = self.rows[name]
+        bits = gemm_bits(module)
+        dense, eff, saved = count_forward(module, x, out)
+        w = module.weight.detach()
+        nnz_w = int((w != 0).sum())
+        row.calls += 1
+        row.weight_density = nnz_w / w.numel()
+        row.input_nonzeros += int((x != 0).sum())
+        row.input_numel += x.numel()
+        self._add_gemm(row, "forward", dense, eff, bits["forward"])
+        wb, ab = bits["forward"]
+        w_dense = w.numel() * wb / 8
+        w_eff = min(w_dense, nnz_w * (wb + index_bits(w[0].numel())) / 8)
+        self._add_bytes(row, w_dense, w_eff, (x.numel() + out.numel()) * ab / 8)
+        need_input = x.requires_grad
+        need_weight = module.weight.requires_grad
+        if self.training and out.requires_grad and (need_input or need_weight):
+            out.register_hook(self._backward_hook(module, name, saved, need_input, need_weight, x.numel()))
 
     def _backward_hook(self, module: nn.Module, name: str, saved: Any, need_input: bool, need_weight: bool,
                        x_numel: int) -> Callable:
         def hook(g: Tensor) -> None:
             row = self.rows[name]
-            bits = _gemm_bits(module)
+            bits = gemm_bits(module)
             row.grad_output_nonzeros += int((g != 0).sum())
             row.grad_output_numel += g.numel()
-            (gi_d, gi_e), (gw_d, gw_e) = _count_backward(module, saved, g, need_input, need_weight)
+            (gi_d, gi_e), (gw_d, gw_e) = count_backward(module, saved, g, need_input, need_weight)
             w = module.weight.detach()
             nnz_w = int((w != 0).sum())
             if need_input:
                 self._add_gemm(row, "grad_input", gi_d, gi_e, bits["grad_input"])
                 gb, wb = bits["grad_input"]
                 w_dense = w.numel() * wb / 8
-                w_eff = min(w_dense, nnz_w * (wb + _index_bits(w[0].numel())) / 8)
+                w_eff = min(w_dense, nnz_w * (wb + index_bits(w[0].numel())) / 8)
                 self._add_bytes(row, w_dense, w_eff, (g.numel() + x_numel) * gb / 8)
             if need_weight:
                 self._add_gemm(row, "grad_weight", gw_d, gw_e, bits["grad_weight"])
@@ -315,7 +267,7 @@ class _Recorder:
                 mask = getattr(module, "weight_mask", None)
                 kept = int((mask != 0).sum()) if isinstance(mask, Tensor) and mask.shape == w.shape else w.numel()
                 # the weight gradient is written in FP32 for the optimizer
-                self._add_bytes(row, w.numel() * 4, min(w.numel() * 4, kept * (32 + _index_bits(w[0].numel())) / 8),
+                self._add_bytes(row, w.numel() * 4, min(w.numel() * 4, kept * (32 + index_bits(w[0].numel())) / 8),
                                 g.numel() * gb / 8 + x_numel * ab / 8)
             return None
         return hook
@@ -338,60 +290,73 @@ class _Recorder:
         row.dense_memory_energy_j += (w_dense * wl + act * al) * _PJ
 
 
-def model_cost(model: nn.Module, example_input: Tensor | Sequence[Tensor], *, training: bool = False,
-               energy_table: EnergyTable | str | dict | None = None, target: Tensor | None = None,
-               loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> ModelCost:
+def model_cost(model: nn.Module, example_input: Tensor | Sequence[Tensor] | dict[str, Tensor], *,
+               training: bool = False, energy_table: EnergyTable | str | dict | None = None,
+               target: Tensor | None = None, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> ModelCost:
     """Modelled cost of one pass of `model` over `example_input` (a batch), counted in a real pass.
 
     Args:
-        model: any nn.Module; its Linear and Conv2d layers (and subclasses) are counted.
-        example_input: the input batch (a tensor, or a tuple of positional inputs).
+        model: any nn.Module. Its Linear and Conv2d layers (and subclasses) are counted with their sparsity and bit
+            widths; every other matrix product (attention's Q K^T and P V, F.linear on a bare weight as in
+            nn.MultiheadAttention, matmul, einsum, bmm, other convolutions) is counted at the aten level, FP32
+            (see `frugalnet.energy.opcount`). PyTorch's fused inference fast paths are switched off for the pass
+            so that their products are seen.
+        example_input: the input batch: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         training: False: one forward pass in eval mode under no_grad. True: a forward pass in train mode and a
-            backward pass of `loss_fn(out, target)` (cross-entropy if only `target` is given, out.sum() if neither),
-            counting the forward and both backward GEMMs. Parameters' .grad, buffers (k-WTA duty cycles, BatchNorm
-            statistics), the train/eval mode and torch's RNG state are restored afterwards.
+            backward pass of `loss_fn(out, target)` (cross-entropy if only `target` is given, the sum of the
+            outputs if neither), counting the forward and backward GEMMs. The output may be any structure
+            (tensor, tuple, dict, HF ModelOutput): the loss takes its `logits`, else its first tensor. Parameters'
+            .grad, buffers (k-WTA duty cycles, BatchNorm statistics), the train/eval mode and torch's RNG state
+            are restored afterwards.
         energy_table: an EnergyTable, a dict or a JSON path in its format; default Horowitz 45 nm.
     Returns: ModelCost (per-layer rows, totals, `.to_dict()`, `.add_to_report(report, name)`).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
-    if not inputs or not isinstance(inputs[0], Tensor):
-        raise ValueError("example_input must be a tensor (or a tuple of tensors) holding one batch")
+    args, kwargs = ((), dict(example_input)) if isinstance(example_input, dict) else (
+        (tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)), {})
+    first = next((t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)), None)
+    if first is None or first.dim() == 0:
+        raise ValueError("example_input must be a tensor (or a tuple or dict of tensors) holding one batch")
     table = resolve_table(energy_table)
     was_training = model.training
     buffers = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
                if not isinstance(v, nn.Parameter)}
     rng = torch.get_rng_state()
-    recorder = _Recorder(model, training, table)
-    if not recorder.rows:
-        recorder.remove()
-        raise ValueError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer to count")
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    counter = OpCounter(model)
+    recorder = _Recorder(model, training, table, counter)
     try:
+        torch.backends.mha.set_fastpath_enabled(False)
         model.train(training)
         if training:
-            out = model(*inputs)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
+            with counter:
+                out = model(*args, **kwargs)
+            counter.active = False
             if loss_fn is not None:
-                loss = loss_fn(out, target)
+                loss = loss_fn(primary_output(out), target)
             elif target is not None:
-                loss = F.cross_entropy(out, target)
+                loss = F.cross_entropy(primary_output(out), target)
             else:
-                loss = out.float().sum()
+                loss = sum(t.float().sum() for t in tensors_in(out) if t.requires_grad)
             params = [p for p in model.parameters() if p.requires_grad]
-            if loss.requires_grad and params:
+            if isinstance(loss, Tensor) and loss.requires_grad and params:
                 torch.autograd.grad(loss, params, allow_unused=True)
         else:
-            with torch.no_grad():
-                model(*inputs)
+            with torch.no_grad(), counter:
+                model(*args, **kwargs)
     finally:
         recorder.remove()
+        counter.remove()
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
         with torch.no_grad():
             state = model.state_dict(keep_vars=True)
             for k, v in buffers.items():
                 state[k].copy_(v)
         torch.set_rng_state(rng)
+    recorder.add_ops(counter.records)
     rows = [r for r in recorder.rows.values() if r.calls]
-    return ModelCost(layers=rows, training=training, batch_size=int(inputs[0].shape[0]), table=table)
+    if not rows:
+        raise ValueError(f"{type(model).__name__} ran no matrix product (Linear, Conv, matmul, attention) to count")
+    return ModelCost(layers=rows, training=training, batch_size=int(first.shape[0]), table=table)
