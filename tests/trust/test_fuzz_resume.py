@@ -80,13 +80,16 @@ def mutate(path, kind, pos, blob, value, seed):
         raw = buf.getvalue()
     elif kind == "json" and path.suffix in (".json", ".jsonl"):
         rng = random.Random(seed)
-        if path.suffix == ".json":
-            raw = json.dumps(_edit_json_leaf(json.loads(raw), rng, value), indent=2).encode()
-        else:
-            lines = raw.decode().splitlines()
-            i = rng.randrange(len(lines))
-            lines[i] = json.dumps(_edit_json_leaf(json.loads(lines[i]), rng, value))
-            raw = ("\n".join(lines) + "\n").encode()
+        try:                              # an earlier mutation may have left no JSON to edit
+            if path.suffix == ".json":
+                raw = json.dumps(_edit_json_leaf(json.loads(raw), rng, value), indent=2).encode()
+            else:
+                lines = raw.decode().splitlines()
+                i = rng.randrange(len(lines))
+                lines[i] = json.dumps(_edit_json_leaf(json.loads(lines[i]), rng, value))
+                raw = ("\n".join(lines) + "\n").encode()
+        except (ValueError, UnicodeDecodeError):
+            pass
     path.write_bytes(raw)
 
 

@@ -71,6 +71,10 @@ class MeterResult:
             result = cls(**kw)
             float(result.energy_j) + float(result.wall_s) + float(result.cpu_s) + float(result.carbon_g)
             {str(k): float(v) for k, v in dict(result.components_j).items()}
+            if not (isinstance(result.notes, list) and all(isinstance(n, str) for n in result.notes)
+                    and isinstance(result.label, str) and isinstance(result.source, str)
+                    and isinstance(result.parts, int) and result.parts >= 1):
+                raise ValueError("label, source, notes or parts of the wrong kind")
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"not a meter result: {exc}") from None
         return result

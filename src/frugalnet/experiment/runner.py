@@ -237,7 +237,8 @@ def _check_paths(config: StudyConfig, run_dir: str | Path | None, resume: bool) 
     """Everything about paths that can be checked before the run folder exists."""
     data_dir = getattr(config, "data_dir", "")
     if data_dir and not Path(data_dir).expanduser().is_dir():
-        raise FileNotFoundError(f"--data-dir {data_dir!r} is not a folder: pass the folder that holds the data set")
+        raise FileNotFoundError(f"--data-dir {data_dir!r} not found (or not a folder): pass the folder that holds the "
+                                "data set")
     if resume:
         if run_dir is None or not Path(run_dir).is_dir():
             raise FileNotFoundError(f"run folder {run_dir} not found")
