@@ -157,21 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every error becomes one line; FRUGALNET_TRACEBACK=1 shows the traceback
         if os.environ.get("FRUGALNET_TRACEBACK"):
             raise
-        print(f"frugalnet: error: {error_message(exc)}", file=sys.stderr)
+        print("frugalnet: error: " + " ".join(error_message(exc).split()), file=sys.stderr)
         return 2 if isinstance(exc, (ValueError, TypeError, OSError)) else 1
 
 
 def error_message(exc: BaseException) -> str:
     """One line for an error: ours name the file or option already; OS errors get their file; anything else is
     labelled as unexpected."""
-    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in str(exc):
-        return f"{exc.filename} not found ({exc.strerror})"
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions"
     if isinstance(exc, (ValueError, TypeError, OSError)):
         return str(exc) or type(exc).__name__
     return (f"unexpected {type(exc).__name__}: {exc} (this is a frugalnet bug; rerun with FRUGALNET_TRACEBACK=1 "
             "and report the traceback)")
+
 
 if __name__ == "__main__":
     sys.exit(main())

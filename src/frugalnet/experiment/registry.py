@@ -130,7 +130,7 @@ def _check_data_dir(config: "StudyConfig") -> None:
     if not hasattr(config, "data_dir"):
         return
     if need and not config.data_dir:
-        raise ValueError(f"data set {need[0]!r} is read from a local copy: pass --data-dir FOLDER (data_dir=) "
+        raise FileNotFoundError(f"data set {need[0]!r} is read from a local copy: pass --data-dir FOLDER (data_dir=) "
                          f"naming the folder that holds it (see `frugalnet list`)")
     if config.data_dir and not need:
         used = ", ".join(config.datasets()) or "embedded data only"

@@ -237,8 +237,9 @@ def _check_paths(config: StudyConfig, run_dir: str | Path | None, resume: bool) 
     """Everything about paths that can be checked before the run folder exists."""
     data_dir = getattr(config, "data_dir", "")
     if data_dir and not Path(data_dir).expanduser().is_dir():
-        raise FileNotFoundError(f"--data-dir {data_dir!r} not found (or not a folder): pass the folder that holds the "
-                                "data set")
+        names = ", ".join(config.datasets()) or "the data set"
+        raise FileNotFoundError(f"--data-dir {data_dir!r} not found (or not a folder): pass the folder that holds "
+                                f"{names}")
     if resume:
         if run_dir is None or not Path(run_dir).is_dir():
             raise FileNotFoundError(f"run folder {run_dir} not found")
@@ -314,7 +315,7 @@ def load_run_config(run_dir: str | Path, *, allow_changed_config: bool = False) 
     try:
         spec = get_study(saved["study"])
         config = spec.config_cls.from_dict(saved["config"])
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         raise FileCheckError(f"{cfg_file}: {exc}") from None
     return spec, config
 
