@@ -86,3 +86,31 @@ def test_speech_commands_reads_wavs(tmp_path):
     d = data.load("speech-commands", tmp_path)
     assert d.input_shape == (1, 32, 32) and len(d.test) == 2 and len(d.train) == 18
     assert torch.isfinite(d.train.x).all()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_speech_feature_cache_is_checksummed(tmp_path, damage):
+    from scipy.io import wavfile
+
+    rng = np.random.default_rng(0)
+    for word in data.local.SPEECH_WORDS:
+        (tmp_path / word).mkdir()
+        wavfile.write(tmp_path / word / "s0.wav", 16000, (rng.standard_normal(16000) * 1000).astype(np.int16))
+    (tmp_path / "testing_list.txt").write_text("yes/s0.wav\n")
+    first = data.load("speech-commands", tmp_path)
+    cache = tmp_path / ".frugalnet_gsc_32x32.npz"
+    again = data.load("speech-commands", tmp_path)                  # read back from the cache
+    assert torch.equal(first.train.x, again.train.x)
+    raw = bytearray(cache.read_bytes())
+    if damage == "flip":                                              # one feature value changed
+        import zipfile
+
+        with zipfile.ZipFile(cache) as z:
+            info = z.getinfo("xtr.npy")
+        raw[info.header_offset + 30 + len("xtr.npy") + 200] ^= 0x40
+    else:
+        raw = raw[:len(raw) // 2]
+    cache.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="recomputing"):
+        fixed = data.load("speech-commands", tmp_path)
+    assert torch.equal(first.train.x, fixed.train.x)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import torch
 
 from frugalnet.data.core import DataBundle, Split, register_dataset
 from frugalnet.data.safe_pickle import read_cifar_batch
+from frugalnet.utils.checksum import content_digest
 
 _MNIST_FILES = {
     "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
@@ -130,6 +133,22 @@ def load_cifar10(data_dir: str | Path) -> DataBundle:
                       (3, 32, 32), float(xtr_t.mean()), float(xtr_t.std()), source=str(root))
 
 
+def _read_feature_cache(path: Path) -> tuple[np.ndarray, ...] | None:
+    """The cached features if the file is whole and its checksum holds; else None (they are recomputed)."""
+    keys = ("xtr", "ytr", "xte", "yte")
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {k: saved[k] for k in keys}
+            ok = str(saved["sha256"]) == content_digest(arrays)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"{path} is unreadable ({type(exc).__name__}); recomputing the features", stacklevel=3)
+        return None
+    if not ok or len(arrays["xtr"]) != len(arrays["ytr"]) or len(arrays["xte"]) != len(arrays["yte"]):
+        warnings.warn(f"{path} fails its checksum; recomputing the features", stacklevel=3)
+        return None
+    return tuple(arrays[k] for k in keys)
+
+
 SPEECH_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 
 
@@ -172,9 +191,9 @@ def load_speech_commands(data_dir: str | Path) -> DataBundle:
     if not test_list.is_file():
         raise _missing("speech-commands", test_list)
     cache = root / ".frugalnet_gsc_32x32.npz"
-    if cache.is_file():
-        saved = np.load(cache)
-        xtr, ytr, xte, yte = (saved[k] for k in ("xtr", "ytr", "xte", "yte"))
+    cached = _read_feature_cache(cache) if cache.is_file() else None
+    if cached is not None:
+        xtr, ytr, xte, yte = cached
     else:
         testing = set(test_list.read_text().split())
         feats = {True: ([], []), False: ([], [])}
@@ -191,7 +210,8 @@ def load_speech_commands(data_dir: str | Path) -> DataBundle:
         xtr, ytr = np.stack(feats[False][0]), np.array(feats[False][1])
         xte, yte = np.stack(feats[True][0]), np.array(feats[True][1])
         try:
-            np.savez(cache, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
+            arrays = {"xtr": xtr, "ytr": ytr, "xte": xte, "yte": yte}
+            np.savez(cache, **arrays, sha256=np.array(content_digest(arrays)))
         except OSError:
             pass  # read-only copy: recompute next time
     xtr_t = torch.from_numpy(xtr).float().unsqueeze(1)
