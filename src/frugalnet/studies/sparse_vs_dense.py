@@ -16,7 +16,7 @@ from torch import nn
 
 from frugalnet.data import add_pixel_noise, load
 from frugalnet.data.core import DataBundle, Split
-from frugalnet.energy import Ledger, Meter, model_cost
+from frugalnet.energy import Ledger, model_cost
 from frugalnet.models import dense_cnn2, sparse_cnn2
 from frugalnet.nn.kwinners import KWinners, KWinners2d
 from frugalnet.report.document import mean_sd
