@@ -104,3 +104,53 @@ def test_torn_last_line_of_metrics_is_skipped_with_a_warning_and_appending_start
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert json.loads(p.read_text().splitlines()[-1]) == {"a": 3}
+
+
+def _equal(a, b):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_fuzz_load_checkpoint_and_read_json(tmp_path):
+    """Byte flips, truncations and insertions: either the exact original comes back or FileCheckError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    torch.manual_seed(0)
+    state = {"model": nn.Linear(5, 3).state_dict(), "epoch": 3, "history": [{"loss": 0.25, "acc": 0.5}],
+             "rng": torch.get_rng_state()[:64]}
+    atomic_torch_save(state, tmp_path / "c.pt")
+    atomic_write_json(tmp_path / "u.json", {"acc": 0.91, "rows": [1, 2, 3], "name": "x"})
+    originals = {"c.pt": (tmp_path / "c.pt").read_bytes(), "u.json": (tmp_path / "u.json").read_bytes()}
+    outcome = {"same": 0, "refused": 0}
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(name=st.sampled_from(sorted(originals)), kind=st.sampled_from(["flip", "truncate", "insert"]),
+           pos=st.integers(0, 1 << 16), byte=st.integers(1, 255))
+    def case(name, kind, pos, byte):
+        raw = bytearray(originals[name])
+        at = pos % len(raw)
+        if kind == "flip":
+            raw[at] ^= byte
+        elif kind == "truncate":
+            del raw[at:]
+        else:
+            raw.insert(at, byte)
+        path = tmp_path / f"m-{name}"
+        path.write_bytes(bytes(raw))
+        try:
+            back = load_checkpoint(path) if name.endswith(".pt") else read_json(path)
+        except FileCheckError:
+            outcome["refused"] += 1
+            return
+        assert _equal(state, back) if name.endswith(".pt") else back == {"acc": 0.91, "rows": [1, 2, 3], "name": "x"}
+        outcome["same"] += 1
+
+    case()
+    assert outcome["refused"] > 0 and sum(outcome.values()) == 150
