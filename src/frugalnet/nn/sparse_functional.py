@@ -1,0 +1,298 @@
+"""Training SparseLinear on the sparse kernels: an autograd Function whose forward and both backward products
+touch only the mask's weights (and skip zero inputs / zero output gradients), with the dense path kept where it is
+faster.
+
+Forward-time masking: the Function reads the weight only at the mask's positions (gathered through a fixed flat
+index built once per mask version), and its weight gradient is exactly zero outside the mask. So whatever updates
+the stored weights (any optimizer, built before or after conversion, a manual `p -= lr * p.grad`, a loaded dense
+state dict), the weights outside the mask never reach the output or the gradient.
+
+Per product (forward y = x W^T, input gradient gx = gy W, weight gradient gW = gy^T x at the mask) the path is
+chosen by timing each candidate once for the layer's shape, batch and the measured density of the sparse operand
+(rounded to a power-of-two bucket), like the inference engine's per-layer choice, and cached for the process:
+
+  forward  dense (x @ (W * mask)^T) | csr (sparse W rows x dense x) | csc (sparse W columns x nonzero inputs)
+  gx       dense (gy @ (W * mask))  | csc_t (W^T as rows x dense gy) | scatter (rows of W for nonzero gy only)
+  gW       dense ((gy^T x) * mask)  | sddmm (dot products at the mask) | sddmm_gy (skips zero gy entries)
+
+each kernel in a serial and a parallel (numba prange) build. `set_kernel_mode('dense' | 'sparse' | 'auto')`, or a
+module's `kernel_mode` attribute, forces the dense path, the kernels, or the timed choice.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+MODES = ("auto", "sparse", "dense")
+_mode = "auto"
+_CHOICES: dict[tuple, str] = {}
+_TUNE_REPEATS = 3
+
+
+def set_kernel_mode(mode: str) -> None:
+    """Process-wide default path for SparseLinear: 'auto' (timed choice), 'sparse' (kernels), 'dense' (PyTorch)."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"kernel mode must be one of {MODES}, got {mode!r}")
+    _mode = mode
+
+
+def kernel_mode() -> str:
+    return _mode
+
+
+def clear_choices() -> None:
+    """Forget the timed choices (e.g. after changing the number of threads)."""
+    _CHOICES.clear()
+
+
+def choices() -> dict[tuple, str]:
+    """The timed choices so far: key (product, out, in, batch, density bucket, ...) -> path name."""
+    return dict(_CHOICES)
+
+
+def density_bucket(t: Tensor) -> int:
+    """ceil(log2(256 * density)) in [0, 8]: 0 for at most 1/256 nonzero, 8 for more than half."""
+    n = t.numel()
+    d = float(torch.count_nonzero(t)) / n if n else 0.0
+    return 0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))
+
+
+def _pick(key: tuple, candidates: dict[str, Callable[[], object]]):
+    """Run the cached choice for `key`, or time every candidate (one untimed call each, then interleaved repeats;
+    the lowest median wins) and remember it."""
+    name = _CHOICES.get(key)
+    if name is not None and name in candidates:
+        return candidates[name]()
+    if len(candidates) == 1:
+        return next(iter(candidates.values()))()
+    times: dict[str, list[float]] = {n: [] for n in candidates}
+    for fn in candidates.values():
+        fn()
+    for _ in range(_TUNE_REPEATS):
+        for n, fn in candidates.items():
+            t0 = time.perf_counter()
+            fn()
+            times[n].append(time.perf_counter() - t0)
+    best = min(times, key=lambda n: float(np.median(times[n])))
+    _CHOICES[key] = best
+    return candidates[best]()
+
+
+# ---- the layout of the module's mask, rebuilt when the mask changes --------------------------------------------
+
+class _Layout:
+    """MaskLayout plus the torch index tensors used to gather values, for one mask version."""
+
+    def __init__(self, mask: Tensor) -> None:
+        from frugalnet.kernels.train import mask_layout
+
+        self.layout = mask_layout(mask.detach().cpu().numpy())
+        self.csr_flat = torch.from_numpy(self.layout.csr_flat)
+        self.csc_flat = torch.from_numpy(self.layout.csc_flat)
+
+
+def layout_of(module) -> _Layout:
+    """The module's compressed mask layout; rebuilt when `set_mask_` bumped `mask_version` or the mask buffer was
+    written in place (its tensor version counter) or replaced (its storage)."""
+    mask = module.weight_mask
+    key = (getattr(module, "mask_version", 0), mask._version, mask.data_ptr(), tuple(mask.shape))
+    cached = module.__dict__.get("_train_layout")
+    if cached is None or cached[0] != key:
+        cached = (key, _Layout(mask))
+        module.__dict__["_train_layout"] = cached
+    return cached[1]
+
+
+# ---- the autograd Function ---------------------------------------------------------------------------------------
+
+def _parallel_options() -> tuple[bool, ...]:
+    import numba
+
+    return (False, True) if numba.get_num_threads() > 1 else (False,)
+
+
+class _Values:
+    """The weight's values in CSR / CSC order, gathered on first use (one index_select over the nonzeros)."""
+
+    def __init__(self, weight: Tensor, lay: _Layout) -> None:
+        self.weight = weight
+        self.lay = lay
+        self._csr = None
+        self._csc = None
+        self._masked = None
+
+    def csr(self) -> np.ndarray:
+        if self._csr is None:
+            self._csr = self.weight.detach().reshape(-1).index_select(0, self.lay.csr_flat).numpy()
+        return self._csr
+
+    def csc(self) -> np.ndarray:
+        if self._csc is None:
+            self._csc = self.weight.detach().reshape(-1).index_select(0, self.lay.csc_flat).numpy()
+        return self._csc
+
+    def masked(self, mask: Tensor) -> Tensor:
+        if self._masked is None:
+            self._masked = self.weight.detach() * mask
+        return self._masked
+
+
+def _active(a: np.ndarray):
+    """Nonzeros of each row of a (B, n) array as (aidx, aval, counts) for the scatter kernels."""
+    from frugalnet.kernels import linear as K
+
+    aidx = np.empty(a.shape, np.int32)
+    aval = np.empty(a.shape, np.float32)
+    counts = np.empty(a.shape[0], np.int32)
+    K.nonzeros.serial(a, aidx, aval, counts)
+    return aidx, aval, counts
+
+
+def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | None, mode: str) -> dict:
+    from frugalnet.kernels import linear as K
+
+    lay = vals.lay.layout
+    n_out = lay.shape[0]
+    xn = x.numpy()
+    bn = np.zeros(n_out, np.float32) if bias is None else bias.detach().numpy()
+    cands = {}
+    if mode != "sparse":
+        def dense():
+            w = vals.masked(mask)
+            return torch.addmm(bias, x, w.t()) if bias is not None else x @ w.t()
+        cands["dense"] = dense
+    if mode != "dense":
+        for par in _parallel_options():
+            def csr(par=par):
+                out_t = np.empty((n_out, xn.shape[0]), np.float32)
+                K.csr_rows_t.pick(par)(lay.csr_ptr, lay.csr_idx, vals.csr(), np.ascontiguousarray(xn.T), bn, out_t)
+                return torch.from_numpy(out_t).t().contiguous()
+
+            def csc(par=par):
+                aidx, aval, counts = _active(xn)
+                out = np.empty((xn.shape[0], n_out), np.float32)
+                K.csc_active_rows.pick(par)(lay.csc_split, lay.csc_idx, vals.csc(), aidx, aval, counts, bn, out)
+                return torch.from_numpy(out)
+            cands[f"csr/{int(par)}"] = csr
+            cands[f"csc/{int(par)}"] = csc
+    return cands
+
+
+def _grad_input_candidates(gy: Tensor, vals: _Values, mask: Tensor, mode: str) -> dict:
+    from frugalnet.kernels import linear as K
+
+    lay = vals.lay.layout
+    n_in = lay.shape[1]
+    gyn = gy.numpy()
+    zeros = np.zeros(n_in, np.float32)
+    cands = {}
+    if mode != "sparse":
+        cands["dense"] = lambda: gy @ vals.masked(mask)
+    if mode != "dense":
+        for par in _parallel_options():
+            def csc_t(par=par):
+                out_t = np.empty((n_in, gyn.shape[0]), np.float32)
+                K.csr_rows_t.pick(par)(lay.csc_ptr, lay.csc_idx, vals.csc(), np.ascontiguousarray(gyn.T), zeros,
+                                       out_t)
+                return torch.from_numpy(out_t).t().contiguous()
+
+            def scatter(par=par):
+                aidx, aval, counts = _active(gyn)
+                out = np.empty((gyn.shape[0], n_in), np.float32)
+                K.csc_active_rows.pick(par)(lay.csr_split, lay.csr_idx, vals.csr(), aidx, aval, counts, zeros, out)
+                return torch.from_numpy(out)
+            cands[f"csc_t/{int(par)}"] = csc_t
+            cands[f"scatter/{int(par)}"] = scatter
+    return cands
+
+
+def _grad_weight_candidates(gy: Tensor, x: Tensor, lay: _Layout, mask: Tensor, mode: str) -> dict:
+    from frugalnet.kernels import train as T
+
+    layout = lay.layout
+    gyn, xn = gy.numpy(), x.numpy()
+    cands = {}
+    if mode != "sparse":
+        cands["dense"] = lambda: (gy.t() @ x).mul_(mask)
+    if mode != "dense":
+        for par in _parallel_options():
+            def sddmm(par=par):
+                gw = np.empty(layout.shape, np.float32)
+                T.sddmm_dense.pick(par)(layout.csr_ptr, layout.csr_idx, np.ascontiguousarray(gyn.T),
+                                        np.ascontiguousarray(xn.T), gw)
+                return torch.from_numpy(gw)
+
+            def sddmm_gy(par=par):
+                gw = np.empty(layout.shape, np.float32)
+                acc = np.empty((layout.shape[0], max(1, layout.max_row_nnz)), np.float32)
+                T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, np.ascontiguousarray(gyn.T), xn, gw,
+                                            acc)
+                return torch.from_numpy(gw)
+            cands[f"sddmm/{int(par)}"] = sddmm
+            cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
+    return cands
+
+
+class SparseLinearFunction(torch.autograd.Function):
+    """y = x (W * mask)^T + b for 2-D float32 CPU x, on the sparse kernels or dense ops as chosen per product."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, lay: _Layout, mode: str):
+        vals = _Values(weight, lay)
+        n_out, n_in = lay.layout.shape
+        xkey = density_bucket(x) if mode != "dense" else -1
+        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode), _forward_candidates(x, vals, mask, bias, mode))
+        ctx.save_for_backward(x, weight, mask)
+        ctx.lay, ctx.mode, ctx.has_bias, ctx.xkey = lay, mode, bias is not None, xkey
+        ctx.vals = vals   # reuses gathered values / masked weight in backward
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: Tensor):
+        x, weight, mask = ctx.saved_tensors
+        gy = gy.contiguous()
+        vals, mode, lay = ctx.vals, ctx.mode, ctx.lay
+        n_out, n_in = lay.layout.shape
+        gykey = density_bucket(gy) if mode != "dense" else -1
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode), _grad_input_candidates(gy, vals, mask, mode))
+        if ctx.needs_input_grad[1]:
+            gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode),
+                       _grad_weight_candidates(gy, x, lay, mask, mode))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum(0)
+        return gx, gw, gb, None, None, None
+
+
+def _kernel_eligible(x: Tensor, weight: Tensor) -> bool:
+    return (x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
+            and weight.device.type == "cpu" and x.numel() > 0 and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting())
+
+
+def sparse_linear(module, x: Tensor) -> Tensor:
+    """SparseLinear's forward: the Function on the kernels where eligible (float32 on CPU, not under
+    compile/export/tracing), else F.linear with the weight masked at forward time (autograd then masks its
+    gradient); under torch.export the plain F.linear on the stored (zero-outside-mask) weight, so exported graphs
+    keep the form the inference engine lowers."""
+    weight, bias, mask = module.weight, module.bias, module.weight_mask
+    if torch.compiler.is_exporting() or torch.jit.is_scripting():
+        return torch.nn.functional.linear(x, weight, bias)
+    mode = getattr(module, "kernel_mode", None) or _mode
+    if mode not in MODES:
+        raise ValueError(f"kernel_mode must be one of {MODES}, got {mode!r}")
+    if mode == "dense" or not _kernel_eligible(x, weight):
+        return torch.nn.functional.linear(x, weight * mask, bias)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    y = SparseLinearFunction.apply(x2, weight, bias, mask, layout_of(module), mode)
+    return y.reshape(*lead, y.shape[-1])
