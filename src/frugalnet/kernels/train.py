@@ -218,3 +218,32 @@ def masked_weight_grad(layout: MaskLayout, gy: np.ndarray, x: np.ndarray, skip_z
     else:
         sddmm_dense(layout.csr_ptr, layout.csr_idx, np.ascontiguousarray(gy.T), np.ascontiguousarray(x.T), gw)
     return gw
+
+
+# ---- per-step helpers: values gathered through the fixed index, zeros kept in storage --------------------------
+
+@kernel
+def gather(src, flat, out):
+    """out[j] = src[flat[j]]: the weight's values at the mask, in layout order (src is the flat dense weight)."""
+    for j in prange(out.shape[0]):
+        out[j] = src[flat[j]]
+
+
+@kernel
+def zero_outside(w, ptr, idx):
+    """Set w[o, i] = 0 for every (o, i) outside the CSR mask (ptr, idx): writes only the gaps between a row's
+    kept positions (sorted), so the mask itself is never read (a bool mask multiply reads the weight and the
+    mask and writes the weight). Parallel over rows."""
+    n_in = w.shape[1]
+    for o in prange(w.shape[0]):
+        row = w[o]
+        lo = ptr[o]
+        ri = idx[lo:ptr[o + 1]]
+        c = 0
+        for j in range(ri.shape[0]):
+            i = np.int64(ri[j])
+            for t in range(c, i):
+                row[t] = 0.0
+            c = i + 1
+        for t in range(c, n_in):
+            row[t] = 0.0

@@ -36,8 +36,15 @@ def _owned_sparse_modules(optimizer: torch.optim.Optimizer) -> list:
 
 def _mask_grads_before_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     for module in _owned_sparse_modules(optimizer):
-        if module.weight.grad is not None:
-            module.weight.grad.mul_(module.weight_mask)
+        grad = module.weight.grad
+        if grad is not None and not _grad_is_clean(module, grad):
+            grad.mul_(module.weight_mask)
+
+
+def _grad_is_clean(module, grad: Tensor) -> bool:
+    """True when `grad` is, untouched, the gradient SparseLinear's Function made (zero outside the mask already)."""
+    cached = module.__dict__.get("_train_layout")
+    return cached is not None and cached[1].clean_grad == (grad.data_ptr(), grad._version)
 
 
 def _rezero_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
@@ -91,8 +98,19 @@ class SparseWeightMixin:
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
-        """Zero the masked weights in place (the module does this itself after each optimizer step)."""
-        self.weight.mul_(self.weight_mask)
+        """Zero the masked weights in place (the module does this itself after each optimizer step). A 2-D float32
+        CPU weight is zeroed by a kernel that writes only the gaps of the mask's rows (measured in
+        benchmarks/train_step.py's notes), other weights by a mask multiply."""
+        w = self.weight
+        if (w.dim() == 2 and w.dtype == torch.float32 and w.device.type == "cpu" and w.is_contiguous()
+                and self.weight_mask.device.type == "cpu"):
+            from frugalnet.kernels.train import zero_outside
+            from frugalnet.nn.sparse_functional import layout_of
+
+            lay = layout_of(self).layout
+            zero_outside.pick(w.numel() >= 1 << 16)(w.detach().numpy(), lay.csr_ptr, lay.csr_idx)
+        else:
+            w.mul_(self.weight_mask)
 
     @torch.no_grad()
     def set_mask_(self, mask: Tensor) -> None:

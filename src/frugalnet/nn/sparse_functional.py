@@ -57,8 +57,11 @@ def choices() -> dict[tuple, str]:
     return dict(_CHOICES)
 
 
-def density_bucket(t: Tensor) -> int:
-    """ceil(log2(256 * density)) in [0, 8]: 0 for at most 1/256 nonzero, 8 for more than half."""
+def density_bucket(t: Tensor, rows: int = 32) -> int:
+    """ceil(log2(256 * density)) in [0, 8] (0: at most 1/256 nonzero, 8: more than half), the density estimated
+    from the first `rows` rows of the 2-D tensor (rows of a batch are alike; counting all of them cost more than
+    some of the products it chooses for)."""
+    t = t[:rows]
     n = t.numel()
     d = float(torch.count_nonzero(t)) / n if n else 0.0
     return 0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))
@@ -94,8 +97,7 @@ class _Layout:
         from frugalnet.kernels.train import mask_layout
 
         self.layout = mask_layout(mask.detach().cpu().numpy())
-        self.csr_flat = torch.from_numpy(self.layout.csr_flat)
-        self.csc_flat = torch.from_numpy(self.layout.csc_flat)
+        self.clean_grad: tuple[int, int] | None = None   # (data_ptr, version) of the last weight grad we made
 
 
 def layout_of(module) -> _Layout:
@@ -113,9 +115,13 @@ def layout_of(module) -> _Layout:
 # ---- the autograd Function ---------------------------------------------------------------------------------------
 
 def _parallel_options() -> tuple[bool, ...]:
+    return (False, True) if _parallel_default() else (False,)
+
+
+def _parallel_default() -> bool:
     import numba
 
-    return (False, True) if numba.get_num_threads() > 1 else (False,)
+    return numba.get_num_threads() > 1
 
 
 class _Values:
@@ -128,14 +134,21 @@ class _Values:
         self._csc = None
         self._masked = None
 
+    def _gather(self, flat: np.ndarray) -> np.ndarray:
+        from frugalnet.kernels.train import gather
+
+        out = np.empty(flat.shape[0], np.float32)
+        gather.pick(_parallel_default())(self.weight.detach().reshape(-1).numpy(), flat, out)
+        return out
+
     def csr(self) -> np.ndarray:
         if self._csr is None:
-            self._csr = self.weight.detach().reshape(-1).index_select(0, self.lay.csr_flat).numpy()
+            self._csr = self._gather(self.lay.layout.csr_flat)
         return self._csr
 
     def csc(self) -> np.ndarray:
         if self._csc is None:
-            self._csc = self.weight.detach().reshape(-1).index_select(0, self.lay.csc_flat).numpy()
+            self._csc = self._gather(self.lay.layout.csc_flat)
         return self._csc
 
     def masked(self, mask: Tensor) -> Tensor:
@@ -160,7 +173,7 @@ def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | N
 
     lay = vals.lay.layout
     n_out = lay.shape[0]
-    xn = x.numpy()
+    xn = x.detach().numpy()
     bn = np.zeros(n_out, np.float32) if bias is None else bias.detach().numpy()
     cands = {}
     if mode != "sparse":
@@ -185,12 +198,26 @@ def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | N
     return cands
 
 
-def _grad_input_candidates(gy: Tensor, vals: _Values, mask: Tensor, mode: str) -> dict:
+class _Transposed:
+    """A (B, n) array and its C-contiguous transpose, made on first use and shared by the backward products."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+        self._t = None
+
+    @property
+    def t(self) -> np.ndarray:
+        if self._t is None:
+            self._t = np.ascontiguousarray(self.a.T)
+        return self._t
+
+
+def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Tensor, mode: str) -> dict:
     from frugalnet.kernels import linear as K
 
     lay = vals.lay.layout
     n_in = lay.shape[1]
-    gyn = gy.numpy()
+    gyn = gyp.a
     zeros = np.zeros(n_in, np.float32)
     cands = {}
     if mode != "sparse":
@@ -199,8 +226,7 @@ def _grad_input_candidates(gy: Tensor, vals: _Values, mask: Tensor, mode: str) -
         for par in _parallel_options():
             def csc_t(par=par):
                 out_t = np.empty((n_in, gyn.shape[0]), np.float32)
-                K.csr_rows_t.pick(par)(lay.csc_ptr, lay.csc_idx, vals.csc(), np.ascontiguousarray(gyn.T), zeros,
-                                       out_t)
+                K.csr_rows_t.pick(par)(lay.csc_ptr, lay.csc_idx, vals.csc(), gyp.t, zeros, out_t)
                 return torch.from_numpy(out_t).t().contiguous()
 
             def scatter(par=par):
@@ -213,11 +239,12 @@ def _grad_input_candidates(gy: Tensor, vals: _Values, mask: Tensor, mode: str) -
     return cands
 
 
-def _grad_weight_candidates(gy: Tensor, x: Tensor, lay: _Layout, mask: Tensor, mode: str) -> dict:
+def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, lay: _Layout, mask: Tensor,
+                            mode: str) -> dict:
     from frugalnet.kernels import train as T
 
     layout = lay.layout
-    gyn, xn = gy.numpy(), x.numpy()
+    xp = _Transposed(x.detach().numpy())
     cands = {}
     if mode != "sparse":
         cands["dense"] = lambda: (gy.t() @ x).mul_(mask)
@@ -225,15 +252,13 @@ def _grad_weight_candidates(gy: Tensor, x: Tensor, lay: _Layout, mask: Tensor, m
         for par in _parallel_options():
             def sddmm(par=par):
                 gw = np.empty(layout.shape, np.float32)
-                T.sddmm_dense.pick(par)(layout.csr_ptr, layout.csr_idx, np.ascontiguousarray(gyn.T),
-                                        np.ascontiguousarray(xn.T), gw)
+                T.sddmm_dense.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.t, gw)
                 return torch.from_numpy(gw)
 
             def sddmm_gy(par=par):
                 gw = np.empty(layout.shape, np.float32)
                 acc = np.empty((layout.shape[0], max(1, layout.max_row_nnz)), np.float32)
-                T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, np.ascontiguousarray(gyn.T), xn, gw,
-                                            acc)
+                T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.a, gw, acc)
                 return torch.from_numpy(gw)
             cands[f"sddmm/{int(par)}"] = sddmm
             cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
@@ -262,12 +287,15 @@ class SparseLinearFunction(torch.autograd.Function):
         vals, mode, lay = ctx.vals, ctx.mode, ctx.lay
         n_out, n_in = lay.layout.shape
         gykey = density_bucket(gy) if mode != "dense" else -1
+        gyp = _Transposed(gy.detach().numpy())
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode), _grad_input_candidates(gy, vals, mask, mode))
+            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode),
+                       _grad_input_candidates(gy, gyp, vals, mask, mode))
         if ctx.needs_input_grad[1]:
             gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode),
-                       _grad_weight_candidates(gy, x, lay, mask, mode))
+                       _grad_weight_candidates(gy, gyp, x, lay, mask, mode))
+            lay.clean_grad = (gw.data_ptr(), gw._version)   # zero outside the mask: the optimizer hook may skip it
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.sum(0)
         return gx, gw, gb, None, None, None
