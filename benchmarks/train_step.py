@@ -17,8 +17,15 @@ Run: PYTHONPATH=src python benchmarks/train_step.py [--rounds 30] [--threads 2] 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
+
+# Idle OpenMP workers sleep instead of spinning. torch and numba each keep a pool; on a shared machine a spinning
+# pool steals the cores from the other and from the working thread (measured on the loaded 2-core machine: MLP
+# steps 2.1x slower for sparse and 2.2x for dense with the default policy). Set before torch loads its runtime;
+# applies to every configuration alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -133,8 +140,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
     print(f"CPU: {cpu_info()}")
-    print(f"threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()} "
-          f"({numba.threading_layer() if hasattr(numba, 'threading_layer') else '?'}); torch {torch.__version__}")
+    print(f"threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; torch {torch.__version__}")
     torch.manual_seed(0)
 
     if args.only in (None, "mlp"):
@@ -156,10 +163,12 @@ def main() -> None:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))
         report("CNN-2, batch 64: training step", run(configs, args.rounds, args.warmup), "dense CNN-2 (PyTorch)")
 
-    from frugalnet.nn.sparse_functional import choices
-    print("\nchosen paths (product, out, in, batch, density bucket(s), mode) -> path:")
+    from frugalnet.nn.sparse_functional import choices, timings
+    print("\nchosen paths (product, out, in, batch, density bucket(s), mode) -> path [candidates' median ms]:")
+    t = timings()
     for k, v in sorted(choices().items(), key=str):
-        print(f"  {k} -> {v}")
+        cands = ", ".join(f"{n} {s * 1e3:.2f}" for n, s in sorted(t.get(k, {}).items(), key=lambda kv: kv[1]))
+        print(f"  {k} -> {v}  [{cands}]")
 
 
 if __name__ == "__main__":

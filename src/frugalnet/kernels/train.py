@@ -168,6 +168,7 @@ class MaskLayout:
     csc_ptr: np.ndarray
     csc_idx: np.ndarray
     csc_flat: np.ndarray   # int64 positions in W.view(-1), in CSC order
+    csc_from_csr: np.ndarray   # CSC entry j is CSR entry csc_from_csr[j]
     csc_split: np.ndarray
     max_row_nnz: int
 
@@ -194,11 +195,13 @@ def mask_layout(mask: np.ndarray) -> MaskLayout:
     csc_ptr = np.zeros(n_in + 1, pdt)
     np.cumsum(np.bincount(cols_t, minlength=n_in), out=csc_ptr[1:])
     counts = np.diff(csr_ptr)
+    csr_flat = rows.astype(np.int64) * n_in + cols
+    csc_flat = rows_t.astype(np.int64) * n_in + cols_t
     return MaskLayout(
         shape=(n_out, n_in), csr_ptr=csr_ptr, csr_idx=cols.astype(index_dtype(n_in)),
-        csr_flat=(rows.astype(np.int64) * n_in + cols), csr_split=_split(csr_ptr),
-        csc_ptr=csc_ptr, csc_idx=rows_t.astype(index_dtype(n_out)),
-        csc_flat=(rows_t.astype(np.int64) * n_in + cols_t), csc_split=_split(csc_ptr),
+        csr_flat=csr_flat, csr_split=_split(csr_ptr),
+        csc_ptr=csc_ptr, csc_idx=rows_t.astype(index_dtype(n_out)), csc_flat=csc_flat,
+        csc_from_csr=np.searchsorted(csr_flat, csc_flat).astype(pdt), csc_split=_split(csc_ptr),
         max_row_nnz=int(counts.max()) if len(counts) else 0)
 
 
@@ -224,7 +227,11 @@ def masked_weight_grad(layout: MaskLayout, gy: np.ndarray, x: np.ndarray, skip_z
 
 @kernel
 def gather(src, flat, out):
-    """out[j] = src[flat[j]]: the weight's values at the mask, in layout order (src is the flat dense weight)."""
+    """out[j] = src[flat[j]]: the weight's values at the mask in CSR order (src the flat dense weight, read in
+    order), or the CSC values from the CSR ones (src the CSR values: a 1.6 MB array instead of strided reads
+    of the 16 MB weight; 2048 x 2048 at 10%: 12.1 ms -> about 1 ms, one thread, loaded machine).
+    Memory-bound: the serial build is used (one thread: 1.1 ms against several ms for two threads contending
+    with other work)."""
     for j in prange(out.shape[0]):
         out[j] = src[flat[j]]
 
@@ -233,7 +240,8 @@ def gather(src, flat, out):
 def zero_outside(w, ptr, idx):
     """Set w[o, i] = 0 for every (o, i) outside the CSR mask (ptr, idx): writes only the gaps between a row's
     kept positions (sorted), so the mask itself is never read (a bool mask multiply reads the weight and the
-    mask and writes the weight). Parallel over rows."""
+    mask and writes the weight): 2048 x 2048 at 10%, one thread, 1.8 ms against 14.9 ms for `w.mul_(mask)` with
+    two torch threads, in one interleaved run on a loaded machine. Memory-bound: the serial build is used."""
     n_in = w.shape[1]
     for o in prange(w.shape[0]):
         row = w[o]

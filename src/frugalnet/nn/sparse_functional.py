@@ -32,6 +32,7 @@ from torch.autograd.function import once_differentiable
 MODES = ("auto", "sparse", "dense")
 _mode = "auto"
 _CHOICES: dict[tuple, str] = {}
+_TIMINGS: dict[tuple, dict[str, float]] = {}
 _TUNE_REPEATS = 3
 
 
@@ -50,11 +51,17 @@ def kernel_mode() -> str:
 def clear_choices() -> None:
     """Forget the timed choices (e.g. after changing the number of threads)."""
     _CHOICES.clear()
+    _TIMINGS.clear()
 
 
 def choices() -> dict[tuple, str]:
     """The timed choices so far: key (product, out, in, batch, density bucket, ...) -> path name."""
     return dict(_CHOICES)
+
+
+def timings() -> dict[tuple, dict[str, float]]:
+    """For each timed choice, every candidate's median time in seconds."""
+    return {k: dict(v) for k, v in _TIMINGS.items()}
 
 
 def density_bucket(t: Tensor, rows: int = 32) -> int:
@@ -83,7 +90,8 @@ def _pick(key: tuple, candidates: dict[str, Callable[[], object]]):
             t0 = time.perf_counter()
             fn()
             times[n].append(time.perf_counter() - t0)
-    best = min(times, key=lambda n: float(np.median(times[n])))
+    _TIMINGS[key] = {n: float(np.median(t)) for n, t in times.items()}
+    best = min(_TIMINGS[key], key=_TIMINGS[key].get)
     _CHOICES[key] = best
     return candidates[best]()
 
@@ -134,21 +142,22 @@ class _Values:
         self._csc = None
         self._masked = None
 
-    def _gather(self, flat: np.ndarray) -> np.ndarray:
-        from frugalnet.kernels.train import gather
-
-        out = np.empty(flat.shape[0], np.float32)
-        gather.pick(_parallel_default())(self.weight.detach().reshape(-1).numpy(), flat, out)
-        return out
-
     def csr(self) -> np.ndarray:
         if self._csr is None:
-            self._csr = self._gather(self.lay.layout.csr_flat)
+            from frugalnet.kernels.train import gather
+
+            flat = self.lay.layout.csr_flat
+            self._csr = np.empty(flat.shape[0], np.float32)
+            gather.serial(self.weight.detach().reshape(-1).numpy(), flat, self._csr)
         return self._csr
 
     def csc(self) -> np.ndarray:
         if self._csc is None:
-            self._csc = self._gather(self.lay.layout.csc_flat)
+            from frugalnet.kernels.train import gather
+
+            perm = self.lay.layout.csc_from_csr
+            self._csc = np.empty(perm.shape[0], np.float32)
+            gather.serial(self.csr(), perm, self._csc)
         return self._csc
 
     def masked(self, mask: Tensor) -> Tensor:
