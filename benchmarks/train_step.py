@@ -44,6 +44,31 @@ class TopK(nn.Module):
         return x * torch.zeros_like(x).scatter_(1, idx, 1.0)
 
 
+class TopKFlat(nn.Module):
+    """Bare k-WTA over all features of each sample of a (B, C, H, W) map (KWinners2d(local=False) without
+    boosting): k = round(percent_on * C * H * W)."""
+
+    def __init__(self, percent_on: float) -> None:
+        super().__init__()
+        self.percent_on = percent_on
+
+    def forward(self, x):
+        flat = x.reshape(x.shape[0], -1)
+        k = max(1, round(self.percent_on * flat.shape[1]))
+        idx = torch.topk(flat.detach(), k, dim=1, sorted=False).indices
+        return (flat * torch.zeros_like(flat).scatter_(1, idx, 1.0)).view_as(x)
+
+
+def cnn_sparse_topk() -> nn.Module:
+    """sparse_cnn2 with each KWinners / KWinners2d replaced by a bare top-k of the same k."""
+    from frugalnet.models.cnn import sparse_cnn2
+
+    model = sparse_cnn2()
+    model.act1, model.act2 = TopKFlat(model.act1.percent_on), TopKFlat(model.act2.percent_on)
+    model.act3 = TopK(round(model.act3.n * model.act3.percent_on))
+    return model
+
+
 def mlp_dense() -> nn.Module:
     return nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
 
@@ -158,7 +183,8 @@ def main() -> None:
     if args.only in (None, "cnn"):
         x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
         configs = {"dense CNN-2 (PyTorch)": make_step(dense_cnn2(), x, y),
-                   "sparse CNN-2": make_step(sparse_cnn2(), x, y)}
+                   "sparse CNN-2": make_step(sparse_cnn2(), x, y),
+                   "sparse CNN-2, top-k k-WTA (sparse layers' share)": make_step(cnn_sparse_topk(), x, y)}
         if not args.no_compile:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))
         report("CNN-2, batch 64: training step", run(configs, args.rounds, args.warmup), "dense CNN-2 (PyTorch)")

@@ -255,3 +255,17 @@ def zero_outside(w, ptr, idx):
             c = i + 1
         for t in range(c, n_in):
             row[t] = 0.0
+
+
+@kernel
+def count_nonzero(a):
+    """Number of nonzero entries of a 2-D array (a sample of rows of an activation or gradient)."""
+    total = 0
+    for b in prange(a.shape[0]):
+        row = a[b]
+        c = 0
+        for i in range(row.shape[0]):
+            if row[i] != 0:
+                c += 1
+        total += c
+    return total

@@ -68,9 +68,11 @@ def density_bucket(t: Tensor, rows: int = 32) -> int:
     """ceil(log2(256 * density)) in [0, 8] (0: at most 1/256 nonzero, 8: more than half), the density estimated
     from the first `rows` rows of the 2-D tensor (rows of a batch are alike; counting all of them cost more than
     some of the products it chooses for)."""
-    t = t[:rows]
-    n = t.numel()
-    d = float(torch.count_nonzero(t)) / n if n else 0.0
+    from frugalnet.kernels.train import count_nonzero
+
+    a = t[:rows].detach().numpy()
+    n = a.size
+    d = count_nonzero.serial(a) / n if n else 0.0
     return 0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))
 
 
