@@ -140,6 +140,32 @@ def report(title: str, times: dict, baseline: str) -> None:
         print(f"  {n:46s} {np.median(t) * 1e3:10.2f} {np.median(ratio):23.2f}x  ({q1:.2f}-{q3:.2f})")
 
 
+def mask_enforcement(rounds: int) -> None:
+    """Per-step cost of keeping the stored weights of the MLP's two sparse layers zero outside their masks: the
+    optimizer hooks as installed (pre-step: skip gradients the Function made; post-step: zero the mask's gaps)
+    against the former hooks (gradient and weight multiplied by the bool mask)."""
+    from frugalnet.nn.sparse import _mask_grads_before_step, _rezero_after_step
+
+    model = mlp_sparse("topk")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    nn.functional.cross_entropy(model(torch.rand(256, 784)), torch.randint(0, 10, (256,))).backward()
+    layers = [model[0], model[2]]
+
+    def now():
+        _mask_grads_before_step(opt, (), {})
+        _rezero_after_step(opt, (), {})
+
+    def before():
+        with torch.no_grad():
+            for m in layers:
+                m.weight.grad.mul_(m.weight_mask)
+                m.weight.mul_(m.weight_mask)
+    times = run({"hooks now": now, "mask multiplies (before)": before}, rounds, 2)
+    ratio = times["mask multiplies (before)"] / times["hooks now"]
+    print(f"\nmask enforcement per MLP step: now {np.median(times['hooks now']) * 1e3:.2f} ms, mask multiplies "
+          f"{np.median(times['mask multiplies (before)']) * 1e3:.2f} ms ({np.median(ratio):.1f}x less)")
+
+
 def try_compiled(configs: dict, name: str, make) -> None:
     try:
         step = make()
@@ -188,6 +214,21 @@ def main() -> None:
         if not args.no_compile:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))
         report("CNN-2, batch 64: training step", run(configs, args.rounds, args.warmup), "dense CNN-2 (PyTorch)")
+
+        from frugalnet.nn import SparseConv2d
+        xc = torch.rand(64, 32, 12, 12) * (torch.rand(64, 32, 12, 12) < 0.095)
+        yc = torch.randint(0, 10, (64,))
+
+        def conv(layer):
+            return nn.Sequential(layer, nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
+        configs = {"nn.Conv2d(32, 64, 5)": make_step(conv(nn.Conv2d(32, 64, 5)), xc, yc),
+                   "SparseConv2d(32, 64, 5), 50% (masked at forward)": make_step(
+                       conv(SparseConv2d(32, 64, 5, 0.5, seed=0)), xc, yc)}
+        report("CNN-2's conv2 layer alone (+ a linear head), batch 64, 9.5% nonzero input: training step",
+               run(configs, args.rounds, args.warmup), "nn.Conv2d(32, 64, 5)")
+
+    if args.only in (None, "mlp"):
+        mask_enforcement(args.rounds)
 
     from frugalnet.nn.sparse_functional import choices, timings
     print("\nchosen paths (product, out, in, batch, density bucket(s), mode) -> path [candidates' median ms]:")
