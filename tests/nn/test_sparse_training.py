@@ -203,3 +203,24 @@ def test_optimizer_hooks_still_mask_gradients_not_made_by_the_function():
     opt.step()
     assert int((opt.state[layer.weight]["momentum_buffer"][~layer.weight_mask] != 0).sum()) == 0
     assert int((layer.weight[~layer.weight_mask] != 0).sum()) == 0
+
+
+def test_replaced_mask_of_wrong_shape_raises():
+    layer = SparseLinear(8, 4, 0.5)
+    layer.weight_mask = torch.ones(3, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="set_mask_"):
+        layer(torch.randn(2, 8))
+
+
+def test_timed_choice_is_cached_per_shape_and_density():
+    SF.clear_choices()
+    layer = SparseLinear(24, 16, 0.75, seed=0)
+    x = torch.randn(6, 24, requires_grad=True)
+    layer(x).sum().backward()
+    picked = SF.choices()
+    assert {k[0] for k in picked} == {"fwd", "gx", "gw"}
+    assert all(v in SF.timings()[k] for k, v in picked.items())
+    layer(x).sum().backward()                      # same shape and density: nothing new to time
+    assert SF.choices() == picked
+    assert SF.density_bucket(torch.zeros(4, 10)) == 0 and SF.density_bucket(torch.ones(4, 10)) == 8
+    assert SF.density_bucket(torch.eye(64)[:, :64]) == 2      # 1/64 nonzero -> ceil(log2(4))

@@ -17,6 +17,11 @@ chosen by timing each candidate once for the layer's shape, batch and the measur
 
 each kernel in a serial and a parallel (numba prange) build. `set_kernel_mode('dense' | 'sparse' | 'auto')`, or a
 module's `kernel_mode` attribute, forces the dense path, the kernels, or the timed choice.
+
+Results equal PyTorch's masked-dense ones to float rounding (summation order differs), with one exception by
+design: paths that skip zero inputs or zero output gradients do not propagate a NaN/inf from the skipped side
+(0 * inf is NaN in a dense product, absent here). Float64, CUDA, autocast and compiled/traced calls take the
+PyTorch path.
 """
 from __future__ import annotations
 
@@ -101,7 +106,7 @@ def _pick(key: tuple, candidates: dict[str, Callable[[], object]]):
 # ---- the layout of the module's mask, rebuilt when the mask changes --------------------------------------------
 
 class _Layout:
-    """MaskLayout plus the torch index tensors used to gather values, for one mask version."""
+    """MaskLayout of one mask version, and which weight gradient the Function made last (for the optimizer hook)."""
 
     def __init__(self, mask: Tensor) -> None:
         from frugalnet.kernels.train import mask_layout
@@ -114,6 +119,9 @@ def layout_of(module) -> _Layout:
     """The module's compressed mask layout; rebuilt when `set_mask_` bumped `mask_version` or the mask buffer was
     written in place (its tensor version counter) or replaced (its storage)."""
     mask = module.weight_mask
+    if tuple(mask.shape) != tuple(module.weight.shape) or mask.dim() != 2:
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape "
+                         f"{tuple(module.weight.shape)}; change masks with set_mask_(mask)")
     key = (getattr(module, "mask_version", 0), mask._version, mask.data_ptr(), tuple(mask.shape))
     cached = module.__dict__.get("_train_layout")
     if cached is None or cached[0] != key:
@@ -315,6 +323,7 @@ class SparseLinearFunction(torch.autograd.Function):
 def _kernel_eligible(x: Tensor, weight: Tensor) -> bool:
     return (x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
             and weight.device.type == "cpu" and x.numel() > 0 and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu")
             and not torch.jit.is_tracing() and not torch.jit.is_scripting())
 
 
