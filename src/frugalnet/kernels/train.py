@@ -6,6 +6,12 @@ Shapes: W is (out, in) with a fixed mask; x (B, in); gy = dL/dy (B, out). The we
 mask's positions: gW[o, i] = sum_b gy[b, o] x[b, i] for (o, i) in the mask, zero elsewhere. Kernels write the whole
 dense (out, in) gradient (zeros outside the mask, in the same pass), because the module's parameter stays a dense
 tensor (state_dict format unchanged) and the optimizer expects a dense gradient.
+
+Measured (benchmarks/train_step.py, one run, the timed choice's candidates, 2-core AVX-512 machine under heavy
+shared load, so only the ratios mean much): the dendritic MLP's 2048 x 2048 layer, 10% weights, 5% k-WTA inputs and
+5% nonzero output gradients, batch 256: forward 36.7 ms (CSC, active inputs) against 187.7 ms dense; input gradient
+47.7 ms (scatter of nonzero gy) against 216.6 ms; weight gradient 36.0 ms (sddmm_gy) against 198.1 ms. Its 784-input
+first layer (dense input): weight gradient 3.2 ms (sddmm) against 129.9 ms dense.
 """
 from __future__ import annotations
 
