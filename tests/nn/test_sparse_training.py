@@ -131,18 +131,26 @@ def _train(model, opt, steps=5):
     return x
 
 
+@pytest.fixture(params=["sparse", "dense"])
+def kernel_mode(request):
+    """Run a test on the kernels and on the masked-dense path (the models here are below auto's size cut)."""
+    SF.set_kernel_mode(request.param)
+    yield request.param
+    SF.set_kernel_mode("auto")
+
+
 @pytest.mark.parametrize("make_opt", [
     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
     lambda p: torch.optim.Adam(p, lr=1e-2),
     lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
 ], ids=["sgd-momentum", "adam", "adamw-wd"])
-def test_masks_hold_under_optimizers(make_opt):
+def test_masks_hold_under_optimizers(make_opt, kernel_mode):
     model = _model()
     x = _train(model, make_opt(model.parameters()))
     _assert_masks_hold(model, x)
 
 
-def test_masks_hold_with_optimizer_built_before_sparsify():
+def test_masks_hold_with_optimizer_built_before_sparsify(kernel_mode):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -159,7 +167,7 @@ def test_masks_hold_with_optimizer_built_before_sparsify():
     _assert_masks_hold(model, x)
 
 
-def test_masks_hold_under_manual_update():
+def test_masks_hold_under_manual_update(kernel_mode):
     model = _model()
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
     before = [layer.weight.detach().clone() for layer in _sparse_layers(model)]
@@ -174,7 +182,7 @@ def test_masks_hold_under_manual_update():
     _assert_masks_hold(model, x)
 
 
-def test_masks_hold_after_loading_a_dense_state_dict():
+def test_masks_hold_after_loading_a_dense_state_dict(kernel_mode):
     model = _model()
     dense = {k: (torch.randn_like(v) if k.endswith("weight") else v) for k, v in model.state_dict().items()}
     model.load_state_dict(dense)
@@ -185,6 +193,7 @@ def test_masks_hold_after_loading_a_dense_state_dict():
 
 def test_copies_train_and_pickle_without_the_cached_layout():
     layer = SparseLinear(12, 6, 0.5, seed=0)
+    layer.kernel_mode = "sparse"
     layer(torch.randn(3, 12)).sum().backward()
     assert "_train_layout" in layer.__dict__
     clone = pickle.loads(pickle.dumps(layer))
@@ -197,6 +206,7 @@ def test_copies_train_and_pickle_without_the_cached_layout():
 
 def test_optimizer_hooks_still_mask_gradients_not_made_by_the_function():
     layer = SparseLinear(10, 4, 0.5, seed=0)
+    layer.kernel_mode = "sparse"
     opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
     layer(torch.randn(3, 10)).sum().backward()
     layer.weight.grad += 1.0                               # e.g. a regulariser: dense gradient
@@ -212,10 +222,17 @@ def test_replaced_mask_of_wrong_shape_raises():
         layer(torch.randn(2, 8))
 
 
-def test_timed_choice_is_cached_per_shape_and_density():
+def test_small_layers_take_the_dense_path_untimed_in_auto():
     SF.clear_choices()
     layer = SparseLinear(24, 16, 0.75, seed=0)
-    x = torch.randn(6, 24, requires_grad=True)
+    layer(torch.randn(6, 24, requires_grad=True)).sum().backward()
+    assert SF.choices() == {} and int((layer.weight.grad[~layer.weight_mask] != 0).sum()) == 0
+
+
+def test_timed_choice_is_cached_per_shape_and_density():
+    SF.clear_choices()
+    layer = SparseLinear(256, 128, 0.75, seed=0)
+    x = torch.randn(40, 256, requires_grad=True)
     layer(x).sum().backward()
     picked = SF.choices()
     assert {k[0] for k in picked} == {"fwd", "gx", "gw"}

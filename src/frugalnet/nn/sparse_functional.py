@@ -39,6 +39,10 @@ _mode = "auto"
 _CHOICES: dict[tuple, str] = {}
 _TIMINGS: dict[tuple, dict[str, float]] = {}
 _TUNE_REPEATS = 3
+# In 'auto', layers with less work than this (batch x out x in multiply-adds) take the dense path untimed: there
+# PyTorch's call overhead (tens of microseconds) is the whole cost, and small models (tests, toy runs) never load
+# numba.
+MIN_KERNEL_WORK = 1 << 20
 
 
 def set_kernel_mode(mode: str) -> None:
@@ -335,10 +339,14 @@ def sparse_linear(module, x: Tensor) -> Tensor:
     weight, bias, mask = module.weight, module.bias, module.weight_mask
     if torch.compiler.is_exporting() or torch.jit.is_scripting():
         return torch.nn.functional.linear(x, weight, bias)
+    if tuple(mask.shape) != tuple(weight.shape):
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}; "
+                         "change masks with set_mask_(mask)")
     mode = getattr(module, "kernel_mode", None) or _mode
     if mode not in MODES:
         raise ValueError(f"kernel_mode must be one of {MODES}, got {mode!r}")
-    if mode == "dense" or not _kernel_eligible(x, weight):
+    small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * weight.numel() < MIN_KERNEL_WORK
+    if mode == "dense" or small or not _kernel_eligible(x, weight):
         return torch.nn.functional.linear(x, weight * mask, bias)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
