@@ -1,9 +1,14 @@
 """Linear and Conv2d layers whose weights stay sparse under a fixed mask the module enforces itself.
 
-The mask is a bool buffer. Masked weights are exactly zero at construction; global torch.optim hooks zero their
-gradients before every optimizer step (so momentum and Adam moments stay zero there) and re-zero the weights after
-it, so any torch optimizer (SGD with momentum, Adam, AdamW, weight decay) keeps them at zero without the user calling
-anything. Copies made by deepcopy or pickling register themselves too.
+The mask is a bool buffer, enforced twice:
+* at forward time: the output and the weight gradient depend only on the weights inside the mask (SparseLinear
+  gathers them for the sparse kernels of `sparse_functional`, or multiplies by the mask on the dense path;
+  SparseConv2d multiplies by the mask), so no update of the stored weights (any optimizer, one built before
+  conversion, a manual `p -= lr * p.grad`, a loaded dense state dict) can make a masked weight matter;
+* in storage: masked weights are exactly zero at construction and after `load_state_dict`; global torch.optim
+  hooks zero their gradients before every optimizer step (so momentum and Adam moments stay zero there) and re-zero
+  the weights after it, so state_dicts and the inference engine see exact zeros. Copies made by deepcopy or
+  pickling register themselves too.
 """
 from __future__ import annotations
 
@@ -11,11 +16,11 @@ import math
 import weakref
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from frugalnet.nn.masks import fixed_fan_in, nonzeros_per_unit
+from frugalnet.nn.sparse_functional import sparse_linear
 from frugalnet.utils.seeding import make_generator
 
 _LIVE: "weakref.WeakSet[SparseWeightMixin]" = weakref.WeakSet()
@@ -31,8 +36,15 @@ def _owned_sparse_modules(optimizer: torch.optim.Optimizer) -> list:
 
 def _mask_grads_before_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     for module in _owned_sparse_modules(optimizer):
-        if module.weight.grad is not None:
-            module.weight.grad.mul_(module.weight_mask)
+        grad = module.weight.grad
+        if grad is not None and not _grad_is_clean(module, grad):
+            grad.mul_(module.weight_mask)
+
+
+def _grad_is_clean(module, grad: Tensor) -> bool:
+    """True when `grad` is, untouched, the gradient SparseLinear's Function made (zero outside the mask already)."""
+    cached = module.__dict__.get("_train_layout")
+    return cached is not None and cached[1].clean_grad == (grad.data_ptr(), grad._version)
 
 
 def _rezero_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
@@ -64,6 +76,11 @@ class SparseWeightMixin:
         _install_optimizer_hooks()
         _LIVE.add(self)
 
+    def __getstate__(self):  # the cached kernel layout is rebuilt on demand, not pickled
+        state = self.__dict__.copy()
+        state.pop("_train_layout", None)
+        return state
+
     def __setstate__(self, state) -> None:  # deepcopy / unpickling: the copy enforces its mask too
         super().__setstate__(state)
         _install_optimizer_hooks()
@@ -81,8 +98,19 @@ class SparseWeightMixin:
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
-        """Zero the masked weights in place (the module does this itself after each optimizer step)."""
-        self.weight.mul_(self.weight_mask)
+        """Zero the masked weights in place (the module does this itself after each optimizer step). A 2-D float32
+        CPU weight is zeroed by a kernel that writes only the gaps of the mask's rows (several times cheaper than
+        the multiply, see kernels.train.zero_outside), other weights by a mask multiply."""
+        w = self.weight
+        if (w.dim() == 2 and w.dtype == torch.float32 and w.device.type == "cpu" and w.is_contiguous()
+                and self.weight_mask.device.type == "cpu"):
+            from frugalnet.kernels.train import zero_outside
+            from frugalnet.nn.sparse_functional import layout_of
+
+            lay = layout_of(self).layout
+            zero_outside.serial(w.detach().numpy(), lay.csr_ptr, lay.csr_idx)
+        else:
+            w.mul_(self.weight_mask)
 
     @torch.no_grad()
     def set_mask_(self, mask: Tensor) -> None:
@@ -125,7 +153,12 @@ class SparseLinear(SparseWeightMixin, nn.Linear):
         seed: seed for the random mask (None draws from torch's global generator).
 
     Shape: (*, in_features) -> (*, out_features).
+
+    Training and inference run on the sparse kernels where they are faster (see `sparse_functional`); set the
+    attribute `kernel_mode` to 'dense', 'sparse' or 'auto' to override the process default for this layer.
     """
+
+    kernel_mode: str | None = None
 
     def __init__(self, in_features: int, out_features: int, sparsity: float, bias: bool = True,
                  mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None) -> None:
@@ -140,7 +173,7 @@ class SparseLinear(SparseWeightMixin, nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear(in_features={self.in_features}) expects input of shape "
                              f"(*, {self.in_features}), got {tuple(x.shape)}")
-        return F.linear(x, self.weight, self.bias)
+        return sparse_linear(self, x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", sparsity={self.sparsity:.3g}"
@@ -168,7 +201,9 @@ class SparseConv2d(SparseWeightMixin, nn.Conv2d):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"SparseConv2d(in_channels={self.in_channels}) expects input of shape "
                              f"(batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        return super().forward(x)
+        if torch.compiler.is_exporting() or torch.jit.is_scripting():
+            return super().forward(x)   # exported graphs keep the plain conv on the stored (masked) weight
+        return self._conv_forward(x, self.weight * self.weight_mask, self.bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", sparsity={self.sparsity:.3g}"

@@ -1,0 +1,242 @@
+"""Training-step time of sparse models against their dense twins, side by side in one run (issue 18).
+
+A step is zero_grad + forward + cross-entropy + backward + SGD(momentum 0.9) step, mask enforcement included.
+Configurations are timed in interleaved rounds (one step each per round, order rotated), so machine load hits them
+alike; we print each one's median step time and the median and interquartile range of its per-round ratio to the
+dense PyTorch model.
+
+  MLP 784-2048-2048-10, batch 256: dense (nn.Linear + ReLU) against SparseLinear 90% sparse weights with
+    KWinners 5% on (as in frugalnet.nn), and with a bare top-k k-WTA (torch.topk + scatter, no boosting, no duty
+    cycles) in its place, so the share of KWinners is visible; `sparse layers, kernel_mode=dense` shows what the
+    masked-dense path would cost.
+  CNN-2, batch 64: frugalnet.models.sparse_cnn2 against dense_cnn2.
+  torch.compile of each dense model as a second baseline (--no-compile skips it).
+
+Run: PYTHONPATH=src python benchmarks/train_step.py [--rounds 30] [--threads 2] [--no-compile] [--only mlp|cnn]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+# Idle OpenMP workers sleep instead of spinning. torch and numba each keep a pool; on a shared machine a spinning
+# pool steals the cores from the other and from the working thread (measured on the loaded 2-core machine: MLP
+# steps 2.1x slower for sparse and 2.2x for dense with the default policy). Set before torch loads its runtime;
+# applies to every configuration alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TopK(nn.Module):
+    """Bare k-WTA: keep the k largest of each row (torch.topk), gradient to winners only."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        idx = torch.topk(x.detach(), self.k, dim=1, sorted=False).indices
+        return x * torch.zeros_like(x).scatter_(1, idx, 1.0)
+
+
+class TopKFlat(nn.Module):
+    """Bare k-WTA over all features of each sample of a (B, C, H, W) map (KWinners2d(local=False) without
+    boosting): k = round(percent_on * C * H * W)."""
+
+    def __init__(self, percent_on: float) -> None:
+        super().__init__()
+        self.percent_on = percent_on
+
+    def forward(self, x):
+        flat = x.reshape(x.shape[0], -1)
+        k = max(1, round(self.percent_on * flat.shape[1]))
+        idx = torch.topk(flat.detach(), k, dim=1, sorted=False).indices
+        return (flat * torch.zeros_like(flat).scatter_(1, idx, 1.0)).view_as(x)
+
+
+def cnn_sparse_topk() -> nn.Module:
+    """sparse_cnn2 with each KWinners / KWinners2d replaced by a bare top-k of the same k."""
+    from frugalnet.models.cnn import sparse_cnn2
+
+    model = sparse_cnn2()
+    model.act1, model.act2 = TopKFlat(model.act1.percent_on), TopKFlat(model.act2.percent_on)
+    model.act3 = TopK(round(model.act3.n * model.act3.percent_on))
+    return model
+
+
+def mlp_dense() -> nn.Module:
+    return nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
+
+
+def mlp_sparse(act: str, mode: str | None = None) -> nn.Module:
+    from frugalnet.nn import KWinners, SparseLinear
+
+    def a():
+        return KWinners(2048, 0.05) if act == "kwinners" else TopK(round(2048 * 0.05))
+    l1, l2 = SparseLinear(784, 2048, 0.9, seed=0), SparseLinear(2048, 2048, 0.9, seed=1)
+    l1.kernel_mode = l2.kernel_mode = mode
+    return nn.Sequential(l1, a(), l2, a(), nn.Linear(2048, 10))
+
+
+def cpu_info() -> str:
+    name = platform.processor() or "unknown"
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name in ("", "unknown", "x86_64"):
+                    name = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    try:
+        import llvmlite.binding as llvm
+        host = llvm.get_host_cpu_name()
+    except Exception:  # noqa: BLE001 - informational only
+        host = "?"
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}; ISA {isa}; numba/LLVM target {host}"
+
+
+def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool = False):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    fwd = torch.compile(model) if compiled else model
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(fwd(x), y).backward()
+        opt.step()
+    return step
+
+
+def run(configs: dict, rounds: int, warmup: int) -> dict:
+    for name, step in configs.items():
+        for _ in range(warmup):
+            step()
+    times = {n: [] for n in configs}
+    names = list(configs)
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            configs[n]()
+            times[n].append(time.perf_counter() - t0)
+    return {n: np.array(v) for n, v in times.items()}
+
+
+def report(title: str, times: dict, baseline: str) -> None:
+    print(f"\n{title}")
+    print(f"  {'configuration':46s} {'median ms':>10s} {'speed-up vs ' + baseline:>24s}  (IQR of per-round ratio)")
+    base = times[baseline]
+    for n, t in times.items():
+        ratio = base / t
+        q1, q3 = np.percentile(ratio, [25, 75])
+        print(f"  {n:46s} {np.median(t) * 1e3:10.2f} {np.median(ratio):23.2f}x  ({q1:.2f}-{q3:.2f})")
+
+
+def mask_enforcement(rounds: int) -> None:
+    """Per-step cost of keeping the stored weights of the MLP's two sparse layers zero outside their masks: the
+    optimizer hooks as installed (pre-step: skip gradients the Function made; post-step: zero the mask's gaps)
+    against the former hooks (gradient and weight multiplied by the bool mask)."""
+    from frugalnet.nn.sparse import _mask_grads_before_step, _rezero_after_step
+
+    model = mlp_sparse("topk")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    nn.functional.cross_entropy(model(torch.rand(256, 784)), torch.randint(0, 10, (256,))).backward()
+    layers = [model[0], model[2]]
+
+    def now():
+        _mask_grads_before_step(opt, (), {})
+        _rezero_after_step(opt, (), {})
+
+    def before():
+        with torch.no_grad():
+            for m in layers:
+                m.weight.grad.mul_(m.weight_mask)
+                m.weight.mul_(m.weight_mask)
+    times = run({"hooks now": now, "mask multiplies (before)": before}, rounds, 2)
+    ratio = times["mask multiplies (before)"] / times["hooks now"]
+    print(f"\nmask enforcement per MLP step: now {np.median(times['hooks now']) * 1e3:.2f} ms, mask multiplies "
+          f"{np.median(times['mask multiplies (before)']) * 1e3:.2f} ms ({np.median(ratio):.1f}x less)")
+
+
+def try_compiled(configs: dict, name: str, make) -> None:
+    try:
+        step = make()
+        step()
+        configs[name] = step
+    except Exception as e:  # noqa: BLE001 - reported, the benchmark goes on without this baseline
+        print(f"  torch.compile baseline unavailable: {type(e).__name__}: {str(e).splitlines()[0][:150]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--only", choices=("mlp", "cnn"), default=None)
+    args = ap.parse_args()
+
+    import numba
+
+    from frugalnet.kernels import set_threads
+    from frugalnet.models.cnn import dense_cnn2, sparse_cnn2
+    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
+    print(f"CPU: {cpu_info()}")
+    print(f"threads: torch {torch.get_num_threads()}, numba {numba.get_num_threads()}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; torch {torch.__version__}")
+    torch.manual_seed(0)
+
+    if args.only in (None, "mlp"):
+        x, y = torch.rand(256, 784), torch.randint(0, 10, (256,))
+        configs = {"dense MLP (PyTorch)": make_step(mlp_dense(), x, y),
+                   "sparse MLP, KWinners": make_step(mlp_sparse("kwinners"), x, y),
+                   "sparse MLP, top-k k-WTA (sparse layers' share)": make_step(mlp_sparse("topk"), x, y),
+                   "sparse MLP, top-k k-WTA, kernel_mode=dense": make_step(mlp_sparse("topk", "dense"), x, y)}
+        if not args.no_compile:
+            try_compiled(configs, "dense MLP, torch.compile", lambda: make_step(mlp_dense(), x, y, compiled=True))
+        report("MLP 784-2048-2048-10, batch 256, 90% sparse weights, 5% k-WTA: training step",
+               run(configs, args.rounds, args.warmup), "dense MLP (PyTorch)")
+
+    if args.only in (None, "cnn"):
+        x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+        configs = {"dense CNN-2 (PyTorch)": make_step(dense_cnn2(), x, y),
+                   "sparse CNN-2": make_step(sparse_cnn2(), x, y),
+                   "sparse CNN-2, top-k k-WTA (sparse layers' share)": make_step(cnn_sparse_topk(), x, y)}
+        if not args.no_compile:
+            try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))
+        report("CNN-2, batch 64: training step", run(configs, args.rounds, args.warmup), "dense CNN-2 (PyTorch)")
+
+        from frugalnet.nn import SparseConv2d
+        xc = torch.rand(64, 32, 12, 12) * (torch.rand(64, 32, 12, 12) < 0.095)
+        yc = torch.randint(0, 10, (64,))
+
+        def conv(layer):
+            return nn.Sequential(layer, nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
+        configs = {"nn.Conv2d(32, 64, 5)": make_step(conv(nn.Conv2d(32, 64, 5)), xc, yc),
+                   "SparseConv2d(32, 64, 5), 50% (masked at forward)": make_step(
+                       conv(SparseConv2d(32, 64, 5, 0.5, seed=0)), xc, yc)}
+        report("CNN-2's conv2 layer alone (+ a linear head), batch 64, 9.5% nonzero input: training step",
+               run(configs, args.rounds, args.warmup), "nn.Conv2d(32, 64, 5)")
+
+    if args.only in (None, "mlp"):
+        mask_enforcement(args.rounds)
+
+    from frugalnet.nn.sparse_functional import choices, timings
+    print("\nchosen paths (product, out, in, batch, density bucket(s), mode) -> path [candidates' median ms]:")
+    t = timings()
+    for k, v in sorted(choices().items(), key=str):
+        cands = ", ".join(f"{n} {s * 1e3:.2f}" for n, s in sorted(t.get(k, {}).items(), key=lambda kv: kv[1]))
+        print(f"  {k} -> {v}  [{cands}]")
+
+
+if __name__ == "__main__":
+    main()

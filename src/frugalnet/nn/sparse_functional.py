@@ -1,0 +1,354 @@
+"""Training SparseLinear on the sparse kernels: an autograd Function whose forward and both backward products
+touch only the mask's weights (and skip zero inputs / zero output gradients), with the dense path kept where it is
+faster.
+
+Forward-time masking: the Function reads the weight only at the mask's positions (gathered through a fixed flat
+index built once per mask version), and its weight gradient is exactly zero outside the mask. So whatever updates
+the stored weights (any optimizer, built before or after conversion, a manual `p -= lr * p.grad`, a loaded dense
+state dict), the weights outside the mask never reach the output or the gradient.
+
+Per product (forward y = x W^T, input gradient gx = gy W, weight gradient gW = gy^T x at the mask) the path is
+chosen by timing each candidate once for the layer's shape, batch and the measured density of the sparse operand
+(rounded to a power-of-two bucket), like the inference engine's per-layer choice, and cached for the process:
+
+  forward  dense (x @ (W * mask)^T) | csr (sparse W rows x dense x) | csc (sparse W columns x nonzero inputs)
+  gx       dense (gy @ (W * mask))  | csc_t (W^T as rows x dense gy) | scatter (rows of W for nonzero gy only)
+  gW       dense ((gy^T x) * mask)  | sddmm (dot products at the mask) | sddmm_gy (skips zero gy entries)
+
+each kernel in a serial and a parallel (numba prange) build. `set_kernel_mode('dense' | 'sparse' | 'auto')`, or a
+module's `kernel_mode` attribute, forces the dense path, the kernels, or the timed choice.
+
+Results equal PyTorch's masked-dense ones to float rounding (summation order differs), with one exception by
+design: paths that skip zero inputs or zero output gradients do not propagate a NaN/inf from the skipped side
+(0 * inf is NaN in a dense product, absent here). Float64, CUDA, autocast and compiled/traced calls take the
+PyTorch path.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+MODES = ("auto", "sparse", "dense")
+_mode = "auto"
+_CHOICES: dict[tuple, str] = {}
+_TIMINGS: dict[tuple, dict[str, float]] = {}
+_TUNE_REPEATS = 3
+# In 'auto', layers with less work than this (batch x out x in multiply-adds) take the dense path untimed: there
+# PyTorch's call overhead (tens of microseconds) is the whole cost, and small models (tests, toy runs) never load
+# numba.
+MIN_KERNEL_WORK = 1 << 20
+
+
+def set_kernel_mode(mode: str) -> None:
+    """Process-wide default path for SparseLinear: 'auto' (timed choice), 'sparse' (kernels), 'dense' (PyTorch)."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"kernel mode must be one of {MODES}, got {mode!r}")
+    _mode = mode
+
+
+def kernel_mode() -> str:
+    return _mode
+
+
+def clear_choices() -> None:
+    """Forget the timed choices (e.g. after changing the number of threads)."""
+    _CHOICES.clear()
+    _TIMINGS.clear()
+
+
+def choices() -> dict[tuple, str]:
+    """The timed choices so far: key (product, out, in, batch, density bucket, ...) -> path name."""
+    return dict(_CHOICES)
+
+
+def timings() -> dict[tuple, dict[str, float]]:
+    """For each timed choice, every candidate's median time in seconds."""
+    return {k: dict(v) for k, v in _TIMINGS.items()}
+
+
+def density_bucket(t: Tensor, rows: int = 32) -> int:
+    """ceil(log2(256 * density)) in [0, 8] (0: at most 1/256 nonzero, 8: more than half), the density estimated
+    from the first `rows` rows of the 2-D tensor (rows of a batch are alike; counting all of them cost more than
+    some of the products it chooses for)."""
+    from frugalnet.kernels.train import count_nonzero
+
+    a = t[:rows].detach().numpy()
+    n = a.size
+    d = count_nonzero.serial(a) / n if n else 0.0
+    return 0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))
+
+
+def _pick(key: tuple, candidates: dict[str, Callable[[], object]]):
+    """Run the cached choice for `key`, or time every candidate (one untimed call each, then interleaved repeats;
+    the lowest median wins) and remember it."""
+    name = _CHOICES.get(key)
+    if name is not None and name in candidates:
+        return candidates[name]()
+    if len(candidates) == 1:
+        return next(iter(candidates.values()))()
+    times: dict[str, list[float]] = {n: [] for n in candidates}
+    for fn in candidates.values():
+        fn()
+    for _ in range(_TUNE_REPEATS):
+        for n, fn in candidates.items():
+            t0 = time.perf_counter()
+            fn()
+            times[n].append(time.perf_counter() - t0)
+    _TIMINGS[key] = {n: float(np.median(t)) for n, t in times.items()}
+    best = min(_TIMINGS[key], key=_TIMINGS[key].get)
+    _CHOICES[key] = best
+    return candidates[best]()
+
+
+# ---- the layout of the module's mask, rebuilt when the mask changes --------------------------------------------
+
+class _Layout:
+    """MaskLayout of one mask version, and which weight gradient the Function made last (for the optimizer hook)."""
+
+    def __init__(self, mask: Tensor) -> None:
+        from frugalnet.kernels.train import mask_layout
+
+        self.layout = mask_layout(mask.detach().cpu().numpy())
+        self.clean_grad: tuple[int, int] | None = None   # (data_ptr, version) of the last weight grad we made
+
+
+def layout_of(module) -> _Layout:
+    """The module's compressed mask layout; rebuilt when `set_mask_` bumped `mask_version` or the mask buffer was
+    written in place (its tensor version counter) or replaced (its storage)."""
+    mask = module.weight_mask
+    if tuple(mask.shape) != tuple(module.weight.shape) or mask.dim() != 2:
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape "
+                         f"{tuple(module.weight.shape)}; change masks with set_mask_(mask)")
+    key = (getattr(module, "mask_version", 0), mask._version, mask.data_ptr(), tuple(mask.shape))
+    cached = module.__dict__.get("_train_layout")
+    if cached is None or cached[0] != key:
+        cached = (key, _Layout(mask))
+        module.__dict__["_train_layout"] = cached
+    return cached[1]
+
+
+# ---- the autograd Function ---------------------------------------------------------------------------------------
+
+def _parallel_options() -> tuple[bool, ...]:
+    return (False, True) if _parallel_default() else (False,)
+
+
+def _parallel_default() -> bool:
+    import numba
+
+    return numba.get_num_threads() > 1
+
+
+class _Values:
+    """The weight's values in CSR / CSC order, gathered on first use (one index_select over the nonzeros)."""
+
+    def __init__(self, weight: Tensor, lay: _Layout) -> None:
+        self.weight = weight
+        self.lay = lay
+        self._csr = None
+        self._csc = None
+        self._masked = None
+
+    def csr(self) -> np.ndarray:
+        if self._csr is None:
+            from frugalnet.kernels.train import gather
+
+            flat = self.lay.layout.csr_flat
+            self._csr = np.empty(flat.shape[0], np.float32)
+            gather.serial(self.weight.detach().reshape(-1).numpy(), flat, self._csr)
+        return self._csr
+
+    def csc(self) -> np.ndarray:
+        if self._csc is None:
+            from frugalnet.kernels.train import gather
+
+            perm = self.lay.layout.csc_from_csr
+            self._csc = np.empty(perm.shape[0], np.float32)
+            gather.serial(self.csr(), perm, self._csc)
+        return self._csc
+
+    def masked(self, mask: Tensor) -> Tensor:
+        if self._masked is None:
+            self._masked = self.weight.detach() * mask
+        return self._masked
+
+
+def _active(a: np.ndarray):
+    """Nonzeros of each row of a (B, n) array as (aidx, aval, counts) for the scatter kernels."""
+    from frugalnet.kernels import linear as K
+
+    aidx = np.empty(a.shape, np.int32)
+    aval = np.empty(a.shape, np.float32)
+    counts = np.empty(a.shape[0], np.int32)
+    K.nonzeros.serial(a, aidx, aval, counts)
+    return aidx, aval, counts
+
+
+def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | None, mode: str) -> dict:
+    from frugalnet.kernels import linear as K
+
+    lay = vals.lay.layout
+    n_out = lay.shape[0]
+    xn = x.detach().numpy()
+    bn = np.zeros(n_out, np.float32) if bias is None else bias.detach().numpy()
+    cands = {}
+    if mode != "sparse":
+        def dense():
+            w = vals.masked(mask)
+            return torch.addmm(bias, x, w.t()) if bias is not None else x @ w.t()
+        cands["dense"] = dense
+    if mode != "dense":
+        for par in _parallel_options():
+            def csr(par=par):
+                out_t = np.empty((n_out, xn.shape[0]), np.float32)
+                K.csr_rows_t.pick(par)(lay.csr_ptr, lay.csr_idx, vals.csr(), np.ascontiguousarray(xn.T), bn, out_t)
+                return torch.from_numpy(out_t).t().contiguous()
+
+            def csc(par=par):
+                aidx, aval, counts = _active(xn)
+                out = np.empty((xn.shape[0], n_out), np.float32)
+                K.csc_active_rows.pick(par)(lay.csc_split, lay.csc_idx, vals.csc(), aidx, aval, counts, bn, out)
+                return torch.from_numpy(out)
+            cands[f"csr/{int(par)}"] = csr
+            cands[f"csc/{int(par)}"] = csc
+    return cands
+
+
+class _Transposed:
+    """A (B, n) array and its C-contiguous transpose, made on first use and shared by the backward products."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+        self._t = None
+
+    @property
+    def t(self) -> np.ndarray:
+        if self._t is None:
+            self._t = np.ascontiguousarray(self.a.T)
+        return self._t
+
+
+def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Tensor, mode: str) -> dict:
+    from frugalnet.kernels import linear as K
+
+    lay = vals.lay.layout
+    n_in = lay.shape[1]
+    gyn = gyp.a
+    zeros = np.zeros(n_in, np.float32)
+    cands = {}
+    if mode != "sparse":
+        cands["dense"] = lambda: gy @ vals.masked(mask)
+    if mode != "dense":
+        for par in _parallel_options():
+            def csc_t(par=par):
+                out_t = np.empty((n_in, gyn.shape[0]), np.float32)
+                K.csr_rows_t.pick(par)(lay.csc_ptr, lay.csc_idx, vals.csc(), gyp.t, zeros, out_t)
+                return torch.from_numpy(out_t).t().contiguous()
+
+            def scatter(par=par):
+                aidx, aval, counts = _active(gyn)
+                out = np.empty((gyn.shape[0], n_in), np.float32)
+                K.csc_active_rows.pick(par)(lay.csr_split, lay.csr_idx, vals.csr(), aidx, aval, counts, zeros, out)
+                return torch.from_numpy(out)
+            cands[f"csc_t/{int(par)}"] = csc_t
+            cands[f"scatter/{int(par)}"] = scatter
+    return cands
+
+
+def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, lay: _Layout, mask: Tensor,
+                            mode: str) -> dict:
+    from frugalnet.kernels import train as T
+
+    layout = lay.layout
+    xp = _Transposed(x.detach().numpy())
+    cands = {}
+    if mode != "sparse":
+        cands["dense"] = lambda: (gy.t() @ x).mul_(mask)
+    if mode != "dense":
+        for par in _parallel_options():
+            def sddmm(par=par):
+                gw = np.empty(layout.shape, np.float32)
+                T.sddmm_dense.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.t, gw)
+                return torch.from_numpy(gw)
+
+            def sddmm_gy(par=par):
+                gw = np.empty(layout.shape, np.float32)
+                acc = np.empty((layout.shape[0], max(1, layout.max_row_nnz)), np.float32)
+                T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.a, gw, acc)
+                return torch.from_numpy(gw)
+            cands[f"sddmm/{int(par)}"] = sddmm
+            cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
+    return cands
+
+
+class SparseLinearFunction(torch.autograd.Function):
+    """y = x (W * mask)^T + b for 2-D float32 CPU x, on the sparse kernels or dense ops as chosen per product."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, lay: _Layout, mode: str):
+        vals = _Values(weight, lay)
+        n_out, n_in = lay.layout.shape
+        xkey = density_bucket(x) if mode != "dense" else -1
+        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode), _forward_candidates(x, vals, mask, bias, mode))
+        ctx.save_for_backward(x, weight, mask)
+        ctx.lay, ctx.mode, ctx.has_bias, ctx.xkey = lay, mode, bias is not None, xkey
+        ctx.vals = vals   # reuses gathered values / masked weight in backward
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: Tensor):
+        x, weight, mask = ctx.saved_tensors
+        gy = gy.contiguous()
+        vals, mode, lay = ctx.vals, ctx.mode, ctx.lay
+        n_out, n_in = lay.layout.shape
+        gykey = density_bucket(gy) if mode != "dense" else -1
+        gyp = _Transposed(gy.detach().numpy())
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode),
+                       _grad_input_candidates(gy, gyp, vals, mask, mode))
+        if ctx.needs_input_grad[1]:
+            gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode),
+                       _grad_weight_candidates(gy, gyp, x, lay, mask, mode))
+            lay.clean_grad = (gw.data_ptr(), gw._version)   # zero outside the mask: the optimizer hook may skip it
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gy.sum(0)
+        return gx, gw, gb, None, None, None
+
+
+def _kernel_eligible(x: Tensor, weight: Tensor) -> bool:
+    return (x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
+            and weight.device.type == "cpu" and x.numel() > 0 and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting())
+
+
+def sparse_linear(module, x: Tensor) -> Tensor:
+    """SparseLinear's forward: the Function on the kernels where eligible (float32 on CPU, not under
+    compile/export/tracing), else F.linear with the weight masked at forward time (autograd then masks its
+    gradient); under torch.export the plain F.linear on the stored (zero-outside-mask) weight, so exported graphs
+    keep the form the inference engine lowers."""
+    weight, bias, mask = module.weight, module.bias, module.weight_mask
+    if torch.compiler.is_exporting() or torch.jit.is_scripting():
+        return torch.nn.functional.linear(x, weight, bias)
+    if tuple(mask.shape) != tuple(weight.shape):
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}; "
+                         "change masks with set_mask_(mask)")
+    mode = getattr(module, "kernel_mode", None) or _mode
+    if mode not in MODES:
+        raise ValueError(f"kernel_mode must be one of {MODES}, got {mode!r}")
+    small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * weight.numel() < MIN_KERNEL_WORK
+    if mode == "dense" or small or not _kernel_eligible(x, weight):
+        return torch.nn.functional.linear(x, weight * mask, bias)
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    y = SparseLinearFunction.apply(x2, weight, bias, mask, layout_of(module), mode)
+    return y.reshape(*lead, y.shape[-1])
