@@ -7,8 +7,13 @@ import math
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
 
-from frugalnet.kernels._jit import JIT
+from frugalnet.kernels._jit import JIT, kernel
+from frugalnet.kernels.simd import axpy_segments
 
 f32 = np.float32
 
@@ -60,3 +65,353 @@ def block_scale(am, nv, tensor_scale):
     e = math.frexp(am)[1] - 3 if am > 0 else -127
     scale = f32(math.ldexp(1.0, min(max(e, -127), 127)))
     return scale, scale
+
+
+# --- vector helpers: 16 packed codes -> 16 float32 lanes, kept in registers ----------------------------------------
+# Sixteen lanes: one AVX-512 register, or two AVX2 registers (LLVM splits the operations on AVX2-only CPUs), so one
+# source serves both; a 16-byte table shuffle (pshufb, SSSE3) decodes 16 codes at once.
+LANES16 = 16
+_V16 = ir.VectorType(ir.FloatType(), LANES16)
+_I8x16 = ir.VectorType(ir.IntType(8), 16)
+_I32x16 = ir.VectorType(ir.IntType(32), 16)
+_IDX16 = ir.VectorType(ir.IntType(32), 16)
+
+
+class F32x16Type(types.Type):
+    """Sixteen float32 lanes (one AVX-512 register or two AVX2 registers)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="F32x16")
+
+
+f32x16 = F32x16Type()
+
+
+@register_model(F32x16Type)
+class _F32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type) -> None:
+        super().__init__(dmm, fe_type, _V16)
+
+
+def _data_ptr(context, builder, arrty, arr, offset, elem_ty):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), elem_ty.as_pointer())
+
+
+def _check_u8(arr, what):
+    if not (isinstance(arr, types.Array) and arr.dtype in (types.uint8, types.int8) and arr.ndim == 1):
+        raise TypeError(f"{what} takes a 1-D uint8/int8 array, got {arr}")
+
+
+def _nibbles(high: bool):
+    def impl(typingctx, codes, offset, lut):
+        _check_u8(codes, "nib16")
+        _check_u8(lut, "nib16 (lut)")
+
+        def codegen(context, builder, sig, args):
+            raw = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], _I8x16), align=1)
+            if high:
+                nib = builder.lshr(raw, ir.Constant(_I8x16, [4] * 16))
+            else:
+                nib = builder.and_(raw, ir.Constant(_I8x16, [15] * 16))
+            table = builder.load(_data_ptr(context, builder, sig.args[2], args[2], ir.Constant(ir.IntType(64), 0),
+                                           _I8x16), align=1)
+            pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I8x16, [_I8x16, _I8x16]),
+                                                    "llvm.x86.ssse3.pshuf.b.128")
+            looked = builder.call(pshufb, [table, nib])
+            return builder.sitofp(builder.sext(looked, _I32x16), _V16)
+        return f32x16(codes, types.intp, lut), codegen
+    return intrinsic(impl)
+
+
+nib_lo16 = _nibbles(False)
+nib_lo16.__doc__ = "The low nibbles of codes[offset:offset + 16] looked up in the 16-entry int8 `lut`, as 16 floats."
+nib_hi16 = _nibbles(True)
+nib_hi16.__doc__ = "The high nibbles of codes[offset:offset + 16] looked up in `lut`, as 16 floats."
+
+
+@intrinsic
+def byte16(typingctx, codes, offset):
+    """int8 codes[offset:offset + 16] as 16 floats."""
+    _check_u8(codes, "byte16")
+
+    def codegen(context, builder, sig, args):
+        raw = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], _I8x16), align=1)
+        return builder.sitofp(builder.sext(raw, _I32x16), _V16)
+    return f32x16(codes, types.intp), codegen
+
+
+@intrinsic
+def vzero(typingctx):
+    """Sixteen zero lanes."""
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_V16, [0.0] * LANES16)
+    return f32x16(), codegen
+
+
+def _fma(builder, a, b, c):
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16, _V16, _V16]),
+                                         "llvm.fma.v16f32")
+    return builder.call(fma, [a, b, c])
+
+
+@intrinsic
+def vmla(typingctx, w, arr, offset, acc):
+    """acc + w * arr[offset:offset + 16] (w a vector, arr a 1-D float32 array), fused."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1):
+        raise TypeError(f"vmla takes a 1-D float32 array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        x = builder.load(_data_ptr(context, builder, sig.args[1], args[1], args[2], _V16), align=4)
+        return _fma(builder, args[0], x, args[3])
+    return f32x16(f32x16, arr, types.intp, f32x16), codegen
+
+
+@intrinsic
+def vscale_add(typingctx, v, s, acc):
+    """acc + v * s (s a scalar), fused."""
+    def codegen(context, builder, sig, args):
+        s = context.cast(builder, args[1], sig.args[1], types.float32)
+        splat = builder.insert_element(ir.Constant(_V16, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, ir.Constant(_V16, ir.Undefined), ir.Constant(_IDX16, [0] * LANES16))
+        return _fma(builder, args[0], splat, args[2])
+    return f32x16(f32x16, types.float32, f32x16), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b lanewise."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return f32x16(f32x16, f32x16), codegen
+
+
+@intrinsic
+def vsum(typingctx, a):
+    """The sum of the sixteen lanes (pairwise halving)."""
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        for shift in (8, 4, 2, 1):
+            perm = [(i + shift) % LANES16 for i in range(LANES16)]
+            v = builder.fadd(v, builder.shuffle_vector(v, ir.Constant(_V16, ir.Undefined), ir.Constant(_IDX16, perm)))
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+    return types.float32(f32x16), codegen
+
+
+# --- packed dense kernels ----------------------------------------------------------------------------------------
+@kernel
+def gemv_nib(codes, lut, wscale, blk, x, bias, out):
+    """out[b, o] = bias[o] + sum_g wscale[o, g] * sum_{i in block g} lut[code(o, i)] * x[b, i], from 4-bit codes.
+
+    codes (n_out, K/2) uint8 in the "halves" layout: byte j of a row holds column j (low nibble) and column
+    j + K/2 (high nibble), so both halves of x stream contiguously and 8 codes decode to 8 float lanes with one
+    table shuffle (pshufb: `lut` is the 16 signed values of the codes), 16 lanes at a time. blk: columns per scale block (a multiple
+    of 16 dividing K/2); wscale (n_out, K / blk). Each block's partial sums stay in registers and are scaled once
+    per block; one horizontal sum per output. Parallel over output rows (the batch is looped inside: weights are
+    decoded once per sample, so this is for small batches). Reads 0.5 byte per weight."""
+    n_out, half = codes.shape
+    batch = x.shape[0]
+    nbh = half // blk
+    for o in prange(n_out):
+        row = codes[o]
+        ws = wscale[o]
+        for b in range(batch):
+            xb = x[b]
+            alo = vzero()
+            ahi = vzero()
+            for g in range(nbh):
+                p0 = vzero()
+                p1 = vzero()
+                for j in range(g * blk, (g + 1) * blk, 16):
+                    p0 = vmla(nib_lo16(row, j, lut), xb, j, p0)
+                    p1 = vmla(nib_hi16(row, j, lut), xb, j + half, p1)
+                alo = vscale_add(p0, ws[g], alo)
+                ahi = vscale_add(p1, ws[g + nbh], ahi)
+            out[b, o] = vsum(vadd(alo, ahi)) + bias[o]
+
+
+@kernel
+def gemv_i8(codes, wscale, blk, x, bias, out):
+    """As gemv_nib for 8-bit codes: codes (n_out, K) int8 (code -128 never occurs: see pack), blk a multiple of 16
+    dividing K, wscale (n_out, K / blk). Reads 1 byte per weight."""
+    n_out, k = codes.shape
+    batch = x.shape[0]
+    for o in prange(n_out):
+        row = codes[o]
+        ws = wscale[o]
+        for b in range(batch):
+            xb = x[b]
+            acc = vzero()
+            for g in range(k // blk):
+                p0 = vzero()
+                for j in range(g * blk, (g + 1) * blk, 16):
+                    p0 = vmla(byte16(row, j), xb, j, p0)
+                acc = vscale_add(p0, ws[g], acc)
+            out[b, o] = vsum(acc) + bias[o]
+
+
+@kernel
+def gemm_nib(codes, lut, wscale, blk, xt, offs, bias, out_t):
+    """Larger batches: out_t (n_out, B) = W x^T + b with x held transposed, xt (K, B), and offs[i] = i * B. Each
+    weight row is decoded once (scaled) into a row buffer and applied to the whole batch with the partial sums in
+    registers, 64 samples at a time (simd.axpy_segments), so the codes are read once per call whatever the batch
+    and x^T's rows stream contiguously. Parallel over output rows."""
+    n_out, half = codes.shape
+    batch = xt.shape[1]
+    nbh = half // blk
+    xflat = xt.reshape(-1)
+    for o in prange(n_out):
+        row = codes[o]
+        ws = wscale[o]
+        vals = np.empty(2 * half, np.float32)
+        for j in range(half):
+            c = row[j]
+            g = j // blk
+            vals[j] = f32(lut[c & 15]) * ws[g]
+            vals[j + half] = f32(lut[c >> 4]) * ws[g + nbh]
+        seg = np.zeros(3, np.int32)     # one segment: entries 0..2 half, base 0
+        seg[1] = 2 * half
+        acc = out_t[o]
+        for bb in range(batch):
+            acc[bb] = bias[o]
+        axpy_segments(xflat, seg, seg[1:], seg[2:], 1, offs, vals, acc, 0, batch)
+
+
+# --- packed sparse kernels ---------------------------------------------------------------------------------------
+@nb.njit(inline="always", **JIT)
+def _code_value(codes, e, lutf, nibble):
+    """The value of entry e: a 4-bit code (two per byte, entry e in byte e >> 1) through `lutf`, or an int8 code."""
+    if nibble:
+        return lutf[(codes[e >> 1] >> ((e & 1) << 2)) & 15]
+    c = np.int32(codes[e])
+    return f32(c - 256 if c > 127 else c)
+
+
+@kernel
+def csr_nib(ptr, idx, codes, lutf, nibble, wscale, shift, x, bias, out):
+    """Sparse packed W (CSR: only the nonzero weights, as codes with their column indices) x dense x. Entry e's
+    value is lutf[4-bit code] (nibble) or its int8 code, times wscale[row, column >> shift] (one column of wscale
+    for per-tensor formats: then the scale is applied once per row). Parallel over output rows; four partial sums
+    per dot product."""
+    batch = x.shape[0]
+    per_block = wscale.shape[1] > 1
+    for r in prange(ptr.shape[0] - 1):
+        lo = ptr[r]
+        hi = ptr[r + 1]
+        ws = wscale[r]
+        for b in range(batch):
+            xb = x[b]
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            if per_block:
+                for e in range(lo, hi):
+                    i = idx[e]
+                    a0 += _code_value(codes, e, lutf, nibble) * ws[i >> shift] * xb[i]
+                out[b, r] = a0 + bias[r]
+            else:
+                e = lo
+                while e + 2 <= hi:
+                    a0 += _code_value(codes, e, lutf, nibble) * xb[idx[e]]
+                    a1 += _code_value(codes, e + 1, lutf, nibble) * xb[idx[e + 1]]
+                    e += 2
+                if e < hi:
+                    a0 += _code_value(codes, e, lutf, nibble) * xb[idx[e]]
+                out[b, r] = (a0 + a1) * ws[0] + bias[r]
+
+
+@kernel
+def csc_nib(split, idx, codes, lutf, nibble, wscale, shift, aidx, aval, counts, bias, out):
+    """Sparse packed W (CSC, cut by kernels.linear.row_splits) x sparse input (active indices/values per sample):
+    only the columns of active inputs are read, each entry adding code value x input value x its block scale to
+    its output row. Parallel over (sample, output-row part), each part writing its own rows (no reduction)."""
+    batch = aidx.shape[0]
+    nparts = split.shape[1] - 1
+    n_out = out.shape[1]
+    per_block = wscale.shape[1] > 1
+    for p in prange(batch * nparts):
+        b = p // nparts
+        part = p % nparts
+        o = out[b]
+        r0 = (part * n_out) // nparts
+        r1 = ((part + 1) * n_out) // nparts
+        for r in range(r0, r1):
+            o[r] = 0.0
+        for t in range(counts[b]):
+            v = aval[b, t]
+            if v == 0:
+                continue
+            i = aidx[b, t]
+            if per_block:
+                g = i >> shift
+                for e in range(split[i, part], split[i, part + 1]):
+                    r = idx[e]
+                    o[r] += _code_value(codes, e, lutf, nibble) * wscale[r, g] * v
+            else:
+                for e in range(split[i, part], split[i, part + 1]):
+                    o[idx[e]] += _code_value(codes, e, lutf, nibble) * v
+        if per_block:
+            for r in range(r0, r1):
+                o[r] += bias[r]
+        else:
+            for r in range(r0, r1):
+                o[r] = o[r] * wscale[r, 0] + bias[r]
+
+
+# --- layouts: pure numpy, integer codes only (never FP32 weights) -------------------------------------------------
+def padded_width(n: int, multiple: int = 64) -> int:
+    """Row length K the dense kernels take: n rounded up to a multiple of 64 (so halves and blocks align)."""
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def to_halves(nib: np.ndarray, k: int) -> np.ndarray:
+    """(n_out, n) 4-bit codes (uint8 0..15) -> (n_out, k / 2) bytes in the halves layout of `gemv_nib` (columns
+    n..k padded with code 0, which every table maps to 0)."""
+    n_out, n = nib.shape
+    if n > k or k % 2:
+        raise ValueError(f"cannot lay {n} columns out in {k}")
+    full = np.zeros((n_out, k), np.uint8)
+    full[:, :n] = nib
+    return np.ascontiguousarray(full[:, :k // 2] | (full[:, k // 2:] << 4))
+
+
+def from_halves(codes: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of to_halves: the (n_out, n) codes."""
+    return np.concatenate([codes & 15, codes >> 4], axis=1)[:, :n]
+
+
+def compress_codes(mat: np.ndarray, zero: np.ndarray, by_column: bool, nibble: bool):
+    """(ptr, idx, codes) of the entries of a code matrix whose value is nonzero (zero[code] False), per row (CSR)
+    or per column (CSC), each row/column padded to an even count with a zero code (so 4-bit codes of a row start
+    on a byte). idx: uint16 below 65,536 positions, else uint32. codes: two 4-bit codes per byte, or one int8 code
+    (as uint8) per entry."""
+    m = mat.T if by_column else mat
+    keep = ~zero[m.astype(np.int64) & (15 if nibble else 255)]
+    counts = keep.sum(1)
+    padded = counts + (counts % 2)
+    ptr = np.zeros(m.shape[0] + 1, np.int64)
+    np.cumsum(padded, out=ptr[1:])
+    nnz = int(ptr[-1])
+    idx_dtype = np.uint16 if m.shape[1] <= 65536 else np.uint32
+    idx = np.zeros(nnz, idx_dtype)
+    vals = np.zeros(nnz, np.uint8)
+    rows, cols = np.nonzero(keep)
+    pos = ptr[rows] + (np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts))
+    idx[pos] = cols
+    vals[pos] = m[rows, cols]
+    if nibble:
+        vals = vals[0::2] | (vals[1::2] << 4) if nnz else vals
+    ptr_dtype = np.int32 if nnz < 2**31 else np.int64
+    return ptr.astype(ptr_dtype), idx, np.ascontiguousarray(vals)
+
+
+def isa() -> dict[str, bool]:
+    """What the host CPU offers the kernels (numba compiles for the host, so LLVM uses these when it can):
+    AVX2, FMA, AVX-512 (F/BW/VL), VNNI (AVX-512 or AVX) and AMX."""
+    import llvmlite.binding as llvm
+
+    feats = llvm.get_host_cpu_features()
+    has = {k: bool(v) for k, v in feats.items()}
+    return {"cpu": llvm.get_host_cpu_name(), "avx2": has.get("avx2", False), "fma": has.get("fma", False),
+            "avx512": all(has.get(f, False) for f in ("avx512f", "avx512bw", "avx512vl")),
+            "vnni": has.get("avx512vnni", False) or has.get("avxvnni", False),
+            "amx": has.get("amx-int8", False) and has.get("amx-tile", False)}

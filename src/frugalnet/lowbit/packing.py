@@ -85,8 +85,12 @@ def packed_state(model: nn.Module) -> dict:
         raise ValueError("model has no quantized layer: call frugalnet.lowbit.quantize_(model, recipe) first")
     packed = {}
     for name, layer in layers:
-        fmt = "fp32" if layer.prequantized else layer.lowbit.weight.format
-        packed[f"{name}.weight" if name else "weight"] = encode_weight(layer.weight, fmt)
+        key = f"{name}.weight" if name else "weight"
+        if layer.prequantized and getattr(layer, "packed_record", None) is not None:
+            packed[key] = layer.packed_record      # loaded from a packed file: its codes as they were
+        else:
+            fmt = "fp32" if layer.prequantized else layer.lowbit.weight.format
+            packed[key] = encode_weight(layer.weight, fmt)
     rest = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in packed}
     return {"magic": MAGIC, "recipe": layers[0][1].recipe_name, "weights": packed, "state": rest}
 
@@ -191,6 +195,9 @@ def load_packed(path: str | Path, model: nn.Module | None = None) -> dict[str, T
         for name, layer in quantized_layers(model):
             if name in names:
                 layer.prequantized = True
+                # the file's codes, for the engine's low-bit steps (re-encoding decoded weights would not give them
+                # back: SAWB's clip of already-quantized weights differs)
+                layer.packed_record = packed["weights"][f"{name}.weight" if name else "weight"]
     return state
 
 
