@@ -216,7 +216,7 @@ def _encode_e2m1_blocks(w: Tensor, block: int, nv: bool) -> dict:
 def _check_e2m1_blocks(rec: dict, shape: tuple[int, ...], block: int, nv: bool) -> tuple[int, ...]:
     bshape = blocked_shape(shape, block)
     stored = rec.get("blocked_shape")
-    if stored is not None and tuple(stored) != bshape:
+    if stored is not None and (not isinstance(stored, (tuple, list)) or tuple(stored) != bshape):
         raise ValueError(f"packed weight record: blocked_shape {stored!r} does not match shape {shape}")
     n = math.prod(bshape)
     _tensor(rec, "codes", torch.uint8, (n + 1) // 2)
