@@ -100,7 +100,8 @@ def test_sparse_kernels_match_reference(nibble, blk):
         split = linear_k.row_splits(Compressed(cptr, cidx, cvals, (n_out, n)), nparts)
         aidx, aval, counts = linear_k.active_inputs(x)
         out = np.empty((batch, n_out), np.float32)
-        q.csc_nib.pick(nparts > 1)(split, cidx, cvals, lut.astype(np.float32), nibble, scale, shift, aidx, aval,
+        q.csc_nib.pick(nparts > 1)(split, cidx, cvals, lut.astype(np.float32), nibble, np.ascontiguousarray(scale.T),
+                                   shift, aidx, aval,
                                    counts, bias, out)
         assert_close(out, ref)
 
@@ -120,3 +121,29 @@ def test_isa_reports_the_host():
     assert set(info) == {"cpu", "avx2", "fma", "avx512", "vnni", "amx"}
     assert isinstance(info["cpu"], str) and info["cpu"]
     assert all(isinstance(v, bool) for k, v in info.items() if k != "cpu")
+
+
+@pytest.mark.parametrize("which", ["avx2", "vnni"])
+@pytest.mark.parametrize("lut", [INT4, E2M1], ids=["int4", "e2m1"])
+def test_integer_dot_products_are_exact(which, lut):
+    """igemv: 4-bit weight codes x unsigned 8-bit activation codes (shifted by an offset) in int32, exactly."""
+    if not q.isa()[which]:
+        pytest.skip(f"this CPU has no {which.upper()}")
+    rng = np.random.default_rng(4)
+    n_out, n, batch = 33, 200, 3
+    k = q.padded_width(n)
+    mat = rng.integers(0, 16, (n_out, n)).astype(np.uint8)
+    codes = np.zeros((batch, k), np.uint8)
+    codes[:, :n] = rng.integers(0, 256, (batch, n))
+    offset = np.array([0, 8, 127], np.int32)
+    scale = rng.uniform(0.5, 2.0, batch).astype(np.float32)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    w = lut[mat].astype(np.int64)
+    rowsum = w.sum(1).astype(np.int32)
+    exact = codes[:, :n].astype(np.int64) @ w.T - offset[:, None].astype(np.int64) * rowsum[None, :]
+    out = np.empty((batch, n_out), np.float32)
+    kern = q.igemv_vnni if which == "vnni" else q.igemv_avx2
+    for parallel in (False, True):
+        kern.pick(parallel)(q.to_halves(mat, k), lut, rowsum, codes, offset, scale, bias, out)
+        expected = (exact.astype(np.float32) * scale[:, None]).astype(np.float32) + bias
+        np.testing.assert_array_equal(out, expected)

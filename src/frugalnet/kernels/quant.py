@@ -304,10 +304,17 @@ def csr_nib(ptr, idx, codes, lutf, nibble, wscale, shift, x, bias, out):
             a0 = f32(0.0)
             a1 = f32(0.0)
             if per_block:
-                for e in range(lo, hi):
-                    i = idx[e]
-                    a0 += _code_value(codes, e, lutf, nibble) * ws[i >> shift] * xb[i]
-                out[b, r] = a0 + bias[r]
+                e = lo
+                while e + 2 <= hi:
+                    i0 = idx[e]
+                    i1 = idx[e + 1]
+                    a0 += _code_value(codes, e, lutf, nibble) * ws[i0 >> shift] * xb[i0]
+                    a1 += _code_value(codes, e + 1, lutf, nibble) * ws[i1 >> shift] * xb[i1]
+                    e += 2
+                if e < hi:
+                    i0 = idx[e]
+                    a0 += _code_value(codes, e, lutf, nibble) * ws[i0 >> shift] * xb[i0]
+                out[b, r] = (a0 + a1) + bias[r]
             else:
                 e = lo
                 while e + 2 <= hi:
@@ -320,14 +327,16 @@ def csr_nib(ptr, idx, codes, lutf, nibble, wscale, shift, x, bias, out):
 
 
 @kernel
-def csc_nib(split, idx, codes, lutf, nibble, wscale, shift, aidx, aval, counts, bias, out):
+def csc_nib(split, idx, codes, lutf, nibble, wscale_t, shift, aidx, aval, counts, bias, out):
     """Sparse packed W (CSC, cut by kernels.linear.row_splits) x sparse input (active indices/values per sample):
     only the columns of active inputs are read, each entry adding code value x input value x its block scale to
-    its output row. Parallel over (sample, output-row part), each part writing its own rows (no reduction)."""
+    its output row. wscale_t is (n_blocks, n_out), transposed so that one column's block scales are contiguous
+    (with (n_out, n_blocks) every entry's scale was a cache miss: 5.7 ms against 0.22 ms per-tensor, 4096 x 4096
+    90/90 at batch 1). Parallel over (sample, output-row part), each part writing its own rows (no reduction)."""
     batch = aidx.shape[0]
     nparts = split.shape[1] - 1
     n_out = out.shape[1]
-    per_block = wscale.shape[1] > 1
+    per_block = wscale_t.shape[0] > 1
     for p in prange(batch * nparts):
         b = p // nparts
         part = p % nparts
@@ -342,10 +351,10 @@ def csc_nib(split, idx, codes, lutf, nibble, wscale, shift, aidx, aval, counts, 
                 continue
             i = aidx[b, t]
             if per_block:
-                g = i >> shift
+                sg = wscale_t[i >> shift]
                 for e in range(split[i, part], split[i, part + 1]):
                     r = idx[e]
-                    o[r] += _code_value(codes, e, lutf, nibble) * wscale[r, g] * v
+                    o[r] += _code_value(codes, e, lutf, nibble) * sg[r] * v
             else:
                 for e in range(split[i, part], split[i, part + 1]):
                     o[idx[e]] += _code_value(codes, e, lutf, nibble) * v
@@ -354,7 +363,7 @@ def csc_nib(split, idx, codes, lutf, nibble, wscale, shift, aidx, aval, counts, 
                 o[r] += bias[r]
         else:
             for r in range(r0, r1):
-                o[r] = o[r] * wscale[r, 0] + bias[r]
+                o[r] = o[r] * wscale_t[0, r] + bias[r]
 
 
 # --- layouts: pure numpy, integer codes only (never FP32 weights) -------------------------------------------------
@@ -415,3 +424,120 @@ def isa() -> dict[str, bool]:
             "avx512": all(has.get(f, False) for f in ("avx512f", "avx512bw", "avx512vl")),
             "vnni": has.get("avx512vnni", False) or has.get("avxvnni", False),
             "amx": has.get("amx-int8", False) and has.get("amx-tile", False)}
+
+
+# --- integer dot products: 4-bit weight codes x 8-bit unsigned activation codes ----------------------------------
+_I8x32 = ir.VectorType(ir.IntType(8), 32)
+_I16x16 = ir.VectorType(ir.IntType(16), 16)
+_I32x8 = ir.VectorType(ir.IntType(32), 8)
+
+
+class I32x8Type(types.Type):
+    """Eight int32 lanes (one AVX2 register)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="I32x8")
+
+
+i32x8 = I32x8Type()
+
+
+@register_model(I32x8Type)
+class _I32x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type) -> None:
+        super().__init__(dmm, fe_type, _I32x8)
+
+
+@intrinsic
+def izero(typingctx):
+    """Eight int32 zero lanes."""
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_I32x8, [0] * 8)
+    return i32x8(), codegen
+
+
+@intrinsic
+def isum(typingctx, a):
+    """The sum of the eight int32 lanes, as int64."""
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        idx = ir.VectorType(ir.IntType(32), 8)
+        for shift in (4, 2, 1):
+            perm = [(i + shift) % 8 for i in range(8)]
+            v = builder.add(v, builder.shuffle_vector(v, ir.Constant(_I32x8, ir.Undefined), ir.Constant(idx, perm)))
+        return builder.sext(builder.extract_element(v, ir.Constant(ir.IntType(32), 0)), ir.IntType(64))
+    return types.int64(i32x8), codegen
+
+
+def _idot64(vnni: bool):
+    def impl(typingctx, acc, codes, j, xq, jlo, jhi, lut):
+        _check_u8(codes, "idot64")
+        _check_u8(xq, "idot64 (x codes)")
+        _check_u8(lut, "idot64 (lut)")
+
+        def codegen(context, builder, sig, args):
+            acc, codes, j, xq, jlo, jhi, lut = args
+            raw = builder.load(_data_ptr(context, builder, sig.args[1], codes, j, _I8x32), align=1)
+            lo = builder.and_(raw, ir.Constant(_I8x32, [15] * 32))
+            hi = builder.and_(builder.lshr(raw, ir.Constant(_I8x32, [4] * 32)), ir.Constant(_I8x32, [15] * 32))
+            t16 = builder.load(_data_ptr(context, builder, sig.args[6], lut, ir.Constant(ir.IntType(64), 0), _I8x16),
+                               align=1)
+            t32 = builder.shuffle_vector(t16, t16, ir.Constant(ir.VectorType(ir.IntType(32), 32),
+                                                               list(range(16)) * 2))
+            pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I8x32, [_I8x32, _I8x32]),
+                                                    "llvm.x86.avx2.pshuf.b")
+            w_lo, w_hi = builder.call(pshufb, [t32, lo]), builder.call(pshufb, [t32, hi])
+            x_lo = builder.load(_data_ptr(context, builder, sig.args[3], xq, jlo, _I8x32), align=1)
+            x_hi = builder.load(_data_ptr(context, builder, sig.args[3], xq, jhi, _I8x32), align=1)
+            if vnni:
+                dp = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(_I32x8, [_I32x8, _I32x8, _I32x8]), "llvm.x86.avx512.vpdpbusd.256")
+                acc = builder.call(dp, [acc, builder.bitcast(x_lo, _I32x8), builder.bitcast(w_lo, _I32x8)])
+                return builder.call(dp, [acc, builder.bitcast(x_hi, _I32x8), builder.bitcast(w_hi, _I32x8)])
+            mub = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I16x16, [_I8x32, _I8x32]),
+                                                 "llvm.x86.avx2.pmadd.ub.sw")
+            mwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32x8, [_I16x16, _I16x16]),
+                                                 "llvm.x86.avx2.pmadd.wd")
+            pairs = builder.add(builder.call(mub, [x_lo, w_lo]), builder.call(mub, [x_hi, w_hi]))
+            return builder.add(acc, builder.call(mwd, [pairs, ir.Constant(_I16x16, [1] * 16)]))
+        return i32x8(i32x8, codes, types.intp, xq, types.intp, types.intp, lut), codegen
+    return intrinsic(impl)
+
+
+idot64_avx2 = _idot64(False)
+idot64_avx2.__doc__ = ("acc + the int32 dot products of 64 4-bit weight codes (32 bytes at j, halves layout, through "
+                       "`lut`) with unsigned 8-bit activation codes xq[jlo:jlo + 32] and xq[jhi:jhi + 32]: "
+                       "vpmaddubsw + vpmaddwd (AVX2; sums of two products fit int16 for |w| <= 12, x <= 255)")
+idot64_vnni = _idot64(True)
+idot64_vnni.__doc__ = "As idot64_avx2 with AVX-512 VNNI's vpdpbusd (four products summed into int32, one instruction)"
+
+
+def _igemv_source(idot):
+    def igemv(codes, lut, rowsum, xq, offset, scale, bias, out):
+        """out[b, o] = (sum_i w[o, i] xq[b, i] - offset[b] rowsum[o]) scale[b] + bias[o]: integer dot products of
+        4-bit weight codes (halves layout, one scale per tensor folded into `scale`) with unsigned 8-bit activation
+        codes (signed codes shifted up by offset[b]; rowsum[o] = sum of row o's weight codes undoes the shift).
+        Exact in int32 (|sum| <= K * 255 * 12). Parallel over output rows."""
+        n_out, half = codes.shape
+        batch = xq.shape[0]
+        for o in prange(n_out):
+            row = codes[o]
+            for b in range(batch):
+                xb = xq[b]
+                a0 = izero()
+                a1 = izero()
+                j = 0
+                while j + 64 <= half:
+                    a0 = idot(a0, row, j, xb, j, j + half, lut)
+                    a1 = idot(a1, row, j + 32, xb, j + 32, j + 32 + half, lut)
+                    j += 64
+                while j < half:
+                    a0 = idot(a0, row, j, xb, j, j + half, lut)
+                    j += 32
+                total = isum(a0) + isum(a1) - np.int64(offset[b]) * np.int64(rowsum[o])
+                out[b, o] = f32(f32(total) * scale[b]) + bias[o]
+    return igemv
+
+
+igemv_avx2 = kernel(_igemv_source(idot64_avx2))
+igemv_vnni = kernel(_igemv_source(idot64_vnni))    # compile only where isa()["vnni"] (LLVM cannot emit it elsewhere)

@@ -37,6 +37,7 @@ E2M1_LUT = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], n
 PACKED_FORMATS = ("int4-sawb", "mxfp4", "nvfp4", "int8")
 _SPARSE_BELOW = 0.5        # weight density under which the codes are stored sparse (nonzeros + indices)
 _DECODE_ROWS = 256         # rows the reference variant decodes at a time
+_INT_ACTS = {"pact4": 4, "pact8": 8, "int8": 8}   # activation formats with integer codes (bits)
 
 
 def _scalar(t) -> float:
@@ -211,6 +212,30 @@ class LowbitLinearStep(Step):
         cols = np.arange(p["cols"]) // p["blk"] if p["block_scales"] else np.zeros(p["cols"], np.int64)
         return vals * sc[:, cols]
 
+    def _integer_inputs(self) -> bool:
+        """Integer dot products apply: 4-bit codes with one scale per tensor, activations quantized to integers."""
+        p = self.params
+        return p["nibble"] and not p["block_scales"] and p["act"]["format"] in _INT_ACTS \
+            and not p.get("float_weights")
+
+    def _act_codes(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unsigned 8-bit codes (B, K), offset (B,), scale (B,)) of quantized activations xq = k * step_x: codes
+        k + offset, scale = weight scale * step_x."""
+        p = self.params
+        fmt, bits = p["act"]["format"], _INT_ACTS[p["act"]["format"]]
+        if fmt == "int8":
+            amax = np.float32(np.abs(xq).max(initial=0.0))
+            step, offset = (amax / np.float32(127) if amax > 0 else np.float32(1.0)), 127
+        else:
+            levels = 2 ** (bits - 1) - 1 if p["act"]["pact_signed"] else 2 ** bits - 1
+            step = np.float32(self.arrays["alpha"][0]) / np.float32(levels)
+            offset = levels if p["act"]["pact_signed"] else 0
+        codes = np.zeros((xq.shape[0], p["k"]), np.uint8)
+        codes[:, :xq.shape[1]] = np.rint(xq / step) + offset
+        rows = xq.shape[0]
+        return (codes, np.full(rows, offset, np.int32),
+                np.full(rows, np.float32(self.arrays["wscale"][0, 0]) * np.float32(step), np.float32))
+
     # --- activations -------------------------------------------------------------------------------------------
     def quantize_input(self, x: np.ndarray, dim: int = -1) -> np.ndarray:
         """The input as the simulated layer's forward GEMM sees it (the same quantizer code)."""
@@ -242,6 +267,9 @@ class LowbitLinearStep(Step):
                 out += ["csc:s", "csc:p"]
         else:
             out += ["gemv:s", "gemv:p"]
+            if self._integer_inputs():
+                isa = quant_k.isa()
+                out += (["int:s", "int:p"] if isa["avx2"] else []) + (["vnni:s", "vnni:p"] if isa["vnni"] else [])
         if act.batch > 1 and self.params["nibble"]:
             out += ["gemm:s", "gemm:p"]
         return out
@@ -313,6 +341,17 @@ class LowbitLinearStep(Step):
                 kg(codes, lut, ws, blk, np.ascontiguousarray(pad(x).T), offs, b, out_t)
                 return np.ascontiguousarray(out_t.T)
             return f
+        if base in ("int", "vnni"):
+            codes = self._dense_codes()
+            ki = (quant_k.igemv_vnni if base == "vnni" else quant_k.igemv_avx2).pick(par)
+            rowsum = self.prepared("rowsum", lambda: lut[self._matrix() & 15].sum(1, dtype=np.int64).astype(np.int32))
+
+            def f(x, act=None):
+                out = empty((rows, n_out), np.float32)
+                xc, off, sc = self._act_codes(x)
+                ki(codes, lut, rowsum, xc, off, sc, b, out)
+                return out
+            return f
         lutf, shift, nibble, cs = self._lutf(), self._shift(), p["nibble"], self._csr_scale()
         if base == "csr":
             ptr, idx, vals = self._csr()
@@ -326,12 +365,13 @@ class LowbitLinearStep(Step):
         if base == "csc":
             split, idx, vals = self._csc_split(threads() if par else 1)
             ks = quant_k.csc_nib.pick(par)
+            cs_t = self.prepared("wscale_t", lambda: np.ascontiguousarray(cs.T))
 
             def f(x, act=None):
                 out = empty((rows, n_out), np.float32)
                 same = act is not None and x is act.dense()     # unquantized input: its cached active list
                 aidx, aval, counts = (act if same else Act(x.shape, dense=np.ascontiguousarray(x))).active()
-                ks(split, idx, vals, lutf, nibble, cs, shift, aidx, aval, counts, b, out)
+                ks(split, idx, vals, lutf, nibble, cs_t, shift, aidx, aval, counts, b, out)
                 return out
             return f
         raise ValueError(f"unknown low-bit variant {variant!r}")
