@@ -220,13 +220,24 @@ def gemv_nib(codes, lut, wscale, blk, x, bias, out):
             alo = vzero()
             ahi = vzero()
             for g in range(nbh):
+                # four independent sums: with two, each FMA waited on the previous one's latency
                 p0 = vzero()
                 p1 = vzero()
-                for j in range(g * blk, (g + 1) * blk, 16):
+                p2 = vzero()
+                p3 = vzero()
+                j = g * blk
+                end = j + blk
+                while j + 32 <= end:
                     p0 = vmla(nib_lo16(row, j, lut), xb, j, p0)
                     p1 = vmla(nib_hi16(row, j, lut), xb, j + half, p1)
-                alo = vscale_add(p0, ws[g], alo)
-                ahi = vscale_add(p1, ws[g + nbh], ahi)
+                    p2 = vmla(nib_lo16(row, j + 16, lut), xb, j + 16, p2)
+                    p3 = vmla(nib_hi16(row, j + 16, lut), xb, j + 16 + half, p3)
+                    j += 32
+                if j < end:
+                    p0 = vmla(nib_lo16(row, j, lut), xb, j, p0)
+                    p1 = vmla(nib_hi16(row, j, lut), xb, j + half, p1)
+                alo = vscale_add(vadd(p0, p2), ws[g], alo)
+                ahi = vscale_add(vadd(p1, p3), ws[g + nbh], ahi)
             out[b, o] = vsum(vadd(alo, ahi)) + bias[o]
 
 
@@ -492,8 +503,11 @@ def _idot64(vnni: bool):
             if vnni:
                 dp = cgutils.get_or_insert_function(
                     builder.module, ir.FunctionType(_I32x8, [_I32x8, _I32x8, _I32x8]), "llvm.x86.avx512.vpdpbusd.256")
+                # the high half into a fresh sum, so the two products do not wait on each other's latency
+                hi_sum = builder.call(dp, [ir.Constant(_I32x8, [0] * 8), builder.bitcast(x_hi, _I32x8),
+                                           builder.bitcast(w_hi, _I32x8)])
                 acc = builder.call(dp, [acc, builder.bitcast(x_lo, _I32x8), builder.bitcast(w_lo, _I32x8)])
-                return builder.call(dp, [acc, builder.bitcast(x_hi, _I32x8), builder.bitcast(w_hi, _I32x8)])
+                return builder.add(acc, hi_sum)
             mub = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I16x16, [_I8x32, _I8x32]),
                                                  "llvm.x86.avx2.pmadd.ub.sw")
             mwd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32x8, [_I16x16, _I16x16]),
@@ -526,15 +540,19 @@ def _igemv_source(idot):
                 xb = xq[b]
                 a0 = izero()
                 a1 = izero()
+                a2 = izero()
+                a3 = izero()
                 j = 0
-                while j + 64 <= half:
+                while j + 128 <= half:
                     a0 = idot(a0, row, j, xb, j, j + half, lut)
                     a1 = idot(a1, row, j + 32, xb, j + 32, j + 32 + half, lut)
-                    j += 64
+                    a2 = idot(a2, row, j + 64, xb, j + 64, j + 64 + half, lut)
+                    a3 = idot(a3, row, j + 96, xb, j + 96, j + 96 + half, lut)
+                    j += 128
                 while j < half:
                     a0 = idot(a0, row, j, xb, j, j + half, lut)
                     j += 32
-                total = isum(a0) + isum(a1) - np.int64(offset[b]) * np.int64(rowsum[o])
+                total = (isum(a0) + isum(a1)) + (isum(a2) + isum(a3)) - np.int64(offset[b]) * np.int64(rowsum[o])
                 out[b, o] = f32(f32(total) * scale[b]) + bias[o]
     return igemv
 
