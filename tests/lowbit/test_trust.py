@@ -162,7 +162,8 @@ def test_crafted_records_are_refused_before_any_kernel(fmt, field, edit):
     """Each edit of one field of a valid record: check_record raises ValueError, or the record still decodes and
     builds an engine step that runs (no crash, no out-of-bounds read: numba does no bounds checks)."""
     from frugalnet.engine.act import Act
-    from frugalnet.engine.steps.lowbit import LowbitLinearStep, codes_from_record
+    from frugalnet.engine.steps.lowbit import LowbitLinearStep
+    from frugalnet.lowbit.unpack import codes_from_record
     from frugalnet.lowbit.packing import encode_weight
 
     rec = encode_weight(torch.randn(24, 40), fmt)

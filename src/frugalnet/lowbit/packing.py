@@ -118,9 +118,7 @@ def _body(path: Path, data: bytes) -> bytes:
             raise ValueError(f"{path} is a damaged packed checkpoint: its SHA-256 checksum does not match its "
                              f"contents (the file was truncated or changed after it was written); save it again")
     elif data.startswith(_XZ_MAGIC) or data.startswith(b"PK"):
-        warnings.warn(f"{path} is a version-1 packed checkpoint without a checksum: damage cannot be detected; "
-                      f"save it again with save_packed", UserWarning, stacklevel=3)
-        body = data
+        body = data     # version 1: no checksum (read_packed warns once it knows the file is a packed checkpoint)
     else:
         raise ValueError(f"{path} is not a frugalnet packed checkpoint ({MAGIC})")
     if body.startswith(_XZ_MAGIC):
@@ -137,13 +135,17 @@ def read_packed(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"packed checkpoint {path} not found")
-    body = _body(path, path.read_bytes())
+    data = path.read_bytes()
+    body = _body(path, data)
     try:
         obj = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path} is not a frugalnet packed checkpoint ({MAGIC}): {exc}") from exc
     if not isinstance(obj, dict) or obj.get("magic") != MAGIC:
         raise ValueError(f"{path} is not a frugalnet packed checkpoint ({MAGIC})")
+    if not data.startswith(HEADER):
+        warnings.warn(f"{path} is a version-1 packed checkpoint without a checksum: damage cannot be detected; "
+                      f"save it again with save_packed", UserWarning, stacklevel=2)
     weights, state, recipe = obj.get("weights"), obj.get("state"), obj.get("recipe")
     if not isinstance(weights, dict) or not isinstance(state, dict) or not isinstance(recipe, str):
         raise ValueError(f"{path}: packed checkpoint lacks its weights, state or recipe name")

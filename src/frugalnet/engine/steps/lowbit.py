@@ -18,7 +18,6 @@ batch), "csr" (sparse codes x dense input), "csc" (sparse codes x sparse input);
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -31,71 +30,12 @@ from frugalnet.engine.steps.base import Step, _np, _t
 from frugalnet.kernels import linear as linear_k, quant as quant_k
 from frugalnet.kernels._jit import threads
 from frugalnet.kernels.formats import Compressed
+from frugalnet.lowbit.unpack import E2M1_LUT, INT4_LUT, codes_from_record  # noqa: F401
 
-INT4_LUT = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1], np.int8)   # code 8 = -0
-E2M1_LUT = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int8)  # 2 x E2M1 values
 PACKED_FORMATS = ("int4-sawb", "mxfp4", "nvfp4", "int8")
 _SPARSE_BELOW = 0.5        # weight density under which the codes are stored sparse (nonzeros + indices)
 _DECODE_ROWS = 256         # rows the reference variant decodes at a time
 _INT_ACTS = {"pact4": 4, "pact8": 8, "int8": 8}   # activation formats with integer codes (bits)
-
-
-def _scalar(t) -> float:
-    return float(t.reshape(-1)[0])
-
-
-def codes_from_record(rec: dict) -> dict:
-    """A packed weight record (lowbit.codecs layout, validated) -> the step's code matrix, without FP32 weights:
-    {"kind": "nib" | "i8", "codes": (n_out, R) uint8 nibbles or int8, "lut": int8 (16,), "scale": (n_out, n_blocks)
-    float32, "blk": columns per scale block (0: one scale per tensor), "taps": kh * kw, "cin": channels per tap
-    (padded to the block for block formats)}. Conv weights come out tap-major: column = (tap, channel)."""
-    from frugalnet.lowbit.packing import check_record
-
-    shape = check_record(rec)
-    fmt = rec["format"]
-    n_out, cin = shape[0], shape[1] if len(shape) > 1 else 1
-    taps = math.prod(shape[2:])
-    if fmt == "int4-sawb":
-        n = math.prod(shape)
-        packed = rec["codes"].numpy()
-        nib = np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:n].reshape(n_out, cin, taps)
-        mat = np.ascontiguousarray(nib.transpose(0, 2, 1).reshape(n_out, taps * cin))
-        scale = np.full((n_out, 1), _scalar(rec["step"]), np.float32)
-        return {"kind": "nib", "codes": mat, "lut": INT4_LUT, "scale": scale, "blk": 0, "taps": taps, "cin": cin}
-    if fmt == "int8":
-        c = rec["codes"].numpy().reshape(n_out, cin, taps).transpose(0, 2, 1).reshape(n_out, taps * cin)
-        c = np.where(c == -128, 0, c).astype(np.int8)       # -128 stands for -0
-        scale = np.full((n_out, 1), _scalar(rec["step"]), np.float32)
-        return {"kind": "i8", "codes": np.ascontiguousarray(c), "lut": INT4_LUT, "scale": scale, "blk": 0,
-                "taps": taps, "cin": cin}
-    if fmt in ("mxfp4", "nvfp4"):
-        from frugalnet.lowbit.codecs import blocked_shape
-
-        blk = 32 if fmt == "mxfp4" else 16
-        bshape = blocked_shape(shape, blk)       # (out, *taps, n_blocks, blk): already tap-major
-        n = math.prod(bshape)
-        packed = rec["codes"].numpy()
-        nib = np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:n]
-        cin_p = bshape[-2] * blk
-        mat = np.ascontiguousarray(nib.reshape(n_out, taps * cin_p))
-        raw = rec["scales"].numpy().reshape(n_out, taps * bshape[-2])
-        if fmt == "mxfp4":
-            scale = np.ldexp(np.float32(1.0), raw.astype(np.int32) - 127).astype(np.float32)
-        else:
-            from frugalnet.lowbit.codecs import decode_minifloat
-            from frugalnet.lowbit.numerics import E4M3
-
-            e4m3 = decode_minifloat(rec["scales"], E4M3).numpy().reshape(raw.shape)
-            scale = (e4m3 * np.float32(_scalar(rec["tensor_scale"]))).astype(np.float32)
-        scale = (scale * np.float32(0.5)).astype(np.float32)    # the table holds 2 x the E2M1 values
-        return {"kind": "nib", "codes": mat, "lut": E2M1_LUT, "scale": scale, "blk": blk, "taps": taps,
-                "cin": cin_p}
-    # formats without a packed kernel (FP8, or weights already decoded): the quantized values themselves
-    from frugalnet.lowbit.formats import FORMATS
-
-    w = FORMATS[fmt].decode(rec, shape).numpy().reshape(n_out, cin, taps).transpose(0, 2, 1).reshape(n_out, -1)
-    return {"kind": "f32", "codes": np.ascontiguousarray(w, np.float32), "lut": INT4_LUT,
-            "scale": np.ones((n_out, 1), np.float32), "blk": 0, "taps": taps, "cin": cin}
 
 
 class LowbitLinearStep(Step):
@@ -394,80 +334,6 @@ class LowbitLinearStep(Step):
         return self._dense_codes().nbytes + extra
 
 
-class LowbitConvStep(LowbitLinearStep):
-    """A quantized Conv2d (groups = 1) from packed codes: the quantized input unfolded into patches, tap-major
-    (kh, kw, channel) like the code matrix, times the codes with the Linear kernels."""
-
-    kind = "lowbit_conv2d"
-
-    @classmethod
-    def build_conv(cls, name: str, codes: dict, bias, act: dict, alpha, c_in: int, kernel_size, stride, padding,
-                   dilation) -> "LowbitConvStep":
-        step = cls.build(name, codes, bias, act, alpha, n_in=int(c_in) * int(codes["taps"]))
-        step.params.update(c_in=int(c_in), kernel=[int(k) for k in kernel_size], stride=[int(s) for s in stride],
-                           padding=[int(q) for q in padding], dilation=[int(d) for d in dilation])
-        return step
-
-    def out_shape(self, shape):
-        p = self.params
-        if len(shape) != 4 or shape[1] != p["c_in"]:
-            raise ValueError(f"engine layer {self.name!r} (low-bit Conv2d, in_channels={p['c_in']}) expects input "
-                             f"(batch, {p['c_in']}, H, W), got {shape}")
-        size = [(shape[2 + i] + 2 * p["padding"][i] - p["dilation"][i] * (p["kernel"][i] - 1) - 1) // p["stride"][i]
-                + 1 for i in range(2)]
-        if min(size) < 1:
-            raise ValueError(f"engine layer {self.name!r}: input {shape} is too small for the kernel")
-        return (shape[0], p["n_out"], size[0], size[1])
-
-    def variants(self, act: Act) -> list[str]:
-        if self.params.get("float_weights"):
-            return ["torch"]
-        if self.params["sparse"]:
-            return ["torch", "csr:s", "csr:p"]
-        return ["torch"] + (["gemm:s", "gemm:p"] if self.params["nibble"] else ["gemv:s", "gemv:p"])
-
-    def _patches(self, xq: np.ndarray) -> np.ndarray:
-        """(B, C, H, W) -> (B * OH * OW, taps * cin) tap-major, channels zero-padded to the code matrix's cin."""
-        p = self.params
-        cols = F.unfold(_t(xq), p["kernel"], p["dilation"], p["padding"], p["stride"])   # (B, C * taps, L)
-        bsz, _, n = cols.shape
-        cols = cols.view(bsz, p["c_in"], p["taps"], n).permute(0, 3, 2, 1)               # (B, L, taps, C)
-        if p["cin"] > p["c_in"]:
-            cols = F.pad(cols, (0, p["cin"] - p["c_in"]))
-        return _np(cols.reshape(bsz * n, p["taps"] * p["cin"]))
-
-    def _conv_weight(self) -> torch.Tensor:
-        p = self.params
-        w = self.decoded_rows(0, p["n_out"]).reshape(p["n_out"], p["taps"], p["cin"])[:, :, :p["c_in"]]
-        return _t(np.ascontiguousarray(w.transpose(0, 2, 1)).reshape(p["n_out"], p["c_in"], *p["kernel"]))
-
-    def run(self, act: Act, variant: str) -> Act:
-        if variant != "torch":
-            return self.bind(variant, act.shape)(act)
-        p = self.params
-        xq = _t(self.quantize_input(act.dense(), dim=1))
-        y = F.conv2d(xq, self._conv_weight(), _t(self.arrays["bias"]), p["stride"], p["padding"], p["dilation"])
-        out = _np(y)
-        return Act(out.shape, dense=out)
-
-    def bind(self, variant, shape):
-        if variant == "torch":
-            return Step.bind(self, variant, shape)
-        out_shape = self.out_shape(shape)
-        bsz, n_out, oh, ow = out_shape
-        gemm = self.matmul(variant, bsz * oh * ow)
-
-        def f(act):
-            y = gemm(self._patches(self.quantize_input(act.dense(), dim=1)))
-            return Act(out_shape, dense=np.ascontiguousarray(y.reshape(bsz, oh, ow, n_out).transpose(0, 3, 1, 2)))
-        return f
-
-    def macs(self, act):
-        n, c, oh, ow = self.out_shape(act.shape)
-        dense = float(n * c * oh * ow * self.params["n_in"])
-        return dense, dense * self.params["density"]
-
-
 # --- building steps from layers and from files --------------------------------------------------------------------
 def _act_params(recipe, seed: int, step: int, pact_signed: bool) -> dict:
     spec = recipe.activation
@@ -495,6 +361,8 @@ def _build(name: str, module: nn.Module, rec: dict, bias, alpha, seed: int, step
     bias = None if bias is None else bias.detach().float().cpu().numpy()
     alpha = None if alpha is None else float(alpha.detach())
     if isinstance(module, nn.Conv2d):
+        from frugalnet.engine.steps.lowbit_conv import LowbitConvStep
+
         return LowbitConvStep.build_conv(name, codes, bias, act, alpha, *_conv_geometry(module))
     return LowbitLinearStep.build(name, codes, bias, act, alpha, n_in=module.in_features)
 
