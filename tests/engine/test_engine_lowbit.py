@@ -164,3 +164,18 @@ def test_the_compilers_choice_by_timing_works_on_lowbit_steps():
         fns[v] = lambda f=f: f(act.fresh())
     secs = interleaved_medians(fns, repeats=3, min_time=0.0005, max_seconds=2.0)
     assert set(secs) == set(fns) and all(s > 0 for s in secs.values())
+
+
+def test_check_refuses_arrays_that_do_not_fit():
+    """What a crafted engine file could hold: every array is checked against the parameters before a kernel runs."""
+    dense = lowbit_step_for("d", _mlp(False, "ibm4")[2])
+    sparse = lowbit_step_for("s", _mlp(True, "ibm4")[2])
+    for step, key, bad in ((dense, "codes", lambda a: a[:-1]), (dense, "wscale", lambda a: a * np.inf),
+                           (dense, "lut", lambda a: a * 3), (sparse, "csr_idx", lambda a: a + 1000),
+                           (sparse, "csr_ptr", lambda a: a[::-1].copy()), (sparse, "csr_codes", lambda a: a[1:]),
+                           (dense, "bias", lambda a: a[:3])):
+        broken = type(step)(step.name, dict(step.params), {**step.arrays, key: bad(step.arrays[key])})
+        with pytest.raises(ValueError, match=f"low-bit step '{step.name}'"):
+            broken.check()
+    for step in (dense, sparse):
+        step.check()

@@ -9,8 +9,11 @@ recipe quantizes activations to integers (PACT, INT8) or E2M1, every product of 
 are exact in float32 lanes below 2^24. Outputs equal `model.eval()(x)` after `quantize_` to float rounding.
 
 Variants (picked by timing, like every step): "torch" (reference: the codes decoded a block of rows at a time and
-F.linear / F.conv2d), "gemv" (dense codes, small batches), "gemm" (dense codes, decoded once per row for the whole
-batch), "csr" (sparse codes x dense input), "csc" (sparse codes x sparse input); ":s" serial, ":p" parallel builds.
+F.linear / F.conv2d), "gemv" (dense codes, small batches), "int" / "vnni" (integer dot products of 4-bit weight codes
+with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe quantizes activations to integers), "gemm" (dense
+codes, decoded once per row for the whole batch), "csr" (sparse codes x dense input), "csc" (sparse codes x sparse
+input); ":s" serial, ":p" parallel builds. `check()` validates every array against the parameters (call it on steps
+read from a file: the kernels do no bounds checks).
 
     step = lowbit_step_for("fc1", model.fc1)              # after quantize_ (or load_packed)
     steps = lowbit_steps_from_file("m.fnp", skeleton)      # straight from a save_packed file; `skeleton` gives only
@@ -82,7 +85,56 @@ class LowbitLinearStep(Step):
             full_codes = np.zeros((n_out, k), np.int8)
             full_codes[:, :mat.shape[1]] = mat
             arrays["codes"] = full_codes
-        return cls(name, params, arrays)
+        step = cls(name, params, arrays)
+        step.check()
+        return step
+
+    def check(self) -> None:
+        """Validate every array against the parameters (shapes, dtypes, index ranges, finite scales) before a kernel
+        sees it; ValueError naming the step and the array otherwise."""
+        p, a = self.params, self.arrays
+
+        def bad(what: str):
+            raise ValueError(f"low-bit step {self.name!r}: {what}")
+        try:
+            n_out, n_in, cols, k, blk = (int(p[key]) for key in ("n_out", "n_in", "cols", "k", "blk"))
+        except (KeyError, TypeError, ValueError):
+            bad("missing or non-integer size parameters")
+        if min(n_out, n_in, cols, k, blk) < 1 or cols > k or n_out * k > 2 ** 34:
+            bad(f"sizes out of range: n_out={n_out}, n_in={n_in}, cols={cols}, k={k}, blk={blk}")
+        for name, shape, dtype in (("bias", (n_out,), np.float32), ("alpha", (1,), np.float32),
+                                   ("lut", (16,), np.int8)):
+            if name not in a or a[name].shape != shape or a[name].dtype != dtype:
+                bad(f"array {name!r} must be {dtype.__name__} of shape {shape}")
+        if p.get("float_weights"):
+            w = a.get("weight")
+            if w is None or w.dtype != np.float32 or w.shape != (n_out, cols):
+                bad(f"array 'weight' must be float32 of shape {(n_out, cols)}")
+            return
+        if k % 64 or blk % 16 or (k // (2 if p["nibble"] else 1)) % blk or \
+                (p["block_scales"] and blk & (blk - 1)):
+            bad(f"k={k} must be a multiple of 64 and blk={blk} a multiple of 16 (a power of two for block scales) "
+                f"dividing the row")
+        if np.abs(a["lut"].astype(np.int64)).max() > 12:
+            bad("table values must lie in [-12, 12]")
+        ws = a.get("wscale")
+        if ws is None or ws.dtype != np.float32 or ws.shape != (n_out, k // blk) or not np.isfinite(ws).all():
+            bad(f"array 'wscale' must be finite float32 of shape {(n_out, k // blk)}")
+        if "codes" in a:
+            shape, dtype = ((n_out, k // 2), np.uint8) if p["nibble"] else ((n_out, k), np.int8)
+            if a["codes"].shape != shape or a["codes"].dtype != dtype:
+                bad(f"array 'codes' must be {dtype.__name__} of shape {shape}")
+            return
+        ptr, idx, vals = (a.get(key) for key in ("csr_ptr", "csr_idx", "csr_codes"))
+        if ptr is None or idx is None or vals is None or ptr.ndim != 1 or len(ptr) != n_out + 1:
+            bad(f"sparse codes need csr_ptr ({n_out + 1},), csr_idx and csr_codes")
+        steps = np.diff(ptr.astype(np.int64))
+        if ptr[0] != 0 or ptr[-1] != len(idx) or (steps < 0).any() or (steps % 2).any():
+            bad("csr_ptr must rise from 0 to len(csr_idx) in even steps")
+        if idx.dtype not in (np.uint16, np.uint32) or (len(idx) and int(idx.max()) >= cols):
+            bad(f"csr_idx must be unsigned column indices below {cols}")
+        if vals.dtype != np.uint8 or len(vals) != (len(idx) // 2 if p["nibble"] else len(idx)):
+            bad("csr_codes must be uint8, one byte per two 4-bit codes (or per int8 code)")
 
     # --- the code matrix in other layouts (integer codes only) ------------------------------------------------
     def _matrix(self) -> np.ndarray:
@@ -185,9 +237,9 @@ class LowbitLinearStep(Step):
         from frugalnet.lowbit.functions import GemmState
         from frugalnet.lowbit.recipes import LayerRecipe, QuantSpec
 
-        state = GemmState(LayerRecipe(activation=QuantSpec(act["format"], act["rounding"])), act["seed"],
-                          act["step"], False, False, act["pact_signed"])
-        alpha = torch.from_numpy(self.arrays["alpha"]).reshape(())
+        state, alpha = self.prepared("act_state", lambda: (
+            GemmState(LayerRecipe(activation=QuantSpec(act["format"], act["rounding"])), act["seed"], act["step"],
+                      False, False, act["pact_signed"]), torch.from_numpy(self.arrays["alpha"]).reshape(())))
         return _np(state.activation(_t(x), alpha, dim=dim))
 
     # --- the Step interface ------------------------------------------------------------------------------------
