@@ -147,3 +147,18 @@ def test_integer_dot_products_are_exact(which, lut):
         kern.pick(parallel)(q.to_halves(mat, k), lut, rowsum, codes, offset, scale, bias, out)
         expected = (exact.astype(np.float32) * scale[:, None]).astype(np.float32) + bias
         np.testing.assert_array_equal(out, expected)
+
+
+def test_csc_padding_never_overwrites_a_real_entry():
+    """A column with an odd count is padded with (row 0, code 0); row 0 may hold a real entry of that column."""
+    mat = np.zeros((9, 3), np.uint8)
+    mat[[0, 2, 3, 5, 8], 0] = [1, 2, 3, 4, 5]          # five entries, row 0 among them: padded to six
+    mat[[0, 1, 2, 4, 6, 7, 8], 1] = 7
+    ptr, idx, vals = q.compress_codes(mat, INT4 == 0, by_column=True, nibble=True)
+    x = np.array([[1.5, -2.0, 0.0]], np.float32)
+    aidx, aval, counts = linear_k.active_inputs(x)
+    out = np.empty((1, 9), np.float32)
+    split = linear_k.row_splits(Compressed(ptr, idx, vals, (9, 3)), 1)
+    q.csc_nib.serial(split, idx, vals, INT4.astype(np.float32), True, np.ones((1, 9), np.float32), 0, aidx, aval,
+                     counts, np.zeros(9, np.float32), out)
+    np.testing.assert_allclose(out[0], INT4[mat].astype(np.float32) @ x[0])

@@ -173,12 +173,21 @@ def _code_value(codes, e, lutf, nibble):
     return f32(c - 256 if c > 127 else c)
 
 
+@nb.njit(inline="always", **JIT)
+def _pair(codes, e, lutf, nibble):
+    """The values of entries e and e + 1 (e even: both 4-bit codes in one byte, one load)."""
+    if nibble:
+        c = codes[e >> 1]
+        return lutf[c & 15], lutf[c >> 4]
+    return _code_value(codes, e, lutf, False), _code_value(codes, e + 1, lutf, False)
+
+
 @kernel
 def csr_nib(ptr, idx, codes, lutf, nibble, wscale, shift, x, bias, out):
     """Sparse packed W (CSR: only the nonzero weights, as codes with their column indices) x dense x. Entry e's
     value is lutf[4-bit code] (nibble) or its int8 code, times wscale[row, column >> shift] (one column of wscale
-    for per-tensor formats: then the scale is applied once per row). Parallel over output rows; four partial sums
-    per dot product."""
+    for per-tensor formats: then the scale is applied once per row). Rows hold an even number of entries, so each
+    byte gives two codes with one load; four partial sums per dot product. Parallel over output rows."""
     batch = x.shape[0]
     per_block = wscale.shape[1] > 1
     for r in prange(ptr.shape[0] - 1):
@@ -189,27 +198,69 @@ def csr_nib(ptr, idx, codes, lutf, nibble, wscale, shift, x, bias, out):
             xb = x[b]
             a0 = f32(0.0)
             a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            e = lo
             if per_block:
-                e = lo
                 while e + 2 <= hi:
+                    v0, v1 = _pair(codes, e, lutf, nibble)
                     i0 = idx[e]
                     i1 = idx[e + 1]
-                    a0 += _code_value(codes, e, lutf, nibble) * ws[i0 >> shift] * xb[i0]
-                    a1 += _code_value(codes, e + 1, lutf, nibble) * ws[i1 >> shift] * xb[i1]
+                    a0 += v0 * ws[i0 >> shift] * xb[i0]
+                    a1 += v1 * ws[i1 >> shift] * xb[i1]
                     e += 2
-                if e < hi:
-                    i0 = idx[e]
-                    a0 += _code_value(codes, e, lutf, nibble) * ws[i0 >> shift] * xb[i0]
                 out[b, r] = (a0 + a1) + bias[r]
             else:
-                e = lo
-                while e + 2 <= hi:
-                    a0 += _code_value(codes, e, lutf, nibble) * xb[idx[e]]
-                    a1 += _code_value(codes, e + 1, lutf, nibble) * xb[idx[e + 1]]
-                    e += 2
+                while e + 4 <= hi:
+                    v0, v1 = _pair(codes, e, lutf, nibble)
+                    v2, v3 = _pair(codes, e + 2, lutf, nibble)
+                    a0 += v0 * xb[idx[e]]
+                    a1 += v1 * xb[idx[e + 1]]
+                    a2 += v2 * xb[idx[e + 2]]
+                    a3 += v3 * xb[idx[e + 3]]
+                    e += 4
                 if e < hi:
-                    a0 += _code_value(codes, e, lutf, nibble) * xb[idx[e]]
-                out[b, r] = (a0 + a1) * ws[0] + bias[r]
+                    v0, v1 = _pair(codes, e, lutf, nibble)
+                    a0 += v0 * xb[idx[e]]
+                    a1 += v1 * xb[idx[e + 1]]
+                out[b, r] = ((a0 + a1) + (a2 + a3)) * ws[0] + bias[r]
+
+
+@nb.njit(inline="always", **JIT)
+def _scatter(o, idx, codes, lutf, nibble, lo, hi, v, sg, per_block):
+    """o[idx[e]] += value(e) * v (* sg[idx[e]] with block scales) for e in lo..hi, rows distinct (one column):
+    four loads before four stores, as in kernels.linear.scatter_column; codes taken two per byte. A column's last
+    entry may be its padding (row 0, code 0), whose row is not distinct: it is always added on its own."""
+    e = lo
+    if e < hi and e & 1:           # a part may start mid-byte
+        r = idx[e]
+        o[r] += _code_value(codes, e, lutf, nibble) * (sg[r] if per_block else f32(1.0)) * v
+        e += 1
+    while e + 5 <= hi:
+        v0, v1 = _pair(codes, e, lutf, nibble)
+        v2, v3 = _pair(codes, e + 2, lutf, nibble)
+        r0 = idx[e]
+        r1 = idx[e + 1]
+        r2 = idx[e + 2]
+        r3 = idx[e + 3]
+        if per_block:
+            v0 *= sg[r0]
+            v1 *= sg[r1]
+            v2 *= sg[r2]
+            v3 *= sg[r3]
+        s0 = o[r0] + v0 * v
+        s1 = o[r1] + v1 * v
+        s2 = o[r2] + v2 * v
+        s3 = o[r3] + v3 * v
+        o[r0] = s0
+        o[r1] = s1
+        o[r2] = s2
+        o[r3] = s3
+        e += 4
+    while e < hi:
+        r = idx[e]
+        o[r] += _code_value(codes, e, lutf, nibble) * (sg[r] if per_block else f32(1.0)) * v
+        e += 1
 
 
 @kernel
@@ -233,17 +284,10 @@ def csc_nib(split, idx, codes, lutf, nibble, wscale_t, shift, aidx, aval, counts
             o[r] = 0.0
         for t in range(counts[b]):
             v = aval[b, t]
-            if v == 0:
-                continue
-            i = aidx[b, t]
-            if per_block:
-                sg = wscale_t[i >> shift]
-                for e in range(split[i, part], split[i, part + 1]):
-                    r = idx[e]
-                    o[r] += _code_value(codes, e, lutf, nibble) * sg[r] * v
-            else:
-                for e in range(split[i, part], split[i, part + 1]):
-                    o[idx[e]] += _code_value(codes, e, lutf, nibble) * v
+            if v != 0:
+                i = aidx[b, t]
+                _scatter(o, idx, codes, lutf, nibble, split[i, part], split[i, part + 1], v,
+                         wscale_t[(i >> shift) if per_block else 0], per_block)
         if per_block:
             for r in range(r0, r1):
                 o[r] += bias[r]
