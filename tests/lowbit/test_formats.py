@@ -334,3 +334,22 @@ def test_sawb_clip_of_weights_near_the_float32_limit_does_not_overflow():
     assert torch.isfinite(F.int4_sawb(w)).all()
     g = torch.randn(1000)
     assert F.sawb_alpha(g) < g.abs().max()          # Gaussian weights: the usual clip, well inside max|w|
+
+
+def test_one_number_format_table():
+    """Recipes, the autograd Functions and packing read one table: each entry is frozen and self-consistent."""
+    import dataclasses
+
+    from frugalnet.lowbit import FORMATS, NumberFormat, QuantSpec, get_format
+
+    for name, nf in FORMATS.items():
+        assert isinstance(nf, NumberFormat) and nf.name == name
+        assert QuantSpec(name).bits == nf.bits and QuantSpec(name).kind == nf.kind
+        assert (nf.encode is None) == (nf.decode is None) == (nf.check is None)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            nf.bits = 3
+    assert FORMATS["pact4"].trainable_clip and not FORMATS["int8"].trainable_clip
+    with pytest.raises(ValueError, match="format must be one of"):
+        get_format("int3")
+    with pytest.raises(ValueError, match="kind"):
+        NumberFormat("x", 4, "weird")

@@ -25,7 +25,7 @@ def test_linear_fp32_mode_matches_finite_differences():
     torch.manual_seed(0)
     layer = _layer(nn.Linear(5, 3).double())
     x = torch.randn(4, 2, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, w, b: QuantLinearFunction.apply(a, w, b, None, layer),
+    assert torch.autograd.gradcheck(lambda a, w, b: QuantLinearFunction.apply(a, w, b, None, layer.gemm_state()),
                                     (x, layer.weight, layer.bias))
 
 
@@ -34,7 +34,8 @@ def test_conv_fp32_mode_matches_finite_differences():
     layer = _layer(nn.Conv2d(2, 3, 3, stride=2, padding=1).double())
     x = torch.randn(2, 2, 5, 5, dtype=torch.float64, requires_grad=True)
     conv = ((2, 2), (1, 1), (1, 1), 1)
-    assert torch.autograd.gradcheck(lambda a, w, b: QuantConv2dFunction.apply(a, w, b, None, layer, conv),
+    state = layer.gemm_state()
+    assert torch.autograd.gradcheck(lambda a, w, b: QuantConv2dFunction.apply(a, w, b, None, state, conv),
                                     (x, layer.weight, layer.bias))
 
 

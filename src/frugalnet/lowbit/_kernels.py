@@ -3,8 +3,9 @@
 Each kernel performs exactly the float32 operations of its torch reference in formats.py (same divisions, same
 round-half-even, same order), so the two give bit-identical results; tests check this. Stochastic rounding takes its
 uniform draws `u` from the caller (torch, seeded), laid out like x. Kernels that could meet NaN/Inf without a prior
-amax check count them in `bad` so the caller can raise. Every kernel comes in a serial and a parallel build;
-`pick(name, n)` chooses by size, since starting threads costs more than it saves on small tensors.
+amax check count them in `bad` so the caller can raise. Every kernel comes in a serial and a parallel build
+(`kernels._jit.kernel`); `pick(name, n)` chooses by size, since starting threads costs more than it saves on small
+tensors. The scalar rounding helpers live in `kernels/quant.py`, shared with the engine's packed low-bit kernels.
 """
 from __future__ import annotations
 
@@ -14,47 +15,13 @@ import numba as nb
 import numpy as np
 import torch
 
-_JIT = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
-_PJIT = dict(_JIT, parallel=True)
+from frugalnet.kernels._jit import kernel
+from frugalnet.kernels.quant import block_scale as _block_scale, e2m1_round as _e2m1, minifloat_round as _minifloat
+
 f32 = np.float32
 
 
-@nb.njit(inline="always", **_JIT)
-def _minifloat(v, mant, emin, fmax, u, stochastic):
-    """v (float32) onto a minifloat grid with subnormals, saturating; mirrors formats.minifloat."""
-    a = f32(abs(v))
-    # the binade read from the float32 exponent field (no libm call, so the loop vectorises); below 2^emin, and for
-    # float32 subnormals (field 0, far below any emin here), the subnormal step continues
-    e = max(((a.view(np.int32) >> 23) & 0xFF) - 127, emin)
-    ulp = np.int32((e - mant + 127) << 23).view(np.float32)     # 2^(e - mant), exact
-    r = f32(a / ulp)
-    if stochastic:
-        k = math.floor(f32(r + u))
-    else:
-        k = np.rint(r)
-    q = f32(f32(k) * ulp)
-    if q > fmax:
-        q = fmax
-    return f32(math.copysign(q, v))
-
-
-@nb.njit(inline="always", **_JIT)
-def _e2m1(v, u, stochastic):
-    """_minifloat specialised to E2M1 (same operations, the ulp found by comparisons instead of frexp/ldexp):
-    ulp 0.5 below 2, 1 below 4, 2 above (anything from 8 up saturates to 6 under either ulp)."""
-    a = abs(v)
-    ulp = f32(0.5) if a < 2.0 else (f32(1.0) if a < 4.0 else f32(2.0))
-    r = f32(a / ulp)
-    if stochastic:
-        k = math.floor(f32(r + u))
-    else:
-        k = np.rint(r)
-    q = f32(f32(k) * ulp)
-    if q > 6.0:
-        q = f32(6.0)
-    return f32(math.copysign(q, v))
-
-
+@kernel
 def _minifloat_scaled(x, out, u, scale, mant, emin, fmax, stochastic):
     """out = minifloat(x / scale) * scale, elementwise over flat arrays (scale = 1 for plain minifloat)."""
     for i in nb.prange(x.size):
@@ -62,6 +29,7 @@ def _minifloat_scaled(x, out, u, scale, mant, emin, fmax, stochastic):
         out[i] = f32(_minifloat(f32(x[i] / scale), mant, emin, fmax, ui, stochastic) * scale)
 
 
+@kernel
 def _int_uniform(x, out, u, step, lo, hi, stochastic):
     """out = clamp(round(x / step), lo, hi) * step."""
     for i in nb.prange(x.size):
@@ -74,6 +42,7 @@ def _int_uniform(x, out, u, step, lo, hi, stochastic):
         out[i] = f32(f32(k) * step)
 
 
+@kernel
 def _pact(x, out, u, alpha, step, signed, stochastic, bad):
     """out = round(clip(x, 0 or -alpha, alpha) / step) * step; counts non-finite inputs in bad[0]."""
     n_bad = 0
@@ -89,6 +58,7 @@ def _pact(x, out, u, alpha, step, signed, stochastic, bad):
     bad[0] = n_bad
 
 
+@kernel
 def _radix4(x, out, u, top, smallest, stochastic):
     """Radix-4 FP4 (mirrors formats.radix4_fp4): levels top * 4^-j, j = 0..6, and 0."""
     for i in nb.prange(x.size):
@@ -107,18 +77,7 @@ def _radix4(x, out, u, top, smallest, stochastic):
         out[i] = f32(f32(math.copysign(q, x[i])) * top)
 
 
-@nb.njit(inline="always", **_JIT)
-def _block_scale(am, nv, tensor_scale):
-    """(scale, safe divisor) of one block with max |x| = am (see block_e2m1)."""
-    if nv:
-        bs = _minifloat(f32(am / f32(f32(6.0) * tensor_scale)), 3, -6, f32(448.0), f32(0.0), False)
-        scale = f32(bs * tensor_scale)
-        return scale, (scale if scale > 0 else f32(1.0))
-    e = math.frexp(am)[1] - 3 if am > 0 else -127
-    scale = f32(math.ldexp(1.0, min(max(e, -127), 127)))
-    return scale, scale
-
-
+@kernel
 def _block_e2m1(x3, out3, u3, block, nv, tensor_scale, stochastic, bad):
     """E2M1 blocks of `block` along axis 1 of (outer, n, inner) arrays.
 
@@ -176,6 +135,7 @@ def _block_e2m1(x3, out3, u3, block, nv, tensor_scale, stochastic, bad):
     bad[0] = flags.sum()
 
 
+@kernel
 def _hash_uniform(seed, out):
     """out[i] = fmix32(i * 0x9E3779B1 + seed) >> 8, times 2^-24: mirrors formats.hash_uniform bit for bit."""
     mask = np.uint64(0xFFFFFFFF)
@@ -191,13 +151,8 @@ def _hash_uniform(seed, out):
 
 
 PARALLEL_MIN = 1 << 17      # elements from which the parallel build is used
-_SERIAL = {n: nb.njit(**_JIT)(f) for n, f in (("minifloat_scaled", _minifloat_scaled), ("int_uniform", _int_uniform),
-                                              ("pact", _pact), ("radix4", _radix4), ("block_e2m1", _block_e2m1),
-                                              ("hash_uniform", _hash_uniform))}
-_PARALLEL = {n: nb.njit(**_PJIT)(f) for n, f in (("minifloat_scaled", _minifloat_scaled),
-                                                 ("int_uniform", _int_uniform), ("pact", _pact),
-                                                 ("radix4", _radix4), ("block_e2m1", _block_e2m1),
-                                                 ("hash_uniform", _hash_uniform))}
+_KERNELS = {"minifloat_scaled": _minifloat_scaled, "int_uniform": _int_uniform, "pact": _pact, "radix4": _radix4,
+            "block_e2m1": _block_e2m1, "hash_uniform": _hash_uniform}
 
 
 def pick(name: str, n: int):
@@ -206,6 +161,6 @@ def pick(name: str, n: int):
     governs the quantizers too, and they never oversubscribe the cores torch was given)."""
     threads = torch.get_num_threads()
     if n < PARALLEL_MIN or threads < 2:
-        return _SERIAL[name]
+        return _KERNELS[name].serial
     nb.set_num_threads(min(threads, nb.config.NUMBA_NUM_THREADS))
-    return _PARALLEL[name]
+    return _KERNELS[name].parallel

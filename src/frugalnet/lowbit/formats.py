@@ -1,27 +1,24 @@
-"""Number formats as pure functions of tensors: each returns the *dequantized* values (FP32 numbers on the format's
-grid), so any torch op can consume them; `packing.py` turns the same values into real codes.
+"""Number formats: one frozen `NumberFormat` per format in one table (`FORMATS`), which recipes, the autograd
+Functions, packing and the engine's low-bit steps all look up. Adding a format means adding one entry here (with its
+quantizer in quantizers.py and, to pack it, a codec in codecs.py).
 
-Rounding modes (argument `rounding`):
-    "nearest"     round to the nearest grid point, ties to the even code (torch.round is half-to-even);
-    "stochastic"  round up with probability (x - lo) / (hi - lo) between the two neighbouring grid points, so
-                  E[q(x)] = x inside the representable range; uniform draws come from `generator` (seeded).
-
-Formats:
-    int_symmetric   INT-b with levels -(2^(b-1)-1) .. 2^(b-1)-1 times alpha / (2^(b-1)-1); INT4 clip alpha from
-                    SAWB (`sawb_alpha`), INT8 from max|x|.
-    pact_forward    PACT activations: clip to [0, alpha] (or [-alpha, alpha] when signed), uniform levels.
-    radix4_fp4      1 sign bit, 3 exponent bits, no mantissa. Exponent code 0 is zero; codes 1..7 are the seven
-                    magnitudes t * 4^-j, j = 6..0. Phase 0 ("even" powers of two relative to s): t = s, grid
-                    {0, s 4^-6, ..., s/4, s}; phase 1 ("odd" powers): t = 2s, grid {0, s 2^-11, ..., s/2, 2s}.
-                    Per-layer scale s = 2^ceil(log2 amax(dY)) (amax all-reduced when distributed). Why: a power of
-                    two makes scaling exact and q(2^m x) = 2^m q(x) bit for bit (loss scaling, DDP's world-size
-                    factor); ceil means |x| <= s, so nothing saturates; the two phases interleave (together they
-                    cover every power of two from 2^-12 s to s), so the errors of the two backward GEMMs' copies
-                    are not the same. Between neighbouring levels rounding is linear (the nearer value, or unbiased
-                    stochastic); phase 1's top level 2s is reachable only by stochastic rounding.
-    minifloat       E2M1 (max 6), FP8 E4M3 (OCP, max 448), FP8 E5M2 (max 57344), IEEE-like subnormals, saturating.
-    mxfp4           OCP MX: blocks of 32 E2M1 values sharing an E8M0 scale 2^(floor(log2 amax) - 2).
-    nvfp4           blocks of 16 E2M1 values with an E4M3 block scale and an FP32 per-tensor scale amax / (448 * 6).
+Formats (quantizers return the *dequantized* values, FP32 numbers on the format's grid):
+    int4-sawb   INT4 levels -7..7 times alpha / 7, alpha from SAWB (`sawb_alpha`); weights
+    int8        INT8 levels -127..127 times max|x| / 127
+    pact4/8     PACT activations: clip to [0, alpha] (or [-alpha, alpha] when signed), uniform levels, alpha trained
+    fp4-radix4  1 sign bit, 3 exponent bits, no mantissa. Exponent code 0 is zero; codes 1..7 are the seven
+                magnitudes t * 4^-j, j = 6..0. Phase 0 ("even" powers of two relative to s): t = s, grid
+                {0, s 4^-6, ..., s/4, s}; phase 1 ("odd" powers): t = 2s, grid {0, s 2^-11, ..., s/2, 2s}.
+                Per-layer scale s = 2^ceil(log2 amax(dY)) (amax all-reduced when distributed). Why: a power of
+                two makes scaling exact and q(2^m x) = 2^m q(x) bit for bit (loss scaling, DDP's world-size
+                factor); ceil means |x| <= s, so nothing saturates; the two phases interleave (together they
+                cover every power of two from 2^-12 s to s), so the errors of the two backward GEMMs' copies
+                are not the same. Between neighbouring levels rounding is linear: nearest takes the nearer value,
+                and a tie (exactly halfway) goes DOWN to the smaller magnitude, since round(0.5) = 0 -- not to an
+                "even" code; stochastic is unbiased. Phase 1's top level 2s is reachable only by stochastic rounding.
+    minifloat   E2M1 (max 6), FP8 E4M3 (OCP, max 448), FP8 E5M2 (max 57344), IEEE-like subnormals, saturating.
+    mxfp4       OCP MX: blocks of 32 E2M1 values sharing an E8M0 scale 2^(floor(log2 amax) - 2).
+    nvfp4       blocks of 16 E2M1 values with an E4M3 block scale and an FP32 per-tensor scale amax / (448 * 6).
 
 Non-finite input: every quantizer raises ValueError("... contains NaN or Inf ...") -- a quantized GEMM has no
 encoding for them, and silently propagating them would hide a diverged run. Blocks run along `dim` (the GEMM's
@@ -30,457 +27,101 @@ padded with zeros, which changes no block maximum.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
-Rounding = Literal["nearest", "stochastic"]
-ROUNDING_MODES = ("nearest", "stochastic")
+from frugalnet.lowbit import codecs as C
+from frugalnet.lowbit.numerics import (E2M1, E2M1_GRID, E4M3, E5M2, RADIX4_LEVELS, RADIX4_MAX_AMAX,  # noqa: F401
+                                       ROUNDING_MODES, SAWB_COEFFICIENTS, MinifloatSpec, Rounding, _amax,
+                                       _check_finite_scalar, _div, _exp2, ceil_log2, check_finite, check_rounding,
+                                       floor_log2, hash_uniform, round_, set_kernels, uniform_noise)
+from frugalnet.lowbit.quantizers import (_blocked, e2m1, fp8, hadamard_matrix, int4_sawb, int_max,  # noqa: F401
+                                         int_symmetric, minifloat, mx_block_scales, mxfp4, nvfp4, nvfp4_tensor_scale,
+                                         pact_backward, pact_forward, radix4_fp4, radix4_scale, random_hadamard,
+                                         sawb_alpha)
 
-E2M1_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-SAWB_COEFFICIENTS = {4: (12.68, 12.80)}   # bits -> (c1, c2), Choi et al. 2018
-RADIX4_LEVELS = 7                           # nonzero magnitudes per phase (3 exponent bits, one code for zero)
-RADIX4_MAX_AMAX = 2.0 ** 126                # above it the phase-1 top level 2 * 2^ceil(log2 amax) overflows float32
-_USE_KERNELS = True                         # fused numba kernels for CPU float32 tensors (bit-identical results)
-
-
-def set_kernels(enabled: bool) -> bool:
-    """Turn the fused CPU kernels on or off (off: the plain torch code below runs); returns the previous setting."""
-    global _USE_KERNELS
-    previous, _USE_KERNELS = _USE_KERNELS, bool(enabled)
-    return previous
+# quantize(x, rounding, generator, dim, phase, amax) -> values on the grid
+Quantizer = Callable[[Tensor, str, "torch.Generator | None", int, int, "Tensor | None"], Tensor]
 
 
-def _fast(x: Tensor) -> bool:
-    return _USE_KERNELS and x.device.type == "cpu" and x.dtype == torch.float32
+@dataclass(frozen=True)
+class NumberFormat:
+    """What one number format is, in one place.
 
-
-def _np(x: Tensor):
-    return x.detach().contiguous().numpy()
-
-
-_HASH_MASK = 0xFFFFFFFF
-
-
-def hash_uniform(seed: int, n: int, device: torch.device | str = "cpu") -> Tensor:
-    """n float32 draws in [0, 1) on a 2^-24 grid: u_i = fmix32(i * 0x9E3779B1 + seed) >> 8, times 2^-24.
-
-    A counter-based generator (MurmurHash3's finaliser over a Weyl sequence): one seed gives the same numbers on
-    every device and in the numba kernels (`_kernels.hash_uniform`), and generating them is one cheap parallel pass,
-    several times faster than torch.rand on CPU. Statistical quality is ample for rounding noise."""
-    i = torch.arange(n, dtype=torch.int64, device=device)
-    h = (i * 0x9E3779B1 + (seed & _HASH_MASK)) & _HASH_MASK       # int64 products wrap; the low 32 bits are exact
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _HASH_MASK
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _HASH_MASK
-    h = h ^ (h >> 16)
-    return (h >> 8).to(torch.float32) * 2.0 ** -24
-
-
-def uniform_noise(shape: tuple[int, ...] | torch.Size, generator: torch.Generator | None = None,
-                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
-    """Uniform draws in [0, 1) of `shape` for stochastic rounding: one 32-bit seed taken from `generator` (or torch's
-    global generator), expanded by `hash_uniform` (numba on CPU, torch elsewhere: identical numbers)."""
-    gen_device = generator.device if generator is not None else "cpu"
-    seed = int(torch.randint(0, 2 ** 32, (1,), generator=generator, device=gen_device))
-    n = math.prod(shape)
-    if _USE_KERNELS and torch.device(device).type == "cpu":
-        from frugalnet.lowbit import _kernels
-
-        out = torch.empty(n, dtype=torch.float32)
-        _kernels.pick("hash_uniform", n)(np.uint64(seed), out.numpy())
-    else:
-        out = hash_uniform(seed, n, device)
-    return out.reshape(shape).to(dtype)
-
-
-def _noise(x: Tensor, rounding: str, generator: torch.Generator | None) -> Tensor | None:
-    """Uniform draws in [0, 1) shaped like x for stochastic rounding (None for nearest)."""
-    check_rounding(rounding)
-    if rounding == "nearest":
-        return None
-    return uniform_noise(x.shape, generator, x.device, x.dtype)
-
-
-def _kernel_noise(x: Tensor, noise: Tensor | None):
-    return _np(noise).reshape(-1) if noise is not None else np.zeros(1, dtype=np.float32)
-
-
-class MinifloatSpec:
-    """A sign-exponent-mantissa format: `mantissa` bits, smallest normal exponent `emin`, largest finite `max`."""
-
-    def __init__(self, name: str, mantissa: int, emin: int, max_value: float) -> None:
-        self.name, self.mantissa, self.emin, self.max = name, mantissa, emin, float(max_value)
-
-    def __repr__(self) -> str:
-        return f"MinifloatSpec({self.name})"
-
-
-E2M1 = MinifloatSpec("e2m1", 1, 0, 6.0)
-E4M3 = MinifloatSpec("e4m3", 3, -6, 448.0)
-E5M2 = MinifloatSpec("e5m2", 2, -14, 57344.0)
-
-
-# --- helpers -------------------------------------------------------------------------------------------------------
-def check_rounding(rounding: str) -> None:
-    if rounding not in ROUNDING_MODES:
-        raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
-
-
-def check_finite(x: Tensor, what: str = "input") -> None:
-    """Raise ValueError if x holds NaN or Inf (the documented rule for every format here)."""
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{what} contains NaN or Inf; low-bit formats have no encoding for them "
-                         f"(check the learning rate / loss scale)")
-
-
-def _check_finite_scalar(value: Tensor, what: str) -> None:
-    # amax / mean of a tensor is non-finite iff the tensor holds a NaN or Inf: a one-element check, no extra pass.
-    if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{what} contains NaN or Inf; low-bit formats have no encoding for them "
-                         f"(check the learning rate / loss scale)")
-
-
-def round_(v: Tensor, rounding: Rounding = "nearest", generator: torch.Generator | None = None,
-           noise: Tensor | None = None) -> Tensor:
-    """Round to integers: half-to-even, or stochastically (floor(v + u), u ~ U[0, 1), or u = `noise`)."""
-    if rounding == "nearest":
-        return torch.round(v)
-    if rounding == "stochastic":
-        u = noise if noise is not None else uniform_noise(v.shape, generator, v.device, v.dtype)
-        return torch.floor(v + u)
-    raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
-
-
-def _amax(x: Tensor, what: str) -> Tensor:
-    # abs().amax() propagates NaN and is ~5x faster on CPU than vector_norm(x, inf)
-    amax = x.detach().abs().amax() if x.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
-    _check_finite_scalar(amax, what)
-    return amax
-
-
-def _div(t: Tensor, c: float) -> Tensor:
-    """t / c, correctly rounded on every device: PyTorch on CUDA divides by a Python number as t * (1 / c), which
-    can differ from t / c in the last bit, and the CPU kernels divide."""
-    return t / torch.full_like(t, c)
-
-
-def _exp2(e: Tensor) -> Tensor:
-    return torch.ldexp(torch.ones_like(e, dtype=torch.float32), e.to(torch.int32))
-
-
-def floor_log2(v: Tensor) -> Tensor:
-    """floor(log2 v) for v > 0, exactly (from the float's exponent field, no log rounding); int32."""
-    _, e = torch.frexp(v)
-    return e - 1
-
-
-def ceil_log2(v: Tensor) -> Tensor:
-    """ceil(log2 v) for v > 0, exactly; int32."""
-    m, e = torch.frexp(v)
-    return torch.where(m == 0.5, e - 1, e)
-
-
-# --- integers ------------------------------------------------------------------------------------------------------
-def int_symmetric(x: Tensor, bits: int, alpha: Tensor | float, rounding: Rounding = "nearest",
-                  generator: torch.Generator | None = None) -> Tensor:
-    """Symmetric INT-`bits`: clip to [-alpha, alpha], 2^(bits-1)-1 levels a side (INT4: -7..7), zero exact."""
-    if bits < 2 or bits > 16:
-        raise ValueError(f"bits must be in [2, 16], got {bits}")
-    qmax = 2 ** (bits - 1) - 1
-    alpha = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
-    step = torch.where(alpha > 0, _div(alpha, qmax), torch.ones_like(alpha))
-    noise = _noise(x, rounding, generator)
-    if _fast(x):
-        from frugalnet.lowbit import _kernels
-
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        _kernels.pick("int_uniform", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise),
-                             np.float32(step), -qmax, qmax, noise is not None)
-        return out
-    return torch.clamp(round_(x / step, rounding, generator, noise), -qmax, qmax) * step
-
-
-def sawb_alpha(w: Tensor, bits: int = 4) -> Tensor:
-    """SAWB clip (Choi et al. 2018): alpha = c1 sqrt(E[w^2]) - c2 E[|w|], at most max|w|; max|w| when <= 0.
-
-    Coefficients are fitted for a given bit width; only 4 bits (c1 = 12.68, c2 = 12.80) is tabulated here.
+    Args:
+        name: the key recipes use ("int4-sawb", "mxfp4", ...).
+        bits: bits per element (32 for "fp32", which quantizes nothing).
+        kind: "none" (no quantization), "tensor" (one scale per tensor: the quantized copy does not depend on the
+            block direction) or "block" (per-block scales along a dimension).
+        use: "weight" (needs the whole tensor's statistics, e.g. SAWB), "activation" (PACT: needs a trained clip)
+            or "any".
+        quantize: the quantizer; None for PACT, which needs its clip (`pact_forward`).
+        uses_amax: takes a per-tensor max|x| that callers may all-reduce across processes.
+        two_phase: two interleaved grids (radix-4 FP4: one per backward GEMM).
+        block: block size along the blocked dimension (block kinds), else 0.
+        encode / decode / check: the packed-storage codec (codecs.py): record from weight, weight from record, and
+            the validation of a record read from a file; None where the format cannot be stored packed.
     """
-    if bits not in SAWB_COEFFICIENTS:
-        raise ValueError(f"SAWB coefficients are known for bits in {sorted(SAWB_COEFFICIENTS)}, got {bits}")
-    c1, c2 = SAWB_COEFFICIENTS[bits]
-    w = w.detach()
-    amax = w.abs().amax()
-    _check_finite_scalar(amax, "weight")
-    wd = w.double()                # float64 moments: E[w^2] of weights near the float32 limit must not overflow
-    alpha = c1 * torch.sqrt((wd * wd).mean()) - c2 * wd.abs().mean()
-    # a clip beyond max|w| clips nothing and only coarsens the grid (and may not fit the float type)
-    alpha = torch.minimum(alpha, amax.double()).to(w.dtype)
-    return torch.where(alpha > 0, alpha, amax)
+
+    name: str
+    bits: int
+    kind: str
+    use: str = "any"
+    quantize: Quantizer | None = None
+    uses_amax: bool = False
+    two_phase: bool = False
+    block: int = 0
+    encode: Callable[[Tensor], dict] | None = None
+    decode: Callable[[dict, tuple[int, ...]], Tensor] | None = None
+    check: Callable[[dict, tuple[int, ...]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "tensor", "block"):
+            raise ValueError(f"NumberFormat.kind must be 'none', 'tensor' or 'block', got {self.kind!r}")
+        if self.use not in ("weight", "activation", "any"):
+            raise ValueError(f"NumberFormat.use must be 'weight', 'activation' or 'any', got {self.use!r}")
+        if (self.kind == "block") != (self.block > 0):
+            raise ValueError(f"NumberFormat {self.name!r}: block size > 0 exactly for kind 'block'")
+
+    @property
+    def trainable_clip(self) -> bool:
+        """PACT: quantized against a trained clip value, not by `quantize`."""
+        return self.quantize is None and self.kind != "none"
 
 
-def int4_sawb(w: Tensor, rounding: Rounding = "nearest", generator: torch.Generator | None = None) -> Tensor:
-    return int_symmetric(w, 4, sawb_alpha(w, 4), rounding, generator)
+FORMATS: dict[str, NumberFormat] = {f.name: f for f in (
+    NumberFormat("fp32", 32, "none", quantize=lambda x, r, g, dim, phase, amax: x,
+                 encode=C.encode_fp32, decode=C.decode_fp32, check=C.check_fp32),
+    NumberFormat("int4-sawb", 4, "tensor", use="weight",
+                 quantize=lambda x, r, g, dim, phase, amax: int4_sawb(x, r, g),
+                 encode=C.encode_int4, decode=C.decode_int4, check=C.check_int4),
+    NumberFormat("pact4", 4, "tensor", use="activation"),
+    NumberFormat("pact8", 8, "tensor", use="activation"),
+    NumberFormat("int8", 8, "tensor", uses_amax=True,
+                 quantize=lambda x, r, g, dim, phase, amax: int_max(x, 8, r, g, amax=amax),
+                 encode=C.encode_int8, decode=C.decode_int8, check=C.check_int8),
+    NumberFormat("fp4-radix4", 4, "tensor", uses_amax=True, two_phase=True,
+                 quantize=lambda x, r, g, dim, phase, amax: radix4_fp4(x, phase, r, g, amax=amax)),
+    NumberFormat("mxfp4", 4, "block", block=C.MX_BLOCK,
+                 quantize=lambda x, r, g, dim, phase, amax: mxfp4(x, dim, r, g),
+                 encode=C.encode_mxfp4, decode=C.decode_mxfp4, check=C.check_mxfp4),
+    NumberFormat("nvfp4", 4, "block", uses_amax=True, block=C.NV_BLOCK,
+                 quantize=lambda x, r, g, dim, phase, amax: nvfp4(x, dim, r, g, amax=amax),
+                 encode=C.encode_nvfp4, decode=C.decode_nvfp4, check=C.check_nvfp4),
+    NumberFormat("fp8-e4m3", 8, "tensor", uses_amax=True,
+                 quantize=lambda x, r, g, dim, phase, amax: fp8(x, E4M3, r, g, amax=amax),
+                 encode=C.encode_fp8_e4m3, decode=C.decode_fp8_e4m3, check=C.check_fp8_e4m3),
+    NumberFormat("fp8-e5m2", 8, "tensor", uses_amax=True,
+                 quantize=lambda x, r, g, dim, phase, amax: fp8(x, E5M2, r, g, amax=amax),
+                 encode=C.encode_fp8_e5m2, decode=C.decode_fp8_e5m2, check=C.check_fp8_e5m2),
+)}
 
 
-def int_max(x: Tensor, bits: int, rounding: Rounding = "nearest", generator: torch.Generator | None = None,
-            amax: Tensor | None = None) -> Tensor:
-    """Symmetric INT with alpha = max|x| (no clipping): INT8 weights, activations and gradients."""
-    amax = _amax(x, "input") if amax is None else amax
-    return int_symmetric(x, bits, amax, rounding, generator)
-
-
-def pact_forward(x: Tensor, alpha: Tensor, bits: int, signed: bool = False, rounding: Rounding = "nearest",
-                 generator: torch.Generator | None = None) -> Tensor:
-    """PACT (Choi et al. 2018): y = clip(x, 0, alpha) (or [-alpha, alpha]), quantized to 2^bits - 1 uniform steps
-    (2^(bits-1) - 1 a side when signed). Gradients are in `pact_backward`."""
-    alpha = alpha.detach().to(x.dtype)
-    if not bool(alpha > 0):
-        raise ValueError(f"PACT clip alpha must be > 0, got {float(alpha)}")
-    levels = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
-    step = _div(alpha, levels)
-    noise = _noise(x, rounding, generator)
-    if _fast(x):
-        from frugalnet.lowbit import _kernels
-
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        bad = np.zeros(1, dtype=np.int64)
-        _kernels.pick("pact", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise),
-                                         np.float32(alpha), np.float32(step), bool(signed), noise is not None, bad)
-        if bad[0]:
-            raise ValueError("activation contains NaN or Inf; low-bit formats have no encoding for them "
-                             "(check the learning rate / loss scale)")
-        return out
-    check_finite(x, "activation")
-    if signed:
-        y = torch.maximum(torch.minimum(x, alpha), -alpha)
-    else:
-        y = torch.minimum(torch.relu(x), alpha)
-    return round_(y / step, rounding, generator, noise) * step
-
-
-def pact_backward(grad: Tensor, x: Tensor, alpha: Tensor, signed: bool = False) -> tuple[Tensor, Tensor]:
-    """PACT's straight-through gradients: dq/dx = 1 inside the clip range, 0 outside;
-    dq/dalpha = 1 where x >= alpha (and -1 where x <= -alpha when signed), 0 elsewhere."""
-    alpha = alpha.detach().to(x.dtype)
-    upper = x >= alpha
-    if signed:
-        lower = x <= -alpha
-        grad_x = grad.masked_fill(upper | lower, 0.0)
-        grad_alpha = grad.masked_fill(~upper, 0.0).sum() - grad.masked_fill(~lower, 0.0).sum()
-    else:
-        grad_x = grad.masked_fill(upper | (x < 0), 0.0)
-        grad_alpha = grad.masked_fill(~upper, 0.0).sum()
-    return grad_x, grad_alpha.reshape(alpha.shape)
-
-
-# --- radix-4 FP4 for gradients --------------------------------------------------------------------------------------
-def radix4_scale(amax: Tensor) -> Tensor:
-    """Per-layer gradient scale s = 2^ceil(log2 amax) (1 when amax = 0): a power of two with amax <= s."""
-    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
-    return _exp2(ceil_log2(safe.float())).to(amax.dtype)
-
-
-def radix4_fp4(x: Tensor, phase: int = 0, rounding: Rounding = "nearest", generator: torch.Generator | None = None,
-               amax: Tensor | None = None) -> Tensor:
-    """Radix-4 FP4 (Sun et al. 2020): 1 sign bit, 3 exponent bits, no mantissa; zero and +-t * 4^-j, j = 0..6.
-
-    Phase 0 (the copy for dX = dY W): top level t = s, grid s * {1, 4^-1, ..., 4^-6} (even powers of two times s).
-    Phase 1 (the copy for dW = dY^T X): t = 2s, grid 2s * {1, 4^-1, ..., 4^-6} (odd powers of two times s).
-    s = radix4_scale(amax) with amax = max|x| unless given (e.g. all-reduced over ranks). Between two neighbouring
-    levels (or between 0 and the smallest one) rounding is linear: nearest picks the closer value (ties to the even
-    code), stochastic is unbiased. Nothing saturates, since |x| <= s <= t.
-    """
-    if phase not in (0, 1):
-        raise ValueError(f"phase must be 0 (even powers) or 1 (odd powers), got {phase}")
-    amax = _amax(x, "gradient") if amax is None else amax
-    if float(amax) > RADIX4_MAX_AMAX:
-        raise ValueError(f"gradient magnitude {float(amax):.3g} is beyond radix-4 FP4's range (its power-of-two scale "
-                         f"2s must stay a finite float32, so max|x| <= 2^126); training has likely diverged: lower "
-                         f"the learning rate or the loss scale")
-    top = radix4_scale(amax) * (2.0 if phase else 1.0)
-    smallest = 4.0 ** -(RADIX4_LEVELS - 1)
-    noise = _noise(x, rounding, generator)
-    if _fast(x):
-        from frugalnet.lowbit import _kernels
-
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        _kernels.pick("radix4", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise),
-                                           np.float32(top), np.float32(smallest), noise is not None)
-        return out
-    v = x.abs() / top                                     # in [0, 1]
-    # lower neighbour lo = 4^floor(log4 v) (exact via the exponent field), step to the next level = 3 lo.
-    safe = torch.clamp(v, min=smallest)
-    lo = _exp2(torch.div(floor_log2(safe), 2, rounding_mode="floor") * 2)
-    below = v < smallest
-    lo = torch.where(below, torch.zeros_like(lo), lo)
-    step = torch.where(below, torch.full_like(lo, smallest), 3.0 * lo)
-    q = lo + round_((v - lo) / step, rounding, generator, noise).clamp(0, 1) * step
-    return torch.copysign(q, x) * top
-
-
-# --- minifloats: E2M1, FP8 ----------------------------------------------------------------------------------------
-def minifloat(x: Tensor, spec: MinifloatSpec, rounding: Rounding = "nearest",
-              generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
-    """Round x to a sign-exponent-mantissa format with subnormals, saturating at +-spec.max.
-
-    Within a binade [2^e, 2^(e+1)) the grid step is 2^(e - mantissa); below 2^emin the subnormal step 2^(emin -
-    mantissa) continues to zero. Nearest ties go to the even mantissa (e.g. E2M1: 2.5 -> 2, 5 -> 4)."""
-    check_finite(x)
-    if noise is None:
-        noise = _noise(x, rounding, generator)
-    if _fast(x):
-        return _minifloat_kernel(x, spec, noise, torch.ones(()))
-    a = x.abs()
-    e = torch.clamp(floor_log2(torch.clamp(a, min=2.0 ** spec.emin)), min=spec.emin)
-    ulp = _exp2(e - spec.mantissa).to(x.dtype)
-    q = torch.clamp(round_(a / ulp, rounding, generator, noise) * ulp, max=spec.max)
-    return torch.copysign(q, x)
-
-
-def _minifloat_kernel(x: Tensor, spec: MinifloatSpec, noise: Tensor | None, scale: Tensor) -> Tensor:
-    from frugalnet.lowbit import _kernels
-
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    _kernels.pick("minifloat_scaled", x.numel())(_np(x).reshape(-1), out.numpy().reshape(-1), _kernel_noise(x, noise),
-                              np.float32(scale), spec.mantissa, spec.emin, np.float32(spec.max), noise is not None)
-    return out
-
-
-def e2m1(x: Tensor, rounding: Rounding = "nearest", generator: torch.Generator | None = None,
-         noise: Tensor | None = None) -> Tensor:
-    """E2M1 elements: +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}."""
-    return minifloat(x, E2M1, rounding, generator, noise)
-
-
-def fp8(x: Tensor, spec: MinifloatSpec = E4M3, rounding: Rounding = "nearest",
-        generator: torch.Generator | None = None, amax: Tensor | None = None) -> Tensor:
-    """FP8 with a per-tensor FP32 scale amax / max (current scaling), so the largest value maps to the top code."""
-    amax = _amax(x, "input") if amax is None else amax
-    scale = torch.where(amax > 0, _div(amax, spec.max), torch.ones_like(amax))
-    noise = _noise(x, rounding, generator)
-    if _fast(x):
-        return _minifloat_kernel(x, spec, noise, scale)
-    return minifloat(x / scale, spec, rounding, generator, noise) * scale
-
-
-# --- block-scaled 4-bit formats ----------------------------------------------------------------------------------
-def _blocked(x: Tensor, dim: int, block: int) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-    """View x as (..., nblocks, block) along `dim` (zero padded) and return the inverse map."""
-    dim = dim % x.dim() if x.dim() else 0
-    moved = x.movedim(dim, -1)
-    n = moved.shape[-1]
-    pad = (-n) % block
-    if pad:
-        moved = torch.nn.functional.pad(moved, (0, pad))
-    shape = moved.shape
-    blocks = moved.reshape(*shape[:-1], shape[-1] // block, block)
-
-    def restore(b: Tensor) -> Tensor:
-        out = b.reshape(shape)
-        if pad:
-            out = out[..., :n]
-        return out.movedim(-1, dim)
-
-    return blocks, restore
-
-
-def mx_block_scales(block_amax: Tensor) -> Tensor:
-    """E8M0 shared scales 2^(floor(log2 amax) - 2) (2 = E2M1's largest exponent), exponent clamped to [-127, 127];
-    an all-zero block gets 2^-127."""
-    safe = torch.where(block_amax > 0, block_amax, torch.ones_like(block_amax))
-    e = torch.where(block_amax > 0, floor_log2(safe) - 2, torch.full_like(floor_log2(safe), -127))
-    return _exp2(torch.clamp(e, -127, 127))
-
-
-def mxfp4(x: Tensor, dim: int = -1, rounding: Rounding = "nearest", generator: torch.Generator | None = None,
-          block: int = 32) -> Tensor:
-    """OCP MXFP4: blocks of `block` (32) E2M1 elements along `dim` sharing an E8M0 power-of-two scale.
-
-    Elements x / scale lie in [0, 8); those in (6, 8) saturate to 6 (the OCP conversion rule)."""
-    if x.numel() == 0:
-        return x.clone()
-    noise = _noise(x, rounding, generator)
-    if _fast(x):
-        return _block_kernel(x, dim, block, noise, None)
-    blocks, restore = _blocked(x, dim, block)
-    amax = blocks.abs().amax(-1, keepdim=True)
-    _check_finite_scalar(amax.amax(), "input")
-    scale = mx_block_scales(amax)
-    noise = _blocked(noise, dim, block)[0] if noise is not None else None
-    return restore(minifloat(blocks / scale, E2M1, rounding, generator, noise) * scale)
-
-
-def _block_kernel(x: Tensor, dim: int, block: int, noise: Tensor | None, tensor_scale: Tensor | None) -> Tensor:
-    """MX (tensor_scale None) or NVFP4 blocks through the fused kernel, on an (outer, n, inner) view of x."""
-    from frugalnet.lowbit import _kernels
-
-    dim = dim % x.dim()
-    shape = x.shape
-    view = (math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:]))
-    out = torch.empty(shape, dtype=x.dtype)
-    u3 = _np(noise).reshape(view) if noise is not None else np.zeros((1, 1, 1), dtype=np.float32)
-    bad = np.zeros(1, dtype=np.int64)
-    _kernels.pick("block_e2m1", x.numel())(_np(x).reshape(view), out.numpy().reshape(view), u3, block,
-                                           tensor_scale is not None,
-                                           np.float32(tensor_scale if tensor_scale is not None else 1.0),
-                                           noise is not None, bad)
-    if bad[0]:
-        raise ValueError("input contains NaN or Inf; low-bit formats have no encoding for them "
-                         "(check the learning rate / loss scale)")
-    return out
-
-
-def nvfp4_tensor_scale(amax: Tensor) -> Tensor:
-    """NVFP4's FP32 per-tensor scale amax / (448 * 6), so block scales fit E4M3; 1 for an all-zero tensor."""
-    return torch.where(amax > 0, _div(amax, E4M3.max * E2M1.max), torch.ones_like(amax))
-
-
-def nvfp4(x: Tensor, dim: int = -1, rounding: Rounding = "nearest", generator: torch.Generator | None = None,
-          amax: Tensor | None = None, block: int = 16) -> Tensor:
-    """NVFP4: blocks of 16 E2M1 elements along `dim`, each with an E4M3 scale (rounded to nearest), times an FP32
-    tensor scale from amax (max|x| unless given, e.g. all-reduced). A block whose E4M3 scale underflows to 0 is 0."""
-    if x.numel() == 0:
-        return x.clone()
-    amax = _amax(x, "input") if amax is None else amax
-    tensor_scale = nvfp4_tensor_scale(amax)
-    noise = _noise(x, rounding, generator)
-    if _fast(x):
-        return _block_kernel(x, dim, block, noise, tensor_scale)
-    blocks, restore = _blocked(x, dim, block)
-    block_scale = minifloat(blocks.abs().amax(-1, keepdim=True) / (E2M1.max * tensor_scale), E4M3)
-    scale = block_scale * tensor_scale
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    noise = _blocked(noise, dim, block)[0] if noise is not None else None
-    q = minifloat(blocks / safe, E2M1, rounding, generator, noise) * scale
-    return restore(q)
-
-
-# --- the random Hadamard transform (NVFP4 recipe, weight-gradient GEMM) -------------------------------------------
-def hadamard_matrix(n: int) -> Tensor:
-    """Orthonormal Sylvester Hadamard matrix of size n (a power of two)."""
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"Hadamard size must be a power of two, got {n}")
-    h = torch.ones(1, 1)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return h / math.sqrt(n)
-
-
-def random_hadamard(x: Tensor, signs: Tensor, dim: int = 0) -> Tensor:
-    """Apply R = H diag(signs) blockwise (block = len(signs)) along `dim`; that dimension is zero padded to a multiple
-    of the block and stays padded, so two operands transformed alike keep the GEMM exact: (R A)^T (R B) = A^T B.
-    Only the quantization error changes (outliers are spread over the block)."""
-    n = signs.numel()
-    mat = hadamard_matrix(n).to(x) * signs.to(x).unsqueeze(0)
-    moved = x.movedim(dim, 0)
-    pad = (-moved.shape[0]) % n
-    if pad:
-        moved = torch.cat([moved, moved.new_zeros((pad, *moved.shape[1:]))])
-    shape = moved.shape
-    blocks = moved.contiguous().view(shape[0] // n, n, -1)
-    return torch.matmul(mat, blocks).view(shape).movedim(0, dim)
+def get_format(name: str) -> NumberFormat:
+    """The NumberFormat called `name`; ValueError listing the known ones otherwise."""
+    if not isinstance(name, str) or name not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {name!r}")
+    return FORMATS[name]

@@ -17,13 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from frugalnet.lowbit.functions import QuantConv2dFunction, QuantLinearFunction, global_amax
+from frugalnet.lowbit.functions import GemmState, QuantConv2dFunction, QuantLinearFunction, global_amax
 from frugalnet.lowbit.recipes import LayerRecipe
 from frugalnet.nn.sparse import SparseConv2d, SparseLinear
 from frugalnet.utils.distributed import is_distributed
-
-_ROLES = {"act": 0, "w_fwd": 1, "w_dgrad": 2, "g0": 3, "g1": 4, "act_wgrad": 5}
-
 
 class _QuantMixin:
     """State and helpers shared by every quantized layer."""
@@ -50,12 +47,11 @@ class _QuantMixin:
     def gemm_bits(self) -> dict[str, tuple[int, int]]:
         return self.lowbit.gemm_bits
 
-    def _generator(self, role: str, spec) -> torch.Generator | None:
-        if spec.rounding != "stochastic":
-            return None
-        gen = torch.Generator(device=self.weight.device)
-        gen.manual_seed((self.lowbit_seed * 1_000_003 + int(self.qstep) * 8 + _ROLES[role]) % (2**63))
-        return gen
+    def gemm_state(self) -> GemmState:
+        """What the autograd Functions need from this layer, as plain values (they never see the module)."""
+        return GemmState(self.lowbit, self.lowbit_seed, int(self.qstep), self.training, bool(self.prequantized),
+                         bool(hasattr(self, "pact_signed") and int(self.pact_signed) > 0), self.pact_decay,
+                         getattr(self, "hadamard_signs", None), self.weight.device)
 
     def _prepare_pact(self, x: Tensor) -> Tensor | None:
         """PACT's clip; on the first call, pick signed/unsigned and set alpha to max|x| (all-reduced in training)."""
@@ -78,9 +74,7 @@ class _QuantMixin:
     @torch.no_grad()
     def quantized_weight(self) -> Tensor:
         """The weight exactly as the forward GEMM sees it."""
-        from frugalnet.lowbit.functions import _Operands
-
-        return _Operands(self).weight(self.weight, dim=1, role="w_fwd").detach().clone()
+        return self.gemm_state().weight(self.weight, dim=1).detach().clone()
 
     def _lowbit_repr(self) -> str:
         r = self.lowbit
@@ -96,7 +90,7 @@ class _QuantLinearMixin(_QuantMixin):
                              f"(*, {self.in_features}), got {tuple(x.shape)}")
         self._tick()
         alpha = self._prepare_pact(x)
-        return QuantLinearFunction.apply(x, self.weight, self.bias, alpha, self)
+        return QuantLinearFunction.apply(x, self.weight, self.bias, alpha, self.gemm_state())
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._lowbit_repr()
@@ -118,7 +112,7 @@ class _QuantConv2dMixin(_QuantMixin):
             padding = (0, 0)
         alpha = self._prepare_pact(x)
         conv = (tuple(self.stride), tuple(padding), tuple(self.dilation), self.groups)
-        return QuantConv2dFunction.apply(x, self.weight, self.bias, alpha, self, conv)
+        return QuantConv2dFunction.apply(x, self.weight, self.bias, alpha, self.gemm_state(), conv)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + self._lowbit_repr()

@@ -12,22 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frugalnet.lowbit.formats import ROUNDING_MODES
-
-# format name -> (bits, kind). kind "tensor": one scale per tensor (the quantized copy does not depend on the
-# block direction); "block": per-block scales along a dimension; "none": no quantization.
-FORMATS: dict[str, tuple[int, str]] = {
-    "fp32": (32, "none"),
-    "int4-sawb": (4, "tensor"),     # symmetric INT4, SAWB clip (weights)
-    "pact4": (4, "tensor"),         # INT4 PACT, trainable clip (activations)
-    "pact8": (8, "tensor"),         # INT8 PACT
-    "int8": (8, "tensor"),          # symmetric INT8, clip at max|x|
-    "fp4-radix4": (4, "tensor"),    # radix-4 FP4 with two-phase rounding (gradients)
-    "mxfp4": (4, "block"),          # E2M1, blocks of 32, E8M0 scales
-    "nvfp4": (4, "block"),          # E2M1, blocks of 16, E4M3 scales, FP32 tensor scale
-    "fp8-e4m3": (8, "tensor"),      # per-tensor scaled FP8
-    "fp8-e5m2": (8, "tensor"),
-}
+from frugalnet.lowbit.formats import FORMATS, ROUNDING_MODES, NumberFormat, get_format
 
 
 @dataclass(frozen=True)
@@ -38,18 +23,21 @@ class QuantSpec:
     rounding: str = "nearest"
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
+        get_format(self.format)
         if self.rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {self.rounding!r}")
 
     @property
+    def number_format(self) -> NumberFormat:
+        return FORMATS[self.format]
+
+    @property
     def bits(self) -> int:
-        return FORMATS[self.format][0]
+        return self.number_format.bits
 
     @property
     def kind(self) -> str:
-        return FORMATS[self.format][1]
+        return self.number_format.kind
 
     @property
     def deterministic(self) -> bool:
@@ -74,10 +62,12 @@ class LayerRecipe:
         n = self.hadamard_size
         if n < 2 or n & (n - 1):
             raise ValueError(f"hadamard_size must be a power of two >= 2, got {n}")
-        if self.activation.format == "int4-sawb":
-            raise ValueError("int4-sawb is a weight format; use pact4 (or int8, mxfp4, ...) for activations")
-        if self.weight.format.startswith("pact"):
-            raise ValueError(f"{self.weight.format} is an activation format; use int4-sawb/int8/... for weights")
+        for role, spec, wrong in (("activation", self.activation, "weight"), ("weight", self.weight, "activation"),
+                                  ("grad", self.grad, "activation")):
+            if spec.number_format.use == wrong:
+                fits = sorted(n for n, f in FORMATS.items() if f.use in (role, "any") and n != "fp32")
+                raise ValueError(f"{spec.format} is a{'n' if wrong[0] == 'a' else ''} {wrong} format and cannot "
+                                 f"quantize the {role}; use one of {fits}")
 
     @property
     def gemm_bits(self) -> dict[str, tuple[int, int]]:

@@ -1,0 +1,464 @@
+"""Low-bit steps: quantized Linear / Conv2d layers run from their packed codes (INT4 SAWB, MXFP4, NVFP4: two 4-bit
+codes per byte; INT8: one byte), never from FP32 weights.
+
+A step holds the codes in the kernels' layouts (dense "halves" rows, or only the nonzero codes with their indices for
+sparse layers), one float32 scale per tensor or per block, and the activation format of the layer's recipe. At run
+time the input is quantized exactly as the simulated layer does (`lowbit.functions.GemmState.activation`, the same
+code), then multiplied with the packed weights: 4-bit codes decode in registers through a 16-entry table. Where the
+recipe quantizes activations to integers (PACT, INT8) or E2M1, every product of codes is an integer and the sums
+are exact in float32 lanes below 2^24. Outputs equal `model.eval()(x)` after `quantize_` to float rounding.
+
+Variants (picked by timing, like every step): "torch" (reference: the codes decoded a block of rows at a time and
+F.linear / F.conv2d), "gemv" (dense codes, small batches), "int" / "vnni" (integer dot products of 4-bit weight codes
+with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe quantizes activations to integers), "gemm" (dense
+codes, decoded once per row for the whole batch), "csr" (sparse codes x dense input), "csc" (sparse codes x sparse
+input); ":s" serial, ":p" parallel builds. `check()` validates every array against the parameters (call it on steps
+read from a file: the kernels do no bounds checks).
+
+    step = lowbit_step_for("fc1", model.fc1)              # after quantize_ (or load_packed)
+    steps = lowbit_steps_from_file("m.fnp", skeleton)      # straight from a save_packed file; `skeleton` gives only
+                                                           # the layer structure and may live on the meta device
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugalnet.engine.act import Act
+from frugalnet.engine.steps.base import Step, _np, _t
+from frugalnet.kernels import linear as linear_k, quant as quant_k
+from frugalnet.kernels._jit import threads
+from frugalnet.kernels.formats import Compressed
+from frugalnet.lowbit.unpack import E2M1_LUT, INT4_LUT, codes_from_record  # noqa: F401
+
+PACKED_FORMATS = ("int4-sawb", "mxfp4", "nvfp4", "int8")
+_SPARSE_BELOW = 0.5        # weight density under which the codes are stored sparse (nonzeros + indices)
+_DECODE_ROWS = 256         # rows the reference variant decodes at a time
+_INT_ACTS = {"pact4": 4, "pact8": 8, "int8": 8}   # activation formats with integer codes (bits)
+
+
+class LowbitLinearStep(Step):
+    """A quantized Linear from packed codes; see the module docstring."""
+
+    kind = "lowbit_linear"
+
+    @classmethod
+    def build(cls, name: str, codes: dict, bias: np.ndarray | None, act: dict, alpha: float | None,
+              n_in: int) -> "LowbitLinearStep":
+        mat, n_out = codes["codes"], codes["codes"].shape[0]
+        nib = codes["kind"] == "nib"
+        if codes["kind"] == "f32":      # no packed kernel for this format: the reference variant only
+            params = {"n_out": int(n_out), "n_in": int(n_in), "cols": int(mat.shape[1]), "k": int(mat.shape[1]),
+                      "blk": int(mat.shape[1]), "nibble": False, "block_scales": False, "density": 1.0,
+                      "act": dict(act), "sparse": False, "taps": int(codes["taps"]), "cin": int(codes["cin"]),
+                      "float_weights": True}
+            return cls(name, params, {"weight": mat, "lut": codes["lut"], "wscale": codes["scale"],
+                                      "bias": np.zeros(n_out, np.float32) if bias is None else
+                                      np.ascontiguousarray(bias, np.float32),
+                                      "alpha": np.array([alpha if alpha is not None else 1.0], np.float32)})
+        k = quant_k.padded_width(mat.shape[1])
+        blk = codes["blk"] or (k // 2 if nib else k)
+        scale = codes["scale"]
+        if codes["blk"]:
+            full = np.zeros((n_out, k // blk), np.float32)
+            full[:, :scale.shape[1]] = scale
+        else:
+            full = np.repeat(scale[:, :1], k // blk, axis=1)
+        zero = codes["lut"] == 0 if nib else np.arange(256) % 256 == 0
+        density = float((~zero[mat.astype(np.int64) & (15 if nib else 255)]).mean()) if mat.size else 0.0
+        params = {"n_out": int(n_out), "n_in": int(n_in), "cols": int(mat.shape[1]), "k": int(k), "blk": int(blk),
+                  "nibble": nib, "block_scales": bool(codes["blk"]), "density": density, "act": dict(act),
+                  "sparse": density < _SPARSE_BELOW, "taps": int(codes["taps"]), "cin": int(codes["cin"])}
+        arrays = {"lut": np.ascontiguousarray(codes["lut"]), "wscale": np.ascontiguousarray(full),
+                  "bias": np.zeros(n_out, np.float32) if bias is None else np.ascontiguousarray(bias, np.float32),
+                  "alpha": np.array([alpha if alpha is not None else 1.0], np.float32)}
+        if params["sparse"]:
+            ptr, idx, vals = quant_k.compress_codes(mat, zero, by_column=False, nibble=nib)
+            arrays.update(csr_ptr=ptr, csr_idx=idx, csr_codes=vals)
+        elif nib:
+            arrays["codes"] = quant_k.to_halves(mat, k)
+        else:
+            full_codes = np.zeros((n_out, k), np.int8)
+            full_codes[:, :mat.shape[1]] = mat
+            arrays["codes"] = full_codes
+        step = cls(name, params, arrays)
+        step.check()
+        return step
+
+    def check(self) -> None:
+        """Validate every array against the parameters (shapes, dtypes, index ranges, finite scales) before a kernel
+        sees it; ValueError naming the step and the array otherwise."""
+        p, a = self.params, self.arrays
+
+        def bad(what: str):
+            raise ValueError(f"low-bit step {self.name!r}: {what}")
+        try:
+            n_out, n_in, cols, k, blk = (int(p[key]) for key in ("n_out", "n_in", "cols", "k", "blk"))
+        except (KeyError, TypeError, ValueError):
+            bad("missing or non-integer size parameters")
+        if min(n_out, n_in, cols, k, blk) < 1 or cols > k or n_out * k > 2 ** 34:
+            bad(f"sizes out of range: n_out={n_out}, n_in={n_in}, cols={cols}, k={k}, blk={blk}")
+        for name, shape, dtype in (("bias", (n_out,), np.float32), ("alpha", (1,), np.float32),
+                                   ("lut", (16,), np.int8)):
+            if name not in a or a[name].shape != shape or a[name].dtype != dtype:
+                bad(f"array {name!r} must be {dtype.__name__} of shape {shape}")
+        if p.get("float_weights"):
+            w = a.get("weight")
+            if w is None or w.dtype != np.float32 or w.shape != (n_out, cols):
+                bad(f"array 'weight' must be float32 of shape {(n_out, cols)}")
+            return
+        if k % 64 or blk % 16 or (k // (2 if p["nibble"] else 1)) % blk or \
+                (p["block_scales"] and blk & (blk - 1)):
+            bad(f"k={k} must be a multiple of 64 and blk={blk} a multiple of 16 (a power of two for block scales) "
+                f"dividing the row")
+        if np.abs(a["lut"].astype(np.int64)).max() > 12:
+            bad("table values must lie in [-12, 12]")
+        ws = a.get("wscale")
+        if ws is None or ws.dtype != np.float32 or ws.shape != (n_out, k // blk) or not np.isfinite(ws).all():
+            bad(f"array 'wscale' must be finite float32 of shape {(n_out, k // blk)}")
+        if "codes" in a:
+            shape, dtype = ((n_out, k // 2), np.uint8) if p["nibble"] else ((n_out, k), np.int8)
+            if a["codes"].shape != shape or a["codes"].dtype != dtype:
+                bad(f"array 'codes' must be {dtype.__name__} of shape {shape}")
+            return
+        ptr, idx, vals = (a.get(key) for key in ("csr_ptr", "csr_idx", "csr_codes"))
+        if ptr is None or idx is None or vals is None or ptr.ndim != 1 or len(ptr) != n_out + 1:
+            bad(f"sparse codes need csr_ptr ({n_out + 1},), csr_idx and csr_codes")
+        steps = np.diff(ptr.astype(np.int64))
+        if ptr[0] != 0 or ptr[-1] != len(idx) or (steps < 0).any() or (steps % 2).any():
+            bad("csr_ptr must rise from 0 to len(csr_idx) in even steps")
+        if idx.dtype not in (np.uint16, np.uint32) or (len(idx) and int(idx.max()) >= cols):
+            bad(f"csr_idx must be unsigned column indices below {cols}")
+        if vals.dtype != np.uint8 or len(vals) != (len(idx) // 2 if p["nibble"] else len(idx)):
+            bad("csr_codes must be uint8, one byte per two 4-bit codes (or per int8 code)")
+
+    # --- the code matrix in other layouts (integer codes only) ------------------------------------------------
+    def _matrix(self) -> np.ndarray:
+        p, a = self.params, self.arrays
+
+        def build():
+            if "codes" in a:
+                c = a["codes"]
+                return quant_k.from_halves(c, p["cols"]) if p["nibble"] else c[:, :p["cols"]]
+            mat = np.zeros((p["n_out"], p["cols"]), np.uint8 if p["nibble"] else np.int8)
+            ptr, idx, vals = a["csr_ptr"], a["csr_idx"], a["csr_codes"]
+            ent = (np.stack([vals & 15, vals >> 4], 1).reshape(-1) if p["nibble"] else vals)[:len(idx)]
+            rows = np.repeat(np.arange(p["n_out"]), np.diff(ptr))
+            real = ~self._zero()[ent.astype(np.int64) & (15 if p["nibble"] else 255)]     # not the padding
+            mat[rows[real], idx[real]] = ent[real].astype(mat.dtype)
+            return mat
+        return self.prepared("matrix", build)
+
+    def _dense_codes(self) -> np.ndarray:
+        if "codes" in self.arrays:
+            return self.arrays["codes"]
+        p = self.params
+
+        def build():
+            if p["nibble"]:
+                return quant_k.to_halves(self._matrix(), p["k"])
+            full = np.zeros((p["n_out"], p["k"]), np.int8)
+            full[:, :p["cols"]] = self._matrix()
+            return full
+        return self.prepared("dense", build)
+
+    def _zero(self) -> np.ndarray:
+        return self.arrays["lut"] == 0 if self.params["nibble"] else np.arange(256) % 256 == 0
+
+    def _csr(self):
+        a = self.arrays
+        if "csr_ptr" in a:
+            return a["csr_ptr"], a["csr_idx"], a["csr_codes"]
+        return self.prepared("csr", lambda: quant_k.compress_codes(self._matrix(), self._zero(), False,
+                                                                   self.params["nibble"]))
+
+    def _csc_split(self, nparts: int):
+        p = self.params
+        ptr, idx, vals = self.prepared("csc", lambda: quant_k.compress_codes(self._matrix(), self._zero(), True,
+                                                                             p["nibble"]))
+        split = self.prepared(f"split{nparts}", lambda: linear_k.row_splits(
+            Compressed(ptr, idx, vals, (p["n_out"], p["cols"])), nparts))
+        return split, idx, vals
+
+    def _lutf(self) -> np.ndarray:
+        return self.prepared("lutf", lambda: self.arrays["lut"].astype(np.float32))
+
+    def _shift(self) -> int:
+        return int(self.params["blk"]).bit_length() - 1
+
+    def _csr_scale(self) -> np.ndarray:
+        return self.arrays["wscale"] if self.params["block_scales"] else self.arrays["wscale"][:, :1].copy()
+
+    def decoded_rows(self, lo: int, hi: int) -> np.ndarray:
+        """FP32 weights of rows lo..hi (the reference variant decodes a block of rows at a time)."""
+        p = self.params
+        if p.get("float_weights"):
+            return self.arrays["weight"][lo:hi]
+        mat = self._matrix()[lo:hi]
+        vals = self.arrays["lut"][mat & 15].astype(np.float32) if p["nibble"] else mat.astype(np.float32)
+        sc = self.arrays["wscale"][lo:hi]
+        cols = np.arange(p["cols"]) // p["blk"] if p["block_scales"] else np.zeros(p["cols"], np.int64)
+        return vals * sc[:, cols]
+
+    def _integer_inputs(self) -> bool:
+        """Integer dot products apply: 4-bit codes with one scale per tensor, activations quantized to integers."""
+        p = self.params
+        return p["nibble"] and not p["block_scales"] and p["act"]["format"] in _INT_ACTS \
+            and not p.get("float_weights")
+
+    def _act_codes(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unsigned 8-bit codes (B, K), offset (B,), scale (B,)) of quantized activations xq = k * step_x: codes
+        k + offset, scale = weight scale * step_x."""
+        p = self.params
+        fmt, bits = p["act"]["format"], _INT_ACTS[p["act"]["format"]]
+        if fmt == "int8":
+            amax = np.float32(np.abs(xq).max(initial=0.0))
+            step, offset = (amax / np.float32(127) if amax > 0 else np.float32(1.0)), 127
+        else:
+            levels = 2 ** (bits - 1) - 1 if p["act"]["pact_signed"] else 2 ** bits - 1
+            step = np.float32(self.arrays["alpha"][0]) / np.float32(levels)
+            offset = levels if p["act"]["pact_signed"] else 0
+        codes = np.zeros((xq.shape[0], p["k"]), np.uint8)
+        codes[:, :xq.shape[1]] = np.rint(xq / step) + offset
+        rows = xq.shape[0]
+        return (codes, np.full(rows, offset, np.int32),
+                np.full(rows, np.float32(self.arrays["wscale"][0, 0]) * np.float32(step), np.float32))
+
+    # --- activations -------------------------------------------------------------------------------------------
+    def quantize_input(self, x: np.ndarray, dim: int = -1) -> np.ndarray:
+        """The input as the simulated layer's forward GEMM sees it (the same quantizer code)."""
+        act = self.params["act"]
+        if act["format"] == "fp32":
+            return x
+        from frugalnet.lowbit.functions import GemmState
+        from frugalnet.lowbit.recipes import LayerRecipe, QuantSpec
+
+        state, alpha = self.prepared("act_state", lambda: (
+            GemmState(LayerRecipe(activation=QuantSpec(act["format"], act["rounding"])), act["seed"], act["step"],
+                      False, False, act["pact_signed"]), torch.from_numpy(self.arrays["alpha"]).reshape(())))
+        return _np(state.activation(_t(x), alpha, dim=dim))
+
+    # --- the Step interface ------------------------------------------------------------------------------------
+    def out_shape(self, shape):
+        if len(shape) != 2 or shape[1] != self.params["n_in"]:
+            raise ValueError(f"engine layer {self.name!r} (low-bit Linear, in_features={self.params['n_in']}) "
+                             f"expects input (batch, {self.params['n_in']}), got {shape}")
+        return (shape[0], self.params["n_out"])
+
+    def variants(self, act: Act) -> list[str]:
+        out = ["torch"]
+        if self.params.get("float_weights"):
+            return out
+        if self.params["sparse"]:
+            out += ["csr:s", "csr:p"]
+            if act.density() < 0.5:
+                out += ["csc:s", "csc:p"]
+        else:
+            out += ["gemv:s", "gemv:p"]
+            if self._integer_inputs():
+                isa = quant_k.isa()
+                out += (["int:s", "int:p"] if isa["avx2"] else []) + (["vnni:s", "vnni:p"] if isa["vnni"] else [])
+        if act.batch > 1 and self.params["nibble"]:
+            out += ["gemm:s", "gemm:p"]
+        return out
+
+    def run(self, act: Act, variant: str) -> Act:
+        if variant != "torch":
+            return self.bind(variant, act.shape)(act)
+        shape = self.out_shape(act.shape)
+        xq = _t(self.quantize_input(act.dense().reshape(shape[0], -1)))
+        b = self.arrays["bias"]
+        out = np.empty(shape, np.float32)
+        for lo in range(0, shape[1], _DECODE_ROWS):
+            hi = min(shape[1], lo + _DECODE_ROWS)
+            w = np.ascontiguousarray(self.decoded_rows(lo, hi)[:, :self.params["n_in"]])
+            out[:, lo:hi] = _np(F.linear(xq, _t(w), _t(b[lo:hi])))
+        return Act(shape, dense=out)
+
+    def _padded_input(self, x: np.ndarray) -> np.ndarray:
+        p = self.params
+        if p["k"] == x.shape[1]:
+            return np.ascontiguousarray(x)
+        xp = np.zeros((x.shape[0], p["k"]), np.float32)
+        xp[:, :x.shape[1]] = x
+        return xp
+
+    def bind(self, variant, shape):
+        if variant == "torch":
+            return super().bind(variant, shape)
+        out_shape = self.out_shape(shape)
+        gemm = self.matmul(variant, shape[0])
+        quant = self.quantize_input
+
+        def f(act):
+            return Act(out_shape, dense=gemm(quant(act.dense()), act))
+        return f
+
+    def matmul(self, variant: str, rows: int):
+        """A callable (quantized input (rows, n) float32, Act or None) -> (rows, n_out) output for one variant."""
+        base, _, mode = variant.partition(":")
+        par = mode == "p"
+        p, a = self.params, self.arrays
+        b, ws, blk, lut = a["bias"], a["wscale"], p["blk"], a["lut"]
+        empty, pad = np.empty, self._padded_input
+        n_out = p["n_out"]
+        if base == "gemv":
+            codes = self._dense_codes()
+            if p["nibble"]:
+                k = quant_k.gemv_nib.pick(par)
+
+                def f(x, act=None):
+                    out = empty((rows, n_out), np.float32)
+                    k(codes, lut, ws, blk, pad(x), b, out)
+                    return out
+                return f
+            k8 = quant_k.gemv_i8.pick(par)
+
+            def f(x, act=None):
+                out = empty((rows, n_out), np.float32)
+                k8(codes, ws, blk, pad(x), b, out)
+                return out
+            return f
+        if base == "gemm":
+            codes = self._dense_codes()
+            kg = quant_k.gemm_nib.pick(par)
+            offs = np.arange(p["k"], dtype=np.int64) * rows
+
+            def f(x, act=None):
+                out_t = empty((n_out, rows), np.float32)
+                kg(codes, lut, ws, blk, np.ascontiguousarray(pad(x).T), offs, b, out_t)
+                return np.ascontiguousarray(out_t.T)
+            return f
+        if base in ("int", "vnni"):
+            codes = self._dense_codes()
+            ki = (quant_k.igemv_vnni if base == "vnni" else quant_k.igemv_avx2).pick(par)
+            rowsum = self.prepared("rowsum", lambda: lut[self._matrix() & 15].sum(1, dtype=np.int64).astype(np.int32))
+
+            def f(x, act=None):
+                out = empty((rows, n_out), np.float32)
+                xc, off, sc = self._act_codes(x)
+                ki(codes, lut, rowsum, xc, off, sc, b, out)
+                return out
+            return f
+        lutf, shift, nibble, cs = self._lutf(), self._shift(), p["nibble"], self._csr_scale()
+        if base == "csr":
+            ptr, idx, vals = self._csr()
+            kc = quant_k.csr_nib.pick(par)
+
+            def f(x, act=None):
+                out = empty((rows, n_out), np.float32)
+                kc(ptr, idx, vals, lutf, nibble, cs, shift, np.ascontiguousarray(x), b, out)
+                return out
+            return f
+        if base == "csc":
+            split, idx, vals = self._csc_split(threads() if par else 1)
+            ks = quant_k.csc_nib.pick(par)
+            cs_t = self.prepared("wscale_t", lambda: np.ascontiguousarray(cs.T))
+
+            def f(x, act=None):
+                out = empty((rows, n_out), np.float32)
+                same = act is not None and x is act.dense()     # unquantized input: its cached active list
+                aidx, aval, counts = (act if same else Act(x.shape, dense=np.ascontiguousarray(x))).active()
+                ks(split, idx, vals, lutf, nibble, cs_t, shift, aidx, aval, counts, b, out)
+                return out
+            return f
+        raise ValueError(f"unknown low-bit variant {variant!r}")
+
+    def macs(self, act):
+        x = act.dense().reshape(act.batch, -1) != 0
+        dense = float(act.batch * self.params["n_out"] * self.params["n_in"])
+        return dense, dense * self.params["density"] * float(x.mean() if x.size else 0.0)
+
+    def weight_bytes(self, variant):
+        a = self.arrays
+        if self.params.get("float_weights"):
+            return a["weight"].nbytes + a["bias"].nbytes
+        extra = a["wscale"].nbytes + a["bias"].nbytes
+        if variant.startswith("csr") or (variant == "torch" and self.params["sparse"]):
+            return sum(x.nbytes for x in self._csr()) + extra
+        if variant.startswith("csc"):
+            split, idx, vals = self._csc_split(threads() if variant.endswith(":p") else 1)
+            return split.nbytes + idx.nbytes + vals.nbytes + extra
+        return self._dense_codes().nbytes + extra
+
+
+# --- building steps from layers and from files --------------------------------------------------------------------
+def _act_params(recipe, seed: int, step: int, pact_signed: bool) -> dict:
+    spec = recipe.activation
+    return {"format": spec.format, "rounding": spec.rounding, "seed": int(seed), "step": int(step),
+            "pact_signed": bool(pact_signed)}
+
+
+def _conv_geometry(module: nn.Conv2d) -> tuple:
+    if module.groups != 1:
+        raise ValueError(f"low-bit Conv2d steps support groups=1, got groups={module.groups}")
+    if module.padding_mode != "zeros":
+        raise ValueError(f"low-bit Conv2d steps support padding_mode='zeros', got {module.padding_mode!r}")
+    pad = module.padding
+    if isinstance(pad, str):
+        tot = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+        if pad == "same" and any(t % 2 for t in tot):
+            raise ValueError("low-bit Conv2d steps support padding='same' only with symmetric padding")
+        pad = tuple(t // 2 for t in tot) if pad == "same" else (0, 0)
+    return module.in_channels, module.kernel_size, module.stride, pad, module.dilation
+
+
+def _build(name: str, module: nn.Module, rec: dict, bias, alpha, seed: int, step: int, pact_signed: bool) -> Step:
+    codes = codes_from_record(rec)
+    act = _act_params(module.lowbit, seed, step, pact_signed)
+    bias = None if bias is None else bias.detach().float().cpu().numpy()
+    alpha = None if alpha is None else float(alpha.detach())
+    if isinstance(module, nn.Conv2d):
+        from frugalnet.engine.steps.lowbit_conv import LowbitConvStep
+
+        return LowbitConvStep.build_conv(name, codes, bias, act, alpha, *_conv_geometry(module))
+    return LowbitLinearStep.build(name, codes, bias, act, alpha, n_in=module.in_features)
+
+
+def lowbit_step_for(name: str, module: nn.Module) -> Step | None:
+    """The engine step of a layer converted by `lowbit.quantize_` (QuantLinear, QuantSparseLinear, QuantConv2d,
+    QuantSparseConv2d; also after `load_packed`), or None for any other module.
+
+    The weight is packed with the layer's format (the codes `save_packed` writes; a layer filled by `load_packed`
+    uses the file's own records) and runs from those codes. Formats without a packed kernel (FP8) and recipes that
+    round weights stochastically get a step holding the quantized values as float32 (reference variant only)."""
+    from frugalnet.lowbit.layers import QUANTIZED_TYPES
+    from frugalnet.lowbit.packing import encode_weight
+
+    if not isinstance(module, QUANTIZED_TYPES):
+        return None
+    rec = getattr(module, "packed_record", None)
+    if rec is None or not module.prequantized:
+        if module.prequantized or module.lowbit.weight.rounding != "nearest":
+            rec = encode_weight(module.quantized_weight(), "fp32")
+        else:
+            rec = encode_weight(module.weight, module.lowbit.weight.format)
+    signed = hasattr(module, "pact_signed") and int(module.pact_signed) > 0
+    return _build(name, module, rec, module.bias, getattr(module, "act_alpha", None), module.lowbit_seed,
+                  int(module.qstep), signed)
+
+
+def lowbit_steps_from_file(path: str | Path, model: nn.Module) -> dict[str, Step]:
+    """{layer name: step} for every quantized layer of `model`, built from a `save_packed` file's codes and state
+    alone: the model only tells the layer structure and recipe (it may live on the meta device, holding no weights),
+    and no FP32 weight is ever made. The file's checksum and every record are verified first."""
+    from frugalnet.lowbit.convert import quantized_layers
+    from frugalnet.lowbit.packing import check_model_matches, read_packed
+
+    packed = read_packed(path)
+    check_model_matches(path, packed, model)
+    state = packed["state"]
+    steps = {}
+    for name, layer in quantized_layers(model):
+        key = f"{name}.weight" if name else "weight"
+        prefix = f"{name}." if name else ""
+        signed = state.get(prefix + "pact_signed")
+        steps[name] = _build(name, layer, packed["weights"][key], state.get(prefix + "bias"),
+                             state.get(prefix + "act_alpha"), layer.lowbit_seed,
+                             int(state.get(prefix + "qstep", torch.zeros(()))),
+                             signed is not None and int(signed) > 0)
+    return steps
