@@ -11,7 +11,7 @@ import io
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -20,13 +20,16 @@ from torch import nn
 
 @dataclass
 class Runner:
-    """A runtime's callable on one model (None if unavailable), why/how, its arithmetic precision and the rtol its
-    outputs are checked at against PyTorch eager."""
+    """A runtime's callable on one model (None if unavailable), why/how, its arithmetic precision and how its
+    outputs are checked against the reference: elementwise at `rtol`, or, when `max_rel_error` is set (quantized
+    weights), by relative L2 error. `info` holds figures such as weight_bytes."""
 
     fn: Callable[..., Any] | None
     note: str = ""
     precision: str = "fp32"
     rtol: float = 1e-4
+    max_rel_error: float | None = None
+    info: dict = field(default_factory=dict)
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from frugalnet.bench.baselines import Runner, _reason, dense_runtimes
-from frugalnet.bench.harness import count_macs, interleaved_samples, outputs_match, spread, weight_bytes
+from frugalnet.bench.harness import (count_macs, interleaved_samples, outputs_match, relative_error, spread,
+                                     weight_bytes)
 
 EXACT_DENSE = ("torch_compile", "onnxruntime", "openvino_f32")   # the fp32 runtimes the engine must beat
 
@@ -69,9 +70,14 @@ def compare(name: str, runners: dict[str, Runner], inputs: tuple, settings: RunS
         entry = {"available": False, "note": r.note, "precision": r.precision}
         if r.fn is not None:
             try:
-                match, diff = outputs_match(r.fn(*inputs), ref, r.rtol)
+                out = r.fn(*inputs)
+                match, diff = outputs_match(out, ref, r.rtol)
+                rel = relative_error(out, ref)
+                if r.max_rel_error is not None:   # quantized weights: judged by relative L2 error
+                    match = rel <= r.max_rel_error
                 fns[m] = functools.partial(r.fn, *inputs)
-                entry.update(available=True, outputs_match=match, max_abs_diff=diff, rtol=r.rtol)
+                entry.update(available=True, outputs_match=match, max_abs_diff=diff, rel_error=rel,
+                             rtol=r.rtol, max_rel_error=r.max_rel_error)
             except Exception as exc:
                 entry["note"] = f"failed on the case's input: {_reason(exc)}"
         methods[m] = entry
@@ -84,7 +90,7 @@ def compare(name: str, runners: dict[str, Runner], inputs: tuple, settings: RunS
         st = spread(s)
         sp = base / st["median"]
         methods[m].update(seconds=st["median"], spread=st, speedup=sp, fraction_of_limit=sp / limit,
-                          weight_bytes=(memory or {}).get(m))
+                          weight_bytes=runners[m].info.get("weight_bytes", (memory or {}).get(m)))
     result = {"case": name, "reference": reference, "dense_macs": dense_macs, "effective_macs": effective_macs,
               "limit": limit, "methods": methods, **(extra or {})}
     fastest = [(methods[m]["seconds"], m) for m in EXACT_DENSE

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 LAYER_GROUPS = ("linear", "cnn2")
 MODEL_GROUP_NAMES = ("resnet-relu", "resnet-kwta", "bert", "gpt")
 LOWBIT_GROUP_NAMES = ("lowbit-linear", "lowbit-gpt")
-ALL_GROUPS = LAYER_GROUPS + MODEL_GROUP_NAMES
+ALL_GROUPS = LAYER_GROUPS + MODEL_GROUP_NAMES + LOWBIT_GROUP_NAMES
 
 
 def select_groups(spec: str | None) -> tuple[str, ...]:

@@ -92,6 +92,16 @@ def outputs_match(got: Any, ref: Any, rtol: float = 1e-4) -> tuple[bool, float]:
     return ok, worst
 
 
+def relative_error(got: Any, ref: Any) -> float:
+    """||got - ref|| / ||ref|| (L2 over every output together); inf if the shapes differ."""
+    a, b = _leaves(got), _leaves(ref)
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return float("inf")
+    num = sum(float(((x.astype(np.float64) - y) ** 2).sum()) for x, y in zip(a, b))
+    den = sum(float((y.astype(np.float64) ** 2).sum()) for y in b)
+    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+
+
 # ---- MACs ----------------------------------------------------------------------------------------------------
 
 def count_macs(model: nn.Module, inputs: tuple) -> tuple[float, float]:

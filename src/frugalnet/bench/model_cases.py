@@ -115,22 +115,28 @@ class DecodeStep(nn.Module):
 
 
 def gpt_case(batch: int = 1, hidden: int = 768, ffn: int = 3072, layers: int = 12, heads: int = 12, kv: int = 128,
-             vocab: int = 50257, ffn_sparsity: float = 0.9, attn_sparsity: float = 0.75, seed: int = 0) -> ModelCase:
+             vocab: int = 50257, ffn_sparsity: float = 0.9, attn_sparsity: float = 0.75, kwta: bool = True,
+             seed: int = 0) -> ModelCase:
     """One decode step of a GPT-shaped decoder with a `kv`-token KV cache (filled by a prefill of random tokens):
     FFN weights `ffn_sparsity` sparse with k-WTA FFN activations (10% on), q/k/v/out projections `attn_sparsity`
-    sparse, embeddings and the LM head dense."""
-    model = gpt_decoder(hidden, ffn, layers, heads, max_seq=kv + 8, vocab=vocab, activation=token_kwinners, seed=seed)
-    magnitude_prune_(model, ffn_sparsity, lambda name, m: ".ffn." in name)
-    magnitude_prune_(model, attn_sparsity, lambda name, m: ".attn." in name)
+    sparse, embeddings and the LM head dense. Sparsity 0 leaves those layers dense nn.Linear; kwta False keeps GELU."""
+    act = token_kwinners if kwta else (lambda n: nn.GELU())
+    model = gpt_decoder(hidden, ffn, layers, heads, max_seq=kv + 8, vocab=vocab, activation=act, seed=seed)
+    if ffn_sparsity > 0:
+        magnitude_prune_(model, ffn_sparsity, lambda name, m: ".ffn." in name)
+    if attn_sparsity > 0:
+        magnitude_prune_(model, attn_sparsity, lambda name, m: ".attn." in name)
     model.eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         _, past = model(torch.randint(0, vocab, (batch, kv), generator=g))
     ids = torch.randint(0, vocab, (batch, 1), generator=g)
-    return ModelCase(f"gpt-decode L{layers} h{hidden} kv{kv} ffn{ffn_sparsity:.0%}+kwta attn{attn_sparsity:.0%} "
+    act_tag = f"+kwta{KWTA_ON:.0%}" if kwta else " gelu"
+    return ModelCase(f"gpt-decode L{layers} h{hidden} kv{kv} ffn{ffn_sparsity:.0%}{act_tag} attn{attn_sparsity:.0%} "
                      f"b={batch}", "gpt", DecodeStep(model).eval(), (ids, past), batch,
                      {"model": f"GPT-shaped decoder, {layers} layers, hidden {hidden}, vocab {vocab}, one decode step "
-                               f"with a {kv}-token KV cache; FFN {ffn_sparsity:.0%} sparse + k-WTA {KWTA_ON:.0%} on, "
+                               f"with a {kv}-token KV cache; FFN {ffn_sparsity:.0%} sparse"
+                               f"{f' + k-WTA {KWTA_ON:.0%} on' if kwta else ', GELU'}, "
                                f"attention projections {attn_sparsity:.0%} sparse, LM head dense"})
 
 
