@@ -13,6 +13,7 @@ from torch import nn
 from frugalnet.bench.baselines import Runner, _reason, dense_runtimes
 from frugalnet.bench.harness import (count_macs, interleaved_samples, outputs_match, relative_error, spread,
                                      weight_bytes)
+from frugalnet.nn.kwinners import KWinners, KWinners2d
 
 EXACT_DENSE = ("torch_compile", "onnxruntime", "openvino_f32")   # the fp32 runtimes the engine must beat
 
@@ -53,7 +54,12 @@ def engine_runner(model: nn.Module, inputs: tuple, batch: int, settings: RunSett
     plans = getattr(engine, "plans", {})
     plan = plans.get(batch) if isinstance(plans, dict) else None
     note = f"compiled in {seconds:.1f} s" + (f"; plan: {', '.join(map(str, plan))}" if plan else "")
-    return Runner(lambda *xs: engine(*xs), note)
+    info = {}
+    try:
+        info["weight_bytes"] = int(engine.weight_bytes(batch))
+    except Exception:
+        pass
+    return Runner(lambda *xs: engine(*xs), note, info=info)
 
 
 def compare(name: str, runners: dict[str, Runner], inputs: tuple, settings: RunSettings, *, reference: str,
@@ -108,9 +114,13 @@ def run_model_case(case, settings: RunSettings) -> dict:
     runners["frugalnet"] = engine_runner(case.model, case.inputs, case.batch, settings)
     dense, eff = count_macs(case.model, case.inputs)
     wb = weight_bytes(case.model)
+    notes = dict(case.notes)
+    if any(isinstance(m, (KWinners, KWinners2d)) for m in case.model.modules()):
+        notes["kwta"] = ("k-WTA is discontinuous: a runtime whose sums round differently can flip a winner at the "
+                         "k-th value, and its outputs then differ there (not a wrong result)")
     result = compare(case.name, runners, case.inputs, settings, reference="torch_eager", dense_macs=dense,
                      effective_macs=eff, memory={m: wb for m in runners if m != "frugalnet"},
                      extra={"kind": "model", "group": case.group, "batch": case.batch, "table": "models",
-                            "notes": case.notes})
+                            "notes": notes})
     torch._dynamo.reset()   # free the compiled graphs before the next case
     return result

@@ -89,10 +89,10 @@ def _run_case(name: str, fns: dict[str, Callable[[], object]], ref: np.ndarray, 
         if m in outputs:
             match, diff = outputs_match(torch.from_numpy(np.asarray(outputs[m], np.float32)), torch.from_numpy(ref))
         methods[m] = {"available": True, "seconds": secs[m], "spread": spreads[m], "speedup": sp,
-                      "fraction_of_limit": sp / limit,
-                      "weight_bytes": memory.get(m), "outputs_match": match,
+                      "fraction_of_limit": sp / limit, "weight_bytes": memory.get(m), "outputs_match": match,
                       "note": extra.get("notes", {}).get(m, "")}
-    return {"case": name, "reference": "torch_dense", "table": "layers", "dense_macs": dense_macs, "effective_macs": eff_macs, "limit": limit, "methods": methods,
+    return {"case": name, "reference": "torch_dense", "table": "layers", "dense_macs": dense_macs,
+            "effective_macs": eff_macs, "limit": limit, "methods": methods,
             **{k: v for k, v in extra.items() if k != "notes"}}
 
 

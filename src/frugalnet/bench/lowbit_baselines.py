@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from frugalnet.bench.baselines import (Runner, _reason, onnx_export, openvino_compiled, openvino_runner_from_compiled,
+from frugalnet.bench.baselines import (Runner, _reason, onnx_export, openvino_runner_from_compiled,
                                        ort_runner_from_bytes)
 from frugalnet.nn.sparse import SparseWeightMixin
 

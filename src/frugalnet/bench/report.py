@@ -69,7 +69,7 @@ def notes_lines(results: list[dict]) -> list[str]:
     lines = []
     for r in results:
         for key, text in (r.get("notes") or {}).items():
-            if key == "model" and isinstance(text, str):
+            if key in ("model", "kwta") and isinstance(text, str):
                 lines.append(f"- {r['case']}: {text}")
         for m, e in r["methods"].items():
             note = e.get("note", "")
