@@ -18,6 +18,10 @@ QUICK = RunSettings(repeats=2, min_time=0.0, max_seconds=1.0, torch_compile=Fals
 
 
 def test_case_filter():
+    from frugalnet.bench.config import LOWBIT_GROUP_NAMES, MODEL_GROUP_NAMES
+    from frugalnet.bench.lowbit_cases import LOWBIT_GROUPS
+
+    assert tuple(MC.MODEL_GROUPS) == MODEL_GROUP_NAMES and tuple(LOWBIT_GROUPS) == LOWBIT_GROUP_NAMES
     assert select_groups("resnet") == ("resnet-relu", "resnet-kwta")
     assert select_groups("gpt,linear") == ("linear", "gpt")
     assert "cnn2" in select_groups(None)

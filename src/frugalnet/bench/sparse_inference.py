@@ -41,8 +41,8 @@ def _settings(cfg: BenchConfig):
                        torch_compile=cfg.torch_compile)
 
 
-def model_case_results(cfg: BenchConfig) -> list[dict]:
-    """Every whole-model case of the selected groups, built and run one at a time."""
+def model_case_results(cfg: BenchConfig, on_case=None) -> list[dict]:
+    """Every whole-model case of the selected groups, built and run one at a time; `on_case(result)` after each."""
     from frugalnet.bench.compare import run_model_case
     from frugalnet.bench.model_cases import MODEL_GROUPS
 
@@ -52,12 +52,14 @@ def model_case_results(cfg: BenchConfig) -> list[dict]:
         torch.manual_seed(cfg.seed)
         case = build()
         results.append(run_model_case(case, _settings(cfg)))
+        if on_case:
+            on_case(results[-1])
         del case
         gc.collect()
     return results
 
 
-def lowbit_case_results(cfg: BenchConfig) -> list[dict]:
+def lowbit_case_results(cfg: BenchConfig, on_case=None) -> list[dict]:
     from frugalnet.bench.lowbit_cases import LOWBIT_GROUPS, run_lowbit_case
 
     builders = [b for g in cfg.cases if g in LOWBIT_GROUPS for b in LOWBIT_GROUPS[g]]
@@ -66,12 +68,16 @@ def lowbit_case_results(cfg: BenchConfig) -> list[dict]:
         torch.manual_seed(cfg.seed)
         case = build()
         results.append(run_lowbit_case(case, _settings(cfg)))
+        if on_case:
+            on_case(results[-1])
         del case
         gc.collect()
     return results
 
 
-def run_benchmark(cfg: BenchConfig) -> dict:
+def run_benchmark(cfg: BenchConfig, partial_json: Path | None = None) -> dict:
+    """Run the selected case groups. With `partial_json`, the cases finished so far are written there after each
+    whole-model or low-bit case, so a long run that is stopped still leaves its figures."""
     cfg.validate()
     set_quiet(cfg.quiet)
     torch.set_num_threads(cfg.threads)
@@ -82,9 +88,16 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     if "cnn2" in cfg.cases:
         results += cnn_cases(cfg)
     layer_compile = sum(r["engine_compile_s"] for r in results[::2])
-    results += model_case_results(cfg)
+    done = list(results)
+
+    def on_case(r: dict) -> None:
+        done.append(r)
+        if partial_json is not None:
+            atomic_write_json(partial_json, {"partial": True, "machine": machine_info(), "cases": done})
+
+    results += model_case_results(cfg, on_case)
     if any(g.startswith("lowbit") for g in cfg.cases):
-        results += lowbit_case_results(cfg)
+        results += lowbit_case_results(cfg, on_case)
     out = {"config": asdict(cfg), "threads": torch.get_num_threads(), "torch": torch.__version__,
            "machine": machine_info(), "cases": results}
     if results and results[0].get("table") == "layers":
@@ -116,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                           torch_compile=not args.no_torch_compile)
     except ValueError as exc:
         p.error(str(exc))
-    result = run_benchmark(cfg)
+    folder = args.out or Path("runs") / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    result = run_benchmark(cfg, partial_json=Path(folder) / "results.partial.json")
     command = "frugalnet bench " + " ".join(argv if argv is not None else sys.argv[1:])
     result["command"] = command
-    folder = args.out or Path("runs") / "bench" / time.strftime("%Y%m%d-%H%M%S")
     path = write_report(result, folder, command)
     atomic_write_json(Path(folder) / "results.json", result)
     if args.json:
