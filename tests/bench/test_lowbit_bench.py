@@ -54,7 +54,7 @@ def test_lowbit_case_runs_every_baseline():
     for e in m.values():
         assert e["available"] or e["note"]
     headers, rows = table_rows([r])
-    assert "[int4]" in rows[0][headers.index("ort_int4 ms (x)")]
+    assert "[int4]" in rows[0][headers.index("ort_int4 ms (x) MB")]
     assert "modelled_energy_j_fp32" in r or "modelled_energy_note" in r
 
 

@@ -26,10 +26,12 @@ def _methods(cases: list[dict]) -> list[str]:
     return names
 
 
-def _cell(e: dict | None) -> str:
+def _cell(e: dict | None, show_bytes: bool = False) -> str:
     if not e or not e.get("available") or "seconds" not in e:
         return "n/a"
     text = f"{e['seconds'] * 1e3:.3g} ({e['speedup']:.2f}x)"
+    if show_bytes and e.get("weight_bytes"):
+        text += f" {e['weight_bytes'] / 2**20:.3g}MB"
     if e.get("precision", "fp32") not in ("fp32", None):
         text += f" [{e['precision']}]"
     if e.get("spread", {}).get("wide"):
@@ -41,15 +43,18 @@ def _cell(e: dict | None) -> str:
 
 def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
     """Headers and rows of one table: per method 'ms (speedup x)' (suffix ' ~' wide spread, ' !' outputs differ,
-    '[bf16]' reduced precision), then the limit, the engine's share of it, its ratio to the fastest exact dense
-    runtime, weight MB and whether every exact method matched."""
+    '[bf16]' reduced precision; low-bit tables add the weight MB each method holds), then the limit, the engine's
+    share of it, its ratio to the fastest exact dense runtime, weight MB and whether every exact method matched
+    (low-bit tables: and the energy model's figure for the FP32 pass)."""
     methods = _methods(results)
-    headers = ["case"] + [f"{m} ms (x)" for m in methods] + ["limit", "engine % of limit", "engine vs fastest dense",
-                                                            "engine weights MB", "dense weights MB", "match"]
+    lowbit = any(r.get("table") == "lowbit" for r in results)
+    headers = ["case"] + [f"{m} ms (x){' MB' if lowbit else ''}" for m in methods] + \
+        ["limit", "engine % of limit", "engine vs fastest dense", "engine weights MB", "dense weights MB", "match"] + \
+        (["modelled FP32 energy mJ"] if lowbit else [])
     rows = []
     for r in results:
         ms = r["methods"]
-        row = [r["case"]] + [_cell(ms.get(m)) for m in methods]
+        row = [r["case"]] + [_cell(ms.get(m), lowbit) for m in methods]
         fr = ms.get("frugalnet", {})
         ref = ms.get(r.get("reference", "torch_dense"), {})
         vs = r.get("engine_vs_fastest_dense")
@@ -60,6 +65,9 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
                 round(ref["weight_bytes"] / 2**20, 2) if ref.get("weight_bytes") else "n/a",
                 all(e.get("outputs_match") in (True, None) for e in ms.values()
                     if e.get("available") and e.get("precision", "fp32") == "fp32")]
+        if lowbit:
+            energy = r.get("modelled_energy_j_fp32")
+            row.append(f"{energy * 1e3:.3g}" if energy is not None else "n/a")
         rows.append(row)
     return headers, rows
 
@@ -75,6 +83,9 @@ def notes_lines(results: list[dict]) -> list[str]:
             note = e.get("note", "")
             if not e.get("available"):
                 lines.append(f"- {r['case']} / {m}: n/a: {note}")
+            elif e.get("outputs_match") is False and e.get("max_rel_error") is not None:
+                lines.append(f"- {r['case']} / {m}: outputs differ from the reference (relative L2 error "
+                             f"{e.get('rel_error', float('nan')):.3g} > {e['max_rel_error']:g}); {note}")
             elif e.get("outputs_match") is False:
                 lines.append(f"- {r['case']} / {m}: outputs differ from the reference (max abs diff "
                              f"{e.get('max_abs_diff', float('nan')):.3g} at rtol {e.get('rtol', 1e-4):g}); {note}")
@@ -123,7 +134,8 @@ def write_report(result: dict, folder: str | Path, command: str = "") -> Path:
     rep = Report("Sparse inference on CPU: frugalnet engine vs the alternatives")
     rep.text(f"{machine_line(result)}. Every method of a case timed in the same run, interleaved; median of the "
              f"rounds' per-call times; ' ~' marks an IQR over 20% of the median, ' !' outputs that differ from the "
-             f"reference (rtol 1e-4 for fp32, 5e-2 for bf16/int8/int4). Limit = dense MACs / effective MACs "
+             f"reference (elementwise rtol 1e-4 for fp32, 5e-2 for bf16; relative L2 error up to 0.05 for int8 "
+             f"weights, 0.2 for int4). Limit = dense MACs / effective MACs "
              f"(nonzero weight x nonzero input). Command: `{command}`")
     for i, (table, cases) in enumerate(_tables(result["cases"]).items()):
         headers, rows = table_rows(cases)
