@@ -21,6 +21,9 @@ KWTA_ON = 0.1   # fraction of units a k-WTA keeps on (k_inference_factor 1, boos
 
 @dataclass
 class ModelCase:
+    """One bench case: a model in eval mode, the inputs every runtime gets, its batch size and notes for the report;
+    `group` is the `--cases` group it belongs to."""
+
     name: str
     group: str
     model: nn.Module
@@ -75,17 +78,21 @@ def _randomize_bn_(model: nn.Module, seed: int) -> None:
 
 def resnet_case(batch: int, activation: str = "relu", sparsity: float = 0.9, width: int = 64,
                 seed: int = 0) -> ModelCase:
-    """CIFAR ResNet-18 (3x32x32 input), every conv but the stem and the classifier magnitude-pruned to `sparsity`;
+    """CIFAR ResNet-18 (3x32x32 input), every conv (shortcuts included) and the classifier magnitude-pruned to
+    `sparsity` per layer, the 3-channel stem kept dense (1,728 weights);
     activations ReLU or k-WTA (KWinners2d over each sample's map, 10% on)."""
-    act = {"relu": lambda c: nn.ReLU(), "kwta": kwinners2d}[activation]
+    acts = {"relu": lambda c: nn.ReLU(), "kwta": kwinners2d}
+    if activation not in acts:
+        raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
+    act = acts[activation]
     model = resnet18_cifar(10, width=width, activation=act, seed=seed)
     _randomize_bn_(model, seed)
     magnitude_prune_(model, sparsity, _not_stem).eval()
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed + 1))
     tag = "ReLU" if activation == "relu" else f"k-WTA {KWTA_ON:.0%} on"
     return ModelCase(f"resnet18-cifar {activation} pruned{sparsity:.0%} b={batch}", f"resnet-{activation}", model,
-                     (x,), batch, {"model": f"CIFAR ResNet-18 width {width}, {tag}, all convs but the stem and the fc "
-                                            f"magnitude-pruned to {sparsity:.0%} per layer"})
+                     (x,), batch, {"model": f"CIFAR ResNet-18 width {width}, {tag}, every conv and the fc but the "
+                                            f"stem magnitude-pruned to {sparsity:.0%} per layer"})
 
 
 def bert_case(batch: int = 1, hidden: int = 768, ffn: int = 3072, layers: int = 4, heads: int = 12, seq: int = 128,
