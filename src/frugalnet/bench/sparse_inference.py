@@ -24,14 +24,14 @@ import torch
 
 from frugalnet.bench.config import ALL_GROUPS, BenchConfig, select_groups
 from frugalnet.bench.harness import machine_info
-from frugalnet.bench.layer_cases import (METHODS, _masked_weight, _sparse_input, cnn_cases, cold_jit_seconds,
-                                         linear_cases)
+from frugalnet.bench.layer_cases import (METHODS, _cnn_input, _masked_weight, _sparse_input, cnn_cases,
+                                         cold_jit_seconds, linear_cases)
 from frugalnet.bench.report import print_table, table_rows, write_report
 from frugalnet.utils.io import atomic_write_json
 from frugalnet.utils.progress import progress, set_quiet
 
 __all__ = ["BenchConfig", "run_benchmark", "main", "METHODS", "table_rows", "write_report", "print_table",
-           "linear_cases", "cnn_cases", "cold_jit_seconds", "_masked_weight", "_sparse_input"]
+           "linear_cases", "cnn_cases", "cold_jit_seconds", "_masked_weight", "_sparse_input", "_cnn_input"]
 
 
 def _settings(cfg: BenchConfig):
