@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from frugalnet.models import (ResNetConfig, TransformerConfig, bert_encoder, gpt_decoder, mobilenet_v2_cifar,
-                              resnet18_cifar)
+from frugalnet.models import (MobileNetV2, MobileNetV2Config, ResNetConfig, TransformerConfig, bert_encoder,
+                              gpt_decoder, mobilenet_v2_cifar, resnet18_cifar)
+from frugalnet.models._seed import build_seeded
 from frugalnet.nn import KWinners2d
 
 
@@ -11,8 +12,11 @@ def _tiny_resnet(**kw):
     return resnet18_cifar(num_classes=7, width=4, **kw).eval()
 
 
-def _tiny_mobilenet(**kw):
-    return mobilenet_v2_cifar(num_classes=5, width_mult=0.25, last_channels=32, **kw).eval()
+def _tiny_mobilenet(seed=0):
+    """Three stages (a plain, a residual and a strided inverted residual), so export stays quick."""
+    cfg = MobileNetV2Config(settings=((1, 8, 1, 1), (6, 16, 2, 2), (6, 24, 1, 2)), stem_channels=8, last_channels=32,
+                            num_classes=5)
+    return build_seeded(seed, lambda: MobileNetV2(cfg)).eval()
 
 
 def _tiny_bert(**kw):
@@ -52,7 +56,10 @@ def test_resnet18_is_resnet18():
 
 
 def test_mobilenet_has_depthwise_convs_and_relu6():
-    m = _tiny_mobilenet()
+    m = mobilenet_v2_cifar(num_classes=5, width_mult=0.25, last_channels=32).eval()
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+    # torchvision MobileNetV2 has 3,504,872 parameters with 1000 classes; with a 10-class head: 2,236,682
+    assert sum(p.numel() for p in mobilenet_v2_cifar().parameters()) == 3_504_872 - 1281 * 990
     convs = [c for c in m.modules() if isinstance(c, nn.Conv2d)]
     assert any(c.groups == c.in_channels == c.out_channels and c.groups > 1 for c in convs)
     assert any(isinstance(a, nn.ReLU6) for a in m.modules())
