@@ -110,7 +110,7 @@ def run_benchmark(cfg: BenchConfig, partial_json: Path | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry (`frugalnet bench` / benchmarks/sparse_inference.py); returns the exit status."""
-    p = argparse.ArgumentParser(prog="frugalnet bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="frugalnet bench", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 epilog="case groups: " + ", ".join(ALL_GROUPS))
     p.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
     p.add_argument("--cases", default="all", help="comma-separated case groups or parts of names (default: all)")
