@@ -124,7 +124,7 @@ def convert_activations(model: nn.Module, cfg: KWinnersConfig, filter_fn, exclud
                 skipped[name] = "unit count unknown: pass example_input= so a forward pass can measure it"
                 continue
         p_on = cfg.per_layer.get(name, cfg.percent_on)
-        kw = _make(spec[0], spec[1], p_on, cfg)
+        kw = _make(spec[0], spec[1], p_on, cfg).train(act.training)   # an eval model stays in eval
         new = nn.Sequential(act, kw) if cfg.keep_activation and not isinstance(act, nn.ReLU) else kw
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
@@ -160,6 +160,7 @@ def legacy_relu_to_kwinners(seq: nn.Sequential, seq_name: str, activation_sparsi
                     seq[idx] = KWinners(last_layer.out_features, 1.0 - sparsity, **kw)
                 else:
                     seq[idx] = KWinners2d(last_layer.out_channels, 1.0 - sparsity, local=local, **kw)
+                seq[idx].train(child.training)
                 done[full] = {"from": "ReLU", "to": type(seq[idx]).__name__, "percent_on": 1.0 - sparsity}
             last_layer = None
         elif not isinstance(child, _PASS_THROUGH):

@@ -181,3 +181,31 @@ def load_sparse(path: str | Path, model: nn.Module) -> nn.Module:
         raise ValueError(f"{path}: entries the model does not have: {extra[:5]} (another architecture?)")
     model.load_state_dict(new_state)
     return model
+
+
+SPARSE_FILE = "frugalnet_sparse.safetensors"
+
+
+def save_pretrained_sparse(model: nn.Module, directory: str | Path, **kwargs) -> Path:
+    """Hugging Face `model.save_pretrained(directory)` plus the masks and k-WTA modules in a compact sparse file
+    beside it (`frugalnet_sparse.safetensors`, or .npz without safetensors)."""
+    directory = Path(directory)
+    model.save_pretrained(str(directory), **kwargs)
+    name = SPARSE_FILE if _have_safetensors() else SPARSE_FILE.replace(".safetensors", ".npz")
+    return save_sparse(model, directory / name)
+
+
+def from_pretrained_sparse(model_cls, directory: str | Path, **kwargs) -> nn.Module:
+    """`model_cls.from_pretrained(directory)` (a dense model of the saved architecture), then made sparse again
+    and loaded bit-exact from the sparse file `save_pretrained_sparse` wrote."""
+    import warnings
+
+    directory = Path(directory)
+    files = [directory / SPARSE_FILE, directory / SPARSE_FILE.replace(".safetensors", ".npz")]
+    path = next((f for f in files if f.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"no {SPARSE_FILE} in {directory}: was it written by save_pretrained_sparse?")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the mask and k-WTA buffers are "unexpected" to a dense model
+        model = model_cls.from_pretrained(str(directory), **kwargs)
+    return load_sparse(path, model)
