@@ -10,7 +10,7 @@ from frugalnet.studies.prune import PruneConfig, tiny_config
 def test_prune_tiny_end_to_end_and_resume(tmp_path):
     res = run_study(tiny_config(runs_dir=str(tmp_path)))
     summary = res.results["summary"]
-    for method in ("dense", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl"):
+    for method in ("dense", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl"):
         assert method in summary
     for method in ("oneshot", "gradual", "rigl", "random"):
         v = summary[method]["0.9"]

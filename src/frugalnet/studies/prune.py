@@ -31,7 +31,7 @@ from frugalnet.sparsity.dynamic import RigL
 from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
 from frugalnet.utils.io import atomic_torch_save
 
-METHODS = ("oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl")
+METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl")
 
 
 @dataclass
@@ -44,6 +44,7 @@ class PruneConfig(StudyConfig):
     lr: float = 0.02
     finetune_lr: float = field(default=0.01, metadata={"help": "learning rate while fine-tuning / pruning"})
     lr_gamma: float = 0.85
+    scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
     rigl_delta_t: int = field(default=50, metadata={"help": "RigL: steps between drop-and-regrow"})
     rigl_alpha: float = field(default=0.3, metadata={"help": "RigL: initial drop fraction"})
     train_subset: int = field(default=0, metadata={"help": "first N training samples (0: all)"})
@@ -64,6 +65,8 @@ class PruneConfig(StudyConfig):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.scope not in ("global", "layer"):
+            raise ValueError(f"scope must be 'global' or 'layer', got {self.scope!r}")
         if not 0 < self.rigl_alpha <= 1:
             raise ValueError(f"rigl_alpha must be in (0, 1], got {self.rigl_alpha}")
 
@@ -76,6 +79,22 @@ def tiny_config(runs_dir: str = "runs") -> PruneConfig:
 
 def _subset(split: Split, n: int) -> Split:
     return split if n <= 0 or n >= len(split) else split.subset(slice(0, n))
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, train: Split, bundle: DataBundle, batch: int = 250) -> None:
+    """Recompute BatchNorm running statistics of a pruned model on training inputs (forward passes only, no
+    weight changes): pruning shifts every layer's output statistics, and stale ones alone can drop a CNN to chance."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None            # cumulative average over the passes below
+    model.train()
+    for start in range(0, len(train), batch):
+        model(bundle.normalize(train.x[start:start + batch]))
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
 
 
 def _measure(model: nn.Module, test: Split, bundle: DataBundle) -> dict:
@@ -138,17 +157,26 @@ class _Job:
         if method == "gradual":
             steps = self.steps(cfg.finetune_epochs)
             pruner = GradualMagnitudePruner(model, s, begin_step=0, end_step=max(1, (2 * steps) // 3),
-                                            frequency=max(1, steps // 30))
+                                            frequency=max(1, steps // 30), scope=cfg.scope)
             self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner])
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
-        config = MagnitudeConfig(sparsity=s) if method == "oneshot" else RandomFanInConfig(sparsity=s, seed=self.seed)
-        sparsify_(model, config, exclude=())
-        before = _measure(model, self.test, self.bundle)
+        extra = {}
+        if method == "oneshot":
+            layer = self.trained_dense()      # the per-layer variant, measured without fine-tuning only
+            sparsify_(layer, MagnitudeConfig(sparsity=s))
+            reestimate_batchnorm(layer, self.train, self.bundle)
+            extra["no_ft_layer"] = _measure(layer, self.test, self.bundle)
+        config = MagnitudeConfig(sparsity=s, scope=cfg.scope) if method == "oneshot" else \
+            RandomFanInConfig(sparsity=s, seed=self.seed)
+        sparsify_(model, config)
+        raw = _measure(model, self.test, self.bundle)
+        reestimate_batchnorm(model, self.train, self.bundle)
+        before = {**_measure(model, self.test, self.bundle), "test_acc_stale_bn": raw["test_acc"]}
         self.fit(model, f"{key}-ft", cfg.finetune_epochs, cfg.finetune_lr)
         after = self._cost_and_measure(model)
         if self.ctx.is_main and method == "oneshot":
             atomic_torch_save(model.state_dict(), self.ctx.checkpoint_path(f"{key}-final"))
-        return {"method": method, "sparsity_target": s, "seed": self.seed, "no_ft": before, **after}
+        return {"method": method, "sparsity_target": s, "seed": self.seed, "no_ft": before, **extra, **after}
 
 
 @register_study("prune", PruneConfig, "prune a trained dense CNN-2: one-shot, gradual (Zhu & Gupta), random, RigL")
@@ -177,6 +205,8 @@ def _rows(runs: list[dict]) -> list[dict]:
     for r in runs:
         if "no_ft" in r:
             rows.append({**r["no_ft"], "method": r["method"], "sparsity_target": r["sparsity_target"]})
+            if "no_ft_layer" in r:
+                rows.append({**r["no_ft_layer"], "method": "oneshot-layer", "sparsity_target": r["sparsity_target"]})
             rows.append({**r, "method": r["method"] + "-ft"})
         else:
             rows.append(r)
@@ -233,7 +263,8 @@ def measure_engine(ctx: RunContext, bundle: DataBundle, test: Split) -> dict:
 
 # --- report (from results alone, so a finished run's report can be rebuilt) -------------------------------------
 
-LABELS = {"oneshot": "one-shot magnitude, no fine-tuning", "oneshot-ft": "one-shot magnitude + fine-tuning",
+LABELS = {"oneshot-layer": "one-shot magnitude per layer, no fine-tuning",
+          "oneshot": "one-shot magnitude, no fine-tuning", "oneshot-ft": "one-shot magnitude + fine-tuning",
           "random": "random mask, no fine-tuning", "random-ft": "random mask + fine-tuning",
           "gradual": "gradual magnitude (Zhu & Gupta) + fine-tuning", "rigl": "RigL from scratch (ERK)"}
 
@@ -246,7 +277,9 @@ def write_report(ctx: RunContext, results: dict) -> None:
     dense = s["dense"]["0.0"]
     rep.text(f"Data: {results['dataset']} ({results['train_samples']} train, {results['test_samples']} test); "
              f"dense CNN-2 trained {cfg.epochs} epochs, fine-tuning {cfg.finetune_epochs} epochs, RigL "
-             f"{cfg.epochs + cfg.finetune_epochs} epochs from scratch; seeds {ctx.seeds}. Mean ± sd over seeds.")
+             f"{cfg.epochs + cfg.finetune_epochs} epochs from scratch; seeds {ctx.seeds}. Mean ± sd over seeds. "
+             f"Magnitude pruning scope: {cfg.scope}. 'No fine-tuning' rows have their BatchNorm statistics "
+             "re-estimated on training inputs (forward passes only, no weight change).")
     rep.heading("Accuracy and validation loss against sparsity")
     rows = [["dense", "0", f"{100 * dense['test_acc_mean']:.2f} ± {100 * dense['test_acc_sd']:.2f}",
              f"{dense['val_loss_mean']:.4f}", "", ""]]
