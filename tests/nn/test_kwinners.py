@@ -187,3 +187,19 @@ def test_onnx_export_of_kwinners(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, model(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_onnx_export_of_kwinners2d(tmp_path, local):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), KWinners2d(4, 0.25, local=local)).eval()
+    model[1].duty_cycle.uniform_(0.0, 0.5)                       # boosting in the graph
+    x = torch.randn(2, 1, 6, 6)
+    path = tmp_path / "kw2d.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)

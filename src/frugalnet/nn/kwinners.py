@@ -89,6 +89,7 @@ class _KWinnersBase(nn.Module):
     def _k(self, n: int) -> int:
         """Winners among n units: round(n p) in training; in eval floor(round(n p) f) for KWinners and
         round(n p f) for KWinners2d (Numenta's nupic.torch rules), clamped to [1, n]."""
+        n = int(n)   # a traced size (ONNX export) is a tensor: the exported graph keeps k constant
         k = max(1, min(n, int(round(n * self.percent_on))))
         if not self.training:
             if getattr(self, "_eval_k_rule", "floor") == "round":
