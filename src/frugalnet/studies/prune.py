@@ -52,6 +52,14 @@ class PruneConfig(StudyConfig):
     hidden: int = 700
     engine_speed: bool = field(default=True, metadata={"help": "time the compiled inference engine (if it compiles)"})
     engine_seconds: float = 5.0
+    tiny: bool = field(default=False, metadata={"help": "smoke run: 128 train / 64 test samples, hidden 32, one "
+                                                         "epoch each, sparsity 0.9 only, no engine timing"})
+
+    def __post_init__(self) -> None:
+        if self.tiny:
+            for name, value in TINY.items():
+                setattr(self, name, value)
+        super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
@@ -71,10 +79,13 @@ class PruneConfig(StudyConfig):
             raise ValueError(f"rigl_alpha must be in (0, 1], got {self.rigl_alpha}")
 
 
+TINY = dict(epochs=1, finetune_epochs=1, sparsities=(0.9,), train_subset=128, test_subset=64, hidden=32,
+            rigl_delta_t=2, engine_speed=False)
+
+
 def tiny_config(runs_dir: str = "runs") -> PruneConfig:
-    """A smoke run for tests: a few hundred samples, one epoch each, one sparsity."""
-    return PruneConfig(name="tiny", epochs=1, finetune_epochs=1, sparsities=(0.9,), train_subset=128,
-                       test_subset=64, hidden=32, rigl_delta_t=2, engine_speed=False, runs_dir=runs_dir, quiet=True)
+    """A smoke run for tests (`frugalnet run prune --tiny`)."""
+    return PruneConfig(name="tiny", tiny=True, runs_dir=runs_dir, quiet=True)
 
 
 def _subset(split: Split, n: int) -> Split:
