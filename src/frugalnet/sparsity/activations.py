@@ -144,8 +144,6 @@ def legacy_relu_to_kwinners(seq: nn.Sequential, seq_name: str, activation_sparsi
     its sparsity by that layer's name when a mapping."""
     from collections.abc import Mapping
 
-    from frugalnet.nn.sparse import SparseWeightMixin  # noqa: F401  (SparseLinear is an nn.Linear)
-
     done = {}
     last_layer, last_name = None, None
     for idx, (child_name, child) in enumerate(list(seq.named_children())):

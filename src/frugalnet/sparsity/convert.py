@@ -171,8 +171,6 @@ def _sparsify_weights(model: nn.Module, cfg, filter_fn: FilterFn | None, exclude
                                                                          filter_fn(t.module, t.name))]
     if isinstance(cfg, GivenMasksConfig):
         chosen = [t for t in targets if t.name in cfg.masks]
-    elif cfg.per_layer and getattr(cfg, "only_per_layer", False):
-        chosen = [t for t in chosen if t.name in cfg.per_layer]
     _check_ties(model, chosen)
     masks = handler(cfg, chosen)
     for t in chosen:

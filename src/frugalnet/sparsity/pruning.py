@@ -12,7 +12,6 @@ pruning keeps the largest |w| among the weights still alive, so masks only shrin
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -120,7 +119,3 @@ def measured_sparsity(model: nn.Module) -> dict[str, float]:
         zeros, total = zeros + z, total + w.numel()
     out["total"] = zeros / total if total else 0.0
     return out
-
-
-def _is_finite(x: float) -> bool:
-    return math.isfinite(x)
