@@ -203,3 +203,22 @@ def test_tied_weights_are_refused_with_both_names():
         sparsify_(LM(), MagnitudeConfig(sparsity=0.5))
     model = sparsify_(LM(), MagnitudeConfig(sparsity=0.5), exclude=["lm_head"])
     assert model.lm_head.weight is model.wte.weight
+
+
+def test_optimizer_built_before_conversion_still_trains_the_sparse_layers():
+    from frugalnet.sparsity import MagnitudeConfig
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sparsify_(model, MagnitudeConfig(sparsity=0.75))
+    before = model[0].weight.detach().clone()
+    for _ in range(3):
+        loss = model(torch.randn(4, 8)).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    layer = model[0]
+    assert isinstance(layer, SparseLinear)
+    assert not torch.equal(layer.weight, before)                        # the old optimizer updates it
+    assert (layer.weight[~layer.weight_mask] == 0).all()

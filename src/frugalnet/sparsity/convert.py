@@ -105,10 +105,13 @@ def _swap(t: Target, mask: Tensor) -> nn.Module:
                            padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
                            bias=layer.bias is not None, padding_mode=layer.padding_mode, mask=mask)
     new = new.to(device=layer.weight.device, dtype=layer.weight.dtype)
+    # The new layer takes over the old Parameter objects (masked in place), so an optimizer built before the
+    # conversion still updates it, and tied or shared references keep pointing at the live weight.
     with torch.no_grad():
-        new.weight.copy_(layer.weight * new.weight_mask)
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias)
+        layer.weight.mul_(new.weight_mask)
+    new.weight = layer.weight
+    if layer.bias is not None:
+        new.bias = layer.bias
     new.train(layer.training)
     return new
 
