@@ -222,3 +222,21 @@ def test_optimizer_built_before_conversion_still_trains_the_sparse_layers():
     assert isinstance(layer, SparseLinear)
     assert not torch.equal(layer.weight, before)                        # the old optimizer updates it
     assert (layer.weight[~layer.weight_mask] == 0).all()
+
+
+def test_embeddings_only_when_asked_and_nm_needs_divisible_fan_in():
+    from frugalnet.sparsity import MagnitudeConfig, NMConfig
+
+    model = nn.Sequential(nn.Embedding(20, 8), nn.Linear(8, 4))
+    sparsify_(model, MagnitudeConfig(sparsity=0.5))
+    assert not hasattr(model[0], "weight_mask")
+    sparsify_(model, MagnitudeConfig(sparsity=0.5, embeddings=True), exclude="1")
+    assert model[0].weight_mask.float().mean() == pytest.approx(0.5)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    out = model[0](torch.arange(20))
+    assert torch.equal(out != 0, model[0].weight_mask)                  # masked before the lookup
+    with pytest.raises(ValueError, match="divisible by m"):
+        sparsify_(nn.Sequential(nn.Linear(6, 2)), NMConfig(n=2, m=4))
+    with pytest.raises(ValueError, match="n < m"):
+        NMConfig(n=4, m=4)
