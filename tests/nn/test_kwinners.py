@@ -203,3 +203,20 @@ def test_onnx_export_of_kwinners2d(tmp_path, local):
     torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["y"], dynamo=False)
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_boost_cache_follows_copies_moves_and_loads():
+    import copy
+
+    kw = KWinners(6, 0.5, boost_strength=1.0).eval()
+    kw.duty_cycle.copy_(torch.tensor([0.9, 0.9, 0.9, 0.0, 0.0, 0.0]))
+    x = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.9, 0.8]])
+    first = kw(x)
+    twin = copy.deepcopy(kw)
+    assert torch.equal(twin(x), first)
+    moved = kw.to(torch.float64)
+    assert torch.equal(moved(x.double()).float(), first)
+    other = KWinners(6, 0.5, boost_strength=1.0).eval()
+    assert not torch.equal(other(x), first)                      # equal duty cycles: no boost
+    other.load_state_dict(kw.state_dict())                        # the cache must notice the loaded duty cycles
+    assert torch.equal(other(x.double()).float() if other.duty_cycle.dtype == torch.float64 else other(x), first)

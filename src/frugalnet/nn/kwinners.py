@@ -110,13 +110,15 @@ class _KWinnersBase(nn.Module):
         if _tracing():
             return x * self._boost_factors(self.duty_cycle).view(shape)
         duty, strength = self._buffers["duty_cycle"], self._buffers["boost_strength"]
-        key = (duty._version, strength._version, duty, strength)
         cached = self.__dict__.get("_boost_cache")
-        if cached is None or cached[0] != key:
+        if not (cached is not None and cached[0] is duty and cached[1] is strength
+                and cached[2] == (duty._version, strength._version)):
             factors = self._boost_factors(duty)
-            cached = (key, None if bool(factors.min() == factors.max()) else factors.view(shape))
+            factors = None if bool(factors.min() == factors.max()) else factors.view(shape)
+            cached = (duty, strength, (duty._version, strength._version), factors)
             self.__dict__["_boost_cache"] = cached
-        return x if cached[1] is None else x * cached[1]
+        factors = cached[3]
+        return x if factors is None else x * factors
 
     def _update_duty_cycle(self, duty_cycle: Tensor, wins_per_unit: Tensor, batch: int) -> None:
         """duty <- (duty * (period - batch) + wins) / period, with period = min(samples seen, duty_cycle_period)."""
