@@ -67,3 +67,31 @@ def test_dynamic_needs_a_sparse_model_and_valid_arguments():
     other = SET(sparse_net(), delta_t=2)
     other.load_state_dict(state)
     assert other.step_count == 0
+
+
+def test_rigl_on_attention_and_conv1d_layouts():
+    torch.manual_seed(0)
+    layer = sparsify_(nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True),
+                      RandomFanInConfig(sparsity=0.75))
+    before = {n: b.clone() for n, b in layer.named_buffers() if n.endswith("_mask")}
+    dst = RigL(layer, delta_t=1, end_step=10, alpha=0.5)
+    layer(torch.randn(2, 3, 16)).sum().backward()
+    moved = dst.step()
+    assert set(moved) >= {"self_attn.in_proj_weight", "self_attn.out_proj", "linear1", "linear2"}
+    for n, b in layer.named_buffers():
+        if n.endswith("_mask"):
+            assert int(b.sum()) == int(before[n].sum()) and (b != before[n]).any()
+
+
+def test_rigl_dense_gradient_of_hf_conv1d_layout():
+    transformers = pytest.importorskip("transformers")
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    model = sparsify_(nn.Sequential(Conv1D(3, 5)), RandomFanInConfig(sparsity=0.6))   # weight (in=5, out=3)
+    dst = RigL(model, delta_t=1, end_step=10)
+    x = torch.randn(4, 5)
+    dense = nn.Parameter(model[0].weight.detach().clone())
+    (x @ dense).sum().backward()                                    # the dense gradient, weight layout (5, 3)
+    model(x).sum().backward()
+    assert torch.allclose(dst._dense_grad(dst.targets[0]), dense.grad, atol=1e-6)
