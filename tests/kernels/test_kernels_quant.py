@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from frugalnet.kernels import linear as linear_k, quant as q
-from frugalnet.kernels.formats import Compressed
+from frugalnet.kernels.layouts import Compressed
 from tests.kernels.kernel_testutils import assert_close
 
 INT4 = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1], np.int8)

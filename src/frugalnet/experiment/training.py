@@ -72,7 +72,8 @@ def make_optimizer(cfg: FitConfig, params) -> torch.optim.Optimizer:
 def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transform: Callable[[Tensor], Tensor] | None
         = None, checkpoint: str | None = None, log: Callable[..., None] | None = None, desc: str = "train",
         optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-        on_epoch_end: Callable[[int, nn.Module], dict | None] | None = None, device: torch.device | str = "cpu") -> dict:
+        on_epoch_end: Callable[[int, nn.Module], dict | None] | None = None, device: torch.device | str = "cpu",
+        callbacks: list | tuple = ()) -> dict:
     """Train `model` on `train` and return {"history": [...], "train_seconds": float, "epochs": int}.
 
     Args:
@@ -83,6 +84,8 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
         loss_fn: defaults to cross-entropy with mean reduction over the global batch.
         on_epoch_end: called with (epoch, model) after each epoch; a dict it returns (e.g. test accuracy) joins that
             epoch's record, so it is logged, checkpointed and survives a resume. The model is put back in train mode.
+        callbacks: objects with `.step()`, called after every optimizer step (e.g. a GradualMagnitudePruner or
+            RigL from frugalnet.sparsity); their `state_dict()` / `load_state_dict()`, if any, ride in the checkpoint.
     """
     cfg.validate()
     if len(train) == 0 and cfg.epochs > 0:
@@ -119,6 +122,9 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
                 sched.load_state_dict(state["scheduler"])
                 torch.set_rng_state(state["rng"].cpu())
                 start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
+                for cb, cb_state in zip(callbacks, state.get("callbacks", [])):
+                    if cb_state is not None:
+                        cb.load_state_dict(cb_state)
             except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"checkpoint {ckpt} does not fit this model and config "
                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
@@ -147,6 +153,8 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            for cb in callbacks:
+                cb.step()
             loss_sum += float(losses.detach().sum())
             correct += float((out.detach().argmax(1) == y).sum())
             seen += len(idx)
@@ -166,7 +174,9 @@ def fit(model: nn.Module, train: Split, cfg: FitConfig, *, seed: int = 0, transf
         if checkpoint is not None and rank == 0:
             atomic_torch_save({"model": core.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                               "history": history, "train_seconds": train_seconds}, checkpoint)
+                               "history": history, "train_seconds": train_seconds,
+                               "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None
+                                             for cb in callbacks]}, checkpoint)
         dist_utils.barrier()
     return {"history": history, "train_seconds": train_seconds, "epochs": cfg.epochs}
 

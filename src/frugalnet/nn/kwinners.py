@@ -29,26 +29,48 @@ def _reduce_across_ranks(counts: Tensor, batch: int) -> tuple[Tensor, int]:
     return packed[:-1].to(counts.dtype), int(packed[-1].item())
 
 
+def _tracing() -> bool:
+    """True under torch.jit tracing, ONNX export, torch.compile/export: no data-dependent Python allowed there."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
 def topk_mask(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask of exactly k winners per row of a 2-D tensor; ties go to the lower index (deterministic)."""
-    n = scores.shape[1]
+    """Boolean mask of exactly k winners along the last dim of `scores` (any leading dims).
+
+    Ranking follows torch.topk: +Inf is a valid winner (the largest), -Inf the smallest, and NaN ranks above
+    everything (as torch.topk orders it). Ties are broken by the lower index, deterministically.
+
+    Cost: one torch.topk for the k-th largest score, then `scores >= kth`; that is the answer whenever it holds
+    exactly k per row (no tie straddles the k-th place, no NaN), checked with one sum. Otherwise (ReLU zeros tied
+    at the k-th place, NaN) a few more comparisons and a cumsum over the tied entries pick the lowest indices.
+    Under tracing/export the exact path always runs (no data-dependent Python): ONNX TopK, CumSum, Where.
+    """
+    n = scores.shape[-1]
     if k >= n:
         return torch.ones_like(scores, dtype=torch.bool)
-    # A stable descending sort puts equal values in index order, so ties are broken the same way every time.
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    mask.scatter_(1, order, True)
-    return mask
+    kth = torch.topk(scores, k, dim=-1, largest=True, sorted=True).values[..., k - 1:k]
+    if not _tracing():
+        candidate = scores >= kth
+        if bool((candidate.sum(-1) == k).all()):
+            return candidate
+    nan, kth_nan = torch.isnan(scores), torch.isnan(kth)
+    above = (scores > kth) | (nan & ~kth_nan)          # strictly better than the k-th score: always winners
+    tied = (scores == kth) | (nan & kth_nan)            # equal to it: the lowest indices fill the remaining places
+    need = k - above.sum(-1, keepdim=True)
+    return above | (tied & (torch.cumsum(tied.to(torch.int32), -1) <= need))   # ONNX CumSum takes no bool
 
 
 class _KWinnersBase(nn.Module):
+    _eval_k_rule = "floor"   # eval k: "floor" = floor(round(n p) f) (KWinners), "round" = round(n p f) (KWinners2d)
+
     def __init__(self, percent_on: float, k_inference_factor: float, boost_strength: float,
                  boost_strength_factor: float, duty_cycle_period: int) -> None:
         super().__init__()
         check_fraction("percent_on", percent_on, low_inclusive=False, high_inclusive=False)
-        if k_inference_factor < 1.0:
+        if not k_inference_factor >= 1.0:
             raise ValueError(f"k_inference_factor must be >= 1.0, got {k_inference_factor}")
-        if boost_strength < 0.0:
+        if not boost_strength >= 0.0:
             raise ValueError(f"boost_strength must be >= 0, got {boost_strength}")
         check_fraction("boost_strength_factor", boost_strength_factor, high_inclusive=True)
         check_positive_int("duty_cycle_period", duty_cycle_period)
@@ -65,14 +87,38 @@ class _KWinnersBase(nn.Module):
         self.boost_strength.mul_(self.boost_strength_factor)
 
     def _k(self, n: int) -> int:
-        k = int(round(n * self.percent_on))
-        k = max(1, min(n, k))
+        """Winners among n units: round(n p) in training; in eval floor(round(n p) f) for KWinners and
+        round(n p f) for KWinners2d (Numenta's nupic.torch rules), clamped to [1, n]."""
+        n = int(n)   # a traced size (ONNX export) is a tensor: the exported graph keeps k constant
+        k = max(1, min(n, int(round(n * self.percent_on))))
         if not self.training:
-            k = min(n, int(math.floor(k * self.k_inference_factor)))
+            if getattr(self, "_eval_k_rule", "floor") == "round":
+                k = int(round(n * self.percent_on * self.k_inference_factor))
+            else:
+                k = int(math.floor(k * self.k_inference_factor))
+            k = max(1, min(n, k))
         return k
 
     def _boost_factors(self, duty_cycle: Tensor) -> Tensor:
         return torch.exp(-self.boost_strength * (duty_cycle - self.percent_on))
+
+    def _boosted(self, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """x (detached) times the boost factors viewed as `shape`. The factors are cached until the duty cycle or
+        the boost strength changes (tensor versions), and the multiply is skipped when they are all equal (a
+        positive constant factor changes no ranking: boost 0, or duty cycles all equal as at the start)."""
+        x = x.detach()
+        if _tracing():
+            return x * self._boost_factors(self.duty_cycle).view(shape)
+        duty, strength = self._buffers["duty_cycle"], self._buffers["boost_strength"]
+        cached = self.__dict__.get("_boost_cache")
+        if not (cached is not None and cached[0] is duty and cached[1] is strength
+                and cached[2] == (duty._version, strength._version)):
+            factors = self._boost_factors(duty)
+            factors = None if bool(factors.min() == factors.max()) else factors.view(shape)
+            cached = (duty, strength, (duty._version, strength._version), factors)
+            self.__dict__["_boost_cache"] = cached
+        factors = cached[3]
+        return x if factors is None else x * factors
 
     def _update_duty_cycle(self, duty_cycle: Tensor, wins_per_unit: Tensor, batch: int) -> None:
         """duty <- (duty * (period - batch) + wins) / period, with period = min(samples seen, duty_cycle_period)."""
@@ -83,7 +129,7 @@ class _KWinnersBase(nn.Module):
 
 
 class KWinners(_KWinnersBase):
-    """k-WTA over the n features of a (batch, n) input.
+    """k-WTA over the last dim (n features) of a (..., n) input: per sample for (B, n), per token for (B, T, n).
 
     Args:
         n: number of units.
@@ -91,9 +137,13 @@ class KWinners(_KWinnersBase):
         k_inference_factor: in eval, k becomes floor(k * factor) (at most n); >= 1.
         boost_strength: initial boosting strength (0 disables boosting).
         boost_strength_factor: multiplier applied by `update_boost_strength()`, in [0, 1].
-        duty_cycle_period: number of samples the duty-cycle running average spans.
+        duty_cycle_period: number of samples (rows: tokens for (B, T, n)) the duty-cycle running average spans.
 
-    Shape: input (B, n), output (B, n) with exactly k nonzero-allowed winners per row (a winner may itself be 0).
+    Shape: input (..., n), output (..., n) with exactly k winners per row (a winner may itself be 0).
+
+    Winners are the k largest boosted values as torch.topk ranks them (+Inf wins, NaN ranks highest), ties to the
+    lower index. A unit's duty cycle counts the rows where it won *with an output > 0* (as nupic.torch), so zeros
+    that win a row of a sparse ReLU input give no unit credit.
     """
 
     def __init__(self, n: int, percent_on: float, k_inference_factor: float = 1.5, boost_strength: float = 1.0,
@@ -107,18 +157,19 @@ class KWinners(_KWinnersBase):
         return self._k(self.n)
 
     def winners(self, x: Tensor) -> Tensor:
-        """Boolean winner mask for x (no state change)."""
-        boosted = x.detach() * self._boost_factors(self.duty_cycle)
-        return topk_mask(boosted, self._k(self.n))
+        """Boolean winner mask for x (..., n) (no state change)."""
+        return topk_mask(self._boosted(x, (self.n,)), self._k(self.n))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.n:
-            raise ValueError(f"KWinners(n={self.n}) expects input of shape (batch, {self.n}), got {tuple(x.shape)}")
+        if x.dim() < 1 or x.shape[-1] != self.n:
+            raise ValueError(f"KWinners(n={self.n}) expects input of shape (..., {self.n}), e.g. (batch, {self.n}),"
+                             f" got {tuple(x.shape)}")
         mask = self.winners(x)
         if self.training:
             with torch.no_grad():
-                self._update_duty_cycle(self.duty_cycle, mask.sum(0, dtype=self.duty_cycle.dtype), x.shape[0])
-        return x * mask
+                active = (mask & (x > 0)).reshape(-1, self.n)
+                self._update_duty_cycle(self.duty_cycle, active.sum(0, dtype=self.duty_cycle.dtype), active.shape[0])
+        return torch.where(mask, x, 0.0)   # not x * mask: -Inf * 0 would give NaN
 
     def extra_repr(self) -> str:
         return (f"n={self.n}, percent_on={self.percent_on}, k={self._k(self.n)}, "
@@ -128,10 +179,22 @@ class KWinners(_KWinnersBase):
 class KWinners2d(_KWinnersBase):
     """k-WTA over a (batch, C, H, W) feature map.
 
-    With `local=False` the k = round(C*H*W*percent_on) winners are picked over the whole map of each sample; with
-    `local=True`, k = round(C*percent_on) winners are picked across channels at every (h, w) position. Duty cycles
-    and boosting are per channel (the fraction of a channel's positions that won).
+    Args:
+        channels: number of channels C.
+        percent_on: fraction of units active per sample in training, in (0, 1).
+        k_inference_factor: in eval, k becomes round(n * percent_on * factor) (at most n; Numenta's rule); >= 1.
+        boost_strength: initial boosting strength (0 disables boosting).
+        boost_strength_factor: multiplier applied by `update_boost_strength()`, in [0, 1].
+        duty_cycle_period: number of samples the duty-cycle running average spans.
+        local: False picks k = round(C*H*W*percent_on) winners over the whole map of each sample; True picks
+            k = round(C*percent_on) winners across channels at every (h, w) position.
+
+    Shape: input (B, C, H, W), output the same with exactly k winners per sample (per position when local).
+
+    Duty cycles and boosting are per channel: the fraction of a channel's positions that won with an output > 0.
+    Ranking as KWinners (torch.topk's order, ties to the lower index).
     """
+    _eval_k_rule = "round"
 
     def __init__(self, channels: int, percent_on: float, k_inference_factor: float = 1.5,
                  boost_strength: float = 1.0, boost_strength_factor: float = 0.9, duty_cycle_period: int = 1000,
@@ -143,13 +206,10 @@ class KWinners2d(_KWinnersBase):
 
     def winners(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        boosted = x.detach() * self._boost_factors(self.duty_cycle).view(1, c, 1, 1)
+        boosted = self._boosted(x, (1, c, 1, 1))
         if self.local:
-            flat = boosted.permute(0, 2, 3, 1).reshape(b * h * w, c)
-            mask = topk_mask(flat, self._k(c)).view(b, h, w, c).permute(0, 3, 1, 2)
-        else:
-            mask = topk_mask(boosted.reshape(b, c * h * w), self._k(c * h * w)).view(b, c, h, w)
-        return mask
+            return topk_mask(boosted.transpose(1, 3), self._k(c)).transpose(1, 3)
+        return topk_mask(boosted.reshape(b, c * h * w), self._k(c * h * w)).view(b, c, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -159,9 +219,9 @@ class KWinners2d(_KWinnersBase):
         if self.training:
             with torch.no_grad():
                 h, w = x.shape[2:]
-                wins = mask.sum(dim=(0, 2, 3), dtype=self.duty_cycle.dtype) / float(h * w)
+                wins = (mask & (x > 0)).sum(dim=(0, 2, 3), dtype=self.duty_cycle.dtype) / float(h * w)
                 self._update_duty_cycle(self.duty_cycle, wins, x.shape[0])
-        return x * mask
+        return torch.where(mask, x, 0.0)   # not x * mask: -Inf * 0 would give NaN
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, percent_on={self.percent_on}, local={self.local}, "

@@ -1,6 +1,15 @@
-"""Making and keeping networks sparse: in-place conversion of any model (mask builders live in frugalnet.nn.masks)."""
+"""Making and keeping networks sparse: `sparsify_` with its configs, gradual magnitude pruning, dynamic sparse
+training (SET, RigL) and compact sparse checkpoints (mask builders live in frugalnet.nn.masks)."""
 from frugalnet.nn import masks
 from frugalnet.nn.masks import complementary, fixed_fan_in
+from frugalnet.sparsity.checkpoint import from_pretrained_sparse, load_sparse, save_pretrained_sparse, save_sparse
+from frugalnet.sparsity.config import (GivenMasksConfig, KWinnersConfig, MagnitudeConfig, NMConfig,
+                                       RandomFanInConfig)
 from frugalnet.sparsity.convert import sparsify_
+from frugalnet.sparsity.dynamic import SET, DynamicSparsity, RigL
+from frugalnet.sparsity.pruning import GradualMagnitudePruner, cubic_sparsity, measured_sparsity, prune_magnitude_
 
-__all__ = ["masks", "sparsify_", "fixed_fan_in", "complementary"]
+__all__ = ["masks", "sparsify_", "fixed_fan_in", "complementary", "MagnitudeConfig", "RandomFanInConfig",
+           "NMConfig", "GivenMasksConfig", "KWinnersConfig", "GradualMagnitudePruner", "cubic_sparsity",
+           "prune_magnitude_", "measured_sparsity", "DynamicSparsity", "SET", "RigL", "save_sparse", "load_sparse",
+           "save_pretrained_sparse", "from_pretrained_sparse"]

@@ -32,7 +32,7 @@ from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _np, _t
 from frugalnet.kernels import linear as linear_k, quant as quant_k
 from frugalnet.kernels._jit import threads
-from frugalnet.kernels.formats import Compressed
+from frugalnet.kernels.layouts import Compressed
 from frugalnet.lowbit.unpack import E2M1_LUT, INT4_LUT, codes_from_record  # noqa: F401
 
 PACKED_FORMATS = ("int4-sawb", "mxfp4", "nvfp4", "int8")

@@ -1,0 +1,87 @@
+"""KWinners forward in PyTorch: the present topk-threshold version against the previous stable-sort version and
+against a bare torch.topk, timed interleaved in one run (medians and spread of per-call times).
+
+    python benchmarks/kwinners_speed.py                    # n = 2048, batch 1 and 64
+    python benchmarks/kwinners_speed.py --n 700 --batches 1 64 256 --repeats 15
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from frugalnet.nn.kwinners import KWinners
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def isa() -> str:
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return ", ".join(f for f in ("avx512f", "avx2", "fma") if f in flags)
+
+
+def previous_forward(kw: KWinners, x: torch.Tensor) -> torch.Tensor:
+    """The version before this change: boost, stable descending sort, scatter, multiply."""
+    boosted = x.detach() * kw._boost_factors(kw.duty_cycle)
+    k = kw._k(kw.n)
+    order = torch.sort(boosted, dim=1, descending=True, stable=True).indices[:, :k]
+    mask = torch.zeros_like(boosted, dtype=torch.bool)
+    mask.scatter_(1, order, True)
+    return x * mask
+
+
+def time_call(fn, reps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=2048)
+    p.add_argument("--percent-on", type=float, default=0.1)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--repeats", type=int, default=11, help="interleaved rounds (median and spread over them)")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"CPU: {cpu_model()} ({isa()}); torch {torch.__version__}; threads {a.threads}")
+    kw = KWinners(a.n, a.percent_on).eval()
+    for b in a.batches:
+        x = torch.randn(b, a.n)
+        k = kw.k
+        assert torch.equal(kw(x), previous_forward(kw, x)), "the two versions disagree"
+        fns = {"KWinners (now)": lambda: kw(x), "previous (stable sort)": lambda: previous_forward(kw, x),
+               "torch.topk alone": lambda: torch.topk(x, k, dim=-1)}
+        reps = max(20, int(2000 / b))
+        for f in fns.values():
+            time_call(f, reps)                                          # warm up
+        times = {name: [] for name in fns}
+        for _ in range(a.repeats):                                      # interleaved rounds
+            for name, f in fns.items():
+                times[name].append(time_call(f, reps))
+        print(f"\nbatch {b}, n {a.n}, eval k {k}: median us per call [min, max]")
+        base = statistics.median(times["KWinners (now)"])
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print(f"  {name:24s} {1e6 * med:9.1f}  [{1e6 * min(ts):.1f}, {1e6 * max(ts):.1f}]  "
+                  f"{med / base:5.2f}x of now")
+
+
+if __name__ == "__main__":
+    main()

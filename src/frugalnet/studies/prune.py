@@ -1,0 +1,332 @@
+"""Study `prune`: from a trained dense CNN-2 to a sparse one, five ways, at several sparsities.
+
+For every seed a dense CNN-2 is trained (`epochs`), then for each sparsity:
+- one-shot magnitude pruning, measured as is and after `finetune_epochs` of fine-tuning;
+- random masking (random fixed fan-in over the trained weights), as is and fine-tuned, the baseline;
+- gradual magnitude pruning (Zhu & Gupta's cubic schedule over the first 2/3 of the fine-tuning steps);
+- RigL from scratch with ERK layer densities, trained for the same total epochs (epochs + finetune_epochs).
+Each is a resumable unit. The report gives accuracy and validation loss against sparsity (mean and sd over seeds),
+the modelled inference cost of each pruned network against the dense one (energy ledger) and, where the inference
+engine compiles it, its speed against dense PyTorch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from frugalnet.data import load
+from frugalnet.data.core import DataBundle, Split
+from frugalnet.energy import Ledger, model_cost
+from frugalnet.experiment.registry import StudyConfig, register_study
+from frugalnet.experiment.runner import RunContext
+from frugalnet.experiment.training import FitConfig, fit, predict
+from frugalnet.models import dense_cnn2
+from frugalnet.report.document import mean_sd
+from frugalnet.sparsity.config import MagnitudeConfig, RandomFanInConfig
+from frugalnet.sparsity.convert import sparsify_
+from frugalnet.sparsity.dynamic import RigL
+from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
+from frugalnet.utils.io import atomic_torch_save
+
+METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl")
+
+
+@dataclass
+class PruneConfig(StudyConfig):
+    dataset: str = field(default="mnist-5k", metadata={"help": "embedded data set (frugalnet list)"})
+    sparsities: tuple = field(default=(0.8, 0.9, 0.95), metadata={"help": "weight sparsities to prune to"})
+    epochs: int = field(default=5, metadata={"help": "dense training epochs"})
+    finetune_epochs: int = field(default=3, metadata={"help": "fine-tuning epochs after pruning"})
+    batch_size: int = 64
+    lr: float = 0.02
+    finetune_lr: float = field(default=0.01, metadata={"help": "learning rate while fine-tuning / pruning"})
+    lr_gamma: float = 0.85
+    scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
+    rigl_delta_t: int = field(default=50, metadata={"help": "RigL: steps between drop-and-regrow"})
+    rigl_alpha: float = field(default=0.3, metadata={"help": "RigL: initial drop fraction"})
+    train_subset: int = field(default=0, metadata={"help": "first N training samples (0: all)"})
+    test_subset: int = field(default=0, metadata={"help": "first N test samples (0: all)"})
+    hidden: int = 700
+    engine_speed: bool = field(default=True, metadata={"help": "time the compiled inference engine (if it compiles)"})
+    engine_seconds: float = 5.0
+    tiny: bool = field(default=False, metadata={"help": "smoke run: 128 train / 64 test samples, hidden 32, one "
+                                                         "epoch each, sparsity 0.9 only, no engine timing"})
+
+    def __post_init__(self) -> None:
+        if self.tiny:
+            for name, value in TINY.items():
+                setattr(self, name, value)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("epochs", "finetune_epochs", "batch_size", "hidden", "rigl_delta_t"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not self.sparsities or any(not 0 < float(s) < 1 for s in self.sparsities):
+            raise ValueError(f"sparsities must be fractions in (0, 1), got {self.sparsities}")
+        for name in ("lr", "finetune_lr", "engine_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.scope not in ("global", "layer"):
+            raise ValueError(f"scope must be 'global' or 'layer', got {self.scope!r}")
+        if not 0 < self.rigl_alpha <= 1:
+            raise ValueError(f"rigl_alpha must be in (0, 1], got {self.rigl_alpha}")
+
+
+TINY = dict(epochs=1, finetune_epochs=1, sparsities=(0.9,), train_subset=128, test_subset=64, hidden=32,
+            rigl_delta_t=2, engine_speed=False)
+
+
+def tiny_config(runs_dir: str = "runs") -> PruneConfig:
+    """A smoke run for tests (`frugalnet run prune --tiny`)."""
+    return PruneConfig(name="tiny", tiny=True, runs_dir=runs_dir, quiet=True)
+
+
+def _subset(split: Split, n: int) -> Split:
+    return split if n <= 0 or n >= len(split) else split.subset(slice(0, n))
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, train: Split, bundle: DataBundle, batch: int = 250) -> None:
+    """Recompute BatchNorm running statistics of a pruned model on training inputs (forward passes only, no
+    weight changes): pruning shifts every layer's output statistics, and stale ones alone can drop a CNN to chance."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None            # cumulative average over the passes below
+    model.train()
+    for start in range(0, len(train), batch):
+        model(bundle.normalize(train.x[start:start + batch]))
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
+
+
+def _measure(model: nn.Module, test: Split, bundle: DataBundle) -> dict:
+    out = predict(model, test.x, transform=bundle.normalize)
+    return {"test_acc": float((out.argmax(1) == test.y).float().mean()),
+            "val_loss": float(F.cross_entropy(out, test.y)), "sparsity": measured_sparsity(model).get("total", 0.0)}
+
+
+class _Job:
+    """What every unit of one seed shares: data, config, the dense checkpoint."""
+
+    def __init__(self, ctx: RunContext, seed: int, bundle: DataBundle, train: Split, test: Split) -> None:
+        self.ctx, self.cfg, self.seed, self.bundle, self.train, self.test = ctx, ctx.config, seed, bundle, train, test
+
+    def new_dense(self) -> nn.Module:
+        torch.manual_seed(self.seed)
+        return dense_cnn2(self.bundle.input_shape, self.bundle.num_classes, hidden=self.cfg.hidden)
+
+    def trained_dense(self) -> nn.Module:
+        model = self.new_dense()
+        model.load_state_dict(torch.load(self.ctx.checkpoint_path(f"dense-seed{self.seed}-final"),
+                                         map_location="cpu", weights_only=True))
+        return model
+
+    def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=()) -> None:
+        cfg = FitConfig(epochs=epochs, batch_size=self.cfg.batch_size, lr=lr, lr_gamma=self.cfg.lr_gamma,
+                        boost_decay=False)
+        fit(model, self.train, cfg, seed=self.seed, transform=self.bundle.normalize,
+            checkpoint=self.ctx.checkpoint_path(key), log=self.ctx.log, desc=key, callbacks=callbacks,
+            device=self.ctx.device)
+        model.cpu()
+
+    def steps(self, epochs: int) -> int:
+        return epochs * -(-len(self.train) // self.cfg.batch_size)
+
+    def dense(self) -> dict:
+        model = self.new_dense()
+        self.fit(model, f"dense-seed{self.seed}", self.cfg.epochs, self.cfg.lr)
+        if self.ctx.is_main:
+            atomic_torch_save(model.state_dict(), self.ctx.checkpoint_path(f"dense-seed{self.seed}-final"))
+        return {"method": "dense", "sparsity_target": 0.0, "seed": self.seed, **self._cost_and_measure(model)}
+
+    def _cost_and_measure(self, model: nn.Module) -> dict:
+        model.eval()
+        cost = model_cost(model, self.bundle.normalize(self.test.x[:64]))
+        return {**_measure(model, self.test, self.bundle), "cost": cost.to_dict()}
+
+    def pruned(self, method: str, s: float) -> dict:
+        cfg, key = self.cfg, f"{method}-{s}-seed{self.seed}"
+        if method == "rigl":
+            model = self.new_dense()
+            sparsify_(model, RandomFanInConfig(sparsity=s, erk=True, seed=self.seed))
+            total = cfg.epochs + cfg.finetune_epochs
+            rigl = RigL(model, delta_t=cfg.rigl_delta_t, end_step=int(0.75 * self.steps(total)),
+                        alpha=cfg.rigl_alpha, seed=self.seed)
+            self.fit(model, key, total, cfg.lr, callbacks=[rigl])
+            rigl.remove()
+            return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
+        model = self.trained_dense()
+        if method == "gradual":
+            steps = self.steps(cfg.finetune_epochs)
+            pruner = GradualMagnitudePruner(model, s, begin_step=0, end_step=max(1, (2 * steps) // 3),
+                                            frequency=max(1, steps // 30), scope=cfg.scope)
+            self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner])
+            return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
+        extra = {}
+        if method == "oneshot":
+            layer = self.trained_dense()      # the per-layer variant, measured without fine-tuning only
+            sparsify_(layer, MagnitudeConfig(sparsity=s))
+            reestimate_batchnorm(layer, self.train, self.bundle)
+            extra["no_ft_layer"] = _measure(layer, self.test, self.bundle)
+        config = MagnitudeConfig(sparsity=s, scope=cfg.scope) if method == "oneshot" else \
+            RandomFanInConfig(sparsity=s, seed=self.seed)
+        sparsify_(model, config)
+        raw = _measure(model, self.test, self.bundle)
+        reestimate_batchnorm(model, self.train, self.bundle)
+        before = {**_measure(model, self.test, self.bundle), "test_acc_stale_bn": raw["test_acc"]}
+        self.fit(model, f"{key}-ft", cfg.finetune_epochs, cfg.finetune_lr)
+        after = self._cost_and_measure(model)
+        if self.ctx.is_main and method == "oneshot":
+            atomic_torch_save(model.state_dict(), self.ctx.checkpoint_path(f"{key}-final"))
+        return {"method": method, "sparsity_target": s, "seed": self.seed, "no_ft": before, **extra, **after}
+
+
+@register_study("prune", PruneConfig, "prune a trained dense CNN-2: one-shot, gradual (Zhu & Gupta), random, RigL")
+def prune(ctx: RunContext) -> dict:
+    cfg: PruneConfig = ctx.config
+    bundle = load(cfg.dataset)
+    train, test = _subset(bundle.train, cfg.train_subset), _subset(bundle.test, cfg.test_subset)
+    runs = []
+    for seed in ctx.seeds:
+        job = _Job(ctx, seed, bundle, train, test)
+        runs.append(ctx.unit(f"dense-seed{seed}", job.dense))
+        for s in cfg.sparsities:
+            for method in ("oneshot", "random", "gradual", "rigl"):
+                runs.append(ctx.unit(f"{method}-{s}-seed{seed}", lambda m=method, s=s, job=job: job.pruned(m, s)))
+    engine = ctx.unit("engine", lambda: measure_engine(ctx, bundle, test)) if cfg.engine_speed else None
+    results = {"dataset": bundle.name, "train_samples": len(train), "test_samples": len(test),
+               "runs": runs, "summary": summarize(runs), "engine": engine}
+    results["ledger"] = {str(s): build_ledger(runs, s).to_dict() for s in cfg.sparsities}
+    write_report(ctx, results)
+    return results
+
+
+def _rows(runs: list[dict]) -> list[dict]:
+    """Flatten one-shot / random units into their no-fine-tuning and fine-tuned rows."""
+    rows = []
+    for r in runs:
+        if "no_ft" in r:
+            rows.append({**r["no_ft"], "method": r["method"], "sparsity_target": r["sparsity_target"]})
+            if "no_ft_layer" in r:
+                rows.append({**r["no_ft_layer"], "method": "oneshot-layer", "sparsity_target": r["sparsity_target"]})
+            rows.append({**r, "method": r["method"] + "-ft"})
+        else:
+            rows.append(r)
+    return rows
+
+
+def summarize(runs: list[dict]) -> dict:
+    """{method: {sparsity: {test_acc_mean, test_acc_sd, val_loss_mean, sparsity_mean, seeds}}}."""
+    out: dict = {}
+    for r in _rows(runs):
+        out.setdefault(r["method"], {}).setdefault(str(r["sparsity_target"]), []).append(r)
+    summary = {}
+    for method, by_s in out.items():
+        summary[method] = {}
+        for s, rs in by_s.items():
+            acc, loss = mean_sd([x["test_acc"] for x in rs]), mean_sd([x["val_loss"] for x in rs])
+            summary[method][s] = {"test_acc_mean": acc[0], "test_acc_sd": acc[1], "val_loss_mean": loss[0],
+                                  "val_loss_sd": loss[1], "sparsity_mean": mean_sd([x["sparsity"] for x in rs])[0],
+                                  "seeds": len(rs)}
+    return summary
+
+
+def build_ledger(runs: list[dict], s: float) -> Ledger:
+    """The gradually pruned network at sparsity s (first seed) against the dense one: modelled inference compute."""
+    dense = next(r for r in runs if r["method"] == "dense")
+    pruned = next(r for r in runs if r["method"] == "gradual" and r["sparsity_target"] == s)
+    ledger = Ledger("dense fp32", f"gradual magnitude {int(round(100 * s))}%")
+    ledger.add_compute(dense["cost"], pruned["cost"])
+    return ledger
+
+
+def measure_engine(ctx: RunContext, bundle: DataBundle, test: Split) -> dict:
+    """Compile each one-shot fine-tuned network of the first seed (if the engine takes it) and time it."""
+    cfg: PruneConfig = ctx.config
+    seed = ctx.seeds[0]
+    job = _Job(ctx, seed, bundle, test, test)
+    dense = job.trained_dense().eval()
+    out = {}
+    for s in cfg.sparsities:
+        try:
+            from frugalnet.engine import measure_speedup
+
+            model = job.new_dense()
+            sparsify_(model, MagnitudeConfig(sparsity=s))
+            model.load_state_dict(torch.load(ctx.checkpoint_path(f"oneshot-{s}-seed{seed}-final"),
+                                             map_location="cpu", weights_only=True))
+            res = measure_speedup(model.eval(), bundle.normalize(test.x[:1]), batch_sizes=(1, 64), dense_model=dense,
+                                  max_seconds=cfg.engine_seconds)
+            out[str(s)] = {"batches": res["batches"]}
+        except Exception as e:   # noqa: BLE001  (the engine is being rewritten: report, don't fail the study)
+            out[str(s)] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+# --- report (from results alone, so a finished run's report can be rebuilt) -------------------------------------
+
+LABELS = {"oneshot-layer": "one-shot magnitude per layer, no fine-tuning",
+          "oneshot": "one-shot magnitude, no fine-tuning", "oneshot-ft": "one-shot magnitude + fine-tuning",
+          "random": "random mask, no fine-tuning", "random-ft": "random mask + fine-tuning",
+          "gradual": "gradual magnitude (Zhu & Gupta) + fine-tuning", "rigl": "RigL from scratch (ERK)"}
+
+
+def write_report(ctx: RunContext, results: dict) -> None:
+    from frugalnet.utils.plotting import pyplot
+
+    cfg: PruneConfig = ctx.config
+    s, rep = results["summary"], ctx.report
+    dense = s["dense"]["0.0"]
+    rep.text(f"Data: {results['dataset']} ({results['train_samples']} train, {results['test_samples']} test); "
+             f"dense CNN-2 trained {cfg.epochs} epochs, fine-tuning {cfg.finetune_epochs} epochs, RigL "
+             f"{cfg.epochs + cfg.finetune_epochs} epochs from scratch; seeds {ctx.seeds}. Mean ± sd over seeds. "
+             f"Magnitude pruning scope: {cfg.scope}. 'No fine-tuning' rows have their BatchNorm statistics "
+             "re-estimated on training inputs (forward passes only, no weight change).")
+    rep.heading("Accuracy and validation loss against sparsity")
+    rows = [["dense", "0", f"{100 * dense['test_acc_mean']:.2f} ± {100 * dense['test_acc_sd']:.2f}",
+             f"{dense['val_loss_mean']:.4f}", "", ""]]
+    for method in METHODS:
+        for sp, v in sorted(s.get(method, {}).items(), key=lambda kv: float(kv[0])):
+            rows.append([LABELS[method], f"{100 * float(sp):.0f} ({100 * v['sparsity_mean']:.1f})",
+                         f"{100 * v['test_acc_mean']:.2f} ± {100 * v['test_acc_sd']:.2f}", f"{v['val_loss_mean']:.4f}",
+                         f"{100 * (v['test_acc_mean'] - dense['test_acc_mean']):+.2f}",
+                         f"{100 * (v['val_loss_mean'] / dense['val_loss_mean'] - 1):+.1f}%"])
+    rep.table(["method", "sparsity % (measured)", "test accuracy %", "val loss", "vs dense (points)",
+               "val loss vs dense"], rows, "sparsity measured over all pruned weights")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in METHODS:
+        pts = sorted((float(k), v) for k, v in s.get(method, {}).items())
+        if pts:
+            ax.errorbar([100 * p for p, _ in pts], [100 * v["test_acc_mean"] for _, v in pts],
+                        yerr=[100 * v["test_acc_sd"] for _, v in pts], marker="o", capsize=3, label=LABELS[method])
+    ax.axhline(100 * dense["test_acc_mean"], color="k", ls="--", lw=1, label="dense")
+    ax.set_xlabel("weight sparsity %")
+    ax.set_ylabel("test accuracy %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    rep.figure(fig, "accuracy_vs_sparsity", "Accuracy against sparsity (mean ± sd over seeds)")
+    for sp in cfg.sparsities:
+        rep.heading(f"Ledger at {100 * sp:.0f}%: gradual magnitude against dense (first seed, modelled)")
+        build_ledger(results["runs"], sp).add_to_report(rep, f"prune-{sp}")
+    if results.get("engine"):
+        rep.heading("Compiled inference engine (one-shot + fine-tuned, first seed)")
+        rows = []
+        for sp, e in results["engine"].items():
+            if "error" in e:
+                rows.append([sp, "-", "-", "-", e["error"][:100]])
+            else:
+                for bs, b in e["batches"].items():
+                    rows.append([sp, bs, f"{1e3 * b['torch_dense_model_s']:.3f}", f"{1e3 * b['engine_s']:.3f}",
+                                 f"{b['speedup_vs_dense_model']:.2f}x, outputs match: {b['outputs_match']}"])
+        rep.table(["sparsity", "batch", "dense PyTorch ms", "engine ms", "speedup"], rows,
+                  "medians of interleaved repeats, measured in this run")

@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from frugalnet.cli import main
+from frugalnet.experiment.runner import resume_run
+from frugalnet.studies.prune import PruneConfig
+
+
+@pytest.mark.slow   # ~50-90 s on 2 shared cores: six short trainings and a report
+def test_prune_tiny_end_to_end_and_resume(tmp_path):
+    assert main(["run", "prune", "--tiny", "--quiet", "--runs-dir", str(tmp_path)]) == 0
+    run_dir = next((tmp_path / "prune").iterdir())
+    summary = json.loads((run_dir / "results.json").read_text())["results"]["summary"]
+    for method in ("dense", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl"):
+        assert method in summary
+    for method in ("oneshot", "gradual", "rigl", "random"):
+        v = summary[method]["0.9"]
+        assert 0.0 <= v["test_acc_mean"] <= 1.0
+        # one-shot, random and gradual prune the same weights to 90%; RigL's ERK keeps the small layers denser
+        assert v["sparsity_mean"] == pytest.approx(0.9, abs=0.02 if method != "rigl" else 0.1)
+    report = (run_dir / "report.md").read_text()
+    assert "Accuracy and validation loss against sparsity" in report and "Ledger at 90%" in report
+    assert (run_dir / "accuracy_vs_sparsity.png").exists()
+    units = sorted(p.name for p in (run_dir / "units").iterdir())
+    assert "rigl-0.9-seed0.json" in units and "dense-seed0.json" in units
+    again = resume_run(run_dir)            # the units are read back, not recomputed: the same summary
+    assert again.results["summary"] == summary
+
+
+def test_tiny_flag_sets_the_smoke_settings():
+    cfg = PruneConfig(tiny=True)
+    assert cfg.epochs == 1 and cfg.train_subset == 128 and cfg.sparsities == (0.9,) and not cfg.engine_speed
+
+
+@pytest.mark.parametrize("field,value", [("sparsities", (0.0,)), ("sparsities", (1.0,)), ("epochs", 0),
+                                         ("finetune_lr", 0.0), ("rigl_alpha", 1.5), ("scope", "net")])
+def test_prune_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        PruneConfig(**{field: value})
