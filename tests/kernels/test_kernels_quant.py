@@ -162,3 +162,18 @@ def test_csc_padding_never_overwrites_a_real_entry():
     q.csc_nib.serial(split, idx, vals, INT4.astype(np.float32), True, np.ones((1, 9), np.float32), 0, aidx, aval,
                      counts, np.zeros(9, np.float32), out)
     np.testing.assert_allclose(out[0], INT4[mat].astype(np.float32) @ x[0])
+
+
+def test_padding_entries_keep_each_column_sorted():
+    """A column's padding entry repeats its last row, so row_splits keeps it in that row's part: with row 0 it fell
+    in part 0's rows and the last part's thread raced part 0's on out[b, 0] (a lost sum, seen under load)."""
+    rng = np.random.default_rng(0)
+    mat = rng.integers(0, 16, size=(64, 40)).astype(np.uint8)
+    mat[rng.random(mat.shape) < 0.85] = 0
+    zero = np.zeros(16, bool)
+    zero[0] = True
+    for by_column in (True, False):
+        ptr, idx, _ = q.compress_codes(mat, zero, by_column=by_column, nibble=True)
+        for j in range(len(ptr) - 1):
+            seg = idx[ptr[j]:ptr[j + 1]].astype(np.int64)
+            assert np.all(np.diff(seg) >= 0), (by_column, j, seg)

@@ -230,7 +230,8 @@ def csr_nib(ptr, idx, codes, lutf, nibble, wscale, shift, x, bias, out):
 def _scatter(o, idx, codes, lutf, nibble, lo, hi, v, sg, per_block):
     """o[idx[e]] += value(e) * v (* sg[idx[e]] with block scales) for e in lo..hi, rows distinct (one column):
     four loads before four stores, as in kernels.linear.scatter_column; codes taken two per byte. A column's last
-    entry may be its padding (row 0, code 0), whose row is not distinct: it is always added on its own."""
+    entry may be its padding (the column's last row again, code 0), whose row is not distinct: it is always added
+    on its own."""
     e = lo
     if e < hi and e & 1:           # a part may start mid-byte
         r = idx[e]
@@ -337,6 +338,11 @@ def compress_codes(mat: np.ndarray, zero: np.ndarray, by_column: bool, nibble: b
     pos = ptr[rows] + (np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts))
     idx[pos] = cols
     vals[pos] = m[rows, cols]
+    # A padding entry repeats its row/column's last index (code zero adds nothing): the index order stays sorted,
+    # so row_splits puts it in the same part as that entry. With index 0 it fell in part 0's rows while the last
+    # part's thread read-modify-wrote out[b, 0], racing part 0's thread (a lost sum, seen under load).
+    last = ptr[1:][counts % 2 == 1] - 1
+    idx[last] = idx[last - 1]
     if nibble:
         vals = vals[0::2] | (vals[1::2] << 4) if nnz else vals
     ptr_dtype = np.int32 if nnz < 2**31 else np.int64
