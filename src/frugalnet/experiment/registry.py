@@ -178,13 +178,16 @@ def available_studies() -> dict[str, StudySpec]:
     return dict(sorted(_STUDIES.items()))
 
 
+STUDIES_PACKAGE = "frugalnet.studies"
+
+
 def _discover() -> None:
-    """Import every module in frugalnet.studies so that each registers its study (no central list to edit)."""
+    """Load every module of the studies package by name, so that each registers its study (no central list to
+    edit). A plugin load, not a dependency: the registry sits below the studies and knows only the package name."""
     import importlib
     import pkgutil
 
-    import frugalnet.studies as pkg
-
+    pkg = importlib.import_module(STUDIES_PACKAGE)
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
-            importlib.import_module(f"frugalnet.studies.{info.name}")
+            importlib.import_module(f"{STUDIES_PACKAGE}.{info.name}")

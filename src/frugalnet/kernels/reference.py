@@ -32,8 +32,11 @@ def complementary_conv2d(x: Tensor, weights: Tensor, biases: Tensor, stride=1, p
 
 
 def kwta(x: Tensor, k: int, boost: Tensor | None = None) -> Tensor:
-    """Dense k-WTA output x * mask, with frugalnet's own deterministic tie rule."""
-    from frugalnet.nn.kwinners import topk_mask
-
+    """Dense k-WTA output x * mask: per row the k largest scores (x, or x * boost) win, ranked as torch.sort ranks
+    them (NaN above +inf), ties to the lower index (a stable descending sort). This is the definition that
+    frugalnet.nn.kwinners.topk_mask computes fast and the numba k-WTA kernel reproduces."""
     scores = x if boost is None else x * boost
-    return x * topk_mask(scores, k)
+    k = min(int(k), scores.shape[-1])
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
+    mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, order, True)
+    return x * mask
