@@ -103,6 +103,7 @@ class Captured:
     program: Any                                   # torch.export.ExportedProgram
     leaves: dict[int, tuple[str, nn.Module]] = field(default_factory=dict)   # slot -> (module name, module)
     dynamic_batch: bool = True
+    batched: list[bool] = field(default_factory=list)   # per flat input: does its dim 0 follow the batch size
 
     def release(self) -> None:
         """Unbind the leaf slots (after compiling: the engine no longer calls the modules through them), except
@@ -150,9 +151,11 @@ def capture(model: nn.Module, args: tuple) -> Captured:
     with _leaves_patched(model) as patched, torch.no_grad():
         try:
             try:
-                return Captured(_export(model, args, True), dict(patched), True)
+                cap = Captured(_export(model, args, True), dict(patched), True)
             except Exception:   # some models fix their batch size (a view to a literal shape): export it as is
-                return Captured(_export(model, args, False), dict(patched), False)
+                cap = Captured(_export(model, args, False), dict(patched), False)
+            _find_batch_dims(cap)
+            return cap
         except Exception as e:
             for slot in patched:
                 _LEAVES.pop(slot, None)
@@ -165,3 +168,20 @@ def capture(model: nn.Module, args: tuple) -> Captured:
                 f"flow that depends on tensor values (use torch.where / torch.cond), of .item()/.tolist() and of "
                 f"in-place changes to module state in eval mode, and check with "
                 f"torch.export.export(model.eval(), example_inputs)") from e
+
+
+def _find_batch_dims(cap: Captured) -> None:
+    """Inputs whose dim 0 is the same symbol as the first tensor input's (the batch); none if that is static."""
+    ep = cap.program
+    user = {s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"}
+    dims = []
+    for node in ep.graph.nodes:
+        if node.op == "placeholder" and node.name in user:
+            val = node.meta.get("val")
+            dims.append(val.shape[0] if isinstance(val, torch.Tensor) and val.dim() >= 1 else None)
+    first = next((d for d in dims if d is not None), None)
+    if first is None or isinstance(first, int):
+        cap.dynamic_batch = False
+        cap.batched = [False] * len(dims)
+        return
+    cap.batched = [d is not None and not isinstance(d, int) and str(d) == str(first) for d in dims]

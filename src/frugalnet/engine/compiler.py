@@ -72,7 +72,8 @@ class Engine:
 
     def __init__(self, program: Program, steps: list[S.Step], plans: dict[int, list[str]],
                  input_shapes: list[tuple[int, ...]], threads: int,
-                 choices: dict[int, list[LayerChoice]] | None = None, dynamic_batch: bool = True) -> None:
+                 choices: dict[int, list[LayerChoice]] | None = None, dynamic_batch: bool = True,
+                 batched: list[bool] | None = None) -> None:
         self.program = program
         self.steps = steps
         self.plans = {int(k): list(v) for k, v in plans.items()}
@@ -80,6 +81,8 @@ class Engine:
         self.threads = int(threads)
         self.choices = choices or {}
         self.dynamic_batch = bool(dynamic_batch)
+        self.batched = [bool(b) for b in batched] if batched is not None else \
+            [self.dynamic_batch] + [False] * (len(self.input_shapes) - 1)
         self._bound: OrderedDict = OrderedDict()   # input shapes -> per-node callables (LRU, BOUND_CACHE entries)
 
     @property
@@ -100,7 +103,7 @@ class Engine:
             want = ", ".join(map(str, shape[1:]))
             if x.dim() != len(shape) or tuple(x.shape[1:]) != shape[1:]:
                 raise ValueError(f"engine expects input {i} of shape (batch, {want}), got {tuple(x.shape)}")
-            if not self.dynamic_batch and x.shape[0] != shape[0]:
+            if not self.batched[i] and x.shape[0] != shape[0]:
                 raise ValueError(f"engine input {i}: the model fixes its batch size to {shape[0]} (torch.export "
                                  f"could not make it dynamic), got batch {x.shape[0]}")
 
@@ -166,16 +169,18 @@ class Engine:
     def warmup(self) -> None:
         """Run every plan once on zeros (loads the JIT-compiled kernels from the on-disk cache)."""
         for b, plan in self.plans.items():
-            flat = [torch.zeros((b if self.dynamic_batch else s[0],) + s[1:],
+            flat = [torch.zeros((b if self.batched[i] else s[0],) + s[1:],
                                 dtype=self.program.input_dtypes[i] if self.program.input_dtypes else torch.float32)
                     for i, s in enumerate(self.input_shapes)]
             with torch.no_grad():
                 self.run(flat, plan)
 
 
-def _examples(example_inputs: tuple, batch_sizes: tuple[int, ...]) -> dict[int, list]:
-    return {bs: [resize_batch(x, bs) if isinstance(x, torch.Tensor) and x.dim() >= 1 else x
-                 for x in _flat(example_inputs)] for bs in batch_sizes}
+def _examples(example_inputs: tuple, batch_sizes: tuple[int, ...], batched: list[bool] | None = None
+              ) -> dict[int, list]:
+    flat = _flat(example_inputs)
+    batched = batched if batched is not None else [i == 0 for i in range(len(flat))]
+    return {bs: [resize_batch(x, bs) if b else x for x, b in zip(flat, batched)] for bs in batch_sizes}
 
 
 def _warm_tasks(program: Program, steps: list[S.Step], examples: dict[int, list]) -> list[WarmTask]:
@@ -256,7 +261,7 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
             cap.release()
         program.out_spec = cap.program.call_spec.out_spec
         program.input_dtypes = [t.dtype for t in _flat(args)]
-        examples = _examples(args, batch_sizes)
+        examples = _examples(args, batch_sizes, cap.batched)
         plans: dict[int, list[str]] = {}
         choices: dict[int, list[LayerChoice]] = {}
         warm(_warm_tasks(program, steps, examples), jit_workers, quiet=quiet)
@@ -281,6 +286,6 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
     for s in steps:  # keep only the layouts the chosen variants use (rebuilt lazily on first call)
         s._cache.clear()
     engine = Engine(program, steps, plans, [tuple(x.shape) for x in _flat(args)], threads, choices,
-                    cap.dynamic_batch)
+                    cap.dynamic_batch, cap.batched)
     engine.warmup()
     return engine

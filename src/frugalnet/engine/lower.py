@@ -308,9 +308,7 @@ class _Lowering:
             if self.lower_op(node):
                 continue
             self.nodes.append(Node("aten", op_name(t), self.enc(list(node.args)), self.new_slot(node),
-                                   _module_name(node)))
-            if node.kwargs:
-                raise ValueError(f"engine.compile: op {t} was called with keyword arguments {list(node.kwargs)}")
+                                   _module_name(node), kwargs={k: self.enc(v) for k, v in node.kwargs.items()}))
         outputs = [self.enc(a) for a in torch.utils._pytree.tree_leaves(out_args)]
         prog = Program(self.n_inputs, self.nodes, outputs, self.consts, self.modules)
         return prog, self.steps

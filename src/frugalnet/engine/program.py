@@ -45,10 +45,11 @@ class Node:
     out: int
     name: str = ""
     rows: bool = False
+    kwargs: dict = field(default_factory=dict)   # aten nodes: keyword-only arguments (device=, dtype=, ...)
 
     def to_json(self) -> dict:
         return {"op": self.op, "target": self.target, "args": self.args, "out": self.out, "name": self.name,
-                "rows": self.rows}
+                "rows": self.rows, "kwargs": self.kwargs}
 
 
 def aten_op(target: str):
@@ -141,6 +142,12 @@ class Program:
         if n.op == "aten":
             op = aten_op(n.target)
             getters = [resolver(a, self.consts) for a in n.args]
+            if n.kwargs:
+                kw = {k: resolver(a, self.consts) for k, a in n.kwargs.items()}
+
+                def f(vals):
+                    vals[o] = op(*[g(vals) for g in getters], **{k: g(vals) for k, g in kw.items()})
+                return f
 
             def f(vals):
                 vals[o] = op(*[g(vals) for g in getters])

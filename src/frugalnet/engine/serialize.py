@@ -71,7 +71,7 @@ def save_engine(engine, path: str | Path) -> Path:
         out_spec = None
     spec = {"format": FORMAT, "version": FORMAT_VERSION, "input_shapes": [list(s) for s in engine.input_shapes],
             "input_dtypes": [str(d).removeprefix("torch.") for d in prog.input_dtypes],
-            "dynamic_batch": engine.dynamic_batch, "threads": engine.threads,
+            "dynamic_batch": engine.dynamic_batch, "batched": engine.batched, "threads": engine.threads,
             "plans": {str(k): v for k, v in engine.plans.items()}, "steps": spec_steps,
             "program": {"n_inputs": prog.n_inputs, "nodes": [n.to_json() for n in prog.nodes],
                         "outputs": prog.outputs, "consts": consts, "out_spec": out_spec},
@@ -150,8 +150,8 @@ def _build(path, spec, z, warmup, Engine, LayerChoice, set_threads):
             raise ValueError(f"{path}: constant {name!r} has dtype {a.dtype}")
         consts[name] = torch.from_numpy(np.array(a))
     V.check_program(p, len(steps), set(consts))
-    nodes = [Node(n["op"], n["target"], n["args"], n["out"], str(n.get("name", "")), bool(n.get("rows", False)))
-             for n in p["nodes"]]
+    nodes = [Node(n["op"], n["target"], n["args"], n["out"], str(n.get("name", "")), bool(n.get("rows", False)),
+                  dict(n.get("kwargs", {}))) for n in p["nodes"]]
     out_spec = None
     if p.get("out_spec") is not None:
         try:
@@ -178,7 +178,10 @@ def _build(path, spec, z, warmup, Engine, LayerChoice, set_threads):
     if type(threads) is not int or threads < 1:
         raise ValueError(f"{path}: threads {threads!r}")
     choices = {int(k): [LayerChoice(**c) for c in v] for k, v in spec.get("choices", {}).items()}
-    engine = Engine(prog, steps, plans, shapes, set_threads(threads), choices, bool(spec["dynamic_batch"]))
+    batched = spec["batched"]
+    if not isinstance(batched, list) or len(batched) != len(shapes) or not all(isinstance(b, bool) for b in batched):
+        raise ValueError(f"{path}: 'batched' must list one boolean per input")
+    engine = Engine(prog, steps, plans, shapes, set_threads(threads), choices, bool(spec["dynamic_batch"]), batched)
     _verify_plans(path, engine)
     if warmup:
         engine.warmup()
@@ -204,8 +207,8 @@ def _plan_matches(path, engine, b: int, plan: list[str], reference: list[str], s
 
     g = torch.Generator().manual_seed(seed)
     flat = []
-    for s, dt in zip(engine.input_shapes, engine.program.input_dtypes):
-        shape = ((b if engine.dynamic_batch else s[0]),) + s[1:]
+    for s, dt, bt in zip(engine.input_shapes, engine.program.input_dtypes, engine.batched):
+        shape = ((b if bt else s[0]),) + s[1:]
         flat.append(torch.randn(shape, generator=g).to(dt) if dt.is_floating_point else torch.zeros(shape, dtype=dt))
     try:
         with torch.no_grad():

@@ -194,6 +194,10 @@ def check_program(spec: dict, n_steps: int, consts: set[str]) -> None:
         if not isinstance(n, dict) or not isinstance(n.get("args"), list):
             _fail(where, "malformed")
         refs(n["args"], where)
+        kw = n.get("kwargs", {})
+        if not isinstance(kw, dict) or not all(isinstance(k, str) for k in kw) or (kw and n.get("op") != "aten"):
+            _fail(where, "bad keyword arguments")
+        refs(list(kw.values()), where)
         op, t = n.get("op"), n.get("target")
         if op == "step":
             if type(t) is not int or not 0 <= t < n_steps or t in seen_steps or len(n["args"]) != 1 \
