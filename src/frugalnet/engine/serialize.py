@@ -85,9 +85,10 @@ def save_engine(engine, path: str | Path) -> Path:
 def _read(path: Path) -> dict[str, np.ndarray]:
     not_engine = f"{path} is not a frugalnet engine file"
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError(f"{not_engine} (a single array, not an engine archive)")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"{not_engine} (a single array, not an engine archive)")
+        with z:
             files = z.files
             if "spec" not in files or "checksum" not in files:
                 raise ValueError(f"{not_engine} (no spec/checksum)")
@@ -95,7 +96,8 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     except ValueError as e:
         if str(e).startswith(not_engine):
             raise
-        raise ValueError(f"{not_engine} (unreadable: {str(e).splitlines()[0][:120]})") from None
+        # (numpy's own message suggests allow_pickle=True: exactly what a file of unknown origin must not get)
+        raise ValueError(f"{not_engine} (it holds Python objects or is not an .npz archive)") from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as e:
         raise ValueError(f"{not_engine} (unreadable: {type(e).__name__})") from None
 
@@ -158,6 +160,9 @@ def _build(path, spec, z, warmup, Engine, LayerChoice, set_threads):
             out_spec = torch.utils._pytree.treespec_loads(p["out_spec"])
         except Exception:
             out_spec = None
+        if out_spec is not None and out_spec.num_leaves != len(p["outputs"]):
+            raise ValueError(f"{path}: output structure has {out_spec.num_leaves} leaves for "
+                             f"{len(p['outputs'])} outputs")
     prog = Program(p["n_inputs"], nodes, p["outputs"], consts, {}, out_spec)
     shapes = [V.check_shape("input_shapes", s, "float32") for s in spec["input_shapes"]]
     dtypes = spec["input_dtypes"]

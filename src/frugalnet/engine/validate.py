@@ -175,10 +175,10 @@ def check_program(spec: dict, n_steps: int, consts: set[str]) -> None:
     def refs(a, where):
         if isinstance(a, dict):
             if "v" in a:
-                if a["v"] not in defined or len(a) != 1:
+                if type(a["v"]) is not int or a["v"] not in defined or len(a) != 1:
                     _fail(where, f"reads undefined value {a!r}")
             elif "c" in a:
-                if a["c"] not in consts:
+                if not isinstance(a["c"], str) or a["c"] not in consts or len(a) != 1:
                     _fail(where, f"unknown constant {a['c']!r}")
             elif not (len(a) == 1 and next(iter(a)) in ("dtype", "device", "layout", "memory_format")):
                 _fail(where, f"bad argument {a!r}")
@@ -220,4 +220,8 @@ def check_program(spec: dict, n_steps: int, consts: set[str]) -> None:
         defined.add(out)
     if len(seen_steps) != n_steps:
         _fail("program", "some steps are not used by any node")
-    refs(spec.get("outputs"), "program outputs")
+    outs = spec.get("outputs")
+    if not isinstance(outs, list) or not outs or not all(isinstance(o, dict) and ("v" in o or "c" in o)
+                                                          for o in outs):
+        _fail("program outputs", f"must be a non-empty list of values, got {outs!r}")
+    refs(outs, "program outputs")
