@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     sub.add_parser("bench", add_help=False,
-                   help="sparse-inference benchmark: engine vs PyTorch, CSR, scipy, ONNX Runtime (--help)")
+                   help="sparse-inference benchmark: layers and whole models, engine vs PyTorch, torch.compile, "
+                        "ONNX Runtime, OpenVINO (--help)")
 
     sub.add_parser("energy", add_help=False,
                    help="meter any command: frugalnet energy [--cpu-watts W] [--country XX] [--intensity G] -- CMD ...")

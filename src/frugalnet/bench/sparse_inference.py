@@ -1,351 +1,74 @@
-"""Sparse-inference benchmark: PyTorch dense, PyTorch with masked weights, torch.sparse CSR, scipy.sparse, ONNX
-Runtime (dense, CPU) and the frugalnet engine, side by side in one run on the same layer or model.
+"""`frugalnet bench`: sparse inference on CPU, the frugalnet engine side by side with PyTorch eager, torch.compile,
+ONNX Runtime and OpenVINO in one run, on the same weights.
 
-Cases: Linear 4096x4096 at batch 1 and 64, weight sparsity 0.9/0.95, input activation sparsity 0/0.9/0.95; the
-sparse CNN-2 end to end at Speech Commands input size (1x32x32) and MNIST size (1x28x28), batch 1 and 64.
-Per case and method: median time (methods interleaved, repeated), speedup over PyTorch dense, the limit (dense MACs
-/ effective MACs) and the fraction of it reached, weight memory, and whether the output matches PyTorch.
+Case groups (`--cases`, comma-separated, parts of names allowed):
+  linear, cnn2             layer cases: Linear 4096 (weight/input sparsity), sparse CNN-2 (layer_cases.py)
+  resnet-relu, resnet-kwta CIFAR ResNet-18 pruned to 90%, ReLU or k-WTA, batch 1 and 64 (model_cases.py)
+  bert, gpt                BERT-shaped encoder with sparse k-WTA FFN; one GPT-shaped decode step with a KV cache
+  lowbit-linear, lowbit-gpt  low-bit weights: PyTorch FP32 vs dynamic INT8, ORT INT8/4-bit, OpenVINO (lowbit_cases.py)
+Per case and method: median time over interleaved rounds with its spread, speedup over the reference, the limit
+(dense MACs / effective MACs) and the fraction reached, and whether the output matches the reference.
 
-    python benchmarks/sparse_inference.py --quick --json out.json      # or: frugalnet bench --quick
+    frugalnet bench --quick --cases resnet,bert --json out.json
 """
 from __future__ import annotations
 
 import argparse
-import io
-import os
-import subprocess
+import gc
 import sys
-import tempfile
 import time
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from frugalnet.engine.compiler import compile as compile_engine
-from frugalnet.engine.speedup import outputs_match
-from frugalnet.engine.timing import interleaved_medians
+from frugalnet.bench.config import ALL_GROUPS, BenchConfig, select_groups
+from frugalnet.bench.harness import machine_info
+from frugalnet.bench.layer_cases import (METHODS, _masked_weight, _sparse_input, cnn_cases, cold_jit_seconds,
+                                         linear_cases)
+from frugalnet.bench.report import print_table, table_rows, write_report
 from frugalnet.utils.io import atomic_write_json
 from frugalnet.utils.progress import progress, set_quiet
 
-METHODS = ("torch_dense", "torch_masked", "torch_csr", "scipy_csr", "onnxruntime", "frugalnet")
+__all__ = ["BenchConfig", "run_benchmark", "main", "METHODS", "table_rows", "write_report", "print_table",
+           "linear_cases", "cnn_cases", "cold_jit_seconds", "_masked_weight", "_sparse_input"]
 
 
-@dataclass
-class BenchConfig:
-    quick: bool = False
-    threads: int = 2
-    seed: int = 0
-    repeats: int = 0          # 0: 5 in quick mode, 15 otherwise
-    min_time: float = 0.0     # seconds per timed block; 0: 0.02 quick, 0.1 otherwise
-    cold_jit: bool = False    # also time a cold JIT compile of the kernels in a fresh cache (subprocess)
-    quiet: bool = False
+def _settings(cfg: BenchConfig):
+    from frugalnet.bench.compare import RunSettings
 
-    def validate(self) -> None:
-        if not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
-        if self.repeats < 0:
-            raise ValueError(f"repeats must be >= 0, got {self.repeats}")
-
-    @property
-    def reps(self) -> int:
-        return self.repeats or (3 if self.quick else 15)
-
-    @property
-    def block(self) -> float:
-        return self.min_time or (0.01 if self.quick else 0.1)
+    return RunSettings(threads=cfg.threads, repeats=cfg.reps, min_time=cfg.block, max_seconds=cfg.max_seconds,
+                       torch_compile=cfg.torch_compile)
 
 
-# ---- helpers -----------------------------------------------------------------------------------------------------
+def model_case_results(cfg: BenchConfig) -> list[dict]:
+    """Every whole-model case of the selected groups, built and run one at a time."""
+    from frugalnet.bench.compare import run_model_case
+    from frugalnet.bench.model_cases import MODEL_GROUPS
 
-def _masked_weight(n_out: int, n_in: int, sparsity: float, rng: np.random.Generator) -> np.ndarray:
-    """Each row keeps exactly round((1 - sparsity) * n_in) nonzeros at random positions."""
-    nnz = int(round((1 - sparsity) * n_in))
-    keep = np.argpartition(rng.random((n_out, n_in), dtype=np.float32), nnz, axis=1)[:, :nnz]
-    w = np.zeros((n_out, n_in), np.float32)
-    rows = np.arange(n_out)[:, None]
-    w[rows, keep] = rng.uniform(-1, 1, (n_out, nnz)).astype(np.float32) / np.sqrt(nnz)
-    return w
-
-
-def _sparse_input(batch: int, n: int, sparsity: float, rng: np.random.Generator) -> np.ndarray:
-    """Exactly round((1 - sparsity) * n) nonzero (positive, as after k-WTA/ReLU) entries per row."""
-    x = np.zeros((batch, n), np.float32)
-    k = int(round((1 - sparsity) * n))
-    for b in range(batch):
-        x[b, rng.choice(n, k, replace=False)] = rng.uniform(0.1, 1.0, k)
-    return x
-
-
-def _onnx_session(model: nn.Module, example: torch.Tensor, threads: int):
-    """(callable numpy->numpy, note) running `model` in ONNX Runtime on CPU, or (None, reason) if unavailable."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None, "onnxruntime not installed (pip install frugalnet[bench])"
-    errors = []
-    for dynamo in (False, True):
-        try:
-            buf = io.BytesIO()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (example,), buf, input_names=["x"], output_names=["y"],
-                                  dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=dynamo)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            # no busy-waiting between runs: spinning ORT threads slowed the methods timed after it on the same cores
-            # (PyTorch dense CNN-2 at batch 1: 0.70 ms beside the engine alone, 0.85 ms with a spinning ORT beside)
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-            return (lambda x: sess.run(None, {"x": x})[0]), f"exported with dynamo={dynamo}; intra-op spinning off"
-        except Exception as exc:  # report, do not fail the benchmark
-            errors.append(f"dynamo={dynamo}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-    return None, "; ".join(errors)
-
-
-def _run_case(name: str, fns: dict[str, Callable[[], object]], ref: np.ndarray, outputs: dict[str, np.ndarray],
-              dense_macs: float, eff_macs: float, memory: dict[str, int], cfg: BenchConfig, extra: dict) -> dict:
-    secs = interleaved_medians(fns, repeats=cfg.reps, min_time=cfg.block, max_seconds=2 if cfg.quick else 60)
-    base = secs["torch_dense"]
-    limit = dense_macs / max(eff_macs, 1.0)
-    methods = {}
-    for m in METHODS:
-        if m not in secs:
-            methods[m] = {"available": False, "note": extra.get("notes", {}).get(m, "not applicable")}
-            continue
-        sp = base / secs[m]
-        match = None
-        if m in outputs:
-            match, diff = outputs_match(torch.from_numpy(np.asarray(outputs[m], np.float32)), torch.from_numpy(ref))
-        methods[m] = {"available": True, "seconds": secs[m], "speedup": sp, "fraction_of_limit": sp / limit,
-                      "weight_bytes": memory.get(m), "outputs_match": match,
-                      "note": extra.get("notes", {}).get(m, "")}
-    return {"case": name, "dense_macs": dense_macs, "effective_macs": eff_macs, "limit": limit, "methods": methods,
-            **{k: v for k, v in extra.items() if k != "notes"}}
-
-
-# ---- Linear cases ------------------------------------------------------------------------------------------------
-
-def linear_cases(cfg: BenchConfig) -> list[dict]:
-    import scipy.sparse as sp
-
-    from frugalnet.nn.sparse import SparseLinear
-
-    rng = np.random.default_rng(cfg.seed)
-    n = 4096
-    dense_w = torch.from_numpy(rng.uniform(-1, 1, (n, n)).astype(np.float32) / 64)
-    bias = torch.zeros(n)
+    builders = [b for g in cfg.cases if g in MODEL_GROUPS for b in MODEL_GROUPS[g]]
     results = []
-    combos = [(ws, xs) for ws in (0.9, 0.95) for xs in (0.0, 0.9, 0.95)]
-    for ws, xs in progress(combos, desc="linear cases"):
-        w = _masked_weight(n, n, ws, rng)
-        wt = torch.from_numpy(w)
-        layer = SparseLinear(n, n, ws, mask=wt != 0)
-        with torch.no_grad():
-            layer.weight.copy_(wt)
-            layer.bias.zero_()
-        model = nn.Sequential(layer).eval()
-        xs_np = {b: _sparse_input(b, n, xs, rng) if xs > 0 else rng.standard_normal((b, n)).astype(np.float32)
-                 for b in (1, 64)}
-        t0 = time.perf_counter()
-        engine = compile_engine(model, torch.from_numpy(xs_np[64]), batch_sizes=(1, 64), threads=cfg.threads,
-                                repeats=2 if cfg.quick else 5)
-        compile_s = time.perf_counter() - t0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            w_csr = wt.to_sparse_csr()
-        w_sp = sp.csr_matrix(w)
-        # the same masked weights, run densely by ONNX Runtime
-        onnx_fn, onnx_note = _onnx_session(model, torch.zeros(1, n), cfg.threads)
-        mem = {"torch_dense": dense_w.numel() * 4, "torch_masked": wt.numel() * 4,
-               "torch_csr": sum(t.numel() * t.element_size() for t in (w_csr.crow_indices(), w_csr.col_indices(),
-                                                                        w_csr.values())),
-               "scipy_csr": w_sp.data.nbytes + w_sp.indices.nbytes + w_sp.indptr.nbytes,
-               "onnxruntime": wt.numel() * 4}
-        for batch in (1, 64):
-            x_np = xs_np[batch]
-            x = torch.from_numpy(x_np)
-            mem["frugalnet"] = engine.weight_bytes(batch)
-            with torch.no_grad():
-                fns = {"torch_dense": lambda: F.linear(x, dense_w, bias),
-                       "torch_masked": lambda: F.linear(x, wt, bias),
-                       "torch_csr": lambda: torch.sparse.mm(w_csr, x.T).T,
-                       "scipy_csr": lambda: (w_sp @ x_np.T).T,
-                       "frugalnet": lambda: engine(x)}
-                if onnx_fn is not None:
-                    fns["onnxruntime"] = lambda: onnx_fn(x_np)
-                ref = F.linear(x, wt, bias).numpy()
-                outputs = {"torch_masked": ref, "torch_csr": fns["torch_csr"]().contiguous().numpy(),
-                           "scipy_csr": np.asarray(fns["scipy_csr"]()), "frugalnet": engine(x).numpy()}
-                if onnx_fn is not None:
-                    outputs["onnxruntime"] = fns["onnxruntime"]()
-                dense_macs = float(batch * n * n)
-                eff = float(((x_np != 0).astype(np.float64) @ (w != 0).sum(0).astype(np.float64)).sum())
-                res = _run_case(f"linear4096 b={batch} w={ws} x={xs}", fns, ref, outputs, dense_macs, eff, mem, cfg,
-                                {"kind": "linear", "batch": batch, "weight_sparsity": ws, "input_sparsity": xs,
-                                 "engine_compile_s": compile_s, "engine_plan": engine.plans[batch],
-                                 "notes": {"onnxruntime": onnx_note, "frugalnet": ", ".join(engine.plans[batch])}})
-            results.append(res)
-    return results
-
-
-# ---- CNN-2 cases -------------------------------------------------------------------------------------------------
-
-def _cnn_input(shape: tuple[int, int, int], batch: int, rng: np.random.Generator) -> torch.Tensor:
-    if shape == (1, 28, 28):
-        try:
-            from frugalnet.data import load
-
-            bundle = load("mnist-5k")
-            x = bundle.normalize(bundle.test.x[:batch].float())
-            if x.shape[0] == batch:
-                return x.contiguous()
-        except Exception:  # fall back to noise if the data set is unavailable
-            pass
-    return torch.from_numpy(rng.standard_normal((batch, *shape)).astype(np.float32))
-
-
-def _conv_linear_macs(model: nn.Module, x: torch.Tensor) -> float:
-    total = 0.0
-    h = x
-    with torch.no_grad():
-        for m in model:
-            out = m(h)
-            if isinstance(m, nn.Conv2d):
-                total += float(out.numel() * m.weight[0].numel())
-            elif isinstance(m, nn.Linear):
-                total += float(out.numel() * m.in_features)
-            h = out
-    return total
-
-
-def cnn_cases(cfg: BenchConfig) -> list[dict]:
-    from frugalnet.models import dense_cnn2, sparse_cnn2
-    from frugalnet.nn.kwinners import KWinners, KWinners2d
-
-    rng = np.random.default_rng(cfg.seed + 1)
-    results = []
-    for shape, label, classes in progress([((1, 32, 32), "speech-commands 1x32x32", 12),
-                                           ((1, 28, 28), "mnist 1x28x28", 10)], desc="cnn cases"):
+    for build in progress(builders, desc="model cases"):
         torch.manual_seed(cfg.seed)
-        model = sparse_cnn2(shape, num_classes=classes, seed=cfg.seed).eval()
-        for m in model.modules():  # trained networks have nonuniform duty cycles; give boosting something to do
-            if isinstance(m, (KWinners, KWinners2d)):
-                m.duty_cycle.copy_(torch.rand(m.duty_cycle.shape, generator=torch.Generator().manual_seed(7)) * 0.3)
-        dense = dense_cnn2(shape, num_classes=classes).eval()
-        x64 = _cnn_input(shape, 64, rng)
-        t0 = time.perf_counter()
-        engine = compile_engine(model, x64, batch_sizes=(1, 64), threads=cfg.threads, repeats=2 if cfg.quick else 5)
-        compile_s = time.perf_counter() - t0
-        onnx_fn, onnx_note = _onnx_session(dense, x64[:1], cfg.threads)
-        onnx_note = "dense CNN-2 (ReLU) in ONNX Runtime; " + onnx_note
-        mem_dense = sum(p.numel() * 4 for p in dense.parameters())
-        mem_masked = sum(p.numel() * 4 for p in model.parameters())
-        for batch in (1, 64):
-            x = x64[:batch].contiguous()
-            x_np = x.numpy()
-            with torch.no_grad():   # (the timing below runs in it too: PyTorch is timed without autograd)
-                fns = {"torch_dense": lambda: dense(x), "torch_masked": lambda: model(x),
-                       "frugalnet": lambda: engine(x)}
-                if onnx_fn is not None:
-                    fns["onnxruntime"] = lambda: onnx_fn(x_np)
-                ref = model(x).numpy()
-                outputs = {"torch_masked": ref, "frugalnet": engine(x).numpy()}
-                dense_macs = _conv_linear_macs(dense, x)
-                eff = sum(c.effective_macs for c in engine.choices[batch])
-                mem = {"torch_dense": mem_dense, "torch_masked": mem_masked, "onnxruntime": mem_dense,
-                       "frugalnet": engine.weight_bytes(batch)}
-                notes = {"torch_dense": "dense CNN-2 of the same shapes (ReLU in place of k-WTA)",
-                         "torch_masked": "the sparse CNN-2 (k-WTA, masked weights) run by PyTorch",
-                         "torch_csr": "not applicable end to end", "scipy_csr": "not applicable end to end",
-                         "onnxruntime": onnx_note, "frugalnet": ", ".join(engine.plans[batch])}
-                res = _run_case(f"cnn2 {label} b={batch}", fns, ref, outputs, dense_macs, eff, mem, cfg,
-                                {"kind": "cnn2", "batch": batch, "input_shape": list(shape),
-                                 "engine_compile_s": compile_s, "engine_plan": engine.plans[batch],
-                                 "engine_layers": engine.summary(batch), "notes": notes})
-                res["speedup_vs_torch_masked"] = res["methods"]["torch_masked"]["seconds"] / \
-                    res["methods"]["frugalnet"]["seconds"]
-                results.append(res)
+        case = build()
+        results.append(run_model_case(case, _settings(cfg)))
+        del case
+        gc.collect()
     return results
 
 
-# ---- cold JIT ----------------------------------------------------------------------------------------------------
+def lowbit_case_results(cfg: BenchConfig) -> list[dict]:
+    from frugalnet.bench.lowbit_cases import LOWBIT_GROUPS, run_lowbit_case
 
-_COLD_JIT_SCRIPT = """
-import time, torch
-t0 = time.perf_counter()
-torch.set_num_threads({threads})
-from torch import nn
-import frugalnet.engine as E
-from frugalnet.models import sparse_cnn2
-from frugalnet.nn import SparseLinear
-t1 = time.perf_counter()
-m = sparse_cnn2((1, 16, 16), channels=(4, 8), hidden=24).eval()
-E.compile(m, torch.rand(2, 1, 16, 16), batch_sizes=(1, 2), repeats=1)
-x = torch.relu(torch.randn(2, 64) - 1)
-E.compile(nn.Sequential(SparseLinear(64, 64, 0.9)), x, batch_sizes=(1, 2), repeats=1)
-E.compile(nn.Sequential(SparseLinear(64, 64, 0.9)), torch.randn(2, 64), batch_sizes=(1, 2), repeats=1)
-print(time.perf_counter() - t1)
-"""
-
-
-def cold_jit_seconds(threads: int = 2) -> dict:
-    """Seconds to JIT-compile every kernel the benchmark's engines use, in a fresh process with an empty numba cache,
-    and then again with that cache filled (what a second run pays)."""
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        out = []
-        for _ in range(2):
-            proc = subprocess.run([sys.executable, "-c", _COLD_JIT_SCRIPT.format(threads=threads)], env=env,
-                                  capture_output=True, text=True, check=True)
-            out.append(float(proc.stdout.strip().splitlines()[-1]))
-    return {"cold_s": out[0], "cached_s": out[1]}
-
-
-# ---- report ------------------------------------------------------------------------------------------------------
-
-def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
-    headers = ["case"] + [f"{m} ms (x)" for m in METHODS] + ["limit", "engine % of limit", "engine weights MB",
-                                                            "dense weights MB", "match"]
-    rows = []
-    for r in results:
-        row = [r["case"]]
-        for m in METHODS:
-            e = r["methods"][m]
-            row.append(f"{e['seconds'] * 1e3:.3g} ({e['speedup']:.2f}x)" if e["available"] else "n/a")
-        fr = r["methods"]["frugalnet"]
-        row += [round(r["limit"], 1), f"{100 * fr['fraction_of_limit']:.1f}%",
-                round(fr["weight_bytes"] / 2**20, 2), round(r["methods"]["torch_dense"]["weight_bytes"] / 2**20, 2),
-                all(e.get("outputs_match") in (True, None) for e in r["methods"].values() if e["available"])]
-        rows.append(row)
-    return headers, rows
-
-
-def _plot(results: list[dict]):
-    from frugalnet.utils.plotting import pyplot
-
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(12, 5))
-    width = 0.8 / len(METHODS)
-    for i, m in enumerate(METHODS):
-        vals = [r["methods"][m]["speedup"] if r["methods"][m]["available"] else np.nan for r in results]
-        ax.bar(np.arange(len(results)) + i * width, vals, width, label=m)
-    ax.plot(np.arange(len(results)) + 0.4 - width / 2, [r["limit"] for r in results], "k_", markersize=14,
-            label="limit (dense / effective MACs)")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xticks(np.arange(len(results)) + 0.4 - width / 2)
-    ax.set_xticklabels([r["case"] for r in results], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("speedup over PyTorch dense")
-    ax.legend(fontsize=7, ncol=4)
-    return fig
+    builders = [b for g in cfg.cases if g in LOWBIT_GROUPS for b in LOWBIT_GROUPS[g]]
+    results = []
+    for build in progress(builders, desc="low-bit cases"):
+        torch.manual_seed(cfg.seed)
+        case = build()
+        results.append(run_lowbit_case(case, _settings(cfg)))
+        del case
+        gc.collect()
+    return results
 
 
 def run_benchmark(cfg: BenchConfig) -> dict:
@@ -353,58 +76,44 @@ def run_benchmark(cfg: BenchConfig) -> dict:
     set_quiet(cfg.quiet)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    results = linear_cases(cfg) + cnn_cases(cfg)
+    results: list[dict] = []
+    if "linear" in cfg.cases:
+        results += linear_cases(cfg)
+    if "cnn2" in cfg.cases:
+        results += cnn_cases(cfg)
+    layer_compile = sum(r["engine_compile_s"] for r in results[::2])
+    results += model_case_results(cfg)
+    if any(g.startswith("lowbit") for g in cfg.cases):
+        results += lowbit_case_results(cfg)
     out = {"config": asdict(cfg), "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "cpu_count": os.cpu_count(), "cases": results,
-           "engine_compile_s_total": sum(r["engine_compile_s"] for r in results[::2])}
+           "machine": machine_info(), "cases": results}
+    if results and results[0].get("table") == "layers":
+        out["engine_compile_s_total"] = layer_compile
     if cfg.cold_jit:
         out["jit"] = cold_jit_seconds(cfg.threads)
     out["wall_s"] = time.perf_counter() - t0
     return out
 
 
-def write_report(result: dict, folder: str | Path, command: str = "") -> Path:
-    from frugalnet.report import Report
-
-    rep = Report("Sparse inference on CPU: frugalnet engine vs the alternatives")
-    rep.text(f"float32, {result['threads']} threads, torch {result['torch']}; every method timed in the same run, "
-             f"interleaved, median of repeats. Speedups are over PyTorch dense. Limit = dense MACs / effective MACs "
-             f"(nonzero weight x nonzero input). Command: `{command}`")
-    headers, rows = table_rows(result["cases"])
-    rep.table(headers, rows, caption="time in ms (speedup over PyTorch dense)")
-    rep.figure(_plot(result["cases"]), "speedups", "speedup over PyTorch dense per case and method (log scale)")
-    if "jit" in result:
-        rep.text(f"JIT: cold compile of all kernels {result['jit']['cold_s']:.1f} s; with the on-disk cache "
-                 f"{result['jit']['cached_s']:.1f} s.")
-    rep.text(f"Engine compile (per-layer kernel selection incl. JIT/cache load), all engines: "
-             f"{result['engine_compile_s_total']:.1f} s. Benchmark wall time {result['wall_s']:.1f} s.")
-    return rep.write(folder)
-
-
-def print_table(result: dict) -> None:
-    headers, rows = table_rows(result["cases"])
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "|".join("---" for _ in headers) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c) for c in r) + " |")
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry (`frugalnet bench` / benchmarks/sparse_inference.py); returns the exit status."""
-    p = argparse.ArgumentParser(prog="frugalnet bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (finishes in under a minute)")
+    p = argparse.ArgumentParser(prog="frugalnet bench", description=__doc__.split("\n\n")[0],
+                                epilog="case groups: " + ", ".join(ALL_GROUPS))
+    p.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
+    p.add_argument("--cases", default="all", help="comma-separated case groups or parts of names (default: all)")
     p.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     p.add_argument("--out", type=Path, default=None, help="report folder (default runs/bench/<time>)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-torch-compile", action="store_true", help="leave torch.compile out of the model cases")
     p.add_argument("--cold-jit", action="store_true", help="also time a cold JIT compile in a fresh numba cache")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    cfg = BenchConfig(quick=args.quick, threads=args.threads, seed=args.seed, repeats=args.repeats,
-                      cold_jit=args.cold_jit, quiet=args.quiet)
     try:
-        cfg.validate()
+        cfg = BenchConfig(quick=args.quick, threads=args.threads, seed=args.seed, repeats=args.repeats,
+                          cold_jit=args.cold_jit, quiet=args.quiet, cases=select_groups(args.cases),
+                          torch_compile=not args.no_torch_compile)
     except ValueError as exc:
         p.error(str(exc))
     result = run_benchmark(cfg)
@@ -415,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(Path(folder) / "results.json", result)
     if args.json:
         atomic_write_json(args.json, result)
+    print(f"# {result['machine']['cpu']}, widest ISA {result['machine']['widest_isa']}, {result['threads']} threads")
     print_table(result)
     print(f"\nreport: {path}" + (f"\njson:   {args.json}" if args.json else ""))
     return 0
