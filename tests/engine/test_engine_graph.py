@@ -30,7 +30,7 @@ def test_decoder_with_kv_cache_compiles_matches_and_roundtrips(tmp_path):
     model = TinyDecoder().eval()
     ids, cache = decoder_inputs(2)
     engine = E.compile(model, (ids, cache), batch_sizes=(1, 2), repeats=1)
-    assert engine.batched == [True] * 5      # ids and the four cache tensors all follow the batch
+    assert engine.batch_dims == [0] * 5      # ids and the four cache tensors all follow the batch
     assert [c["kind"] for c in engine.summary(1)].count("linear") == 9
     with torch.no_grad():
         for b in (1, 2, 3):
@@ -39,7 +39,7 @@ def test_decoder_with_kv_cache_compiles_matches_and_roundtrips(tmp_path):
     loaded = E.load(engine.save(tmp_path / "dec.engine.npz"))
     ids, cache = decoder_inputs(2)
     torch.testing.assert_close(loaded(ids, cache), engine(ids, cache), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="input 1 of shape"):
+    with pytest.raises(ValueError, match=r"input 1 of shape \(batch, 4, 7, 8\)"):
         engine(ids, ((cache[0][0][:, :2], cache[0][1]), cache[1]))
 
 

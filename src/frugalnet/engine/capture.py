@@ -103,7 +103,7 @@ class Captured:
     program: Any                                   # torch.export.ExportedProgram
     leaves: dict[int, tuple[str, nn.Module]] = field(default_factory=dict)   # slot -> (module name, module)
     dynamic_batch: bool = True
-    batched: list[bool] = field(default_factory=list)   # per flat input: does its dim 0 follow the batch size
+    batch_dims: list[int] = field(default_factory=list)   # per flat input: the dim that is the batch (-1: none)
 
     def release(self) -> None:
         """Unbind the leaf slots (after compiling: the engine no longer calls the modules through them), except
@@ -135,12 +135,18 @@ def _leaves_patched(model: nn.Module):
                 del m.__dict__["forward"]
 
 
-def _export(model: nn.Module, args: tuple, dynamic: bool):
+def _export(model: nn.Module, args: tuple, dynamic: str):
+    """dynamic: 'all' (every dim Dim.AUTO: export keeps dynamic what the model allows, so a batch dim that is not
+    dim 0, as in a (layers, 2, batch, ...) KV cache, is found), 'first' (dim 0 only) or 'none'."""
     dyn = None
-    if dynamic:
+    if dynamic != "none":
         auto = torch.export.Dim.AUTO
-        dyn = tuple(torch.utils._pytree.tree_map(
-            lambda a: {0: auto} if isinstance(a, torch.Tensor) and a.dim() >= 1 else None, a) for a in args)
+
+        def dims(a):
+            if not isinstance(a, torch.Tensor) or a.dim() < 1:
+                return None
+            return {d: auto for d in range(a.dim() if dynamic == "all" else 1)}
+        dyn = tuple(torch.utils._pytree.tree_map(dims, a) for a in args)
     return torch.export.export(model, args, dynamic_shapes=dyn, strict=False)
 
 
@@ -150,10 +156,15 @@ def capture(model: nn.Module, args: tuple) -> Captured:
     Raises ValueError saying why when torch.export cannot capture the model, and what to change."""
     with _leaves_patched(model) as patched, torch.no_grad():
         try:
-            try:
-                cap = Captured(_export(model, args, True), dict(patched), True)
-            except Exception:   # some models fix their batch size (a view to a literal shape): export it as is
-                cap = Captured(_export(model, args, False), dict(patched), False)
+            cap = None
+            for mode in ("all", "first"):
+                try:
+                    cap = Captured(_export(model, args, mode), dict(patched), True)
+                    break
+                except Exception:
+                    pass
+            if cap is None:   # some models fix their batch size (a view to a literal shape): export it as is
+                cap = Captured(_export(model, args, "none"), dict(patched), False)
             _find_batch_dims(cap)
             return cap
         except Exception as e:
@@ -171,17 +182,19 @@ def capture(model: nn.Module, args: tuple) -> Captured:
 
 
 def _find_batch_dims(cap: Captured) -> None:
-    """Inputs whose dim 0 is the same symbol as the first tensor input's (the batch); none if that is static."""
+    """Per input, the dim holding the same symbol as the first tensor input's dim 0 (the batch); -1 where none.
+    Without a symbolic dim 0 the batch is fixed."""
     ep = cap.program
     user = {s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"}
-    dims = []
+    shapes = []
     for node in ep.graph.nodes:
         if node.op == "placeholder" and node.name in user:
             val = node.meta.get("val")
-            dims.append(val.shape[0] if isinstance(val, torch.Tensor) and val.dim() >= 1 else None)
-    first = next((d for d in dims if d is not None), None)
+            shapes.append(tuple(val.shape) if isinstance(val, torch.Tensor) else ())
+    first = next((s[0] for s in shapes if s), None)
     if first is None or isinstance(first, int):
         cap.dynamic_batch = False
-        cap.batched = [False] * len(dims)
+        cap.batch_dims = [-1] * len(shapes)
         return
-    cap.batched = [d is not None and not isinstance(d, int) and str(d) == str(first) for d in dims]
+    cap.batch_dims = [next((d for d, v in enumerate(s) if not isinstance(v, int) and str(v) == str(first)), -1)
+                      for s in shapes]

@@ -52,10 +52,11 @@ def _close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4) -> bool:
     return bool(np.allclose(a, b, rtol=rtol, atol=1e-5 * max(1.0, scale), equal_nan=True))
 
 
-def resize_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """The first `batch` samples of x, tiled if x has fewer."""
-    reps = math.ceil(batch / x.shape[0])
-    return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch].contiguous()
+def resize_batch(x: torch.Tensor, batch: int, dim: int = 0) -> torch.Tensor:
+    """The first `batch` samples of x (along `dim`), tiled if x has fewer."""
+    reps = [1] * x.dim()
+    reps[dim] = math.ceil(batch / x.shape[dim])
+    return x.repeat(*reps).narrow(dim, 0, batch).contiguous()
 
 
 def _inputs(example) -> tuple:
@@ -73,7 +74,7 @@ class Engine:
     def __init__(self, program: Program, steps: list[S.Step], plans: dict[int, list[str]],
                  input_shapes: list[tuple[int, ...]], threads: int,
                  choices: dict[int, list[LayerChoice]] | None = None, dynamic_batch: bool = True,
-                 batched: list[bool] | None = None) -> None:
+                 batch_dims: list[int] | None = None) -> None:
         self.program = program
         self.steps = steps
         self.plans = {int(k): list(v) for k, v in plans.items()}
@@ -81,8 +82,8 @@ class Engine:
         self.threads = int(threads)
         self.choices = choices or {}
         self.dynamic_batch = bool(dynamic_batch)
-        self.batched = [bool(b) for b in batched] if batched is not None else \
-            [self.dynamic_batch] + [False] * (len(self.input_shapes) - 1)
+        self.batch_dims = [int(d) for d in batch_dims] if batch_dims is not None else \
+            [0 if self.dynamic_batch else -1] + [-1] * (len(self.input_shapes) - 1)
         self._bound: OrderedDict = OrderedDict()   # input shapes -> per-node callables (LRU, BOUND_CACHE entries)
 
     @property
@@ -100,12 +101,13 @@ class Engine:
         for i, (x, shape) in enumerate(zip(flat, self.input_shapes)):
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"engine input {i} must be a tensor, got {type(x).__name__}")
-            want = ", ".join(map(str, shape[1:]))
-            if x.dim() != len(shape) or tuple(x.shape[1:]) != shape[1:]:
-                raise ValueError(f"engine expects input {i} of shape (batch, {want}), got {tuple(x.shape)}")
-            if not self.batched[i] and x.shape[0] != shape[0]:
-                raise ValueError(f"engine input {i}: the model fixes its batch size to {shape[0]} (torch.export "
-                                 f"could not make it dynamic), got batch {x.shape[0]}")
+            bd = self.batch_dims[i]
+            want = ", ".join("batch" if d == bd else str(n) for d, n in enumerate(shape))
+            if x.dim() != len(shape) or any(a != b for d, (a, b) in enumerate(zip(x.shape, shape)) if d != bd):
+                if bd == -1 and not self.dynamic_batch and x.dim() == len(shape):
+                    raise ValueError(f"engine input {i}: the model fixes its input shape to {shape} (torch.export "
+                                     f"could not make the batch dynamic), got {tuple(x.shape)}")
+                raise ValueError(f"engine expects input {i} of shape ({want}), got {tuple(x.shape)}")
 
     def run(self, flat: list, plan: list[str] | None = None) -> list:
         """Flat outputs for flat inputs, with the default plan for their batch size (or the given plan)."""
@@ -169,18 +171,18 @@ class Engine:
     def warmup(self) -> None:
         """Run every plan once on zeros (loads the JIT-compiled kernels from the on-disk cache)."""
         for b, plan in self.plans.items():
-            flat = [torch.zeros((b if self.batched[i] else s[0],) + s[1:],
+            flat = [torch.zeros(tuple(b if d == self.batch_dims[i] else n for d, n in enumerate(s)),
                                 dtype=self.program.input_dtypes[i] if self.program.input_dtypes else torch.float32)
                     for i, s in enumerate(self.input_shapes)]
             with torch.no_grad():
                 self.run(flat, plan)
 
 
-def _examples(example_inputs: tuple, batch_sizes: tuple[int, ...], batched: list[bool] | None = None
+def _examples(example_inputs: tuple, batch_sizes: tuple[int, ...], batch_dims: list[int] | None = None
               ) -> dict[int, list]:
     flat = _flat(example_inputs)
-    batched = batched if batched is not None else [i == 0 for i in range(len(flat))]
-    return {bs: [resize_batch(x, bs) if b else x for x, b in zip(flat, batched)] for bs in batch_sizes}
+    batch_dims = batch_dims if batch_dims is not None else [0] + [-1] * (len(flat) - 1)
+    return {bs: [resize_batch(x, bs, d) if d >= 0 else x for x, d in zip(flat, batch_dims)] for bs in batch_sizes}
 
 
 def _warm_tasks(program: Program, steps: list[S.Step], examples: dict[int, list]) -> list[WarmTask]:
@@ -261,7 +263,7 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
             cap.release()
         program.out_spec = cap.program.call_spec.out_spec
         program.input_dtypes = [t.dtype for t in _flat(args)]
-        examples = _examples(args, batch_sizes, cap.batched)
+        examples = _examples(args, batch_sizes, cap.batch_dims)
         plans: dict[int, list[str]] = {}
         choices: dict[int, list[LayerChoice]] = {}
         warm(_warm_tasks(program, steps, examples), jit_workers, quiet=quiet)
@@ -286,6 +288,6 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
     for s in steps:  # keep only the layouts the chosen variants use (rebuilt lazily on first call)
         s._cache.clear()
     engine = Engine(program, steps, plans, [tuple(x.shape) for x in _flat(args)], threads, choices,
-                    cap.dynamic_batch, cap.batched)
+                    cap.dynamic_batch, cap.batch_dims)
     engine.warmup()
     return engine

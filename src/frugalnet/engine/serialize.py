@@ -71,7 +71,7 @@ def save_engine(engine, path: str | Path) -> Path:
         out_spec = None
     spec = {"format": FORMAT, "version": FORMAT_VERSION, "input_shapes": [list(s) for s in engine.input_shapes],
             "input_dtypes": [str(d).removeprefix("torch.") for d in prog.input_dtypes],
-            "dynamic_batch": engine.dynamic_batch, "batched": engine.batched, "threads": engine.threads,
+            "dynamic_batch": engine.dynamic_batch, "batch_dims": engine.batch_dims, "threads": engine.threads,
             "plans": {str(k): v for k, v in engine.plans.items()}, "steps": spec_steps,
             "program": {"n_inputs": prog.n_inputs, "nodes": [n.to_json() for n in prog.nodes],
                         "outputs": prog.outputs, "consts": consts, "out_spec": out_spec},
@@ -183,10 +183,11 @@ def _build(path, spec, z, warmup, Engine, LayerChoice, set_threads):
     if type(threads) is not int or threads < 1:
         raise ValueError(f"{path}: threads {threads!r}")
     choices = {int(k): [LayerChoice(**c) for c in v] for k, v in spec.get("choices", {}).items()}
-    batched = spec["batched"]
-    if not isinstance(batched, list) or len(batched) != len(shapes) or not all(isinstance(b, bool) for b in batched):
-        raise ValueError(f"{path}: 'batched' must list one boolean per input")
-    engine = Engine(prog, steps, plans, shapes, set_threads(threads), choices, bool(spec["dynamic_batch"]), batched)
+    bdims = spec["batch_dims"]
+    if not isinstance(bdims, list) or len(bdims) != len(shapes) or \
+            not all(type(d) is int and -1 <= d < len(s) for d, s in zip(bdims, shapes)):
+        raise ValueError(f"{path}: 'batch_dims' must give one dim (or -1) per input")
+    engine = Engine(prog, steps, plans, shapes, set_threads(threads), choices, bool(spec["dynamic_batch"]), bdims)
     _verify_plans(path, engine)
     if warmup:
         engine.warmup()
@@ -212,8 +213,8 @@ def _plan_matches(path, engine, b: int, plan: list[str], reference: list[str], s
 
     g = torch.Generator().manual_seed(seed)
     flat = []
-    for s, dt, bt in zip(engine.input_shapes, engine.program.input_dtypes, engine.batched):
-        shape = ((b if bt else s[0]),) + s[1:]
+    for s, dt, bd in zip(engine.input_shapes, engine.program.input_dtypes, engine.batch_dims):
+        shape = tuple(b if d == bd else n for d, n in enumerate(s))
         flat.append(torch.randn(shape, generator=g).to(dt) if dt.is_floating_point else torch.zeros(shape, dtype=dt))
     try:
         with torch.no_grad():
