@@ -6,6 +6,7 @@ import frugalnet.engine as E
 from tests.engine.graph_models import TinyDecoder, branchy_cnn, decoder_inputs
 
 torch.set_num_threads(2)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _close(out, ref):

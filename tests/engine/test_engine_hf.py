@@ -6,6 +6,7 @@ import frugalnet.engine as E
 
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(2)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]   # whole models: minutes on 2 cores
 
 
 def _close(out, ref):

@@ -10,6 +10,7 @@ from frugalnet.engine.act import Act
 from frugalnet.nn import KWinners
 
 torch.set_num_threads(2)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_quantized_layers_run_quantized_and_cannot_be_saved_without_pickle(tmp_path):

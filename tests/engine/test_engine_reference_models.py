@@ -7,6 +7,7 @@ from frugalnet.models import bert_encoder, gpt_decoder, mobilenet_v2_cifar, resn
 from frugalnet.nn import KWinners2d
 
 torch.set_num_threads(2)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]   # whole models: minutes on 2 cores
 
 
 def _close(out, ref):

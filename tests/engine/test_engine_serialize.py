@@ -15,6 +15,7 @@ from frugalnet.engine.serialize import _digest
 from frugalnet.nn import KWinners, KWinners2d, SparseConv2d, SparseLinear
 
 torch.set_num_threads(2)
+pytestmark = pytest.mark.usefixtures("one_thread")
 # cases per fuzz test: a short run by default; FRUGALNET_FUZZ=N for N spec cases (and N/2 of each other kind)
 FUZZ = int(os.environ.get("FRUGALNET_FUZZ", "40"))
 X = torch.rand(2, 1, 10, 10)
