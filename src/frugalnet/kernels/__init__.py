@@ -13,6 +13,7 @@ from frugalnet.kernels.layouts import Compressed, to_csc, to_csr
 from frugalnet.kernels.kwta import densify
 from frugalnet.kernels.linear import active_inputs, sparse_dense_linear, sparse_sparse_linear
 
-__all__ = ["complementary", "conv", "conv_active", "layouts", "kwta", "linear", "pool", "reference", "set_threads", "threads",
+__all__ = ["complementary", "conv", "conv_active", "layouts", "kwta", "linear", "pool", "reference", "set_threads",
+           "threads",
            "Compressed", "to_csr", "to_csc", "densify", "active_inputs", "sparse_dense_linear",
            "sparse_sparse_linear"]
