@@ -176,7 +176,7 @@ class Program:
 
     def walk(self, inputs: list, on_step: Callable[[Node, Act], Act]) -> tuple[list, list]:
         """Run the program, calling on_step(node, act) -> act for every step node (with the rows reshaping done
-        around it); returns (flat outputs, per-node callables for a bound run, step nodes from on_step's binds)."""
+        around it); returns (flat outputs, the final value slots)."""
         vals: list = [None] * self.n_slots
         vals[:self.n_inputs] = inputs
         for n, f in zip(self.nodes, self._static):
