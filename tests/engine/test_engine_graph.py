@@ -39,7 +39,8 @@ def test_decoder_with_kv_cache_compiles_matches_and_roundtrips(tmp_path):
             _close(engine(ids, cache), model(ids, cache))
     loaded = E.load(engine.save(tmp_path / "dec.engine.npz"))
     ids, cache = decoder_inputs(2)
-    torch.testing.assert_close(loaded(ids, cache), engine(ids, cache), rtol=0, atol=0)
+    # (not bitwise: MKL's GEMM may round differently with the buffers' alignment)
+    torch.testing.assert_close(loaded(ids, cache), engine(ids, cache), rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match=r"input 1 of shape \(batch, 4, 7, 8\)"):
         engine(ids, ((cache[0][0][:, :2], cache[0][1]), cache[1]))
 

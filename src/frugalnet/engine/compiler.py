@@ -81,6 +81,9 @@ class Engine:
         self.input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
         self.threads = int(threads)
         self.choices = choices or {}
+        # PyTorch threads while running each plan (0: the caller's), chosen by timing the whole plan: on a loaded
+        # machine a second OpenMP thread that is not scheduled makes every small PyTorch op wait for it
+        self.torch_threads: dict[int, int] = {}
         self.dynamic_batch = bool(dynamic_batch)
         self.batch_dims = [int(d) for d in batch_dims] if batch_dims is not None else \
             [0 if self.dynamic_batch else -1] + [-1] * (len(self.input_shapes) - 1)
@@ -91,9 +94,12 @@ class Engine:
         """Per-sample shape of the first input."""
         return self.input_shapes[0][1:]
 
+    def plan_batch(self, batch: int) -> int:
+        """The compiled batch size whose plan runs `batch` (the nearest, in ratio)."""
+        return min(self.plans, key=lambda b: (abs(math.log(max(batch, 1) / b)), b))
+
     def plan_for(self, batch: int) -> list[str]:
-        best = min(self.plans, key=lambda b: (abs(math.log(max(batch, 1) / b)), b))
-        return self.plans[best]
+        return self.plans[self.plan_batch(batch)]
 
     def _check(self, flat: list) -> None:
         if len(flat) != len(self.input_shapes):
@@ -112,14 +118,22 @@ class Engine:
     def run(self, flat: list, plan: list[str] | None = None) -> list:
         """Flat outputs for flat inputs, with the default plan for their batch size (or the given plan)."""
         key = tuple(tuple(x.shape) for x in flat) if plan is None else None
-        fns = self._bound.get(key) if key is not None else None
-        if fns is not None:
+        entry = self._bound.get(key) if key is not None else None
+        if entry is not None:
             self._bound.move_to_end(key)
-            return self.program.run_bound(fns, flat)
+            fns, t = entry
+            if not t or t == torch.get_num_threads():
+                return self.program.run_bound(fns, flat)
+            before = torch.get_num_threads()
+            torch.set_num_threads(t)
+            try:
+                return self.program.run_bound(fns, flat)
+            finally:
+                torch.set_num_threads(before)
         self._check(flat)
         outs, fns = self.program.bind(self.steps, plan or self.plan_for(int(flat[0].shape[0])), flat)
         if key is not None:
-            self._bound[key] = fns
+            self._bound[key] = (fns, self.torch_threads.get(self.plan_batch(int(flat[0].shape[0])), 0))
             while len(self._bound) > BOUND_CACHE:
                 self._bound.popitem(last=False)
         return outs
@@ -290,4 +304,39 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
     engine = Engine(program, steps, plans, [tuple(x.shape) for x in _flat(args)], threads, choices,
                     cap.dynamic_batch, cap.batch_dims)
     engine.warmup()
+    _choose_torch_threads(engine, examples, repeats)
     return engine
+
+
+def _choose_torch_threads(engine: Engine, examples: dict[int, list], repeats: int) -> None:
+    """Per plan, run PyTorch's ops (fallbacks and "torch" variants) with one thread or with the caller's, whichever
+    the whole plan runs faster with, timed interleaved on the example."""
+    caller = torch.get_num_threads()
+    if caller == 1:
+        return
+    for bs, flat in examples.items():
+        key = tuple(tuple(x.shape) for x in flat)
+        fns = {}
+        for t in (1, caller):
+            def run(t=t):
+                engine.torch_threads[bs] = t
+                engine._bound.pop(key, None)
+                with torch.no_grad():
+                    engine.run(flat)
+                return engine._bound[key]
+            entry = run()
+            fns[t] = (lambda e=entry: _timed_run(engine, e, flat))
+        secs = interleaved_medians(fns, repeats=max(3, repeats), min_time=0.01, max_seconds=10.0)
+        engine.torch_threads[bs] = min(secs, key=secs.get)
+        engine._bound.clear()
+
+
+def _timed_run(engine: Engine, entry, flat) -> None:
+    fns, t = entry
+    before = torch.get_num_threads()
+    torch.set_num_threads(t)
+    try:
+        with torch.no_grad():
+            engine.program.run_bound(fns, flat)
+    finally:
+        torch.set_num_threads(before)
