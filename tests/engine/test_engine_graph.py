@@ -55,3 +55,14 @@ def test_bound_plans_are_an_lru_of_bounded_size():
     assert len(engine._bound) == BOUND_CACHE
     assert (BOUND_CACHE + 5, 3, 12, 12) == next(reversed(engine._bound))[0]
     assert ((1, 3, 12, 12),) not in engine._bound      # least recently used went first
+
+
+def test_example_batch_of_one_fixes_the_batch_and_says_so():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    with pytest.raises(ValueError, match="batch of 2 or more"):
+        E.compile(model, torch.randn(1, 4), batch_sizes=(1, 4), repeats=1)
+    engine = E.compile(model, torch.randn(1, 4), repeats=1)
+    x = torch.randn(1, 4)
+    _close(engine(x), model(x))
+    with pytest.raises(ValueError, match="fixes its input shape"):
+        engine(torch.randn(3, 4))

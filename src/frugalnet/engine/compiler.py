@@ -269,8 +269,14 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
     model.eval()
     try:
         cap = capture(model, args)
-        if not cap.dynamic_batch:
-            batch_sizes = (int(tensors[0].shape[0]),)
+        fixed = int(tensors[0].shape[0])
+        if not cap.dynamic_batch and set(batch_sizes) != {fixed}:
+            cap.release()
+            raise ValueError(
+                f"engine.compile: torch.export fixed the batch size of {type(model).__name__} to {fixed} (an example "
+                f"batch of 1 is always specialised, and some models fix it themselves), so batch_sizes={batch_sizes} "
+                f"cannot be planned: give example inputs with a batch of 2 or more, or compile one engine per batch "
+                f"size with batch_sizes=({fixed},)")
         try:
             program, steps = lower(cap)
         finally:
