@@ -217,7 +217,8 @@ class _Lowering:
     def pool(self, node) -> bool:
         a = _full_args(node)
         mx = node.target is A.max_pool2d.default
-        if a["input"].meta["val"].dim() != 4:
+        val = a["input"].meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dim() != 4 or val.dtype != torch.float32:
             return False
         params = {"mode": "max" if mx else "avg", "kernel": _pair(a["kernel_size"]),
                   "stride": _pair(a["stride"] or a["kernel_size"]), "padding": _pair(a["padding"]),
