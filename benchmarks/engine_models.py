@@ -42,9 +42,12 @@ def where_time_goes(engine, inputs, rounds: int = 20) -> dict[str, float]:
     """Seconds per call by category, timing each bound node of the program."""
     flat = [x for x in torch.utils._pytree.tree_leaves(inputs)]
     engine.run(flat)
-    fns, t = engine._bound[tuple(tuple(x.shape) for x in flat)]
-    before = torch.get_num_threads()
+    from frugalnet.kernels import set_threads, threads
+
+    fns, t, nt = engine._bound[tuple(tuple(x.shape) for x in flat)]
+    before, nbefore = torch.get_num_threads(), threads()
     torch.set_num_threads(t or before)
+    set_threads(nt or nbefore)
     prog, plan = engine.program, engine.plan_for(int(flat[0].shape[0]))
     acc: dict[str, list[float]] = defaultdict(list)
     for _ in range(rounds):
@@ -67,6 +70,7 @@ def where_time_goes(engine, inputs, rounds: int = 20) -> dict[str, float]:
         for k, v in per.items():
             acc[k].append(v)
     torch.set_num_threads(before)
+    set_threads(nbefore)
     return {k: statistics.median(v) for k, v in acc.items()}
 
 
@@ -78,7 +82,7 @@ def run_case(name: str, batch: int, quick: bool, threads: int, repeats: int, com
     engine = compile_engine(model, inputs, batch_sizes=(batch,), threads=threads, repeats=3,
                             max_seconds_per_layer=2.0)
     print(f"compile {time.perf_counter() - t0:.1f} s; {len(engine.steps)} steps, "
-          f"{len(engine.fallback_ops())} fallback ops; PyTorch threads in the plan: {engine.torch_threads}")
+          f"{len(engine.fallback_ops())} fallback ops; (PyTorch, numba) threads per plan: {engine.run_threads}")
     with torch.no_grad():
         ref = first_tensor(model(*inputs))
     got = first_tensor(engine(*inputs))

@@ -25,7 +25,7 @@ from frugalnet.engine.jit_warm import WarmTask, warm
 from frugalnet.engine.lower import lower
 from frugalnet.engine.program import Program, as_tensor
 from frugalnet.engine.timing import interleaved_medians
-from frugalnet.kernels import set_threads
+from frugalnet.kernels import set_threads, threads as kernel_threads
 from frugalnet.utils.progress import progress_bar
 
 BOUND_CACHE = 16    # input shapes whose bound callables an engine keeps (least recently used dropped first)
@@ -81,9 +81,9 @@ class Engine:
         self.input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
         self.threads = int(threads)
         self.choices = choices or {}
-        # PyTorch threads while running each plan (0: the caller's), chosen by timing the whole plan: on a loaded
-        # machine a second OpenMP thread that is not scheduled makes every small PyTorch op wait for it
-        self.torch_threads: dict[int, int] = {}
+        # (PyTorch threads, numba threads) while running each plan (0: leave as is), chosen by timing the whole
+        # plan: on a loaded machine a second thread that is not scheduled makes every small parallel op wait for it
+        self.run_threads: dict[int, tuple[int, int]] = {}
         self.dynamic_batch = bool(dynamic_batch)
         self.batch_dims = [int(d) for d in batch_dims] if batch_dims is not None else \
             [0 if self.dynamic_batch else -1] + [-1] * (len(self.input_shapes) - 1)
@@ -121,19 +121,14 @@ class Engine:
         entry = self._bound.get(key) if key is not None else None
         if entry is not None:
             self._bound.move_to_end(key)
-            fns, t = entry
-            if not t or t == torch.get_num_threads():
+            fns, t, n = entry
+            if not t and not n:
                 return self.program.run_bound(fns, flat)
-            before = torch.get_num_threads()
-            torch.set_num_threads(t)
-            try:
-                return self.program.run_bound(fns, flat)
-            finally:
-                torch.set_num_threads(before)
+            return _with_threads(t, n, self.program.run_bound, fns, flat)
         self._check(flat)
         outs, fns = self.program.bind(self.steps, plan or self.plan_for(int(flat[0].shape[0])), flat)
         if key is not None:
-            self._bound[key] = (fns, self.torch_threads.get(self.plan_batch(int(flat[0].shape[0])), 0))
+            self._bound[key] = (fns, *self.run_threads.get(self.plan_batch(int(flat[0].shape[0])), (0, 0)))
             while len(self._bound) > BOUND_CACHE:
                 self._bound.popitem(last=False)
         return outs
@@ -310,39 +305,45 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
     engine = Engine(program, steps, plans, [tuple(x.shape) for x in _flat(args)], threads, choices,
                     cap.dynamic_batch, cap.batch_dims)
     engine.warmup()
-    _choose_torch_threads(engine, examples, repeats)
+    _choose_run_threads(engine, examples, repeats)
     return engine
 
 
-def _choose_torch_threads(engine: Engine, examples: dict[int, list], repeats: int) -> None:
-    """Per plan, run PyTorch's ops (fallbacks and "torch" variants) with one thread or with the caller's, whichever
-    the whole plan runs faster with, timed interleaved on the example."""
-    caller = torch.get_num_threads()
-    if caller == 1:
+def _with_threads(t: int, n: int, fn, *args):
+    """fn(*args) with t PyTorch threads and n numba threads (0: unchanged), restored after."""
+    tb, nb = torch.get_num_threads(), kernel_threads()
+    if t:
+        torch.set_num_threads(t)
+    if n:
+        set_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        if t:
+            torch.set_num_threads(tb)
+        if n:
+            set_threads(nb)
+
+
+def _choose_run_threads(engine: Engine, examples: dict[int, list], repeats: int) -> None:
+    """Per plan, the (PyTorch, numba) thread counts among one and the caller's that the whole plan runs fastest
+    with, timed interleaved on the example."""
+    tc, nc = torch.get_num_threads(), kernel_threads()
+    pairs = sorted({(t, n) for t in (1, tc) for n in (1, nc)})
+    if len(pairs) == 1:
         return
     for bs, flat in examples.items():
         key = tuple(tuple(x.shape) for x in flat)
-        fns = {}
-        for t in (1, caller):
-            def run(t=t):
-                engine.torch_threads[bs] = t
-                engine._bound.pop(key, None)
-                with torch.no_grad():
-                    engine.run(flat)
-                return engine._bound[key]
-            entry = run()
-            fns[t] = (lambda e=entry: _timed_run(engine, e, flat))
-        secs = interleaved_medians(fns, repeats=max(3, repeats), min_time=0.01, max_seconds=10.0)
-        engine.torch_threads[bs] = min(secs, key=secs.get)
-        engine._bound.clear()
-
-
-def _timed_run(engine: Engine, entry, flat) -> None:
-    fns, t = entry
-    before = torch.get_num_threads()
-    torch.set_num_threads(t)
-    try:
         with torch.no_grad():
-            engine.program.run_bound(fns, flat)
-    finally:
-        torch.set_num_threads(before)
+            engine.run(flat)
+        fns = engine._bound[key][0]
+
+        def timed(p):
+            def f():
+                with torch.no_grad():
+                    _with_threads(p[0], p[1], engine.program.run_bound, fns, flat)
+            return f
+        secs = interleaved_medians({f"{t},{n}": timed((t, n)) for t, n in pairs}, repeats=max(3, repeats),
+                                   min_time=0.01, max_seconds=10.0)
+        engine.run_threads[bs] = tuple(int(v) for v in min(secs, key=secs.get).split(","))
+    engine._bound.clear()

@@ -73,7 +73,7 @@ def save_engine(engine, path: str | Path) -> Path:
             "input_dtypes": [str(d).removeprefix("torch.") for d in prog.input_dtypes],
             "dynamic_batch": engine.dynamic_batch, "batch_dims": engine.batch_dims, "threads": engine.threads,
             "plans": {str(k): v for k, v in engine.plans.items()}, "steps": spec_steps,
-            "torch_threads": {str(k): v for k, v in engine.torch_threads.items()},
+            "run_threads": {str(k): list(v) for k, v in engine.run_threads.items()},
             "program": {"n_inputs": prog.n_inputs, "nodes": [n.to_json() for n in prog.nodes],
                         "outputs": prog.outputs, "consts": consts, "out_spec": out_spec},
             "choices": {str(k): [asdict(c) for c in v] for k, v in engine.choices.items()}}
@@ -189,11 +189,12 @@ def _build(path, spec, z, warmup, Engine, LayerChoice, set_threads):
             not all(type(d) is int and -1 <= d < len(s) for d, s in zip(bdims, shapes)):
         raise ValueError(f"{path}: 'batch_dims' must give one dim (or -1) per input")
     engine = Engine(prog, steps, plans, shapes, set_threads(threads), choices, bool(spec["dynamic_batch"]), bdims)
-    tt = spec.get("torch_threads", {})
-    if not isinstance(tt, dict) or not all(k.isdigit() and int(k) in plans and type(v) is int and 0 <= v <= 1024
-                                           for k, v in tt.items()):
-        raise ValueError(f"{path}: 'torch_threads' must map compiled batch sizes to thread counts")
-    engine.torch_threads = {int(k): v for k, v in tt.items()}
+    rt = spec.get("run_threads", {})
+    if not isinstance(rt, dict) or not all(k.isdigit() and int(k) in plans and isinstance(v, list) and len(v) == 2
+                                           and all(type(t) is int and 0 <= t <= 1024 for t in v)
+                                           for k, v in rt.items()):
+        raise ValueError(f"{path}: 'run_threads' must map compiled batch sizes to [PyTorch, numba] thread counts")
+    engine.run_threads = {int(k): tuple(v) for k, v in rt.items()}
     _verify_plans(path, engine)
     if warmup:
         engine.warmup()
