@@ -100,7 +100,8 @@ def _conv_pixels_output_stationary(q_lo, q_hi, pool, pos_ptr, code, val, in_h, i
                                    ph, pw, dh, dw, out, seg_lo, seg_hi, seg_base, acc, res):
     """Output pixels q_lo..q_hi (row-major) of one sample, out (Cout, OH', OW'), after a pool x pool max pool when
     pool > 1; output-stationary: for each conv output position, the active inputs under its receptive field,
-    summed as value x weight row over all Cout at once with the partial sums in registers (simd.axpy_segments). The weight row of an active (channel ci, column ix) under tap (ky, kx) is
+    summed as value x weight row over all Cout at once with the partial sums in registers (simd.axpy_segments).
+    The weight row of an active (channel ci, column ix) under tap (ky, kx) is
     code + (ky * kw + kx - ix) * Cout; with dilation 1 the kw taps of a kernel row are consecutive input
     positions, so one segment (a contiguous run of the bucketed actives) covers the whole kernel row."""
     cout, pw_out = out.shape[0], out.shape[2]
