@@ -113,21 +113,26 @@ def test_local_kwinners_and_grouped_sparse_conv():
     _assert_matches(engine, model, x)
 
 
-def test_unsupported_layer_is_named():
+def test_op_without_a_step_runs_as_fallback_and_uncapturable_model_says_why():
+    """(API change: an op without a frugalnet step used to be refused; it now runs as the aten op itself.)"""
+    torch.manual_seed(0)
     model = nn.Sequential(OrderedDict([("fc", nn.Linear(4, 4)), ("squash", nn.Tanh())]))
-    with pytest.raises(ValueError, match="'squash'.*Tanh"):
-        E.compile(model, torch.randn(2, 4))
+    x = torch.randn(2, 4)
+    engine = E.compile(model, x, repeats=1)
+    assert "aten::tanh.default" in engine.fallback_ops()
+    _assert_matches(engine, model, x)
 
-    class Custom(nn.Module):
+    class DataDependent(nn.Module):
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(4, 4)
 
         def forward(self, x):
-            return self.fc(x) * 2
+            y = self.fc(x)
+            return y * 2 if float(y.sum()) > 0 else y   # Python control flow on a tensor value
 
-    with pytest.raises(ValueError, match="Custom"):
-        E.compile(Custom(), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="could not capture DataDependent.*torch.cond"):
+        E.compile(DataDependent(), torch.randn(2, 4))
 
 
 def test_bad_arguments():

@@ -8,7 +8,8 @@ from torch import nn
 
 import frugalnet.engine as E
 from frugalnet.engine import jit_warm as W
-from frugalnet.engine.compiler import _warm_tasks
+from frugalnet.engine.capture import capture
+from frugalnet.engine.compiler import _examples, _warm_tasks
 from frugalnet.engine.lower import lower
 from frugalnet.models import sparse_cnn2
 from frugalnet.nn import SparseLinear
@@ -17,8 +18,10 @@ torch.set_num_threads(2)
 
 
 def _tasks(model, x, batch_sizes=(1, 2)):
-    steps = [s for s, _ in lower(model.eval())]
-    return _warm_tasks(steps, x, batch_sizes)
+    cap = capture(model.eval(), (x,))
+    program, steps = lower(cap)
+    cap.release()
+    return _warm_tasks(program, steps, _examples((x,), batch_sizes))
 
 
 def _cnn():

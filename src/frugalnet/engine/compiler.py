@@ -1,15 +1,16 @@
-"""engine.compile(model, example_input) -> Engine: a callable that runs a trained (sparse) model with the kernels.
+"""engine.compile(model, example_inputs) -> Engine: any model torch.export can capture, run with frugalnet's kernels
+where they pay and PyTorch's ops elsewhere.
 
-For every layer, and for each batch size it is compiled for, the compiler runs each implementation on the layer's
-real input (so the measured weight and activation sparsity decide), checks it against the PyTorch implementation
-of the same layer, times all of them interleaved and keeps the fastest; PyTorch's own dense kernel is always one
-of the candidates, so a layer never runs slower than dense. Running every candidate also JIT-compiles the numba
-kernels (cached on disk across runs).
+capture (torch.export, frugalnet layers kept whole) -> lower (program of steps and fallback aten ops) -> choose: for
+every step, and for each batch size it is compiled for, the compiler runs each implementation on the step's real
+input (so the measured weight and activation sparsity decide), checks it against the PyTorch implementation of the
+same step, times all of them interleaved and keeps the fastest; PyTorch's own kernel is always a candidate, so a
+step never runs slower than dense PyTorch.
 """
 from __future__ import annotations
 
-import json
 import math
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,18 +20,20 @@ from torch import nn
 
 from frugalnet.engine import steps as S
 from frugalnet.engine.act import Act
+from frugalnet.engine.capture import capture
 from frugalnet.engine.jit_warm import WarmTask, warm
 from frugalnet.engine.lower import lower
+from frugalnet.engine.program import Program, as_tensor
 from frugalnet.engine.timing import interleaved_medians
-from frugalnet.kernels import set_threads
-from frugalnet.utils.progress import progress
+from frugalnet.kernels import set_threads, threads as kernel_threads
+from frugalnet.utils.progress import progress_bar
 
-FORMAT_VERSION = 2   # 2: conv + max pool fused into one step; Linear variant dense_batched removed
+BOUND_CACHE = 16    # input shapes whose bound callables an engine keeps (least recently used dropped first)
 
 
 @dataclass
 class LayerChoice:
-    """What the compiler measured and chose for one layer at one batch size."""
+    """What the compiler measured and chose for one step at one batch size."""
     name: str
     kind: str
     variant: str
@@ -45,229 +48,302 @@ class LayerChoice:
 def _close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4) -> bool:
     if a.shape != b.shape:
         return False
-    scale = float(np.abs(b).max(initial=0.0))
-    return bool(np.allclose(a, b, rtol=rtol, atol=1e-5 * max(1.0, scale)))
+    scale = float(np.abs(b).max(initial=0.0)) if np.isfinite(b).all() else 1.0
+    return bool(np.allclose(a, b, rtol=rtol, atol=1e-5 * max(1.0, scale), equal_nan=True))
 
 
-def resize_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
-    """The first `batch` samples of x, tiled if x has fewer."""
-    reps = math.ceil(batch / x.shape[0])
-    return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch].contiguous()
+def resize_batch(x: torch.Tensor, batch: int, dim: int = 0) -> torch.Tensor:
+    """The first `batch` samples of x (along `dim`), tiled if x has fewer."""
+    reps = [1] * x.dim()
+    reps[dim] = math.ceil(batch / x.shape[dim])
+    return x.repeat(*reps).narrow(dim, 0, batch).contiguous()
 
 
-def _as_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        if x.dtype == torch.float32 and x.is_cpu and not x.requires_grad and x.is_contiguous():
-            return x.numpy()    # the common call, without the ~4 us of detach/cpu/float/asarray
-        x = x.detach().cpu().float()
-    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+def _inputs(example) -> tuple:
+    return tuple(example) if isinstance(example, (tuple, list)) else (example,)
+
+
+def _flat(args: tuple) -> list:
+    return [a.detach() if isinstance(a, torch.Tensor) else a for a in torch.utils._pytree.tree_leaves(args)]
 
 
 class Engine:
-    """A compiled model: call it on a (batch, *input_shape) tensor; returns a float32 tensor equal (to float
-    rounding) to model.eval()(x). Plans exist per compiled batch size; other sizes use the nearest plan."""
+    """A compiled model: call it like the model (positional inputs); returns what model.eval()(*inputs) returns,
+    equal to float rounding. Plans exist per compiled batch size; other sizes use the nearest plan."""
 
-    def __init__(self, steps: list[S.Step], plans: dict[int, list[str]], input_shape: tuple[int, ...],
-                 threads: int, choices: dict[int, list[LayerChoice]] | None = None) -> None:
+    def __init__(self, program: Program, steps: list[S.Step], plans: dict[int, list[str]],
+                 input_shapes: list[tuple[int, ...]], threads: int,
+                 choices: dict[int, list[LayerChoice]] | None = None, dynamic_batch: bool = True,
+                 batch_dims: list[int] | None = None) -> None:
+        self.program = program
         self.steps = steps
         self.plans = {int(k): list(v) for k, v in plans.items()}
-        self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_shapes = [tuple(int(d) for d in s) for s in input_shapes]
         self.threads = int(threads)
         self.choices = choices or {}
-        self._bound: dict[tuple[int, int], list] = {}  # (plan, batch) -> bound step callables
-        self._by_batch: dict[tuple[int, ...], list] = {}  # input shape -> bound steps of its default plan
+        # (PyTorch threads, numba threads) while running each plan (0: leave as is), chosen by timing the whole
+        # plan: on a loaded machine a second thread that is not scheduled makes every small parallel op wait for it
+        self.run_threads: dict[int, tuple[int, int]] = {}
+        self.dynamic_batch = bool(dynamic_batch)
+        self.batch_dims = [int(d) for d in batch_dims] if batch_dims is not None else \
+            [0 if self.dynamic_batch else -1] + [-1] * (len(self.input_shapes) - 1)
+        self._bound: OrderedDict = OrderedDict()   # input shapes -> per-node callables (LRU, BOUND_CACHE entries)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the first input."""
+        return self.input_shapes[0][1:]
+
+    def plan_batch(self, batch: int) -> int:
+        """The compiled batch size whose plan runs `batch` (the nearest, in ratio)."""
+        return min(self.plans, key=lambda b: (abs(math.log(max(batch, 1) / b)), b))
 
     def plan_for(self, batch: int) -> list[str]:
-        best = min(self.plans, key=lambda b: (abs(math.log(max(batch, 1) / b)), b))
-        return self.plans[best]
+        return self.plans[self.plan_batch(batch)]
 
-    def run_numpy(self, x: np.ndarray, plan: list[str] | None = None) -> np.ndarray:
-        if plan is None:   # the common call: steps already bound for this batch size
-            bound = self._by_batch.get(x.shape)
-            if bound is not None:
-                act = Act(x.shape, dense=x)
-                for f in bound:
-                    act = f(act)
-                return act.dense()
-        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"engine expects input of shape (batch, {', '.join(map(str, self.input_shape))}), "
-                             f"got {tuple(x.shape)}")
-        default = plan is None
-        plan = plan or self.plan_for(x.shape[0])
-        key = (id(plan), x.shape[0])
-        bound = self._bound.get(key)
-        if bound is None:
-            bound, shape = [], tuple(x.shape)
-            for step, variant in zip(self.steps, plan):
-                bound.append(step.bind(variant, shape))
-                shape = step.out_shape(shape)
-            self._bound[key] = bound
-        if default:
-            self._by_batch[tuple(x.shape)] = bound
-        act = Act(x.shape, dense=x)
-        for f in bound:
-            act = f(act)
-        return act.dense()
+    def _check(self, flat: list) -> None:
+        if len(flat) != len(self.input_shapes):
+            raise ValueError(f"engine expects {len(self.input_shapes)} input tensor(s), got {len(flat)}")
+        for i, (x, shape) in enumerate(zip(flat, self.input_shapes)):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"engine input {i} must be a tensor, got {type(x).__name__}")
+            bd = self.batch_dims[i]
+            want = ", ".join("batch" if d == bd else str(n) for d, n in enumerate(shape))
+            if x.dim() != len(shape) or any(a != b for d, (a, b) in enumerate(zip(x.shape, shape)) if d != bd):
+                if bd == -1 and not self.dynamic_batch and x.dim() == len(shape):
+                    raise ValueError(f"engine input {i}: the model fixes its input shape to {shape} (torch.export "
+                                     f"could not make the batch dynamic), got {tuple(x.shape)}")
+                raise ValueError(f"engine expects input {i} of shape ({want}), got {tuple(x.shape)}")
 
-    def __call__(self, x) -> torch.Tensor:
-        return torch.from_numpy(self.run_numpy(_as_numpy(x)))
+    def run(self, flat: list, plan: list[str] | None = None) -> list:
+        """Flat outputs for flat inputs, with the default plan for their batch size (or the given plan)."""
+        key = tuple(tuple(x.shape) for x in flat) if plan is None else None
+        entry = self._bound.get(key) if key is not None else None
+        if entry is not None:
+            self._bound.move_to_end(key)
+            fns, t, n = entry
+            if not t and not n:
+                return self.program.run_bound(fns, flat)
+            return _with_threads(t, n, self.program.run_bound, fns, flat)
+        self._check(flat)
+        outs, fns = self.program.bind(self.steps, plan or self.plan_for(int(flat[0].shape[0])), flat)
+        if key is not None:
+            self._bound[key] = (fns, *self.run_threads.get(self.plan_batch(int(flat[0].shape[0])), (0, 0)))
+            while len(self._bound) > BOUND_CACHE:
+                self._bound.popitem(last=False)
+        return outs
+
+    def __call__(self, *inputs):
+        flat = [x.detach() if isinstance(x, torch.Tensor) and x.requires_grad else x
+                for x in torch.utils._pytree.tree_leaves(inputs)]
+        with torch.no_grad():
+            outs = [as_tensor(o) for o in self.run(flat)]
+        if self.program.out_spec is not None:
+            return torch.utils._pytree.tree_unflatten(outs, self.program.out_spec)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run_numpy(self, x: np.ndarray) -> np.ndarray:
+        return self(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
 
     def summary(self, batch: int | None = None) -> list[dict]:
-        """Per-layer choices (and timings) for a compiled batch size, as JSON-able dicts."""
+        """Per-step choices (and timings) for a compiled batch size, as JSON-able dicts."""
         b = batch if batch is not None else min(self.choices or self.plans)
         if b in self.choices:
             return [asdict(c) for c in self.choices[b]]
-        return [{"name": s.name, "kind": s.kind, "variant": v} for s, v in zip(self.steps, self.plans[b])]
+        return [{"name": s.name, "kind": s.kind, "variant": v} for s, v in zip(self.steps, self.plan_for(b))]
+
+    def fallback_ops(self) -> list[str]:
+        """The ops PyTorch runs (aten fallbacks and quantized layers' own forwards), in program order."""
+        return [n.target if n.op == "aten" else f"module:{n.target}" for n in self.program.nodes
+                if n.op in ("aten", "module")]
 
     def weight_bytes(self, batch: int | None = None) -> int:
         plan = self.plan_for(batch or min(self.plans))
         return int(sum(s.weight_bytes(v) for s, v in zip(self.steps, plan)))
 
     def __repr__(self) -> str:
-        lines = [f"Engine(input_shape={self.input_shape}, batch plans={sorted(self.plans)})"]
+        lines = [f"Engine(inputs={self.input_shapes}, batch plans={sorted(self.plans)}, "
+                 f"fallback ops={len(self.fallback_ops())})"]
         for b, plan in sorted(self.plans.items()):
             lines.append(f"  batch {b}: " + ", ".join(f"{s.name}={v}" for s, v in zip(self.steps, plan)))
         return "\n".join(lines)
 
-    # ---- persistence: one .npz, no pickle; weights stored as their nonzeros -------------------------------------
     def save(self, path: str | Path) -> Path:
-        from frugalnet.utils.io import atomic_replace
-
-        path = Path(path)
-        arrays: dict[str, np.ndarray] = {}
-        spec_steps = []
-        for i, s in enumerate(self.steps):
-            names = []
-            for name, a in s.arrays.items():
-                flat = a.reshape(-1)
-                nz = np.flatnonzero(flat)
-                arrays[f"s{i}.{name}.idx"] = nz.astype(np.int32 if flat.size < 2**31 else np.int64)
-                arrays[f"s{i}.{name}.val"] = flat[nz]
-                names.append([name, list(a.shape), str(a.dtype)])
-            spec_steps.append({"kind": s.kind, "name": s.name, "params": s.params, "arrays": names})
-        spec = {"format": "frugalnet-engine", "version": FORMAT_VERSION, "input_shape": list(self.input_shape),
-                "threads": self.threads, "plans": {str(k): v for k, v in self.plans.items()}, "steps": spec_steps,
-                "choices": {str(k): [asdict(c) for c in v] for k, v in self.choices.items()}}
-        arrays["spec"] = np.array(json.dumps(spec))
-        atomic_replace(path, lambda h: np.savez(h, **arrays))
-        return path
+        from frugalnet.engine.serialize import save_engine
+        return save_engine(self, path)
 
     @classmethod
     def load(cls, path: str | Path, warmup: bool = True) -> "Engine":
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no engine file at {path}")
-        with np.load(path, allow_pickle=False) as z:
-            if "spec" not in z.files:
-                raise ValueError(f"{path} is not a frugalnet engine file (no spec)")
-            spec = json.loads(str(z["spec"]))
-            if spec.get("format") != "frugalnet-engine" or spec.get("version") != FORMAT_VERSION:
-                raise ValueError(f"{path}: unsupported engine format {spec.get('format')!r} "
-                                 f"version {spec.get('version')!r} (this frugalnet writes version {FORMAT_VERSION}); "
-                                 f"compile the model again with frugalnet.engine.compile and save that")
-            steps = []
-            for i, st in enumerate(spec["steps"]):
-                arrays = {}
-                for name, shape, dtype in st["arrays"]:
-                    flat = np.zeros(int(np.prod(shape, dtype=np.int64)), dtype=dtype)
-                    flat[z[f"s{i}.{name}.idx"]] = z[f"s{i}.{name}.val"]
-                    arrays[name] = flat.reshape(shape)
-                if st["kind"] not in S.STEP_TYPES:
-                    raise ValueError(f"{path}: unknown engine step kind {st['kind']!r}")
-                steps.append(S.STEP_TYPES[st["kind"]](st["name"], st["params"], arrays))
-        choices = {int(k): [LayerChoice(**c) for c in v] for k, v in spec.get("choices", {}).items()}
-        set_threads(spec["threads"])
-        engine = cls(steps, {int(k): v for k, v in spec["plans"].items()}, tuple(spec["input_shape"]),
-                     spec["threads"], choices)
-        if warmup:
-            engine.warmup()
-        return engine
+        from frugalnet.engine.serialize import load_engine
+        return load_engine(path, warmup=warmup)
 
     def warmup(self) -> None:
         """Run every plan once on zeros (loads the JIT-compiled kernels from the on-disk cache)."""
         for b, plan in self.plans.items():
-            self.run_numpy(np.zeros((b, *self.input_shape), np.float32), plan)
+            flat = [torch.zeros(tuple(b if d == self.batch_dims[i] else n for d, n in enumerate(s)),
+                                dtype=self.program.input_dtypes[i] if self.program.input_dtypes else torch.float32)
+                    for i, s in enumerate(self.input_shapes)]
+            with torch.no_grad():
+                self.run(flat, plan)
 
 
-def _warm_tasks(steps: list[S.Step], example_input: torch.Tensor, batch_sizes: tuple[int, ...]) -> list[WarmTask]:
+def _examples(example_inputs: tuple, batch_sizes: tuple[int, ...], batch_dims: list[int] | None = None
+              ) -> dict[int, list]:
+    flat = _flat(example_inputs)
+    batch_dims = batch_dims if batch_dims is not None else [0] + [-1] * (len(flat) - 1)
+    return {bs: [resize_batch(x, bs, d) if d >= 0 else x for x, d in zip(flat, batch_dims)] for bs in batch_sizes}
+
+
+def _warm_tasks(program: Program, steps: list[S.Step], examples: dict[int, list]) -> list[WarmTask]:
     """Every numba candidate the compiler will try, once per (step kind, variant): kernels do not depend on the
     layer's sizes, so one layer of a kind compiles them for all. Inputs come from the PyTorch reference chain."""
     tasks, seen = [], set()
-    for bs in batch_sizes:
-        x = _as_numpy(resize_batch(example_input, bs))
-        act = Act(x.shape, dense=x)
-        for step in steps:
+    for flat in examples.values():
+        def on_step(n, act):
+            step = steps[n.target]
             for v in step.variants(act):
                 if v != "torch" and (step.kind, v) not in seen:
                     seen.add((step.kind, v))
                     tasks.append(WarmTask(step, v, act.dense()))
-            act = step.run(act, "torch")
+            return step.run(act, "torch")
+        with torch.no_grad():
+            program.walk(flat, on_step)
     return tasks
 
 
-def compile(model: nn.Module, example_input: torch.Tensor, batch_sizes: tuple[int, ...] | None = None,
+def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float) -> tuple[Act, LayerChoice]:
+    variants = step.variants(act)
+    ref = step.run(act.fresh(), "torch")
+    outs, rejected = {"torch": ref}, []
+    for v in variants:
+        if v != "torch":
+            out = step.run(act.fresh(), v)
+            if _close(out.dense(), ref.dense()):
+                outs[v] = out
+            else:
+                rejected.append(v)
+    if len(outs) > 1:
+        # time the bound callables inference will run (run() would redo bind's set-up every call)
+        bound = {v: step.bind(v, act.shape) for v in outs}
+        fns = {v: (lambda f=f: f(act.fresh())) for v, f in bound.items()}
+        secs = interleaved_medians(fns, repeats=repeats, min_time=0.002, max_seconds=max_seconds)
+        best = min(secs, key=secs.get)
+    else:
+        secs, best = {}, "torch"
+    dense_macs, eff_macs = step.macs(act)
+    return outs[best], LayerChoice(step.name, step.kind, best, secs, act.density(), dense_macs, eff_macs,
+                                   step.weight_bytes(best), rejected)
+
+
+def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | None = None,
             threads: int | None = None, repeats: int = 5, max_seconds_per_layer: float = 10.0,
             quiet: bool = True, jit_workers: int | None = None) -> Engine:
-    """Compile `model` for inputs shaped like `example_input` (batch, ...).
+    """Compile `model` for inputs like `example_inputs` (a tensor, or a tuple of the model's positional inputs,
+    each (batch, ...)).
 
     batch_sizes: batch sizes to plan for (default: the example's); each plan times the candidates on the example
-        samples tiled/truncated to that size, so give an example with representative data (activation sparsity).
+        samples tiled/truncated to that size, so give examples with representative data (activation sparsity).
     threads: numba threads (default: torch.get_num_threads()).
     jit_workers: helper processes that JIT-compile candidate kernels alongside this one on first use (default: one
         per spare core, at most 3; 0: compile here only). See frugalnet.engine.jit_warm.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"engine.compile expects a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
-        raise ValueError("example_input must be a tensor of shape (batch, ...), got "
-                         f"{getattr(example_input, 'shape', type(example_input).__name__)}")
-    batch_sizes = tuple(batch_sizes or (example_input.shape[0],))
+    args = _inputs(example_inputs)
+    tensors = [a for a in torch.utils._pytree.tree_leaves(args) if isinstance(a, torch.Tensor)]
+    if not tensors or any(t.dim() < 1 for t in tensors):
+        raise ValueError("example_inputs must be a tensor of shape (batch, ...) or a tuple of such tensors, got "
+                         f"{getattr(example_inputs, 'shape', type(example_inputs).__name__)}")
+    if len(tensors) == 1 and tensors[0].dim() < 2 and isinstance(example_inputs, torch.Tensor):
+        raise ValueError(f"example_input must have a batch dimension: (batch, ...), got {tuple(tensors[0].shape)}")
+    batch_sizes = tuple(batch_sizes or (int(tensors[0].shape[0]),))
     if any(not isinstance(b, int) or b < 1 for b in batch_sizes):
         raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes}")
     threads = set_threads(threads if threads is not None else torch.get_num_threads())
-    pairs = lower(model)
-    steps = [s for s, _ in pairs]
     was_training = model.training
     model.eval()
-    plans: dict[int, list[str]] = {}
-    choices: dict[int, list[LayerChoice]] = {}
     try:
-        warm(_warm_tasks(steps, example_input, batch_sizes), jit_workers, quiet=quiet)
-        for bs in batch_sizes:
-            x = _as_numpy(resize_batch(example_input, bs))
-            act = Act(x.shape, dense=x)
-            plan, chosen = [], []
-            for step in (steps if quiet else progress(steps, desc=f"compile b={bs}")):
-                variants = step.variants(act)
-                ref = step.run(act.fresh(), "torch")
-                outs, rejected = {"torch": ref}, []
-                for v in variants:
-                    if v != "torch":
-                        out = step.run(act.fresh(), v)
-                        if _close(out.dense(), ref.dense()):
-                            outs[v] = out
-                        else:
-                            rejected.append(v)
-                if len(outs) > 1:
-                    # time the bound callables inference will run (run() would redo bind's set-up every call)
-                    bound = {v: step.bind(v, act.shape) for v in outs}
-                    fns = {v: (lambda f=f: f(act.fresh())) for v, f in bound.items()}
-                    secs = interleaved_medians(fns, repeats=repeats, min_time=0.002,
-                                               max_seconds=max_seconds_per_layer)
-                    best = min(secs, key=secs.get)
-                else:
-                    secs, best = {}, "torch"
-                dense_macs, eff_macs = step.macs(act)
-                chosen.append(LayerChoice(step.name, step.kind, best, secs, act.density(), dense_macs, eff_macs,
-                                          step.weight_bytes(best), rejected))
-                plan.append(best)
-                act = outs[best]
-            plans[bs] = plan
-            choices[bs] = chosen
+        cap = capture(model, args)
+        fixed = int(tensors[0].shape[0])
+        if not cap.dynamic_batch and set(batch_sizes) != {fixed}:
+            cap.release()
+            raise ValueError(
+                f"engine.compile: torch.export fixed the batch size of {type(model).__name__} to {fixed} (an example "
+                f"batch of 1 is always specialised, and some models fix it themselves), so batch_sizes={batch_sizes} "
+                f"cannot be planned: give example inputs with a batch of 2 or more, or compile one engine per batch "
+                f"size with batch_sizes=({fixed},)")
+        try:
+            program, steps = lower(cap)
+        finally:
+            cap.release()
+        program.out_spec = cap.program.call_spec.out_spec
+        program.input_dtypes = [t.dtype for t in _flat(args)]
+        examples = _examples(args, batch_sizes, cap.batch_dims)
+        plans: dict[int, list[str]] = {}
+        choices: dict[int, list[LayerChoice]] = {}
+        warm(_warm_tasks(program, steps, examples), jit_workers, quiet=quiet)
+        bar = None if quiet else progress_bar(len(steps) * len(batch_sizes), desc="compile")
+        for bs, flat in examples.items():
+            chosen: dict[int, LayerChoice] = {}
+
+            def on_step(n, act):
+                out, c = _choose(steps[n.target], act, repeats, max_seconds_per_layer)
+                chosen[n.target] = c
+                if bar is not None:
+                    bar.update(1)
+                return out
+            with torch.no_grad():
+                program.walk(flat, on_step)
+            plans[bs] = [chosen[i].variant if i in chosen else "torch" for i in range(len(steps))]
+            choices[bs] = [chosen[i] for i in sorted(chosen)]
+        if bar is not None:
+            bar.close()
     finally:
         model.train(was_training)
     for s in steps:  # keep only the layouts the chosen variants use (rebuilt lazily on first call)
         s._cache.clear()
-    engine = Engine(steps, plans, tuple(example_input.shape[1:]), threads, choices)
+    engine = Engine(program, steps, plans, [tuple(x.shape) for x in _flat(args)], threads, choices,
+                    cap.dynamic_batch, cap.batch_dims)
     engine.warmup()
+    _choose_run_threads(engine, examples, repeats)
     return engine
+
+
+def _with_threads(t: int, n: int, fn, *args):
+    """fn(*args) with t PyTorch threads and n numba threads (0: unchanged), restored after."""
+    tb, nb = torch.get_num_threads(), kernel_threads()
+    if t:
+        torch.set_num_threads(t)
+    if n:
+        set_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        if t:
+            torch.set_num_threads(tb)
+        if n:
+            set_threads(nb)
+
+
+def _choose_run_threads(engine: Engine, examples: dict[int, list], repeats: int) -> None:
+    """Per plan, the (PyTorch, numba) thread counts among one and the caller's that the whole plan runs fastest
+    with, timed interleaved on the example."""
+    tc, nc = torch.get_num_threads(), kernel_threads()
+    pairs = sorted({(t, n) for t in (1, tc) for n in (1, nc)})
+    if len(pairs) == 1:
+        return
+    for bs, flat in examples.items():
+        key = tuple(tuple(x.shape) for x in flat)
+        with torch.no_grad():
+            engine.run(flat)
+        fns = engine._bound[key][0]
+
+        def timed(p):
+            def f():
+                with torch.no_grad():
+                    _with_threads(p[0], p[1], engine.program.run_bound, fns, flat)
+            return f
+        secs = interleaved_medians({f"{t},{n}": timed((t, n)) for t, n in pairs}, repeats=max(3, repeats),
+                                   min_time=0.01, max_seconds=10.0)
+        engine.run_threads[bs] = tuple(int(v) for v in min(secs, key=secs.get).split(","))
+    engine._bound.clear()

@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from frugalnet.kernels._jit import kernel
-from frugalnet.kernels.conv import tap_output, unflatten_chw
+from frugalnet.kernels.conv_active import tap_output, unflatten_chw
 
 
 @kernel

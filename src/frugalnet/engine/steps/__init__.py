@@ -1,7 +1,10 @@
-"""Engine steps: one per layer (BatchNorm folded in), each with several implementations ("variants") that compute
-the same thing; the compiler times them on the layer's real input and keeps the fastest.
+"""Engine steps: the layers frugalnet has kernels for (BatchNorm folded in), each with several implementations
+("variants") that compute the same thing, "torch" (PyTorch's own op) always among them; the compiler times them on
+the layer's real input and keeps the fastest. Ops without a step run as fallback aten nodes (engine/program.py).
 
-A step holds only numpy arrays and plain parameters, so it saves to an .npz without pickling.
+A step holds only numpy arrays and plain parameters, so it saves to an .npz without pickling; engine/validate.py
+checks each kind's parameters against its arrays on load. The low-bit step factory (steps/lowbit.py,
+`lowbit_step_for`) is called from engine/lower.py's `lowbit_step`, when that module is present.
 """
 from __future__ import annotations
 

@@ -41,6 +41,10 @@ class KWinnersStep(Step):
             raise ValueError(f"engine layer {self.name!r} (KWinners2d) expects (batch, C, H, W), got {shape}")
         if not self.params["two_d"] and len(shape) != 2:
             raise ValueError(f"engine layer {self.name!r} (KWinners) expects (batch, n), got {shape}")
+        units = shape[1]
+        if self.arrays["boost"].shape != (units,):   # checked here, before the kernel reads boost[0:n]
+            raise ValueError(f"engine layer {self.name!r}: {self.arrays['boost'].shape[0]} boost factors for "
+                             f"{units} units")
         return shape
 
     def variants(self, act):
@@ -70,10 +74,16 @@ class KWinnersStep(Step):
         counts = np.full(batch, k, np.int32)  # read-only for consumers
         empty = np.empty
 
+        finite = np.isfinite
+        exact = self.bind("torch", shape)
+
         def f(act):
+            x = act.dense().reshape(batch, n)
+            if not finite(x.sum()):   # Inf/NaN somewhere (or an overflowing sum): KWinners' own x * mask, whose
+                return exact(act)     # losers at +-Inf or NaN come out NaN
             aidx = empty((batch, k), np.int32)
             aval = empty((batch, k), np.float32)
-            kern(act.dense().reshape(batch, n), boost, k, aidx, aval, nchunks)
+            kern(x, boost, k, aidx, aval, nchunks)
             return Act(shape, sparse=(aidx, aval, counts))
         return f
 
