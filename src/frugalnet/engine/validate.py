@@ -116,13 +116,28 @@ def _none(where, p, a):
         _fail(where, f"unexpected arrays {sorted(a)}")
 
 
-VALIDATORS = {"linear": _linear, "conv2d": _conv, "kwinners": _kwinners, "pool": _pool, "affine": _affine,
+def _lowbit(kind: str):
+    def check(where: str, params: dict, arrays: dict[str, np.ndarray]) -> None:
+        from frugalnet.engine.steps import STEP_TYPES
+
+        try:
+            STEP_TYPES[kind](str(where), params, arrays).check()
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            _fail(where, f"malformed low-bit step ({type(e).__name__}: {e})")
+        except ValueError as e:
+            _fail(where, str(e))
+    return check
+
+
+VALIDATORS = {"linear": _linear, "lowbit_linear": _lowbit("lowbit_linear"), "lowbit_conv2d": _lowbit("lowbit_conv2d"), "conv2d": _conv, "kwinners": _kwinners, "pool": _pool, "affine": _affine,
               "complementary": _complementary, "relu": _none, "flatten": _none}
 VARIANTS = {   # variant bases each step kind can run (a plan naming another is refused)
     "linear": {"torch", "csr_rows", "csr_rows_t", "csc_rows", "csc_batched", "csc_active", "dense_active"},
     "conv2d": {"torch", "im2col", "torch_conv", "sparse_w", "direct", "active_dense", "active_sparse"},
     "kwinners": {"torch", "numba"}, "pool": {"torch", "numba"}, "complementary": {"torch", "packed"},
-    "relu": {"torch"}, "flatten": {"torch"}, "affine": {"torch"}}
+    "relu": {"torch"}, "flatten": {"torch"}, "affine": {"torch"},
+    "lowbit_linear": {"torch", "gemv", "int", "vnni", "gemm", "csr", "csc"},
+    "lowbit_conv2d": {"torch", "gemv", "int", "vnni", "gemm", "csr", "csc"}}
 
 
 def check_step(i: int, kind: str, name, params, arrays: dict[str, np.ndarray]) -> None:
@@ -153,7 +168,8 @@ def check_shape(where: str, shape, dtype: str) -> tuple[int, ...]:
         _fail(where, f"bad shape {shape!r}")
     if math.prod(shape) > MAX_ELEMENTS:
         _fail(where, f"shape {shape} too large")
-    if dtype not in ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"):
+    if dtype not in ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint32", "uint16", "uint8",
+                     "bool"):
         _fail(where, f"dtype {dtype!r} not allowed")
     return tuple(shape)
 

@@ -13,9 +13,12 @@ from frugalnet.engine.steps.complementary import ComplementaryStep
 from frugalnet.engine.steps.conv import ConvStep
 from frugalnet.engine.steps.layers import AffineStep, FlattenStep, KWinnersStep, PoolStep, ReLUStep
 from frugalnet.engine.steps.linear import LinearStep
+from frugalnet.engine.steps.lowbit import LowbitLinearStep
+from frugalnet.engine.steps.lowbit_conv import LowbitConvStep
 
 STEP_TYPES: dict[str, type[Step]] = {c.kind: c for c in (LinearStep, ConvStep, KWinnersStep, PoolStep, ReLUStep,
-                                                           FlattenStep, AffineStep, ComplementaryStep)}
+                                                           FlattenStep, AffineStep, ComplementaryStep,
+                                                           LowbitLinearStep, LowbitConvStep)}
 
 __all__ = ["Step", "LinearStep", "ConvStep", "KWinnersStep", "PoolStep", "ReLUStep", "FlattenStep", "AffineStep",
-           "ComplementaryStep", "STEP_TYPES"]
+           "ComplementaryStep", "LowbitLinearStep", "LowbitConvStep", "STEP_TYPES"]
