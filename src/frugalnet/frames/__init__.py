@@ -16,7 +16,10 @@ from frugalnet.frames.episodes import (EpisodeConfig, learn_models, make_ensembl
                                        sweep_at_pose, sweep_observations)
 from frugalnet.frames.learning_module import EvidenceLM, LMConfig, ObjectModel
 from frugalnet.frames.metrics import add_s, refine_pose
-from frugalnet.frames.objects3d import DISTINCT, SIMILAR, SurfaceCloud, available_shapes, make_object, object_set
+from frugalnet.frames.catalog import (add_mesh, add_mesh_folder, available_objects, make_object, mesh_set,
+                                      object_set)
+from frugalnet.frames.meshes import read_obj, surface_from_mesh
+from frugalnet.frames.objects3d import DISTINCT, SIMILAR, SurfaceCloud, available_shapes
 from frugalnet.frames.observations import Observation
 from frugalnet.frames.sensors import CurvatureFollow, RandomWalk, SensorNoise, SurfaceSensor, random_rotations
 from frugalnet.frames.voting import ColumnEnsemble
@@ -26,6 +29,7 @@ __all__ = [
     "recognition_steps", "share_recognised", "D2Classifier", "PointNetClassifier", "d2_histogram", "EpisodeConfig",
     "learn_models", "make_ensemble", "patch_offsets", "run_episode", "sweep_at_pose", "sweep_observations",
     "EvidenceLM", "LMConfig", "ObjectModel", "add_s", "refine_pose", "DISTINCT", "SIMILAR", "SurfaceCloud",
-    "available_shapes", "make_object", "object_set", "Observation", "CurvatureFollow", "RandomWalk", "SensorNoise",
+    "available_shapes", "make_object", "object_set", "add_mesh", "add_mesh_folder", "available_objects", "mesh_set",
+    "read_obj", "surface_from_mesh", "Observation", "CurvatureFollow", "RandomWalk", "SensorNoise",
     "SurfaceSensor", "random_rotations", "ColumnEnsemble",
 ]

@@ -14,7 +14,8 @@ import numpy as np
 
 from frugalnet.frames.learning_module import EvidenceLM, LMConfig, ObjectModel
 from frugalnet.frames.metrics import add_s, refine_pose
-from frugalnet.frames.objects3d import SurfaceCloud, make_object
+from frugalnet.frames.catalog import make_object
+from frugalnet.frames.objects3d import SurfaceCloud
 from frugalnet.frames.observations import Observation
 from frugalnet.frames.sensors import NO_NOISE, SensorNoise, SurfaceSensor, make_policy, small_rotation
 from frugalnet.frames.voting import ColumnEnsemble
