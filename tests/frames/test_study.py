@@ -8,7 +8,7 @@ from frugalnet.studies.frames import FramesConfig
 TINY = dict(quiet=True, episodes=4, n_objects=3, object_sets=("distinct",), columns_sweep=(1, 2), sweep_episodes=2,
             abstract_objects=20, abstract_repeats=2, abstract_columns=(1, 2), capacity_objects=(10, 20), capacity_cells=(4,),
             baseline_walks=3, baseline_epochs=1, continual_first=2, continual_episodes=1, unsupervised_repeats=1,
-            max_steps=30, spacing=0.05, voxel=0.07)
+            max_steps=30, spacing=0.05, voxel=0.07, baseline_views=(1, 2), view_walks=2)
 
 
 def test_config_validation():

@@ -110,6 +110,9 @@ def run_episode(ensemble: ColumnEnsemble, cloud: SurfaceCloud, rotation: np.ndar
            "no_match": False,
            "steps": steps, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
            "sensed": np.stack(sensed_points)}
+    hyp = [h for c in ensemble.columns for h in c.hypotheses]
+    out["hypotheses_first"] = int(sum(c.hypotheses[0] for c in ensemble.columns if c.hypotheses))
+    out["hypotheses_mean"] = float(np.mean(hyp)) if hyp else 0.0
     if true_index is not None:
         out["correct"] = bool(obj == true_index)
         out["add_s"] = add_s(cloud.points, rot, origin, rotation, translation) / cloud.size \

@@ -163,6 +163,7 @@ class EvidenceLM:
         self.ev = np.zeros(0)
         self.sensed: list[np.ndarray] = []
         self.history: list[np.ndarray] = []   # best evidence per object after each step
+        self.hypotheses: list[int] = []       # hypotheses alive after each step (pruning at work)
         self._lead_steps = 0
 
     def _initialise(self, obs: Observation) -> None:
@@ -262,6 +263,7 @@ class EvidenceLM:
             self._prune()
         self.steps += 1
         self.history.append(self.object_evidence())
+        self.hypotheses.append(len(self.ev))
 
     # --- voting -----------------------------------------------------------------------------------------------
     def votes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
