@@ -181,9 +181,11 @@ def _object_set(ctx, cfg: FramesConfig, si: int, set_name: str, seed: int) -> di
             names, models, s, cfg.episodes, c, seed, 10 + si, ctx.progress, f"3d {label}, {c} columns")))
         out["voting"]["columns"] = c
     if mesh:
-        counts = [n for n in cfg.scaling_objects if n <= len(names)]
-        out["scaling"] = {str(n): ctx.unit(f"scaling-{label}-{n}-s{seed}", lambda n=n: ev.scaling(
-            names, (n,), s, cfg.scaling_episodes, seed, ctx.progress)[str(n)]) for n in counts}
+        full = {**out["evidence_lm"], "stored_points": int(sum(len(m) for m in models))}   # the run above
+        out["scaling"] = {str(n): full if n == len(names) else ctx.unit(
+            f"scaling-{label}-{n}-s{seed}", lambda n=n: ev.scaling(names, (n,), s, cfg.scaling_episodes, seed,
+                                                                    ctx.progress)[str(n)])
+            for n in sorted(set(cfg.scaling_objects)) if n <= len(names)}
     if "baselines" in cfg.parts:
         out["baselines"] = ctx.unit(f"baselines-{label}-s{seed}", lambda: ev.baselines(
             names, s, recs, cfg.baseline_walks, cfg.baseline_epochs, seed))
@@ -282,7 +284,8 @@ def _report_3d(rep, cfg: FramesConfig, res3d: dict) -> None:
                       [[n, v["accuracy"], v["median_steps"], v["median_cpu_s"], v["median_ms_per_step"],
                         v.get("median_hypotheses_first", float("nan")), v.get("median_hypotheses_mean", float("nan")),
                         v["stored_points"]] for n, v in sc.items()],
-                      f"Scaling on {label}: the first n objects, {cfg.scaling_episodes} episodes each (1 column). "
+                      f"Scaling on {label}: the first n objects, {cfg.scaling_episodes} episodes each (the whole set: the "
+                      f"{cfg.episodes} episodes above; 1 column). "
                       "Pruning keeps time per step from growing with objects x rotations.")
         if "views" in r:
             views = sorted(r["views"], key=int)
