@@ -69,10 +69,16 @@ def main() -> None:
           f"{time.process_time() - t0:.1f} CPU s (sampling the meshes included); max steps {s.max_steps}")
     out: dict = {"cpu": cpu_model(), "objects": len(names)}
 
+    def show(label: str, v: dict) -> None:
+        print(f"  {label:18s} accuracy {v['accuracy']:.3f}, median steps {v['median_steps']:.0f}, median ADD-S "
+              f"{100 * v['median_add_s']:.2f}% of size, CPU s/episode median {v['median_cpu_s']:.2f} max "
+              f"{v['max_cpu_s']:.2f}, wall s median {v['median_wall_s']:.2f}, undecided {v['undecided']} "
+              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+
+    print(f"\n{len(names)} objects, {a.episodes} noisy episodes at uniformly random rotations:")
     recs = ev.run_episodes(names, models, s, a.episodes, 1, a.seed, 10)
     out["one_column"] = main_summary = ev.summarise(recs)
-    if a.columns > 1:
-        out["voting"] = ev.summarise(ev.run_episodes(names, models, s, a.episodes, a.columns, a.seed, 10))
+    show("1 column", main_summary)
 
     widths = (7, 8, 6, 6, 7, 7, 8, 9, 9)
     print(f"\nScaling (first n objects; {a.scaling_episodes} episodes each, the full set: the {a.episodes} above)")
@@ -86,12 +92,10 @@ def main() -> None:
                    f"{v['median_cpu_s']:.2f}", f"{v['max_cpu_s']:.2f}", f"{v['median_ms_per_step']:.1f}",
                    f"{v['median_hypotheses_first']:.0f}", f"{v['median_hypotheses_mean']:.0f}"), widths), flush=True)
 
-    print(f"\n{len(names)} objects, {a.episodes} noisy episodes at uniformly random rotations:")
-    runs = [("1 column", main_summary)] + ([(f"{a.columns} columns voting", out["voting"])] if "voting" in out else [])
-    for label, v in runs:
-        print(f"  {label:18s} accuracy {v['accuracy']:.3f}, median steps {v['median_steps']:.0f}, median ADD-S "
-              f"{100 * v['median_add_s']:.2f}% of size, CPU s/episode median {v['median_cpu_s']:.2f} max "
-              f"{v['max_cpu_s']:.2f}, wall s median {v['median_wall_s']:.2f}, undecided {v['undecided']}")
+    if a.columns > 1:
+        print(f"\n{len(names)} objects, the same {a.episodes} episodes with {a.columns} columns voting:")
+        out["voting"] = ev.summarise(ev.run_episodes(names, models, s, a.episodes, a.columns, a.seed, 10))
+        show(f"{a.columns} columns voting", out["voting"])
 
     if a.views:
         curves = ev.baseline_views(names, s, recs, a.views, cfg.view_walks, cfg.baseline_epochs, a.seed)
