@@ -103,6 +103,8 @@ class LMConfig:
         for name in ("neighbours", "n_rotations", "max_hypotheses", "min_steps", "symmetry_steps", "vote_max"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LMConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_lead < 0:
+            raise ValueError(f"LMConfig.min_lead must be >= 0, got {self.min_lead}")
         if not 0 < self.x_percent < 1:
             raise ValueError(f"LMConfig.x_percent must be in (0, 1), got {self.x_percent}")
 
