@@ -48,6 +48,9 @@ def main() -> None:
     p.add_argument("--scaling", type=int, nargs="*", default=[10, 25, 50, 77])
     p.add_argument("--scaling-episodes", type=int, default=40)
     p.add_argument("--views", type=int, nargs="*", default=[1, 4, 16], help="baseline training views ([]: none)")
+    p.add_argument("--parts", nargs="+", default=["main", "scaling", "voting", "baselines"],
+                   choices=["main", "scaling", "voting", "baselines"],
+                   help="what to run (baselines need main: they are scored on its episodes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write every summary here")
     a = p.parse_args()
@@ -75,29 +78,34 @@ def main() -> None:
               f"{v['max_cpu_s']:.2f}, wall s median {v['median_wall_s']:.2f}, undecided {v['undecided']} "
               f"(load {os.getloadavg()[0]:.1f})", flush=True)
 
-    print(f"\n{len(names)} objects, {a.episodes} noisy episodes at uniformly random rotations:")
-    recs = ev.run_episodes(names, models, s, a.episodes, 1, a.seed, 10)
-    out["one_column"] = main_summary = ev.summarise(recs)
-    show("1 column", main_summary)
+    main_summary, recs = None, []
+    if "main" in a.parts:
+        print(f"\n{len(names)} objects, {a.episodes} noisy episodes at uniformly random rotations:")
+        recs = ev.run_episodes(names, models, s, a.episodes, 1, a.seed, 10)
+        out["one_column"] = main_summary = ev.summarise(recs)
+        show("1 column", main_summary)
 
     widths = (7, 8, 6, 6, 7, 7, 8, 9, 9)
-    print(f"\nScaling (first n objects; {a.scaling_episodes} episodes each, the full set: the {a.episodes} above)")
-    print(row(("objects", "accuracy", "median", "mean", "CPU s", "CPU s", "ms/step", "hyps", "hyps"), widths))
-    print(row(("", "", "steps", "steps", "median", "max", "median", "step 1", "mean"), widths))
+    scaling = sorted(set(c for c in a.scaling if c <= len(names))) if "scaling" in a.parts else []
+    if scaling:
+        print(f"\nScaling (first n objects; {a.scaling_episodes} episodes each, the full set: the {a.episodes} above)")
+        print(row(("objects", "accuracy", "median", "mean", "CPU s", "CPU s", "ms/step", "hyps", "hyps"), widths))
+        print(row(("", "", "steps", "steps", "median", "max", "median", "step 1", "mean"), widths))
     out["scaling"] = {}
-    for n in sorted(set(c for c in a.scaling if c <= len(names))):
-        v = main_summary if n == len(names) else ev.scaling(names, (n,), s, a.scaling_episodes, a.seed)[str(n)]
+    for n in scaling:
+        full = n == len(names) and main_summary is not None
+        v = main_summary if full else ev.scaling(names, (n,), s, a.scaling_episodes, a.seed)[str(n)]
         out["scaling"][str(n)] = v
         print(row((n, f"{v['accuracy']:.3f}", f"{v['median_steps']:.0f}", f"{v['mean_steps']:.1f}",
                    f"{v['median_cpu_s']:.2f}", f"{v['max_cpu_s']:.2f}", f"{v['median_ms_per_step']:.1f}",
                    f"{v['median_hypotheses_first']:.0f}", f"{v['median_hypotheses_mean']:.0f}"), widths), flush=True)
 
-    if a.columns > 1:
+    if a.columns > 1 and "voting" in a.parts:
         print(f"\n{len(names)} objects, the same {a.episodes} episodes with {a.columns} columns voting:")
         out["voting"] = ev.summarise(ev.run_episodes(names, models, s, a.episodes, a.columns, a.seed, 10))
         show(f"{a.columns} columns voting", out["voting"])
 
-    if a.views:
+    if a.views and "baselines" in a.parts and recs:
         curves = ev.baseline_views(names, s, recs, a.views, cfg.view_walks, cfg.baseline_epochs, a.seed)
         out["baseline_views"] = curves
         print(f"\nBaselines on the same sensed points ({cfg.view_walks} walks per view; ours: 1 view, "
