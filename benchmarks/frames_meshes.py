@@ -75,8 +75,9 @@ def main() -> None:
     def show(label: str, v: dict) -> None:
         print(f"  {label:18s} accuracy {v['accuracy']:.3f}, median steps {v['median_steps']:.0f}, median ADD-S "
               f"{100 * v['median_add_s']:.2f}% of size, CPU s/episode median {v['median_cpu_s']:.2f} max "
-              f"{v['max_cpu_s']:.2f}, wall s median {v['median_wall_s']:.2f}, undecided {v['undecided']} "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+              f"{v['max_cpu_s']:.2f}, wall s median {v['median_wall_s']:.2f}, {v['median_ms_per_step']:.1f} ms/step, "
+              f"hypotheses at step 1 {v['median_hypotheses_first']:.0f}, mean {v['median_hypotheses_mean']:.0f}, "
+              f"undecided {v['undecided']} (load {os.getloadavg()[0]:.1f})", flush=True)
 
     main_summary, recs = None, []
     if "main" in a.parts:
