@@ -110,8 +110,9 @@ class LMConfig:
 
 
 # Knobs that differ by kind of object. Meshes (scanned and convex-piece objects) have noisier curvatures at edges and
-# many locally similar surfaces: wider feature tolerance, a looser prune and an absolute lead before deciding. With
-# the shapes' knobs the 77-mesh set gave 0.73 correct in 30 episodes; with these 0.97 (median 55 steps), one run each.
+# many locally similar surfaces: wider feature tolerance, a looser prune and an absolute lead before deciding. On the
+# 77-mesh set (150 steps at most) the shapes' knobs gave 0.73 correct in 30 random episodes, these 0.97 in the same
+# 30; over 100 episodes cycling through all 77 objects (benchmarks/frames_meshes.py) these give 0.76, 23 undecided.
 PRESETS: dict[str, dict] = {
     "shapes": {},
     "meshes": {"feature_sigma": 1.0, "prune_margin": 5.0, "min_lead": 5.0, "min_steps": 20},
