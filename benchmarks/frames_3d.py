@@ -17,14 +17,8 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-from frugalnet.studies.frames import FramesConfig, summarise  # noqa: E402
-
-
-class _Ctx:
-    """What `_episodes` needs from a run context: a (silent) progress wrapper."""
-
-    def progress(self, it, desc=""):
-        return it
+from frugalnet.frames import evaluate as ev  # noqa: E402
+from frugalnet.studies.frames import FramesConfig  # noqa: E402
 
 
 def main() -> None:
@@ -38,23 +32,21 @@ def main() -> None:
     p.add_argument("--json", default="", help="also write the per-episode records here")
     a = p.parse_args()
 
-    from frugalnet.frames.episodes import learn_models
-    from frugalnet.studies import frames as study
-
     cfg = FramesConfig(episodes=a.episodes, columns=a.columns, noise_deg=a.noise_deg, policy=a.policy, seed=a.seed)
     cfg.validate()
     names = cfg.names(a.set)
     t0 = time.process_time()
-    models = learn_models(names, cfg.voxel, cfg.spacing, a.seed + 1)
+    setting = cfg.setting(a.set)
+    models = ev.learn(names, setting, a.seed)
     print(f"learned {len(names)} objects once each ({sum(len(m) for m in models)} stored points) in "
           f"{time.process_time() - t0:.1f} CPU s (sampling the shapes included)")
-    recs = study._episodes(_Ctx(), cfg, names, models, a.episodes, a.columns, a.seed, 10, a.set)
+    recs = ev.run_episodes(names, models, setting, a.episodes, a.columns, a.seed, 10)
     print(f"{'ep':>3} {'object':>10} {'answer':>10} {'steps':>5} {'ADD-S %':>8} {'CPU s':>6} {'wall s':>6}")
     for i, r in enumerate(recs):
         ans = names[r["predicted"]] if r["predicted"] >= 0 else "-"
         adds = f"{100 * r['add_s']:.2f}" if r["add_s"] is not None else "-"
         print(f"{i:>3} {r['object']:>10} {ans:>10} {r['steps']:>5} {adds:>8} {r['cpu_s']:>6.2f} {r['wall_s']:>6.2f}")
-    s = summarise(recs)
+    s = ev.summarise(recs)
     print(f"\n{a.set}, {a.columns} column(s), {a.episodes} episodes, noise {a.noise_deg} deg: accuracy "
           f"{s['accuracy']:.3f}, median steps {s['median_steps']:.0f}, median ADD-S {100 * s['median_add_s']:.2f}% "
           f"of object size (90th pct {100 * s['p90_add_s']:.2f}%), CPU s/episode median {s['median_cpu_s']:.3f} "

@@ -5,7 +5,7 @@ import pytest
 from frugalnet.frames.baselines import D2Classifier, PointNet, d2_histogram, training_walks
 from frugalnet.frames.episodes import (EpisodeConfig, learn_models, make_ensemble, run_episode, sweep_at_pose,
                                        sweep_observations)
-from frugalnet.frames.learning_module import EvidenceLM, LMConfig, ObjectModel
+from frugalnet.frames.learning_module import EvidenceLM, LMConfig, ObjectModel, lm_preset
 from frugalnet.frames.objects3d import make_object
 from frugalnet.frames.sensors import NO_NOISE, SensorNoise, random_rotations
 
@@ -73,6 +73,10 @@ def test_unknown_object_is_not_matched(models):
     assert EvidenceLM([], lmc).no_match()
     with pytest.raises(ValueError, match="x_percent"):
         EvidenceLM([], LMConfig(x_percent=2.0))
+    with pytest.raises(ValueError, match="min_lead"):
+        EvidenceLM([], LMConfig(min_lead=-1.0))
+    with pytest.raises(ValueError, match="LM preset"):
+        lm_preset("clouds")
 
 
 def test_baselines_interfaces():

@@ -19,19 +19,26 @@ from frugalnet.frames.sensors import SensorNoise, SurfaceSensor, make_policy, ra
 
 
 def training_walks(clouds: list[SurfaceCloud], walks_per_object: int, min_len: int, max_len: int,
-                   noise: SensorNoise, seed: int, policy: str = "random", step: float = 0.05):
-    """Point sets sensed by walks over each object at the identity pose: (list of (n_i, 3) arrays, labels)."""
+                   noise: SensorNoise, seed: int, policy: str = "random", step: float = 0.05, views: int = 1):
+    """Point sets sensed by walks over each object: (list of (n_i, 3) arrays, labels).
+
+    views=1: every walk at the identity pose (the one exposure the learning module had). views=V > 1: each object
+    is shown at V random rotations (the first the identity) with `walks_per_object` walks at each."""
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
     rng = np.random.default_rng(seed)
     sets, labels = [], []
     for label, cloud in enumerate(clouds):
-        for _ in range(walks_per_object):
-            sensor = SurfaceSensor(cloud, np.eye(3), np.zeros(3), make_policy(policy, step), noise, None, rng)
-            pts = []
-            for _ in range(int(rng.integers(min_len, max_len + 1))):
-                pts.append(sensor.sense()[0][0].location)
-                sensor.move()
-            sets.append(np.stack(pts))
-            labels.append(label)
+        rots = np.concatenate([np.eye(3)[None], random_rotations(views - 1, rng)]) if views > 1 else np.eye(3)[None]
+        for rot in rots:
+            for _ in range(walks_per_object):
+                sensor = SurfaceSensor(cloud, rot, np.zeros(3), make_policy(policy, step), noise, None, rng)
+                pts = []
+                for _ in range(int(rng.integers(min_len, max_len + 1))):
+                    pts.append(sensor.sense()[0][0].location)
+                    sensor.move()
+                sets.append(np.stack(pts))
+                labels.append(label)
     return sets, np.array(labels)
 
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from frugalnet.frames.learning_module import EvidenceLM, LMConfig, ObjectModel
 from frugalnet.frames.metrics import add_s, refine_pose
-from frugalnet.frames.objects3d import SurfaceCloud, make_object
+from frugalnet.frames.catalog import make_object
+from frugalnet.frames.objects3d import SurfaceCloud
 from frugalnet.frames.observations import Observation
 from frugalnet.frames.sensors import NO_NOISE, SensorNoise, SurfaceSensor, make_policy, small_rotation
 from frugalnet.frames.voting import ColumnEnsemble
@@ -109,6 +110,9 @@ def run_episode(ensemble: ColumnEnsemble, cloud: SurfaceCloud, rotation: np.ndar
            "no_match": False,
            "steps": steps, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
            "sensed": np.stack(sensed_points)}
+    hyp = [h for c in ensemble.columns for h in c.hypotheses]
+    out["hypotheses_first"] = int(sum(c.hypotheses[0] for c in ensemble.columns if c.hypotheses))
+    out["hypotheses_mean"] = float(np.mean(hyp)) if hyp else 0.0
     if true_index is not None:
         out["correct"] = bool(obj == true_index)
         out["add_s"] = add_s(cloud.points, rot, origin, rotation, translation) / cloud.size \

@@ -1,0 +1,125 @@
+"""Recognising real meshes on one core: the 77 pybullet_data meshes (or your own folder), each learned once at one
+pose, recognised at uniformly random rotations with sensor noise; how accuracy, steps and time grow with the number
+of objects; the same episodes with columns voting; the baselines on the same sensed points.
+
+    pip install pybullet            # the meshes ship in its wheel (pybullet_data); nothing is downloaded
+    python benchmarks/frames_meshes.py --episodes 100 --columns 5
+    python benchmarks/frames_meshes.py --set folder:my_meshes/ --scaling 5 10
+
+Times are CPU seconds of this process with one thread (process_time), per episode; the machine's load inflates wall
+time and, through cache sharing, CPU time too, so the load average is printed beside them.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")          # one core: set before numpy loads its thread pools
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        flags = next(line for line in info.splitlines() if line.startswith("flags"))
+        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+        return f"{model} ({isa})"
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def row(cols, widths) -> str:
+    return " ".join(f"{c:>{w}}" for c, w in zip(cols, widths))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--set", default="meshes", help="'meshes' (pybullet_data) or 'folder:<path>'")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--columns", type=int, default=5, help="also run the same episodes with this many columns (1: no)")
+    p.add_argument("--scaling", type=int, nargs="*", default=[10, 25, 50, 77])
+    p.add_argument("--scaling-episodes", type=int, default=40)
+    p.add_argument("--views", type=int, nargs="*", default=[1, 4, 16], help="baseline training views ([]: none)")
+    p.add_argument("--parts", nargs="+", default=["main", "scaling", "voting", "baselines"],
+                   choices=["main", "scaling", "voting", "baselines"],
+                   help="what to run (baselines need main: they are scored on its episodes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default="", help="also write every summary here")
+    a = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from frugalnet.frames import evaluate as ev
+    from frugalnet.studies.frames import FramesConfig
+
+    cfg = FramesConfig(set=a.set, episodes=a.episodes, seed=a.seed)
+    cfg.validate()
+    names, s = cfg.names(a.set), cfg.setting(a.set)
+    print(f"CPU: {cpu_model()}; one thread; load average at start {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores")
+    t0 = time.process_time()
+    models = ev.learn(names, s, a.seed)
+    print(f"learned {len(names)} objects once each, one pose ({sum(len(m) for m in models)} stored points) in "
+          f"{time.process_time() - t0:.1f} CPU s (sampling the meshes included); max steps {s.max_steps}")
+    out: dict = {"cpu": cpu_model(), "objects": len(names)}
+
+    def show(label: str, v: dict) -> None:
+        print(f"  {label:18s} accuracy {v['accuracy']:.3f}, median steps {v['median_steps']:.0f}, median ADD-S "
+              f"{100 * v['median_add_s']:.2f}% of size, CPU s/episode median {v['median_cpu_s']:.2f} max "
+              f"{v['max_cpu_s']:.2f}, wall s median {v['median_wall_s']:.2f}, {v['median_ms_per_step']:.1f} ms/step, "
+              f"hypotheses at step 1 {v['median_hypotheses_first']:.0f}, mean {v['median_hypotheses_mean']:.0f}, "
+              f"undecided {v['undecided']} (load {os.getloadavg()[0]:.1f})", flush=True)
+
+    main_summary, recs = None, []
+    if "main" in a.parts:
+        print(f"\n{len(names)} objects, {a.episodes} noisy episodes at uniformly random rotations:")
+        recs = ev.run_episodes(names, models, s, a.episodes, 1, a.seed, 10)
+        out["one_column"] = main_summary = ev.summarise(recs)
+        show("1 column", main_summary)
+
+    widths = (7, 8, 6, 6, 7, 7, 8, 9, 9)
+    scaling = sorted(set(c for c in a.scaling if c <= len(names))) if "scaling" in a.parts else []
+    if scaling:
+        print(f"\nScaling (first n objects; {a.scaling_episodes} episodes each, the full set: the {a.episodes} above)")
+        print(row(("objects", "accuracy", "median", "mean", "CPU s", "CPU s", "ms/step", "hyps", "hyps"), widths))
+        print(row(("", "", "steps", "steps", "median", "max", "median", "step 1", "mean"), widths))
+    out["scaling"] = {}
+    for n in scaling:
+        full = n == len(names) and main_summary is not None
+        v = main_summary if full else ev.scaling(names, (n,), s, a.scaling_episodes, a.seed)[str(n)]
+        out["scaling"][str(n)] = v
+        print(row((n, f"{v['accuracy']:.3f}", f"{v['median_steps']:.0f}", f"{v['mean_steps']:.1f}",
+                   f"{v['median_cpu_s']:.2f}", f"{v['max_cpu_s']:.2f}", f"{v['median_ms_per_step']:.1f}",
+                   f"{v['median_hypotheses_first']:.0f}", f"{v['median_hypotheses_mean']:.0f}"), widths), flush=True)
+
+    if a.columns > 1 and "voting" in a.parts:
+        print(f"\n{len(names)} objects, the same {a.episodes} episodes with {a.columns} columns voting:")
+        out["voting"] = ev.summarise(ev.run_episodes(names, models, s, a.episodes, a.columns, a.seed, 10))
+        show(f"{a.columns} columns voting", out["voting"])
+
+    if a.views and "baselines" in a.parts and recs:
+        curves = ev.baseline_views(names, s, recs, a.views, cfg.view_walks, cfg.baseline_epochs, a.seed)
+        out["baseline_views"] = curves
+        print(f"\nBaselines on the same sensed points ({cfg.view_walks} walks per view; ours: 1 view, "
+              f"{main_summary['accuracy']:.3f})")
+        print(row(("views", "PointNet", "PN+aug", "D2+NN"), (6, 9, 9, 9)))
+        for v, accs in curves.items():
+            print(row((v, f"{accs['pointnet']:.3f}", f"{accs['pointnet_rot_aug']:.3f}", f"{accs['d2_nn']:.3f}"),
+                      (6, 9, 9, 9)))
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
