@@ -109,12 +109,21 @@ class SparseVsDenseConfig(StudyConfig):
         return MODELS if self.lowbit_recipe else MODELS[:2]
 
 
+# The demo's sparse recipe. With the paper's CNN-2 settings (k-WTA 9.5% / 12.5% / 14.3% on, hidden weights 70%
+# sparse) the sparse network stays 1.6 points below dense on mnist-5k (4,000 training images, 8 epochs): seed 0,
+# dense 98.6%, sparse 97.0%. Measured on seed 0 (same budget): 20% on in every k-WTA layer 97.8%; hidden weights 50%
+# sparse 97.5%; both 98.4%. The paper trains on 60,000 images; with 15x fewer, the narrowest layers starve, so the
+# demo keeps more winners and more hidden weights and states the smaller compute factor this costs in its ledger.
+DEMO_RECIPE = dict(conv_percent_on=(0.2, 0.2), hidden_percent_on=0.2, hidden_weight_sparsity=0.5)
+
+
 def demo_config(tiny: bool = False, seeds: int = 3, runs_dir: str = "runs", quiet: bool = False) -> SparseVsDenseConfig:
     """The `frugalnet demo` setting: the full embedded MNIST set, a few minutes on 2 cores; `tiny` is a smoke run."""
     if tiny:
         return SparseVsDenseConfig(name="demo-tiny", seeds=1, epochs=1, train_subset=512, test_subset=200,
-                                   runs_dir=runs_dir, quiet=quiet, noise_levels=(0.0, 0.25, 0.5), engine_seconds=0.5)
-    return SparseVsDenseConfig(name="demo", seeds=seeds, runs_dir=runs_dir, quiet=quiet)
+                                   runs_dir=runs_dir, quiet=quiet, noise_levels=(0.0, 0.25, 0.5), engine_seconds=0.5,
+                                   **DEMO_RECIPE)
+    return SparseVsDenseConfig(name="demo", seeds=seeds, runs_dir=runs_dir, quiet=quiet, **DEMO_RECIPE)
 
 
 def build_model(kind: str, bundle: DataBundle, cfg: SparseVsDenseConfig, seed: int) -> nn.Module:
