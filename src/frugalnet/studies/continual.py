@@ -4,7 +4,8 @@ Each strategy learns the tasks one after another (joint training sees them all a
 accuracy on every task learned so far is measured, giving the matrix R[i][j], from which average accuracy,
 forgetting and backward transfer follow. Networks that read a context get it from the chosen provider (by default
 prototypes, inferred per test sample, so no task label is used at test time). A checkpoint is written after every
-task, so `frugalnet resume <run folder>` continues an interrupted run.
+task, so `frugalnet resume <run folder>` continues an interrupted run. The report (continual_report.py) ends with a
+ledger: the samples the continual learner processed against joint retraining from scratch at each new task.
 
 Embedded-data setting (the default, documented here because it differs from the paper): the 4,000 training
 images of mnist-5k per task, hidden layers 512-512, k-WTA 10% on (k = 51 units, about the paper's 102 of 2,048 in
