@@ -306,8 +306,8 @@ def _add_energy(ledger: Ledger, base: list[dict], run: list[dict], note: str) ->
     estimated = any(r["train_energy"]["estimated"] for r in base + run)
     by_seed = {r["seed"]: r["train_energy"]["energy_j"] for r in base}
     ratios = [by_seed[r["seed"]] / r["train_energy"]["energy_j"] for r in run if r["seed"] in by_seed]
-    spread = {"low": min(ratios), "high": max(ratios), "spread": f"min-max of {len(ratios)} per-seed ratios"} \
-        if len(ratios) > 1 else {}
+    spread = {"low": min(ratios), "high": max(ratios), "spread": f"min-max of {len(ratios)} per-seed ratios",
+              "flag": "wide spread" if max(ratios) > 2 * min(ratios) else ""} if len(ratios) > 1 else {}
     source = base[0]["train_energy"].get("source", "")
     ledger.add("metered training energy", energy[0], energy[1], kind="estimated" if estimated else "measured",
                unit="J", in_product=False, note=f"each training epoch metered ({source}); {note}", **spread)
