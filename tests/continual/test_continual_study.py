@@ -31,6 +31,28 @@ def test_quick_run_writes_every_strategy_and_the_report(tmp_path):
     assert (result.dir / "accuracy_matrix.png").is_file() and (result.dir / "accuracy_vs_tasks.png").is_file()
     saved = json.loads((result.dir / "results.json").read_text())
     assert {c["check"] for c in saved["results"]["checks"]} >= {"dendrites > finetune", "dendrites-si >= si"}
+    # the ledger: samples the learner processed were counted (2 tasks x 256 x 1 epoch); joint retrained at each
+    # task processes 256 + 512; both accuracies stated beside the factor
+    assert res["dendrites"]["samples"] == 512 and res["joint"]["samples"] == 512
+    factors = {f["name"]: f for f in saved["results"]["ledger"]["factors"]}
+    assert factors["samples processed"]["baseline"] == 768 and factors["samples processed"]["run"] == 512
+    assert factors["samples processed"]["value"] == pytest.approx(1.5)
+    assert f"{res['dendrites']['average_accuracy']:.4f}" in saved["results"]["ledger"]["run"]
+    assert "Savings ledger" in md and (result.dir / "continual-ledger.png").is_file()
+
+
+def test_ledger_counts_joint_retraining_at_every_task():
+    res = {"dendrites": {"average_accuracy": 0.9, "samples": 10 * 3 * 100, "task_sizes": [100] * 10,
+                         "train_seconds_per_seed": [30.0]},
+           "joint": {"average_accuracy": 0.95, "samples": 3 * 1000, "train_seconds_per_seed": [40.0]}}
+    ledger = study.build_ledger(res, tasks=10, epochs=3).to_dict()
+    f = {x["name"]: x for x in ledger["factors"]}
+    assert f["samples processed"]["baseline"] == 3 * 100 * 55       # sum over t of t x n, times epochs
+    assert f["samples processed"]["value"] == pytest.approx(5.5)   # (T + 1) / 2
+    assert f["task-epochs"]["value"] == pytest.approx(5.5) and not f["task-epochs"]["in_product"]
+    assert f["training time"]["baseline"] == pytest.approx(40.0 / 3000 * 16500) and f["training time"]["kind"] == "estimated"
+    assert "0.9500" in ledger["baseline"] and "0.9000" in ledger["run"]
+    assert study.build_ledger({"joint": res["joint"]}, tasks=10, epochs=3) is None
 
 
 @pytest.mark.parametrize("keep_optimizer", [False, True])

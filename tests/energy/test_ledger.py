@@ -104,3 +104,21 @@ def test_costs_read_back_from_json_give_the_same_factors():
     assert [f.value for f in a.factors] == pytest.approx([f.value for f in b.factors])
     with pytest.raises(ValueError, match="no 'effective_macs'"):
         Ledger().add_compute({}, s)
+
+
+def test_factor_spread_and_flag_are_shown_and_validated(tmp_path):
+    led = Ledger("dense", "engine")
+    f = led.add("inference speed", 3.0, 1.0, kind="measured", unit="s", in_product=False, low=2.5, high=3.5,
+                spread="quartiles of 9 rounds", flag="wide spread")
+    assert f.value_text() == "3x [2.5-3.5] WIDE SPREAD"
+    table = led.format_table()
+    assert "3x [2.5-3.5] WIDE SPREAD" in table and "quartiles of 9 rounds" in table
+    assert led.to_dict()["factors"][0]["low"] == 2.5
+    with pytest.raises(ValueError, match="both low and high"):
+        led.add("x", 1.0, 1.0, kind="measured", low=1.0)
+    with pytest.raises(ValueError, match="low <= high"):
+        led.add("y", 1.0, 1.0, kind="measured", low=2.0, high=1.0)
+    report = Report("spread")
+    led.add_to_report(report, "spread")          # the chart draws the spread as an error bar
+    report.write(tmp_path)
+    assert (tmp_path / "spread-ledger.png").stat().st_size > 1000

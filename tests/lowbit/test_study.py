@@ -42,3 +42,13 @@ def test_tiny_run_end_to_end(tmp_path):
     assert saved["results"]["criteria"] == json.loads(json.dumps(res["criteria"]))
     report = (result.dir / "report.md").read_text()
     assert "mnist" in report and "Packed storage" in report and (result.dir / "mnist_loss.png").is_file()
+    # the ledger: ibm4 against FP32, each factor labelled how it was obtained
+    factors = {f["name"]: f for f in saved["results"]["ledger"]["factors"]}
+    assert factors["precision"]["kind"] == "modelled" and factors["precision"]["value"] > 1
+    packed_small = res["packing"]["ibm4 / study CNN"]
+    assert factors["packed size"]["kind"] == "measured" and factors["packed size"]["value"] == pytest.approx(
+        packed_small["fp32_bytes"] / packed_small["packed_bytes"])
+    assert factors["step time"]["kind"] == "measured" and "SIMULATION COST" in factors["step time"]["note"]
+    assert factors["step time"]["value"] == pytest.approx(1 / res["step_time"]["ibm4"]["ratio"])
+    assert not factors["step time"]["in_product"] and "data" in factors
+    assert "Savings ledger" in report and (result.dir / "lowbit-ledger.png").is_file()

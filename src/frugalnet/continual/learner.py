@@ -57,7 +57,8 @@ def make_adam(net: nn.Module, lr: float, eps: float = 1e-8) -> torch.optim.Optim
 def train_task(net: nn.Module, reg: Regularizer, provider: ContextProvider | None, split: Split, t: int,
                setup: TrainSetup, seed: int = 0, desc: str = "", optimizer: torch.optim.Optimizer | None = None
                ) -> dict:
-    """Train `net` on task t and return {"loss": last epoch's mean loss}.
+    """Train `net` on task t and return {"loss": last epoch's mean loss, "samples": training samples processed
+    (counted over all epochs), "epochs": epochs run}.
 
     Adam with fresh state per task, unless `optimizer` is given (its moments then carry over between tasks)."""
     setup.validate()
@@ -66,7 +67,7 @@ def train_task(net: nn.Module, reg: Regularizer, provider: ContextProvider | Non
     reg.begin_task(net)
     opt = optimizer if optimizer is not None else make_adam(net, setup.lr, setup.adam_eps)
     n, idx, ctx = len(split), t, None
-    loss_sum = 0.0
+    loss_sum, processed = 0.0, 0
     for epoch in range(setup.epochs):
         net.train()
         order = epoch_order(n, seed * 1009 + t, epoch)
@@ -85,19 +86,21 @@ def train_task(net: nn.Module, reg: Regularizer, provider: ContextProvider | Non
             opt.step()
             reg.after_step(net)
             loss_sum += float(loss.detach()) * len(b)
+            processed += len(b)
     net.eval()
     reg.end_task(net, lambda x: net(x, ctx, idx), split.x)
-    return {"loss": loss_sum / max(n, 1)}
+    return {"loss": loss_sum / max(n, 1), "samples": processed, "epochs": setup.epochs}
 
 
 def train_joint(net: nn.Module, stream: TaskStream, setup: TrainSetup, seed: int = 0, desc: str = "joint") -> dict:
-    """Train `net` on batches mixed from every task of the stream (same epochs over each task as in sequence)."""
+    """Train `net` on batches mixed from every task of the stream (same epochs over each task as in sequence);
+    returns {"loss", "samples": training samples processed (counted), "epochs"}."""
     setup.validate()
     sizes = torch.tensor(stream.train_sizes())
     offsets = torch.cumsum(sizes, 0) - sizes
     total = int(sizes.sum())
     opt = make_adam(net, setup.lr, setup.adam_eps)
-    loss_sum = 0.0
+    loss_sum, processed = 0.0, 0
     for epoch in range(setup.epochs):
         net.train()
         order = epoch_order(total, seed, epoch)
@@ -111,8 +114,9 @@ def train_joint(net: nn.Module, stream: TaskStream, setup: TrainSetup, seed: int
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach()) * len(flat)
+            processed += len(flat)
     net.eval()
-    return {"loss": loss_sum / max(total, 1)}
+    return {"loss": loss_sum / max(total, 1), "samples": processed, "epochs": setup.epochs}
 
 
 @torch.no_grad()

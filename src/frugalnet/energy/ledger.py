@@ -31,9 +31,22 @@ class Factor:
     unit: str = ""
     note: str = ""
     in_product: bool = True
+    low: float | None = None    # spread of the factor (e.g. quartiles over timing rounds or min-max over seeds)
+    high: float | None = None
+    spread: str = ""            # what low..high is, e.g. "IQR of 15 rounds"
+    flag: str = ""              # a warning shown with the value, e.g. "wide spread"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def value_text(self) -> str:
+        """'2.64x', '2.64x [2.1-3.0]' with its spread, 'not reached' or 'n/a'; the flag in capitals after it."""
+        if self.value is None:
+            return "not reached" if "reached" in self.note else "n/a"
+        text = f"{self.value:.4g}x"
+        if self.low is not None and self.high is not None:
+            text += f" [{self.low:.3g}-{self.high:.3g}]"
+        return text + (f" {self.flag.upper()}" if self.flag else "")
 
 
 def samples_to_reach(curve: Sequence[tuple[float, float]], target: float) -> float | None:
@@ -62,14 +75,23 @@ class Ledger:
 
     # --- adding factors -----------------------------------------------------------------------------------------
     def add(self, name: str, baseline: float, run: float, *, kind: str, unit: str = "", note: str = "",
-            in_product: bool = True) -> Factor:
-        """A factor baseline / run from the two costs (both finite and > 0)."""
+            in_product: bool = True, low: float | None = None, high: float | None = None, spread: str = "",
+            flag: str = "") -> Factor:
+        """A factor baseline / run from the two costs (both finite and > 0).
+
+        `low`/`high` give the factor's spread (e.g. the quartiles of per-round timing ratios), described by `spread`;
+        `flag` is a warning printed with the value (e.g. "wide spread")."""
         _check_kind(kind)
         for label, v in (("baseline", baseline), ("run", run)):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"factor {name!r}: {label} cost must be a finite number > 0, got {v!r}")
+        if (low is None) != (high is None):
+            raise ValueError(f"factor {name!r}: give both low and high for a spread, or neither")
+        if low is not None and not (0 < low <= high and math.isfinite(high)):
+            raise ValueError(f"factor {name!r}: spread must satisfy 0 < low <= high < inf, got {low!r}, {high!r}")
         return self._append(Factor(name, float(baseline) / float(run), kind, float(baseline), float(run), unit,
-                                   note, in_product))
+                                   note, in_product, None if low is None else float(low),
+                                   None if high is None else float(high), spread, flag))
 
     def add_missing(self, name: str, reason: str, *, kind: str, in_product: bool = True,
                     baseline: float | None = None) -> Factor:
@@ -184,8 +206,9 @@ class Ledger:
     def table_rows(self) -> list[list[Any]]:
         rows = []
         for f in self.factors:
-            value = f"{f.value:.4g}x" if f.value is not None else "not reached" if "reached" in f.note else "n/a"
-            note = f.note + ("" if f.in_product else " (not in product)")
+            value = f.value_text()
+            note = f.note + (f"; [low-high]: {f.spread}" if f.spread else "") + \
+                ("" if f.in_product else " (not in product)")
             rows.append([f.name, value, f.kind, _num(f.baseline), _num(f.run), f.unit, note.strip()])
         p = self.product
         rows.append(["product", f"{p:.4g}x" if p is not None else "n/a", self.product_kind(), "", "", "",
@@ -213,6 +236,7 @@ class Ledger:
         fig, ax = plt.subplots(figsize=(7, 0.5 * len(entries) + 1.2))
         ax.set_xscale("log")
         vals = [v for _, v, _ in entries if v is not None] or [1.0]
+        vals += [f.low for f in self.factors if f.low is not None] + [f.high for f in self.factors if f.high]
         lo, hi = min(min(vals), 1.0) / 2, max(max(vals), 1.0) * 3
         for i, (name, v, kind) in enumerate(entries):
             y = len(entries) - 1 - i
@@ -222,7 +246,12 @@ class Ledger:
             colour = colours.get(kind.split("+")[0], "#888")
             ax.barh(y, v - 1.0, left=1.0, color=colour, hatch="//" if name == "product" else None,
                     edgecolor="black", linewidth=0.5)
-            ax.text(max(v, 1.0), y, f" {v:.3g}x ({kind})", va="center", ha="left", fontsize=8)
+            f = self.factors[i] if i < len(self.factors) else None
+            if f is not None and f.low is not None:
+                ax.errorbar(v, y, xerr=[[v - f.low], [f.high - v]], fmt="none", ecolor="black", capsize=3)
+            label = f" {v:.3g}x ({kind})" + (f" {f.flag}" if f is not None and f.flag else "")
+            ax.text(max(v, f.high if f is not None and f.high else 1.0, 1.0), y, label, va="center", ha="left",
+                    fontsize=8)
         ax.axvline(1.0, color="black", linewidth=0.8)
         from matplotlib.patches import Patch
 

@@ -4,7 +4,8 @@ Each strategy learns the tasks one after another (joint training sees them all a
 accuracy on every task learned so far is measured, giving the matrix R[i][j], from which average accuracy,
 forgetting and backward transfer follow. Networks that read a context get it from the chosen provider (by default
 prototypes, inferred per test sample, so no task label is used at test time). A checkpoint is written after every
-task, so `frugalnet resume <run folder>` continues an interrupted run.
+task, so `frugalnet resume <run folder>` continues an interrupted run. The report (continual_report.py) ends with a
+ledger: the samples the continual learner processed against joint retraining from scratch at each new task.
 
 Embedded-data setting (the default, documented here because it differs from the paper): the 4,000 training
 images of mnist-5k per task, hidden layers 512-512, k-WTA 10% on (k = 51 units, about the paper's 102 of 2,048 in
@@ -34,7 +35,6 @@ from torch import nn
 from frugalnet.continual.contexts import CONTEXTS, make_context
 from frugalnet.continual.learner import TrainSetup, evaluate_task, make_adam, train_joint, train_task
 from frugalnet.continual.metrics import empty_matrix, summarize
-from frugalnet.continual.plots import accuracy_vs_tasks, heatmaps
 from frugalnet.continual.streams import STREAMS, make_stream
 from frugalnet.continual.strategies import STRATEGIES, Hyper, get_strategy
 from frugalnet.data import load
@@ -42,6 +42,8 @@ from frugalnet.data.core import Split
 from frugalnet.nn.dendrites import GATINGS, INITS
 from frugalnet.report.document import mean_sd
 from frugalnet.experiment.registry import StudyConfig, register_study
+from frugalnet.studies.continual_report import (  # noqa: F401  (re-exported)
+    PAPER_ACCURACY, acceptance_checks, build_ledger, command_line, write_report)
 from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 from frugalnet.utils.seeding import seed_everything
 
@@ -52,8 +54,6 @@ from frugalnet.utils.seeding import seed_everything
 # k-WTA 5%, weight sparsity 0.5, dense segments, one segment per task. Not checked against the paper's own table.
 # The nearest listed task count is used.
 PAPER_SCHEDULE = {2: (5e-4, 1), 5: (5e-4, 1), 10: (5e-4, 3), 25: (3e-4, 5), 50: (3e-4, 3), 100: (1e-4, 3)}
-# The paper's reported accuracy of active dendrites with prototypes (Iyer et al. 2022, Table 2), for comparison only.
-PAPER_ACCURACY = {10: 0.946, 50: 0.870, 100: 0.814}
 ALL_STRATEGIES = tuple(STRATEGIES)
 
 
@@ -227,7 +227,8 @@ def _run_sequential(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> 
             row = [evals[j]["acc"] if j in evals else None for j in range(n)]
             context_acc = [evals[j]["context_acc"] if j in evals else None for j in range(n)]
             record = {"task": t, "row": row, "context_acc": context_acc, "train_seconds": train_s,
-                      "eval_seconds": time.perf_counter() - t0 - train_s, "loss": fit["loss"]}
+                      "eval_seconds": time.perf_counter() - t0 - train_s, "loss": fit["loss"],
+                      "samples": fit["samples"], "train_size": len(_cap(stream.train(t), cfg.train_per_task))}
             ctx.log(unit=key, strategy=name, seed=seed, task=t, loss=fit["loss"], train_seconds=train_s,
                     acc_this_task=row[t])
             return record
@@ -240,7 +241,15 @@ def _run_sequential(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> 
     return {"R": matrix, **summarize(matrix),
             "context_acc": (sum(ctx_vals) / len(ctx_vals)) if ctx_vals and strategy.uses_context else None,
             "train_seconds": sum(r["train_seconds"] for r in rows),
-            "eval_seconds": sum(r["eval_seconds"] for r in rows)}
+            "eval_seconds": sum(r["eval_seconds"] for r in rows),
+            "samples": _total(r.get("samples") for r in rows),
+            "task_sizes": [r.get("train_size") for r in rows]}
+
+
+def _total(values) -> int | None:
+    """Sum of counts, or None when any is missing (units saved by an older version did not count them)."""
+    vals = list(values)
+    return None if any(v is None for v in vals) else int(sum(vals))
 
 
 def _run_joint(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> dict:
@@ -259,13 +268,14 @@ def _run_joint(ctx, cfg: ContinualConfig, stream, name: str, seed: int) -> dict:
         if ctx.is_main:
             atomic_torch_save({"modules": net.state_dict()}, ctx.checkpoint_path(f"s{seed}-{name}-final"))
         ctx.log(unit=f"s{seed}-{name}", strategy=name, seed=seed, loss=fit["loss"], train_seconds=train_s)
-        return {"final": accs, "train_seconds": train_s, "eval_seconds": time.perf_counter() - t0 - train_s}
+        return {"final": accs, "train_seconds": train_s, "eval_seconds": time.perf_counter() - t0 - train_s,
+                "samples": fit["samples"], "task_sizes": view.train_sizes()}
 
     out = ctx.unit(f"s{seed}-{name}", once)
     final = out["final"]
     return {"R": None, "final": final, "average_accuracy": sum(final) / len(final), "forgetting": None,
             "backward_transfer": None, "curve": None, "context_acc": None, "train_seconds": out["train_seconds"],
-            "eval_seconds": out["eval_seconds"]}
+            "eval_seconds": out["eval_seconds"], "samples": out.get("samples"), "task_sizes": out.get("task_sizes")}
 
 
 class _CappedStream:
@@ -296,7 +306,9 @@ def _aggregate(per_seed: list[dict]) -> dict:
     out = {"average_accuracy": acc_m, "average_accuracy_sd": acc_sd,
            "per_seed_accuracy": [r["average_accuracy"] for r in per_seed],
            "train_seconds": sum(r["train_seconds"] for r in per_seed),
-           "eval_seconds": sum(r["eval_seconds"] for r in per_seed)}
+           "eval_seconds": sum(r["eval_seconds"] for r in per_seed),
+           "train_seconds_per_seed": [r["train_seconds"] for r in per_seed],
+           "samples": per_seed[0].get("samples"), "task_sizes": per_seed[0].get("task_sizes")}
     if per_seed[0]["R"] is not None:
         r = _mean_matrix([p["R"] for p in per_seed])
         s = summarize(r)
@@ -307,41 +319,6 @@ def _aggregate(per_seed: list[dict]) -> dict:
     ctx_vals = [p["context_acc"] for p in per_seed if p["context_acc"] is not None]
     out["context_acc"] = sum(ctx_vals) / len(ctx_vals) if ctx_vals else None
     return out
-
-
-def acceptance_checks(results: dict) -> list[dict]:
-    """The issue's criteria, evaluated on the measured results (only those whose strategies were run)."""
-    acc = {k: v["average_accuracy"] for k, v in results.items()}
-    checks = []
-
-    def add(name: str, needs: tuple[str, ...], ok) -> None:
-        if all(k in acc for k in needs):
-            checks.append({"check": name, "passed": bool(ok())})
-
-    add("dendrites > finetune", ("dendrites", "finetune"), lambda: acc["dendrites"] > acc["finetune"])
-    add("dendrites > kwta", ("dendrites", "kwta"), lambda: acc["dendrites"] > acc["kwta"])
-    add("dendrites-si >= si", ("dendrites-si", "si"), lambda: acc["dendrites-si"] >= acc["si"])
-    add("dendrites >= 0.93 x joint", ("dendrites", "joint"), lambda: acc["dendrites"] >= 0.93 * acc["joint"])
-    add("dendrites-si >= 0.9 x joint", ("dendrites-si", "joint"), lambda: acc["dendrites-si"] >= 0.9 * acc["joint"])
-    return checks
-
-
-def command_line(cfg: ContinualConfig) -> str:
-    """The `frugalnet run continual ...` line that reproduces this config (fields that differ from the defaults)."""
-    default = ContinualConfig()
-    parts = ["frugalnet run continual"]
-    for f in dataclasses.fields(cfg):
-        v, d = getattr(cfg, f.name), getattr(default, f.name)
-        if v == d or f.name in ("runs_dir",):
-            continue
-        opt = "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
-            parts.append(opt if v else "--no-" + f.name.replace("_", "-"))
-        elif isinstance(v, tuple):
-            parts.append(opt + " " + " ".join(str(x) for x in v))
-        else:
-            parts.append(f"{opt} {v}")
-    return " ".join(parts)
 
 
 @register_study("continual", ContinualConfig, "continual learning: active dendrites vs fine-tuning, EWC, SI, XdG, "
@@ -357,48 +334,8 @@ def continual(ctx) -> dict:
             per_strategy[name].append(run(ctx, cfg, stream, name, seed))
     results = {name: _aggregate(runs) for name, runs in per_strategy.items()}
     checks = acceptance_checks(results)
-    _write_report(ctx, ctx.config, cfg, stream, results, checks)
+    ledger = build_ledger(results, cfg.tasks, cfg.epochs)
+    write_report(ctx, ctx.config, cfg, stream, results, checks, ledger)
     return {"strategies": results, "checks": checks, "effective_config": dataclasses.asdict(cfg),
-            "command": command_line(ctx.config)}
-
-
-def _write_report(ctx, given: ContinualConfig, cfg: ContinualConfig, stream, results: dict, checks: list) -> None:
-    rep = ctx.report
-    rep.heading("Setup")
-    rep.text(f"Stream: {stream.name}, {cfg.tasks} tasks; context: {cfg.context}; network {stream.input_dim}-"
-             f"{'-'.join(map(str, cfg.hidden))}-{stream.num_outputs}; k-WTA {cfg.kw_percent_on:g} on; weight "
-             f"sparsity {cfg.weight_sparsity:g}; segments {cfg.num_segments or cfg.tasks}; init {cfg.init} x "
-             f"{cfg.init_gain:g}; Adam lr {cfg.lr:g} eps {cfg.adam_eps:g}, "
-             f"batch {cfg.batch_size}, {cfg.epochs} epoch(s) per task; seeds {ctx.seeds}.")
-    rep.text(f"Command: `{command_line(given)}`")
-    joint = results.get("joint", {}).get("average_accuracy")
-    rows = []
-    for name, r in results.items():
-        s = get_strategy(name)
-        acc = r["average_accuracy"]
-        cells = [acc, r["average_accuracy_sd"], r["forgetting"], r["backward_transfer"], acc / joint if joint else None,
-                 r["context_acc"], r["train_seconds"]]
-        rows.append([name, s.paper] + ["n/a" if v is None else v for v in cells])
-    rep.heading("Results")
-    rep.table(["strategy", "paper", "avg final acc", "sd (seeds)", "forgetting", "BWT", "x joint",
-               "context = true task", "train s"], rows,
-              caption="Average accuracy over all tasks after the last one; forgetting (Chaudhry et al. 2018) and "
-                      "backward transfer (Lopez-Paz & Ranzato 2017) from R; 'context = true task' is how often the "
-                      "inferred context index equals the task's id on its test samples.")
-    total = sum(r["train_seconds"] + r["eval_seconds"] for r in results.values())
-    rep.text(f"Training and evaluation took {total:.0f} s of wall time in all (this process; a resumed run counts "
-             f"the saved times of its finished tasks).")
-    if checks:
-        rep.table(["criterion", "passed"], [[c["check"], c["passed"]] for c in checks],
-                  caption="The issue's criteria, evaluated on the numbers above.")
-    if cfg.paper:
-        paper_acc = PAPER_ACCURACY.get(cfg.tasks)
-        ours = results.get("dendrites", {}).get("average_accuracy")
-        rep.text(f"Paper comparison: active dendrites with prototypes, {cfg.tasks} tasks: this run "
-                 f"{ours if ours is None else round(ours, 4)}; paper "
-                 f"{paper_acc if paper_acc is not None else 'n/a (reported for 10, 50, 100 tasks)'}.")
-    matrices = {n: r["R"] for n, r in results.items() if r["R"] is not None}
-    if matrices:
-        rep.figure(heatmaps(matrices), "accuracy_matrix", "R[i][j]: accuracy on task j after training task i")
-        rep.figure(accuracy_vs_tasks({n: r["curve"] for n, r in results.items() if r["curve"] is not None},
-                                     joint), "accuracy_vs_tasks", "mean accuracy on the tasks learned so far")
+            "command": command_line(ctx.config),
+            "ledger": ledger.to_dict() if ledger else None, "ledger_table": ledger.format_table() if ledger else None}

@@ -32,6 +32,7 @@ from frugalnet.report.document import mean_sd
 from frugalnet.experiment.registry import StudyConfig, register_study
 from frugalnet.experiment.runner import RunContext
 from frugalnet.experiment.training import FitConfig, evaluate, fit
+from frugalnet.studies.lowbit_report import build_ledger, write_report
 from frugalnet.utils.seeding import make_generator
 
 TASKS = ("mnist", "cifar10", "charlm")
@@ -121,7 +122,7 @@ def _image_unit(ctx: RunContext, task: str, bundle: DataBundle, build, recipe: s
     out = fit(model, train, fit_cfg, seed=seed, transform=bundle.normalize, checkpoint=ctx.checkpoint_path(key),
               log=ctx.log, desc=key, on_epoch_end=on_epoch_end, device=ctx.device)
     acc = evaluate(model, bundle.test, transform=bundle.normalize, device=ctx.device)
-    return {"task": task, "recipe": recipe, "seed": seed, "test_acc": acc,
+    return {"task": task, "recipe": recipe, "seed": seed, "test_acc": acc, "train_size": len(train),
             "train_loss": [h["train_loss"] for h in out["history"]], "test_acc_curve": [h["test_acc"] for h in out["history"]],
             "train_seconds": out["train_seconds"]}
 
@@ -244,7 +245,8 @@ def _energy_unit(cfg: LowbitConfig, bundle: DataBundle) -> dict | None:
         model(x)                                                  # initialise PACT clips
         cost = model_cost(model, x, training=True, target=y)
         out[recipe] = {"energy_j": cost.energy_j, "compute_energy_j": cost.compute_energy_j,
-                       "memory_energy_j": cost.memory_energy_j, "bits": cost.bits_used(), "table": cost.table.name}
+                       "memory_energy_j": cost.memory_energy_j, "bits": cost.bits_used(), "table": cost.table.name,
+                       "cost": cost.to_dict()}
     return out
 
 
@@ -286,7 +288,10 @@ def lowbit_study(ctx: RunContext) -> dict:
     else:
         results["notes"].append("energy column left out: frugalnet.energy.costmodel is not available")
     results["criteria"] = _criteria(results, cfg)
-    _report(ctx, results, cfg)
+    ledger = build_ledger(results, cfg)
+    if ledger is not None:
+        results["ledger"], results["ledger_table"] = ledger.to_dict(), ledger.format_table()
+    write_report(ctx, results, cfg, ledger)
     return results
 
 
@@ -319,80 +324,3 @@ def _criteria(results: dict, cfg: LowbitConfig) -> dict:
         crit["step_at_most_3x"] = {r: v["ratio"] <= 3.0 for r, v in results["step_time"].items() if r != "fp32"}
     crit["packed_at_least_7x"] = {k: v["ratio"] >= 7.0 for k, v in results["packing"].items()}
     return crit
-
-
-def _report(ctx: RunContext, results: dict, cfg: LowbitConfig) -> None:
-    import matplotlib.pyplot as plt
-
-    rep = ctx.report
-    rep.heading("Setting")
-    rep.text(f"Recipes {', '.join(cfg.recipes)}; seeds {ctx.seeds}; the same data order, optimizer and budget for "
-             f"every recipe. 4-bit recipes keep the first and last GEMM layers at 8 bits. Quantization is simulated: "
-             f"values are rounded onto each format's grid and multiplied in FP32 (FP32 accumulation, FP32 master "
-             f"weights). Command: `frugalnet run lowbit` with the options in config.json.")
-    for note in results["notes"]:
-        rep.text(f"Note: {note}.")
-    for task, summary in results["tasks"].items():
-        metric = summary["metric"]
-        label = "test accuracy" if metric == "test_acc" else "validation loss (nats/char)"
-        rows = []
-        base = summary["recipes"].get("fp32", {}).get("mean")
-        for recipe, s in summary["recipes"].items():
-            if base is None:
-                delta = float("nan")
-            elif metric == "test_acc":
-                delta = 100 * (s["mean"] - base)
-            else:
-                delta = 100 * (s["mean"] / base - 1)
-            rows.append([recipe, s["mean"], s["sd"], s["n"], delta, s["train_seconds"]])
-        rep.heading(f"{task}")
-        if task == "charlm" and results["tasks"][task]["units"]:
-            unit0 = results["tasks"][task]["units"][0]
-            rep.text(f"Corpus: {unit0['corpus']}: {unit0['train_chars']:,} training and {unit0['val_chars']:,} "
-                     f"validation characters, vocabulary {unit0['vocab']}.")
-        rep.table(["recipe", label, "sd", "seeds", "vs fp32 (points)" if metric == "test_acc" else "vs fp32 (%)",
-                   "train seconds"], rows, caption=f"{task}: final {label}, mean over seeds")
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for recipe in summary["recipes"]:
-            units = [u for u in results["tasks"][task]["units"] if u["recipe"] == recipe]
-            if metric == "val_loss":
-                steps = [p[0] for p in units[0]["val_curve"]]
-                vals = [sum(u["val_curve"][i][1] for u in units) / len(units) for i in range(len(steps))]
-                ax.plot(steps, vals, label=recipe, marker=".")
-                ax.set_xlabel("step")
-                ax.set_ylabel("validation loss")
-            else:
-                n = len(units[0]["train_loss"])
-                vals = [sum(u["train_loss"][i] for u in units) / len(units) for i in range(n)]
-                ax.plot(range(1, n + 1), vals, label=recipe, marker=".")
-                ax.set_xlabel("epoch")
-                ax.set_ylabel("training loss")
-        ax.set_yscale("log")
-        ax.legend()
-        ax.set_title(f"{task}: loss curves (mean over seeds)")
-        fig.tight_layout()
-        rep.figure(fig, f"{task}_loss", f"{task}: loss curves, mean over seeds")
-    if "step_time" in results:
-        rep.heading("Step time")
-        rep.table(["recipe", "median step (ms)", "ratio to fp32"],
-                  [[r, 1e3 * v["median_s"], v["ratio"]] for r, v in results["step_time"].items()],
-                  caption=f"one training step of the MNIST CNN, batch {cfg.batch_size}, interleaved, "
-                          f"{cfg.timing_repeats} rounds, medians; fp32 is the plain PyTorch model")
-    rep.heading("Packed storage")
-    rep.table(["recipe", "model", "packed bytes", "fp32 bytes", "fp32 / packed", "fp32 / packed (no LZMA)",
-               "both LZMA", "reload bit-exact"],
-              [[v["recipe"], v["model"], v["packed_bytes"], v["fp32_bytes"], v["ratio"],
-                v.get("plain_ratio", float("nan")), v.get("ratio_vs_compressed_fp32", float("nan")),
-                v["bit_exact"]] for v in results["packing"].values()],
-              caption="MNIST CNN checkpoints at initialisation: save_packed (LZMA) vs torch.save of the FP32 "
-                      "state dict; 'no LZMA': the plain packed container; 'both LZMA': the FP32 file compressed too")
-    if "energy" in results:
-        rep.heading("Modelled energy")
-        base = results["energy"].get("fp32", {}).get("energy_j")
-        rep.table(["recipe", "energy per step (uJ)", "compute (uJ)", "memory (uJ)", "fp32 / recipe"],
-                  [[r, 1e6 * v["energy_j"], 1e6 * v["compute_energy_j"], 1e6 * v["memory_energy_j"],
-                    base / v["energy_j"] if base else float("nan")] for r, v in results["energy"].items()],
-                  caption="frugalnet.energy.costmodel, one training step of the MNIST CNN (modelled, not measured)")
-    rep.heading("Acceptance checks")
-    rep.table(["check", "result"], [[k, ", ".join(f"{r}: {'pass' if ok else 'FAIL'}" for r, ok in v.items())]
-                                    for k, v in results["criteria"].items()])
