@@ -13,9 +13,15 @@ torch.set_num_threads(2)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_quantized_layers_run_quantized_and_cannot_be_saved_without_pickle(tmp_path):
+@pytest.mark.parametrize("packed_steps", [True, False], ids=["lowbit-steps", "module-fallback"])
+def test_quantized_layers_run_quantized_never_fp32(tmp_path, monkeypatch, packed_steps):
+    """With the packed low-bit steps, quantized layers compile to them; without a step for a layer, the layer's own
+    quantized forward runs (and such an engine cannot be saved without pickle). Never the FP32 master weights."""
+    from frugalnet.engine import lower as L
     from frugalnet.lowbit.convert import quantize_
 
+    if not packed_steps:
+        monkeypatch.setattr(L, "lowbit_step", lambda name, module: None)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 4))
     fp32 = [(m.weight.detach().clone(), m.bias.detach().clone()) for m in model if isinstance(m, nn.Linear)]
@@ -32,10 +38,15 @@ def test_quantized_layers_run_quantized_and_cannot_be_saved_without_pickle(tmp_p
     out = engine(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(out, dense, rtol=1e-4, atol=1e-5)   # the FP32 master weights would give this
-    ops = engine.fallback_ops()
-    assert sum(o.startswith("module:") for o in ops) == 3
-    with pytest.raises(ValueError, match="own \\(quantized\\) forward"):
+    modules = sum(o.startswith("module:") for o in engine.fallback_ops())
+    if packed_steps:
+        assert modules == 0 and sum(type(s).__name__ == "LowbitLinearStep" for s in engine.steps) == 3
         engine.save(tmp_path / "q.npz")
+        torch.testing.assert_close(E.load(tmp_path / "q.npz")(x), ref, rtol=1e-4, atol=1e-5)
+    else:
+        assert modules == 3
+        with pytest.raises(ValueError, match="own \\(quantized\\) forward"):
+            engine.save(tmp_path / "q.npz")
 
 
 def test_lowbit_hook_is_used_when_present(monkeypatch):

@@ -33,7 +33,8 @@ class KWinnersStep(Step):
         from frugalnet.nn.kwinners import _KWinnersBase
 
         proxy = SimpleNamespace(percent_on=self.params["percent_on"], training=False,
-                                k_inference_factor=self.params["k_inference_factor"])
+                                k_inference_factor=self.params["k_inference_factor"],
+                                _eval_k_rule="round" if self.params["two_d"] else "floor")   # as KWinners2d / KWinners
         return _KWinnersBase._k(proxy, n)
 
     def out_shape(self, shape):
@@ -79,8 +80,8 @@ class KWinnersStep(Step):
 
         def f(act):
             x = act.dense().reshape(batch, n)
-            if not finite(x.sum()):   # Inf/NaN somewhere (or an overflowing sum): KWinners' own x * mask, whose
-                return exact(act)     # losers at +-Inf or NaN come out NaN
+            if not finite(x.sum()):   # Inf/NaN somewhere (or an overflowing sum): KWinners' own selection
+                return exact(act)     # (NaN ranks first, losers 0 even at -Inf), done by topk_mask
             aidx = empty((batch, k), np.int32)
             aval = empty((batch, k), np.float32)
             kern(x, boost, k, aidx, aval, nchunks)
@@ -104,7 +105,7 @@ class KWinnersStep(Step):
             mask = topk_mask((x * boost.view(1, -1, 1, 1)).reshape(shape[0], n), self._k(n)).view(shape)
         else:
             mask = topk_mask(x * boost, self._k(n))
-        return Act(shape, dense=_np(x * mask))
+        return Act(shape, dense=_np(torch.where(mask, x, 0.0)))   # as KWinners: losers 0, even at -Inf
 
 
 class PoolStep(Step):
