@@ -28,7 +28,7 @@ from torch import nn
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.linear import LinearStep
-from frugalnet.engine.steps.lowbit import lowbit_step_for
+from frugalnet.engine.steps.lowbit_factory import lowbit_step_for
 from frugalnet.kernels import quant as quant_k
 from frugalnet.kernels._jit import set_threads
 from frugalnet.lowbit import QuantSpec, Recipe, quantize_

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from frugalnet.engine.act import Act
-from frugalnet.engine.steps.lowbit import PACKED_FORMATS, LowbitLinearStep, lowbit_step_for, lowbit_steps_from_file
+from frugalnet.engine.steps.lowbit import PACKED_FORMATS, LowbitLinearStep
+from frugalnet.engine.steps.lowbit_factory import lowbit_step_for, lowbit_steps_from_file
 from frugalnet.engine.steps.lowbit_conv import LowbitConvStep
 from frugalnet.engine.timing import interleaved_medians
 from frugalnet.lowbit import NVFP4, quantize_, quantized_layers

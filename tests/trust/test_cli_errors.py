@@ -142,3 +142,11 @@ def test_read_idx_errors(tmp_path):
     (tmp_path / "hdr").write_bytes(bytes([0, 0, 8, 3, 0, 0]))
     with pytest.raises(ValueError, match="header"):
         read_idx(tmp_path / "hdr")
+
+
+def test_energy_subcommand_takes_no_abbreviated_options():
+    from frugalnet.energy.command import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--cpu-w", "5", "--", "true"])
+    assert build_parser().parse_args(["--cpu-watts", "5", "--", "true"]).cpu_watts == 5.0

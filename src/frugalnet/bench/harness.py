@@ -10,48 +10,19 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import time
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from frugalnet.engine.timing import interleaved_samples  # noqa: F401  (re-exported: the one timer)
+
 WIDE_SPREAD = 0.2   # IQR / median above which a timing is flagged
 
 
+
 # ---- timing --------------------------------------------------------------------------------------------------
-
-def interleaved_samples(fns: Mapping[str, Callable[[], object]], repeats: int = 7, warmup: int = 1,
-                        min_time: float = 0.0, max_seconds: float = 30.0) -> dict[str, list[float]]:
-    """Per function, the seconds per call of each round. A round times a block of calls of every function (the
-    block grows until it lasts `min_time`), in rotating order; stops early (after 3 rounds) past `max_seconds`."""
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            fns[n]()
-    inner = {n: 1 for n in names}
-    for n in names:
-        while min_time > 0:
-            t0 = time.perf_counter()
-            for _ in range(inner[n]):
-                fns[n]()
-            if time.perf_counter() - t0 >= min_time or inner[n] >= 1 << 14:
-                break
-            inner[n] *= 2
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    start = time.perf_counter()
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            f, k = fns[n], inner[n]
-            t0 = time.perf_counter()
-            for _ in range(k):
-                f()
-            samples[n].append((time.perf_counter() - t0) / k)
-        if r >= 2 and time.perf_counter() - start > max_seconds:
-            break
-    return samples
-
 
 def spread(samples: list[float]) -> dict[str, Any]:
     """Median, quartiles, min/max of a list of per-call times, and whether the spread is wide."""

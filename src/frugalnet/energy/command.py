@@ -16,7 +16,7 @@ from frugalnet.utils.io import atomic_write_json
 
 def build_parser(prog: str = "frugalnet energy") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Meter the energy and carbon of any command.",
-                                usage=f"{prog} [options] -- COMMAND [ARGS ...]")
+                                usage=f"{prog} [options] -- COMMAND [ARGS ...]", allow_abbrev=False)
     p.add_argument("--cpu-watts", type=float, default=None,
                    help=f"power per busy core for the estimate (default 12; {CPU_WATTS_SOURCE})")
     p.add_argument("--country", default=None, help="ISO 3166 code for the grid intensity (default: world average)")

@@ -34,7 +34,7 @@ RANDOM = ("rand", "bernoulli", "normal", "uniform", "multinomial", "poisson", "e
 def lowbit_step(name: str, module) -> S.Step | None:
     """The one hook for quantized layers: the low-bit module's step factory, when it is installed."""
     try:
-        from frugalnet.engine.steps.lowbit import lowbit_step_for
+        from frugalnet.engine.steps.lowbit_factory import lowbit_step_for
     except ImportError:
         return None
     return lowbit_step_for(name, module)

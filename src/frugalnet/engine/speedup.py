@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from frugalnet.engine.compiler import compile as compile_engine, resize_batch
+from frugalnet.engine.timing import interleaved_samples
 
 # Interquartile range / median above which a ratio is flagged as unreliable ("wide spread").
 WIDE_SPREAD = 0.25
@@ -44,36 +45,9 @@ def spread(values: Sequence[float], wide: float = WIDE_SPREAD) -> dict:
 
 def interleaved_rounds(fns: Mapping[str, Callable[[], object]], repeats: int = 15, warmup: int = 1,
                        min_time: float = 0.01, max_seconds: float = 20.0) -> dict[str, list[float]]:
-    """Seconds per call of each function, one sample per round; every round calls each function (a block of calls
-    lasting about `min_time`) in rotating order, so load changes hit all candidates alike. Stops early, after at
-    least 5 rounds, once `max_seconds` have passed."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            fns[n]()
-    inner = {n: 1 for n in names}
-    for n in names:
-        while min_time > 0 and inner[n] < 1 << 14:
-            t0 = time.perf_counter()
-            for _ in range(inner[n]):
-                fns[n]()
-            if time.perf_counter() - t0 >= min_time:
-                break
-            inner[n] *= 2
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    start = time.perf_counter()
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            f, k = fns[n], inner[n]
-            t0 = time.perf_counter()
-            for _ in range(k):
-                f()
-            samples[n].append((time.perf_counter() - t0) / k)
-        if r >= min(repeats, 5) - 1 and time.perf_counter() - start > max_seconds:
-            break
-    return samples
+    """Seconds per call of each function, one sample per interleaved round (`timing.interleaved_samples`), with at
+    least 5 rounds before `max_seconds` can stop it."""
+    return interleaved_samples(fns, repeats, warmup, min_time, max_seconds, min_rounds=5)
 
 
 def ratio_spread(numerator: Sequence[float], denominator: Sequence[float], wide: float = WIDE_SPREAD) -> dict:
@@ -98,7 +72,9 @@ def measure_speedup(model: nn.Module, example_input: torch.Tensor, batch_sizes: 
     if dense_model is not None:
         dense_model.eval()
     t0 = time.perf_counter()
-    engine = compile_engine(model, example_input, batch_sizes=tuple(batch_sizes), threads=threads)
+    # torch.export specialises a batch of 1, so the engine is planned from a batch of at least 2 samples
+    example = example_input if example_input.shape[0] >= 2 else resize_batch(example_input, 2)
+    engine = compile_engine(model, example, batch_sizes=tuple(batch_sizes), threads=threads)
     compile_s = time.perf_counter() - t0
     result: dict = {"threads": torch.get_num_threads(), "compile_s": compile_s, "wide_threshold": wide,
                     "batches": {}}

@@ -4,7 +4,7 @@ the layer's real input and keeps the fastest. Ops without a step run as fallback
 
 A step holds only numpy arrays and plain parameters, so it saves to an .npz without pickling; engine/validate.py
 checks each kind's parameters against its arrays on load. The low-bit step factory (steps/lowbit.py,
-`lowbit_step_for`) is called from engine/lower.py's `lowbit_step`, when that module is present.
+`lowbit_factory.lowbit_step_for`) is called from engine/lower.py's `lowbit_step`, when that module is present.
 """
 from __future__ import annotations
 
