@@ -23,11 +23,7 @@ from frugalnet.utils.validation import check_positive_int
 
 def all_reduce_sum_(tensor: Tensor) -> Tensor:
     """Sum `tensor` over ranks in place (no-op when not distributed)."""
-    if dist_utils.is_distributed():
-        import torch.distributed as dist
-
-        dist.all_reduce(tensor)
-    return tensor
+    return dist_utils.all_reduce_(tensor)
 
 
 def nearest(x: Tensor, prototypes: Tensor, chunk: int = 4096) -> Tensor:
@@ -177,15 +173,17 @@ class OneHotContext(ContextProvider):
         return self.eye
 
 
-CONTEXTS = ("prototype", "online-prototype", "onehot")
+# name -> builder(dim, max_tasks, threshold): one table, as strategies (STRATEGIES) and streams (STREAMS) have
+_BUILDERS = {
+    "prototype": lambda dim, max_tasks, threshold: PrototypeContext(dim, max_tasks),
+    "online-prototype": lambda dim, max_tasks, threshold: OnlinePrototypeContext(dim, max_tasks, threshold),
+    "onehot": lambda dim, max_tasks, threshold: OneHotContext(max_tasks),
+}
+CONTEXTS = tuple(_BUILDERS)
 
 
 def make_context(kind: str, dim: int, max_tasks: int, threshold: float = 4.0) -> ContextProvider:
     """Build a context provider by name: "prototype", "online-prototype" or "onehot"."""
-    if kind == "prototype":
-        return PrototypeContext(dim, max_tasks)
-    if kind == "online-prototype":
-        return OnlinePrototypeContext(dim, max_tasks, threshold)
-    if kind == "onehot":
-        return OneHotContext(max_tasks)
+    if kind in _BUILDERS:
+        return _BUILDERS[kind](dim, max_tasks, threshold)
     raise ValueError(f"context must be one of {list(CONTEXTS)}, got {kind!r}")

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from torch.autograd import Function
 
 from frugalnet.lowbit import formats as F4
 from frugalnet.lowbit.recipes import LayerRecipe, QuantSpec
-from frugalnet.utils.distributed import is_distributed
+from frugalnet.utils.distributed import all_reduce_, is_distributed
 
 # random stream of each quantized operand (one generator per layer, training step and role)
 ROLES = {"act": 0, "w_fwd": 1, "w_dgrad": 2, "g0": 3, "g1": 4, "act_wgrad": 5}
@@ -39,8 +38,7 @@ def global_amax(x: Tensor, what: str = "input", reduce: bool = True) -> Tensor:
     amax = x.detach().abs().amax() if x.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
     F4._check_finite_scalar(amax, what)
     if reduce and is_distributed():
-        amax = amax.clone()
-        dist.all_reduce(amax, op=dist.ReduceOp.MAX)
+        amax = all_reduce_(amax.clone(), op="max")
     return amax
 
 

@@ -19,13 +19,13 @@ from frugalnet.utils.validation import check_fraction, check_positive_int
 
 def _reduce_across_ranks(counts: Tensor, batch: int) -> tuple[Tensor, int]:
     """Sum win counts and batch sizes over all ranks when running distributed (no-op otherwise)."""
-    import torch.distributed as dist
+    from frugalnet.utils import distributed as dist_utils
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not dist_utils.is_distributed() or dist_utils.world_size() == 1:
         return counts, batch
     packed = torch.cat([counts.to(torch.float64), torch.tensor([float(batch)], dtype=torch.float64,
                                                                 device=counts.device)])
-    dist.all_reduce(packed)
+    dist_utils.all_reduce_(packed)
     return packed[:-1].to(counts.dtype), int(packed[-1].item())
 
 

@@ -57,13 +57,22 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Reduce `tensor` over ranks in place ("sum" or "max") and return it; a no-op in a single process. The one
+    place frugalnet reduces across processes (k-WTA win counts, context statistics, quantizer amax, metrics)."""
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+    if op not in ops:
+        raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
+    if is_distributed():
+        dist.all_reduce(tensor, op=ops[op])
+    return tensor
+
+
 def all_reduce_sum(values: list[float]) -> list[float]:
     """Sum a few floats over ranks (metrics: loss sums, correct counts)."""
     if not is_distributed():
         return list(values)
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
+    return all_reduce_(torch.tensor(values, dtype=torch.float64)).tolist()
 
 
 def check_same_on_all_ranks(name: str, tensor: torch.Tensor) -> None:
