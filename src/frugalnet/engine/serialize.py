@@ -8,7 +8,6 @@ of the same program, so a crafted plan that names the wrong kernel cannot give s
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import asdict
@@ -20,18 +19,13 @@ import torch
 from frugalnet.engine import steps as S
 from frugalnet.engine import validate as V
 from frugalnet.engine.program import DTYPES, Node, Program
+from frugalnet.utils.checksum import arrays_digest
 
 FORMAT = "frugalnet-engine"
 FORMAT_VERSION = 3   # 3: a program of steps and aten ops captured by torch.export; checksum
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
-        h.update(k.encode() + b"\0" + str(a.dtype).encode() + b"\0" + str(a.shape).encode() + b"\0")
-        h.update(a.tobytes())
-    return h.hexdigest()
+_digest = arrays_digest   # the file's checksum (utils.checksum)
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:

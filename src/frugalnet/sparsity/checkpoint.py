@@ -9,7 +9,6 @@ those masks (and re-creates the k-WTA modules), then loads the values bit-exact.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 from frugalnet.nn.kwinners import KWinners, KWinners2d
 from frugalnet.sparsity.targets import get_mask, masked_targets
 from frugalnet.utils.io import atomic_replace
+from frugalnet.utils.checksum import arrays_digest
 
 FORMAT = "frugalnet-sparse-1"
 _KW_FIELDS = ("percent_on", "k_inference_factor", "boost_strength_factor", "duty_cycle_period")
@@ -33,14 +33,7 @@ def _have_safetensors() -> bool:
         return False
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(key.encode())
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+_digest = arrays_digest   # the file's checksum (utils.checksum)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

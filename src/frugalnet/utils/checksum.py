@@ -31,6 +31,19 @@ def json_digest(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
 
 
+def arrays_digest(arrays) -> str:
+    """SHA-256 of named arrays (a dict or an open .npz), each with its name, dtype and shape, in name order: the
+    checksum of engine files and sparse checkpoints."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(k.encode() + b"\0" + str(a.dtype).encode() + b"\0" + str(a.shape).encode() + b"\0")
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def content_digest(obj: Any) -> str:
     h = hashlib.sha256()
     _feed(h, obj)
