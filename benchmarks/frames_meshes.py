@@ -20,20 +20,9 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = next(line for line in info.splitlines() if line.startswith("flags"))
-        isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-        return f"{model} ({isa})"
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+from frugalnet.bench.harness import machine_summary  # noqa: E402
 
 
 def row(cols, widths) -> str:
@@ -64,13 +53,13 @@ def main() -> None:
     cfg = FramesConfig(set=a.set, episodes=a.episodes, seed=a.seed)
     cfg.validate()
     names, s = cfg.names(a.set), cfg.setting(a.set)
-    print(f"CPU: {cpu_model()}; one thread; load average at start {os.getloadavg()[0]:.1f} "
+    print(f"CPU: {machine_summary()}; one thread; load average at start {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
     t0 = time.process_time()
     models = ev.learn(names, s, a.seed)
     print(f"learned {len(names)} objects once each, one pose ({sum(len(m) for m in models)} stored points) in "
           f"{time.process_time() - t0:.1f} CPU s (sampling the meshes included); max steps {s.max_steps}")
-    out: dict = {"cpu": cpu_model(), "objects": len(names)}
+    out: dict = {"cpu": machine_summary(), "objects": len(names)}
 
     def show(label: str, v: dict) -> None:
         print(f"  {label:18s} accuracy {v['accuracy']:.3f}, median steps {v['median_steps']:.0f}, median ADD-S "

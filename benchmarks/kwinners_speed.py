@@ -7,31 +7,13 @@ against a bare torch.topk, timed interleaved in one run (medians and spread of p
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
+from frugalnet.bench.harness import machine_summary
 from frugalnet.nn.kwinners import KWinners
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def isa() -> str:
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return ", ".join(f for f in ("avx512f", "avx2", "fma") if f in flags)
 
 
 def previous_forward(kw: KWinners, x: torch.Tensor) -> torch.Tensor:
@@ -60,7 +42,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"CPU: {cpu_model()} ({isa()}); torch {torch.__version__}; threads {a.threads}")
+    print(f"CPU: {machine_summary()}; torch {torch.__version__}; threads {a.threads}")
     kw = KWinners(a.n, a.percent_on).eval()
     for b in a.batches:
         x = torch.randn(b, a.n)

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import logging
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -26,9 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from frugalnet.bench.harness import machine_summary
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.linear import LinearStep
 from frugalnet.engine.steps.lowbit_factory import lowbit_step_for
+from frugalnet.engine.timing import interleaved_samples
 from frugalnet.kernels import quant as quant_k
 from frugalnet.kernels._jit import set_threads
 from frugalnet.lowbit import QuantSpec, Recipe, quantize_
@@ -40,39 +41,14 @@ IBM4_MID = Recipe(name="ibm4-mid", weight=QuantSpec("int4-sawb"), activation=Qua
 
 
 def cpu_info() -> str:
-    name = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     isa = quant_k.isa()
-    flags = ", ".join(k for k in ("avx2", "fma", "avx512", "vnni", "amx") if isa[k])
-    return f"{name} (LLVM target {isa['cpu']}: {flags})"
+    return f"{machine_summary()}; LLVM target {isa['cpu']}, VNNI {isa['vnni']}, AMX {isa['amx']}"
 
 
 def timed(fns: dict, repeats: int, min_time: float = 0.02) -> dict[str, tuple[float, float, float]]:
     """{name: (median, p10, p90)} seconds per call, interleaved rounds with the order rotated every round."""
-    names = list(fns)
-    inner = {}
-    for n in names:
-        fns[n]()
-        k = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(k):
-                fns[n]()
-            if time.perf_counter() - t0 >= min_time or k >= 4096:
-                break
-            k *= 2
-        inner[n] = k
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            for _ in range(inner[n]):
-                fns[n]()
-            samples[n].append((time.perf_counter() - t0) / inner[n])
+    samples = interleaved_samples(fns, repeats=repeats, warmup=1, min_time=min_time, max_seconds=float("inf"),
+                                  min_rounds=repeats)
     return {n: (float(np.median(v)), float(np.percentile(v, 10)), float(np.percentile(v, 90)))
             for n, v in samples.items()}
 

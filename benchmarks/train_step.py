@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import time
 
 # Idle OpenMP workers sleep instead of spinning. torch and numba each keep a pool; on a shared machine a spinning
 # pool steals the cores from the other and from the working thread (measured on the loaded 2-core machine: MLP
@@ -30,6 +28,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 from torch import nn
+
+from frugalnet.bench.harness import machine_summary
+from frugalnet.engine.timing import interleaved_samples
 
 
 class TopK(nn.Module):
@@ -84,25 +85,9 @@ def mlp_sparse(act: str, mode: str | None = None) -> nn.Module:
 
 
 def cpu_info() -> str:
-    name = platform.processor() or "unknown"
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name in ("", "unknown", "x86_64"):
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    try:
-        import llvmlite.binding as llvm
-        host = llvm.get_host_cpu_name()
-    except Exception:  # noqa: BLE001 - informational only
-        host = "?"
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{name}; ISA {isa}; numba/LLVM target {host}"
+    import llvmlite.binding as llvm
+
+    return f"{machine_summary()}; numba/LLVM target {llvm.get_host_cpu_name()}"
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool = False):
@@ -117,16 +102,8 @@ def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, compiled: bool
 
 
 def run(configs: dict, rounds: int, warmup: int) -> dict:
-    for name, step in configs.items():
-        for _ in range(warmup):
-            step()
-    times = {n: [] for n in configs}
-    names = list(configs)
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            configs[n]()
-            times[n].append(time.perf_counter() - t0)
+    """Seconds per step of each configuration, one step per configuration per round, order rotated each round."""
+    times = interleaved_samples(configs, repeats=rounds, warmup=warmup, max_seconds=float("inf"), min_rounds=rounds)
     return {n: np.array(v) for n, v in times.items()}
 
 

@@ -155,3 +155,9 @@ def machine_info() -> dict[str, Any]:
         except Exception:
             info[lib] = None
     return info
+
+
+def machine_summary() -> str:
+    """One line for a benchmark's header: CPU model, widest vector ISA and the ISA flags that matter here."""
+    info = machine_info()
+    return f"{info['cpu']}; widest ISA {info['widest_isa']} ({', '.join(info['isa']) or 'none of ' + str(_ISA_FLAGS)})"
