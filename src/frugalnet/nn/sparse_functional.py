@@ -192,8 +192,6 @@ def _active(a: np.ndarray):
 
 
 def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | None, mode: str) -> dict:
-    from frugalnet.kernels import linear as K
-
     lay = vals.lay.layout
     n_out = lay.shape[0]
     xn = x.detach().numpy()
@@ -205,19 +203,33 @@ def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | N
             return torch.addmm(bias, x, w.t()) if bias is not None else x @ w.t()
         cands["dense"] = dense
     if mode != "dense":
-        for par in _parallel_options():
-            def csr(par=par):
-                out_t = np.empty((n_out, xn.shape[0]), np.float32)
-                K.csr_rows_t.pick(par)(lay.csr_ptr, lay.csr_idx, vals.csr(), np.ascontiguousarray(xn.T), bn, out_t)
-                return torch.from_numpy(out_t).t().contiguous()
+        cands.update(_sparse_product_candidates(
+            xn, lambda: np.ascontiguousarray(xn.T), (lay.csr_ptr, lay.csr_idx, vals.csr),
+            (lay.csc_split, lay.csc_idx, vals.csc), bn, n_out, ("csr", "csc")))
+    return cands
 
-            def csc(par=par):
-                aidx, aval, counts = _active(xn)
-                out = np.empty((xn.shape[0], n_out), np.float32)
-                K.csc_active_rows.pick(par)(lay.csc_split, lay.csc_idx, vals.csc(), aidx, aval, counts, bn, out)
-                return torch.from_numpy(out)
-            cands[f"csr/{int(par)}"] = csr
-            cands[f"csc/{int(par)}"] = csc
+
+def _sparse_product_candidates(a: np.ndarray, a_t, rows, cols, bias: np.ndarray, n_out: int, names) -> dict:
+    """The two sparse ways to compute a @ M^T for a (B, n) array `a` and a sparse M given both by rows (ptr, idx,
+    values()) and by columns cut for the threads (split, idx, values()): row dot products over a's transpose
+    (`a_t()`, made on demand), or a scatter of a's nonzeros down M's columns; each serial and parallel. The forward
+    (M = W) and the input gradient (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
+    from frugalnet.kernels import linear as K
+
+    cands = {}
+    for par in _parallel_options():
+        def by_rows(par=par):
+            out_t = np.empty((n_out, a.shape[0]), np.float32)
+            K.csr_rows_t.pick(par)(rows[0], rows[1], rows[2](), a_t(), bias, out_t)
+            return torch.from_numpy(out_t).t().contiguous()
+
+        def by_cols(par=par):
+            aidx, aval, counts = _active(a)
+            out = np.empty((a.shape[0], n_out), np.float32)
+            K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](), aidx, aval, counts, bias, out)
+            return torch.from_numpy(out)
+        cands[f"{names[0]}/{int(par)}"] = by_rows
+        cands[f"{names[1]}/{int(par)}"] = by_cols
     return cands
 
 
@@ -236,8 +248,6 @@ class _Transposed:
 
 
 def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Tensor, mode: str) -> dict:
-    from frugalnet.kernels import linear as K
-
     lay = vals.lay.layout
     n_in = lay.shape[1]
     gyn = gyp.a
@@ -246,19 +256,9 @@ def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Te
     if mode != "sparse":
         cands["dense"] = lambda: gy @ vals.masked(mask)
     if mode != "dense":
-        for par in _parallel_options():
-            def csc_t(par=par):
-                out_t = np.empty((n_in, gyn.shape[0]), np.float32)
-                K.csr_rows_t.pick(par)(lay.csc_ptr, lay.csc_idx, vals.csc(), gyp.t, zeros, out_t)
-                return torch.from_numpy(out_t).t().contiguous()
-
-            def scatter(par=par):
-                aidx, aval, counts = _active(gyn)
-                out = np.empty((gyn.shape[0], n_in), np.float32)
-                K.csc_active_rows.pick(par)(lay.csr_split, lay.csr_idx, vals.csr(), aidx, aval, counts, zeros, out)
-                return torch.from_numpy(out)
-            cands[f"csc_t/{int(par)}"] = csc_t
-            cands[f"scatter/{int(par)}"] = scatter
+        cands.update(_sparse_product_candidates(
+            gyn, lambda: gyp.t, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr),
+            zeros, n_in, ("csc_t", "scatter")))
     return cands
 
 
