@@ -182,6 +182,54 @@ def kwta_rows(x, boost, k, aidx, aval, nchunks):
 
 
 @kernel
+def kwta_rows_dense(x, boost, k, aidx, out, nchunks):
+    """kwta_rows for training: the winners' indices into aidx (B, k) (index order, kept for the backward) and the
+    dense output out (B, n): each winner's raw value, zero elsewhere, written while the row is in cache."""
+    batch, n = x.shape
+    nchunks = max(1, min(batch, nchunks))
+    for c in prange(nchunks):
+        hist = np.empty(1 << KEY_HIST_BITS, np.int32)
+        bi = np.empty(n + 1, np.int32)
+        bk = np.empty(n + 1, np.uint32)
+        work = np.empty(n + 1, np.uint32)
+        val = np.empty(k, np.float32)
+        for b in range((c * batch) // nchunks, ((c + 1) * batch) // nchunks):
+            ai = aidx[b]
+            _kwta_row(x[b], boost, k, ai, val, bi, bk, work, hist)
+            o = out[b]
+            for i in range(n):
+                o[i] = 0.0
+            for t in range(k):
+                o[ai[t]] = val[t]
+
+
+@kernel
+def winners_grad(gy, aidx, gx):
+    """Gradient of the k-WTA output: gx (B, n) = gy at each row's winners aidx (B, k), zero elsewhere."""
+    for b in prange(gy.shape[0]):
+        g = gy[b]
+        o = gx[b]
+        for i in range(o.shape[0]):
+            o[i] = 0.0
+        ai = aidx[b]
+        for t in range(ai.shape[0]):
+            o[ai[t]] = g[ai[t]]
+
+
+@njit(**JIT)
+def count_positive_wins(aidx, out, group, wins):
+    """wins[u // group] += 1 for every winner u of a row whose output out[b, u] > 0 (the duty cycle's count;
+    group = H * W counts a KWinners2d map's positions per channel). One pass over the B x k winners."""
+    for b in range(aidx.shape[0]):
+        ai = aidx[b]
+        o = out[b]
+        for t in range(ai.shape[0]):
+            u = ai[t]
+            if o[u] > 0:
+                wins[u // group] += 1.0
+
+
+@kernel
 def scatter_rows(aidx, aval, counts, out):
     """Dense rows from active (index, value) lists: out (B, n) is zeroed, then filled."""
     for b in prange(aidx.shape[0]):

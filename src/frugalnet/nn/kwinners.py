@@ -102,23 +102,65 @@ class _KWinnersBase(nn.Module):
     def _boost_factors(self, duty_cycle: Tensor) -> Tensor:
         return torch.exp(-self.boost_strength * (duty_cycle - self.percent_on))
 
-    def _boosted(self, x: Tensor, shape: tuple[int, ...]) -> Tensor:
-        """x (detached) times the boost factors viewed as `shape`. The factors are cached until the duty cycle or
-        the boost strength changes (tensor versions), and the multiply is skipped when they are all equal (a
-        positive constant factor changes no ranking: boost 0, or duty cycles all equal as at the start)."""
-        x = x.detach()
-        if _tracing():
-            return x * self._boost_factors(self.duty_cycle).view(shape)
+    def _factors(self) -> Tensor | None:
+        """The boost factors (duty_cycle's shape), None when they are all equal (a positive constant factor
+        changes no ranking: boost 0, or duty cycles all equal as at the start). Cached until the duty cycle or the
+        boost strength changes (tensor versions)."""
         duty, strength = self._buffers["duty_cycle"], self._buffers["boost_strength"]
         cached = self.__dict__.get("_boost_cache")
         if not (cached is not None and cached[0] is duty and cached[1] is strength
                 and cached[2] == (duty._version, strength._version)):
             factors = self._boost_factors(duty)
-            factors = None if bool(factors.min() == factors.max()) else factors.view(shape)
+            factors = None if bool(factors.min() == factors.max()) else factors
             cached = (duty, strength, (duty._version, strength._version), factors)
             self.__dict__["_boost_cache"] = cached
-        factors = cached[3]
-        return x if factors is None else x * factors
+        return cached[3]
+
+    def _boosted(self, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """x (detached) times the boost factors viewed as `shape` (x itself when they are all equal)."""
+        x = x.detach()
+        if _tracing():
+            return x * self._boost_factors(self.duty_cycle).view(shape)
+        factors = self._factors()
+        return x if factors is None else x * factors.view(shape)
+
+    def _boost_vector(self, repeat: int):
+        """The boost factors as a float32 numpy vector, each repeated `repeat` times (a KWinners2d map's positions),
+        for the selection kernel; cached with the factors."""
+        import numpy as np
+
+        factors = self._factors()
+        cached = self.__dict__.get("_boost_vec")
+        if cached is None or cached[0] is not factors or cached[1] != repeat:
+            n = self.duty_cycle.numel() * repeat
+            vec = (np.ones(n, np.float32) if factors is None
+                   else np.repeat(factors.detach().reshape(-1).to(torch.float32).numpy(), repeat))
+            cached = (factors, repeat, vec)
+            self.__dict__["_boost_vec"] = cached
+        return cached[2]
+
+    def _kernel_forward(self, x2: Tensor, k: int, repeat: int) -> Tensor:
+        """k-WTA of the rows of x2 (R, n) on the selection kernel, the duty cycle updated in training from the
+        per-unit (per-channel: `repeat` positions each) win counts."""
+        import numpy as np
+
+        from frugalnet.nn.kwinners_functional import kwta_train
+
+        x2 = x2.contiguous()
+        wins = np.zeros(self.duty_cycle.numel(), np.float64) if self.training else None
+        out = kwta_train(x2, self._boost_vector(repeat), k, wins, repeat)
+        if wins is not None:
+            with torch.no_grad():
+                counts = torch.from_numpy(wins).to(self.duty_cycle.dtype)
+                if repeat > 1:
+                    counts = counts / float(repeat)
+                self._update_duty_cycle(self.duty_cycle, counts, x2.shape[0])
+        return out
+
+    def _use_kernel(self, x: Tensor) -> bool:
+        from frugalnet.nn.kwinners_functional import kernel_eligible
+
+        return self.duty_cycle.dtype.is_floating_point and kernel_eligible(x)
 
     def _update_duty_cycle(self, duty_cycle: Tensor, wins_per_unit: Tensor, batch: int) -> None:
         """duty <- (duty * (period - batch) + wins) / period, with period = min(samples seen, duty_cycle_period)."""
@@ -164,6 +206,8 @@ class KWinners(_KWinnersBase):
         if x.dim() < 1 or x.shape[-1] != self.n:
             raise ValueError(f"KWinners(n={self.n}) expects input of shape (..., {self.n}), e.g. (batch, {self.n}),"
                              f" got {tuple(x.shape)}")
+        if self._use_kernel(x):
+            return self._kernel_forward(x.reshape(-1, self.n), self._k(self.n), 1).view(x.shape)
         mask = self.winners(x)
         if self.training:
             with torch.no_grad():
@@ -215,6 +259,9 @@ class KWinners2d(_KWinnersBase):
         if x.dim() != 4 or x.shape[1] != self.channels:
             raise ValueError(f"KWinners2d(channels={self.channels}) expects input of shape "
                              f"(batch, {self.channels}, H, W), got {tuple(x.shape)}")
+        if not self.local and self._use_kernel(x):
+            b, c, h, w = x.shape
+            return self._kernel_forward(x.reshape(b, c * h * w), self._k(c * h * w), h * w).view(x.shape)
         mask = self.winners(x)
         if self.training:
             with torch.no_grad():

@@ -1,0 +1,78 @@
+"""k-WTA on the numba selection kernel (kernels.kwta) for KWinners / KWinners2d: forward, backward and the
+duty-cycle win counts, each one pass over the rows, instead of torch.topk + comparisons + where + sums.
+
+The kernel picks exactly topk_mask's winners (torch.topk's order, +Inf and NaN as it ranks them, ties to the lower
+index; tested), so both paths give the same output, gradient and duty cycles. Measured in one interleaved run
+(benchmarks/kwinners_speed.py --train) on the MLP's KWinners(2048, 0.05) at batch 256, 2 threads: see the
+script's output in the issue-18 report. Used for float32 CPU rows of at least KERNEL_MIN_NUMEL entries outside
+tracing/export/compile (small inputs keep PyTorch: there the call overhead is the cost, and tests of toy models
+never load numba).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+KERNEL_MIN_NUMEL = 1 << 12
+
+
+def kernel_eligible(x: Tensor) -> bool:
+    """float32 on CPU, large enough, and not under compile/export/tracing/autocast."""
+    if (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling()):
+        return False   # checked first: under tracing numel() is a traced value
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() >= KERNEL_MIN_NUMEL
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dense output (R, n), winners' indices (R, k)) of the rows of xn."""
+    from frugalnet.kernels import kwta as K
+    from frugalnet.kernels._jit import threads
+
+    aidx = np.empty((xn.shape[0], k), np.int32)
+    out = np.empty(xn.shape, np.float32)
+    nchunks = threads() if xn.size >= 1 << 15 else 1
+    K.kwta_rows_dense.pick(nchunks > 1)(xn, boost, k, aidx, out, nchunks)
+    return out, aidx
+
+
+class KWTAFunction(torch.autograd.Function):
+    """out = x at the k winners of each row of x (R, n) by score x * boost (boost (n,) float32 numpy), else 0;
+    the winners' indices are appended to `sink` (the duty cycle counts them)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, boost: np.ndarray, k: int, sink: list):
+        out, aidx = _select(x.detach().numpy(), boost, k)
+        ctx.aidx = aidx
+        sink.append(aidx)
+        return torch.from_numpy(out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: Tensor):
+        from frugalnet.kernels import kwta as K
+
+        gy = gy.contiguous()
+        gx = np.empty(tuple(gy.shape), np.float32)
+        K.winners_grad.pick(gy.numel() >= 1 << 15)(gy.numpy(), ctx.aidx, gx)
+        return torch.from_numpy(gx), None, None, None
+
+
+def kwta_train(x2: Tensor, boost: np.ndarray, k: int, wins: np.ndarray | None, group: int) -> Tensor:
+    """k-WTA of the rows of x2 (R, n), contiguous float32; when `wins` is given, adds to wins[u // group] the
+    rows in which unit u won with an output > 0 (the duty cycle's count)."""
+    if torch.is_grad_enabled() and x2.requires_grad:
+        sink: list = []
+        out = KWTAFunction.apply(x2, boost, k, sink)
+        aidx = sink[0]
+    else:
+        o, aidx = _select(x2.detach().numpy(), boost, k)
+        out = torch.from_numpy(o)
+    if wins is not None:
+        from frugalnet.kernels.kwta import count_positive_wins
+
+        count_positive_wins(aidx, out.detach().numpy(), group, wins)
+    return out
