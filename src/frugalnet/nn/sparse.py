@@ -34,11 +34,53 @@ def _owned_sparse_modules(optimizer: torch.optim.Optimizer) -> list:
     return [m for m in list(_LIVE) if id(m.weight) in owned]
 
 
+# Optimizers whose update keeps a weight at zero where its gradient, its value and its state are all zero (SGD with
+# momentum, dampening, Nesterov, weight decay; Adam/AdamW with eps > 0, weight decay, amsgrad): after such a step
+# the mask's gaps provably still hold zeros, so re-zeroing them (an O(out x in) write per layer) is skipped.
+_ZERO_KEEPING = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+
+
+def _zero_keeping(optimizer: torch.optim.Optimizer) -> bool:
+    if type(optimizer) not in _ZERO_KEEPING:
+        return False
+    return all(not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) or g.get("eps", 0.0) > 0
+               for g in optimizer.param_groups)
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer, weight: Tensor) -> list[tuple[str, Tensor]]:
+    """The optimizer's per-element state of `weight` (momentum, moments): tensors shaped like it."""
+    state = optimizer.state.get(weight, {})
+    return [(k, t) for k, t in sorted(state.items()) if isinstance(t, Tensor) and t.shape == weight.shape]
+
+
+def _state_print(optimizer: torch.optim.Optimizer, weight: Tensor) -> tuple:
+    return (id(optimizer),) + tuple((k, t.data_ptr(), t._version) for k, t in _state_tensors(optimizer, weight))
+
+
+def _weight_print(module) -> tuple:
+    """Identity and version of the weight and of the mask: any in-place write or replacement of either (through
+    PyTorch) changes it."""
+    w, mask = module.weight, module.weight_mask
+    return (w.data_ptr(), w._version, mask.data_ptr(), mask._version, getattr(module, "mask_version", 0))
+
+
 def _mask_grads_before_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Zero the gradients outside the masks (unless the Function made them so), and note which layers are known
+    to be clean (weight unchanged since we last zeroed or checked it, optimizer state made or zero-kept by this
+    optimizer since), whose re-zeroing after the step can be skipped."""
+    keeping = _zero_keeping(optimizer)
+    skip = set()
     for module in _owned_sparse_modules(optimizer):
-        grad = module.weight.grad
+        w = module.weight
+        grad = w.grad
         if grad is not None and not _grad_is_clean(module, grad):
             grad.mul_(module.weight_mask)
+        if not keeping or module.__dict__.get("_clean_weight") != _weight_print(module):
+            continue
+        if optimizer.state.get(w) and module.__dict__.get("_clean_state") != _state_print(optimizer, w):
+            continue
+        skip.add(id(module))
+    optimizer.__dict__["_frugalnet_clean"] = skip
 
 
 def _grad_is_clean(module, grad: Tensor) -> bool:
@@ -48,8 +90,23 @@ def _grad_is_clean(module, grad: Tensor) -> bool:
 
 
 def _rezero_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Re-zero the weights outside the masks, except for layers the pre-step hook found clean (their zeros are
+    provably kept, see _ZERO_KEEPING); for a zero-keeping optimizer the state outside the mask is zeroed too (it
+    only ever moves weights that are re-zeroed), so from the next step on the layer is clean."""
+    skip = optimizer.__dict__.pop("_frugalnet_clean", set())
+    keeping = _zero_keeping(optimizer)
     for module in _owned_sparse_modules(optimizer):
-        module.apply_mask_()
+        w = module.weight
+        if id(module) in skip:
+            module.__dict__["_clean_weight"] = _weight_print(module)
+        else:
+            module.apply_mask_()
+            if not keeping:
+                continue
+            with torch.no_grad():
+                for _, t in _state_tensors(optimizer, w):
+                    module._zero_outside_(t)
+        module.__dict__["_clean_state"] = _state_print(optimizer, w)
 
 
 def _install_optimizer_hooks() -> None:
@@ -78,7 +135,8 @@ class SparseWeightMixin:
 
     def __getstate__(self):  # the cached kernel layout is rebuilt on demand, not pickled
         state = self.__dict__.copy()
-        state.pop("_train_layout", None)
+        for key in ("_train_layout", "_clean_weight", "_clean_state"):
+            state.pop(key, None)
         return state
 
     def __setstate__(self, state) -> None:  # deepcopy / unpickling: the copy enforces its mask too
@@ -98,19 +156,25 @@ class SparseWeightMixin:
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
-        """Zero the masked weights in place (the module does this itself after each optimizer step). A 2-D float32
-        CPU weight is zeroed by a kernel that writes only the gaps of the mask's rows (several times cheaper than
-        the multiply, see kernels.train.zero_outside), other weights by a mask multiply."""
-        w = self.weight
-        if (w.dim() == 2 and w.dtype == torch.float32 and w.device.type == "cpu" and w.is_contiguous()
+        """Zero the masked weights in place (the module does this itself after each optimizer step that could
+        have moved them)."""
+        self._zero_outside_(self.weight)
+        self.__dict__["_clean_weight"] = _weight_print(self)
+
+    @torch.no_grad()
+    def _zero_outside_(self, t: Tensor) -> None:
+        """Zero `t` (shaped like the weight) outside the mask. A 2-D float32 CPU tensor is zeroed by a kernel that
+        writes only the gaps of the mask's rows (several times cheaper than the multiply, see
+        kernels.train.zero_outside), others by a mask multiply."""
+        if (t.dim() == 2 and t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
                 and self.weight_mask.device.type == "cpu"):
             from frugalnet.kernels.train import zero_outside
             from frugalnet.nn.sparse_functional import layout_of
 
             lay = layout_of(self).layout
-            zero_outside.serial(w.detach().numpy(), lay.csr_ptr, lay.csr_idx)
+            zero_outside.serial(t.detach().numpy(), lay.csr_ptr, lay.csr_idx)
         else:
-            w.mul_(self.weight_mask)
+            t.mul_(self.weight_mask)
 
     @torch.no_grad()
     def set_mask_(self, mask: Tensor) -> None:
@@ -124,6 +188,7 @@ class SparseWeightMixin:
         self.weight_mask.copy_(mask)
         self.sparsity = 1.0 - float(mask.float().mean())
         self.mask_version = getattr(self, "mask_version", 0) + 1
+        self.__dict__.pop("_clean_state", None)   # optimizer state may be nonzero where the new mask has gaps
         self.apply_mask_()
 
     def reset_parameters(self) -> None:
@@ -136,6 +201,12 @@ class SparseWeightMixin:
     @property
     def weight_density(self) -> float:
         return float(self.weight_mask.float().mean())
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        # writes that bypass PyTorch's version counter (through .data or a numpy view) escape the optimizer hooks'
+        # bookkeeping; the saved weights hold exact zeros whatever wrote them
+        self.apply_mask_()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # keep the zeros exact after loading
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
