@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from frugalnet.nn.masks import fixed_fan_in, nonzeros_per_unit
+from frugalnet.nn.sparse_conv_functional import sparse_conv2d
 from frugalnet.nn.sparse_functional import sparse_linear
 from frugalnet.utils.seeding import make_generator
 
@@ -255,7 +256,12 @@ class SparseConv2d(SparseWeightMixin, nn.Conv2d):
 
     Takes nn.Conv2d's arguments plus `sparsity` in [0, 1), an optional `mask` shaped like the weight and a `seed`.
     Shape: (B, in_channels, H, W) -> (B, out_channels, H', W').
+
+    Stride-1 unpadded float32 CPU convolutions train on the sparse-input kernels where they are faster (see
+    `sparse_conv_functional`); `kernel_mode` overrides the process default as for SparseLinear.
     """
+
+    kernel_mode: str | None = None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, sparsity: float, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -274,7 +280,7 @@ class SparseConv2d(SparseWeightMixin, nn.Conv2d):
                              f"(batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if torch.compiler.is_exporting() or torch.jit.is_scripting():
             return super().forward(x)   # exported graphs keep the plain conv on the stored (masked) weight
-        return self._conv_forward(x, self.weight * self.weight_mask, self.bias)
+        return sparse_conv2d(self, x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", sparsity={self.sparsity:.3g}"

@@ -1,0 +1,75 @@
+"""SparseConv2d's training Function: every path of every product equals PyTorch's masked-dense convolution."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from frugalnet.kernels import conv_train as CT
+from frugalnet.nn import SparseConv2d
+from frugalnet.nn import sparse_functional as SF
+
+
+@pytest.mark.parametrize("density", [1.0, 0.1, 0.0])
+@pytest.mark.parametrize("shape", [(3, 1, 9, 8, 4, 3), (2, 5, 7, 7, 6, 5)])
+def test_kernels_equal_torch(shape, density):
+    b, c, h, w, o, k = shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, h, w, generator=gen) * (torch.rand(b, c, h, w, generator=gen) < density)
+    wt = torch.randn(o, c, k, k, generator=gen)
+    bias = torch.randn(o, generator=gen)
+    ref = F.conv2d(x, wt, bias)
+    np.testing.assert_allclose(CT.conv2d_active(x.numpy(), wt.numpy(), bias.numpy()), ref.numpy(), rtol=1e-5,
+                               atol=1e-5)
+    gy = torch.randn_like(ref)
+    gx_ref, gw_ref, _ = torch.ops.aten.convolution_backward(gy, x, wt, None, [1, 1], [0, 0], [1, 1], False,
+                                                            [0, 0], 1, [True, True, False])
+    gwt = np.empty((c, k, k, o), np.float32)
+    gycl = gy.permute(0, 2, 3, 1).contiguous().numpy()
+    for par in (False, True):
+        CT.conv_gw_active.pick(par)(x.numpy(), gycl, gwt)
+        np.testing.assert_allclose(gwt.transpose(3, 0, 1, 2), gw_ref.numpy(), rtol=1e-4, atol=1e-4)
+    cols = (torch.from_numpy(gycl.reshape(-1, o)) @ wt.view(o, -1)).numpy().reshape(b, h - k + 1, w - k + 1, c, k, k)
+    gx = np.empty(x.shape, np.float32)
+    CT.col2im_add(cols, gx)
+    np.testing.assert_allclose(gx, gx_ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense", "auto"])
+def test_module_every_path_equals_masked_dense(mode, monkeypatch):
+    monkeypatch.setattr(SF, "MIN_KERNEL_WORK", 0)
+    torch.manual_seed(0)
+    layer = SparseConv2d(4, 6, 3, 0.5, seed=0)
+    layer.kernel_mode = mode
+    x = torch.relu(torch.randn(5, 4, 8, 8)).requires_grad_(True)
+    gy = torch.randn(5, 6, 6, 6)
+    keys = ("conv_fwd", "conv_gx", "conv_gw")
+    if mode == "sparse":
+        names = {"conv_fwd": ["active/0", "active/1"], "conv_gx": ["gemm"], "conv_gw": ["active/0", "active/1"]}
+    else:
+        names = {k: [None] for k in keys}
+    real_pick = SF._pick
+    for i in range(2):                         # force each kernel path in turn (serial, parallel)
+        SF.clear_choices()
+        if mode == "sparse":
+            def forced(key, cands, i=i):
+                name = names[key[0]][min(i, len(names[key[0]]) - 1)]
+                return cands[name]() if name in cands else real_pick(key, cands)
+            monkeypatch.setattr(SF, "_pick", forced)
+        x.grad = None
+        layer.zero_grad()
+        layer(x).mul(gy).sum().backward()
+        xr = x.detach().clone().requires_grad_(True)
+        wr = layer.weight.detach().clone().requires_grad_(True)
+        br = layer.bias.detach().clone().requires_grad_(True)
+        F.conv2d(xr, wr * layer.weight_mask, br).mul(gy).sum().backward()
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.weight.grad, wr.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.bias.grad, br.grad, rtol=1e-4, atol=1e-5)
+        assert int((layer.weight.grad[~layer.weight_mask] != 0).sum()) == 0
+
+
+def test_other_configurations_take_pytorch():
+    layer = SparseConv2d(2, 3, 3, 0.5, padding=1, seed=0)
+    layer.kernel_mode = "sparse"
+    x = torch.randn(2, 2, 5, 5)
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight * layer.weight_mask, layer.bias, padding=1))
