@@ -3,10 +3,15 @@ duty-cycle win counts, each one pass over the rows, instead of torch.topk + comp
 
 The kernel picks exactly topk_mask's winners (torch.topk's order, +Inf and NaN as it ranks them, ties to the lower
 index; tested), so both paths give the same output, gradient and duty cycles. Measured in one interleaved run
-(benchmarks/kwinners_speed.py --train) on the MLP's KWinners(2048, 0.05) at batch 256, 2 threads: see the
-script's output in the issue-18 report. Used for float32 CPU rows of at least KERNEL_MIN_NUMEL entries outside
-tracing/export/compile (small inputs keep PyTorch: there the call overhead is the cost, and tests of toy models
-never load numba).
+(benchmarks/kwinners_speed.py --train --n 2048 --percent-on 0.05 --batches 256 --threads 2) on the MLP's
+KWinners(2048, 0.05), batch 256, training forward + backward, loaded 2-core machine: 1.89 ms against 8.92 ms for
+the PyTorch path and 6.04 ms for a bare torch.topk + scatter. Used for float32 CPU rows of at least
+KERNEL_MIN_NUMEL entries outside tracing/export/compile (small inputs keep PyTorch: there the call overhead is the
+cost, and tests of toy models never load numba).
+
+The serial builds are used: on the shared 2-core machine the parallel selection was no faster at best (1.12 ms
+against 1.08 ms, 256 x 2048, k = 102) and 5x slower at the median (6.9 ms against 1.25 ms, 20 interleaved
+rounds), whenever the second thread waited on a descheduled core.
 """
 from __future__ import annotations
 
@@ -30,12 +35,10 @@ def kernel_eligible(x: Tensor) -> bool:
 def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(dense output (R, n), winners' indices (R, k)) of the rows of xn."""
     from frugalnet.kernels import kwta as K
-    from frugalnet.kernels._jit import threads
 
     aidx = np.empty((xn.shape[0], k), np.int32)
     out = np.empty(xn.shape, np.float32)
-    nchunks = threads() if xn.size >= 1 << 15 else 1
-    K.kwta_rows_dense.pick(nchunks > 1)(xn, boost, k, aidx, out, nchunks)
+    K.kwta_rows_dense.serial(xn, boost, k, aidx, out, 1)
     return out, aidx
 
 
@@ -57,7 +60,7 @@ class KWTAFunction(torch.autograd.Function):
 
         gy = gy.contiguous()
         gx = np.empty(tuple(gy.shape), np.float32)
-        K.winners_grad.pick(gy.numel() >= 1 << 15)(gy.numpy(), ctx.aidx, gx)
+        K.winners_grad.serial(gy.numpy(), ctx.aidx, gx)
         return torch.from_numpy(gx), None, None, None
 
 
