@@ -69,7 +69,7 @@ def choices() -> dict[tuple, str]:
 
 
 def timings() -> dict[tuple, dict[str, float]]:
-    """For each timed choice, every candidate's median time in seconds."""
+    """For each timed choice, every candidate's fastest time in seconds."""
     return {k: dict(v) for k, v in _TIMINGS.items()}
 
 
@@ -87,7 +87,9 @@ def density_bucket(t: Tensor, rows: int = 32) -> int:
 
 def _pick(key: tuple, candidates: dict[str, Callable[[], object]]):
     """Run the cached choice for `key`, or time every candidate (one untimed call each, then interleaved repeats;
-    the lowest median wins) and remember it."""
+    the lowest minimum wins) and remember it. The minimum, not the median: on a shared machine other work only
+    adds time, and with three repeats one descheduled call moved the median enough to flip choices between runs
+    (CNN-2's conv1 forward went to a kernel 3x slower than PyTorch's in one run of train_step.py)."""
     name = _CHOICES.get(key)
     if name is not None and name in candidates:
         return candidates[name]()
@@ -101,7 +103,7 @@ def _pick(key: tuple, candidates: dict[str, Callable[[], object]]):
             t0 = time.perf_counter()
             fn()
             times[n].append(time.perf_counter() - t0)
-    _TIMINGS[key] = {n: float(np.median(t)) for n, t in times.items()}
+    _TIMINGS[key] = {n: float(np.min(t)) for n, t in times.items()}
     best = min(_TIMINGS[key], key=_TIMINGS[key].get)
     _CHOICES[key] = best
     return candidates[best]()
