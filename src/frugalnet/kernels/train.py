@@ -275,3 +275,18 @@ def count_nonzero(a):
                 c += 1
         total += c
     return total
+
+
+@kernel
+def column_sums(a, out):
+    """out[j] = sum_b a[b, j] (a bias gradient from the output gradient (B, out)), rows added in order. Serial use:
+    PyTorch's gy.sum(0) wakes its second thread for half a megabyte of work, which on the shared 2-core machine
+    took 0.29 ms against 0.14 ms on one thread (256 x 2048, OMP_WAIT_POLICY=PASSIVE) and 11 ms with spinning
+    OpenMP workers."""
+    n = out.shape[0]
+    for j in range(n):
+        out[j] = 0.0
+    for b in range(a.shape[0]):
+        row = a[b]
+        for j in prange(n):
+            out[j] += row[j]

@@ -322,7 +322,10 @@ class SparseLinearFunction(torch.autograd.Function):
                        _grad_weight_candidates(gy, gyp, x, lay, mask, mode))
             lay.clean_grad = (gw.data_ptr(), gw._version)   # zero outside the mask: the optimizer hook may skip it
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = gy.sum(0)
+            from frugalnet.kernels.train import column_sums
+
+            gb = torch.empty(n_out, dtype=gy.dtype)
+            column_sums.serial(gyp.a, gb.numpy())
         return gx, gw, gb, None, None, None
 
 
