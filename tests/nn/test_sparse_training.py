@@ -36,10 +36,11 @@ def test_every_path_of_every_product_equals_masked_dense(x_density, gy_density, 
     y_ref, gx_ref, gw_ref, _ = _reference(layer, x, gy)
     lay = SF.layout_of(layer)
     vals = SF._Values(layer.weight, lay)
-    fwd = SF._forward_candidates(x, vals, layer.weight_mask, layer.bias, "auto")
+    xp = SF._Transposed(x.numpy())
+    fwd = SF._forward_candidates(x, xp, vals, layer.weight_mask, layer.bias, "auto")
     gyp = SF._Transposed(gy.numpy())
     gx = SF._grad_input_candidates(gy, gyp, vals, layer.weight_mask, "auto")
-    gw = SF._grad_weight_candidates(gy, gyp, x, lay, layer.weight_mask, "auto")
+    gw = SF._grad_weight_candidates(gy, gyp, x, xp, lay, layer.weight_mask, "auto")
     assert {"dense", "csr/0", "csc/0"} <= set(fwd) and {"dense", "csc_t/0", "scatter/0"} <= set(gx)
     assert {"dense", "sddmm/0", "sddmm_gy/0"} <= set(gw)
     for name, fn in fwd.items():

@@ -193,7 +193,8 @@ def _active(a: np.ndarray):
     return aidx, aval, counts
 
 
-def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | None, mode: str) -> dict:
+def _forward_candidates(x: Tensor, xp: "_Transposed", vals: _Values, mask: Tensor, bias: Tensor | None,
+                        mode: str) -> dict:
     lay = vals.lay.layout
     n_out = lay.shape[0]
     xn = x.detach().numpy()
@@ -206,7 +207,7 @@ def _forward_candidates(x: Tensor, vals: _Values, mask: Tensor, bias: Tensor | N
         cands["dense"] = dense
     if mode != "dense":
         cands.update(_sparse_product_candidates(
-            xn, lambda: np.ascontiguousarray(xn.T), (lay.csr_ptr, lay.csr_idx, vals.csr),
+            xn, lambda: xp.t, (lay.csr_ptr, lay.csr_idx, vals.csr),
             (lay.csc_split, lay.csc_idx, vals.csc), bn, n_out, ("csr", "csc")))
     return cands
 
@@ -264,12 +265,11 @@ def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Te
     return cands
 
 
-def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, lay: _Layout, mask: Tensor,
+def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transposed, lay: _Layout, mask: Tensor,
                             mode: str) -> dict:
     from frugalnet.kernels import train as T
 
     layout = lay.layout
-    xp = _Transposed(x.detach().numpy())
     cands = {}
     if mode != "sparse":
         cands["dense"] = lambda: (gy.t() @ x).mul_(mask)
@@ -298,10 +298,12 @@ class SparseLinearFunction(torch.autograd.Function):
         vals = _Values(weight, lay)
         n_out, n_in = lay.layout.shape
         xkey = density_bucket(x) if mode != "dense" else -1
-        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode), _forward_candidates(x, vals, mask, bias, mode))
+        xp = _Transposed(x.detach().numpy())   # x's transpose, made once for the forward and the weight gradient
+        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode), _forward_candidates(x, xp, vals, mask, bias, mode))
         ctx.save_for_backward(x, weight, mask)
         ctx.lay, ctx.mode, ctx.has_bias, ctx.xkey = lay, mode, bias is not None, xkey
         ctx.vals = vals   # reuses gathered values / masked weight in backward
+        ctx.xp = xp       # and x's transpose
         return y
 
     @staticmethod
@@ -319,7 +321,7 @@ class SparseLinearFunction(torch.autograd.Function):
                        _grad_input_candidates(gy, gyp, vals, mask, mode))
         if ctx.needs_input_grad[1]:
             gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode),
-                       _grad_weight_candidates(gy, gyp, x, lay, mask, mode))
+                       _grad_weight_candidates(gy, gyp, x, ctx.xp, lay, mask, mode))
             lay.clean_grad = (gw.data_ptr(), gw._version)   # zero outside the mask: the optimizer hook may skip it
         if ctx.has_bias and ctx.needs_input_grad[2]:
             from frugalnet.kernels.train import column_sums
