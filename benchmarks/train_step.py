@@ -14,7 +14,10 @@ dense PyTorch model.
     how much of the sparse model's gain a dense model gets from the layout alone).
   torch.compile of each dense model as a second baseline (--no-compile skips it).
 
-Run: PYTHONPATH=src python benchmarks/train_step.py [--rounds 30] [--threads 2] [--no-compile] [--only mlp|cnn]
+  --only demo: the demo's own dense and sparse CNN-2 (demo recipe) on embedded MNIST, wall and CPU time per step
+    (the demo meters training energy from CPU time).
+
+Run: PYTHONPATH=src python benchmarks/train_step.py [--rounds 30] [--threads 2] [--no-compile] [--only mlp|cnn|demo]
 """
 from __future__ import annotations
 
@@ -157,6 +160,52 @@ def mask_enforcement(rounds: int) -> None:
         f"{n} {np.median(t) * 1e3:.3f}" for n, t in times.items()))
 
 
+def demo_steps(rounds: int, warmup: int) -> None:
+    """The demo's own networks (studies.sparse_vs_dense.demo_config: CNN-2 dense and sparse with the demo recipe)
+    on real embedded-MNIST batches of 64: wall and CPU time per training step, interleaved (order rotated each
+    round). The demo's ledger meters training energy from CPU time (x 12 W per core where no RAPL counter is
+    readable), so the CPU-time ratio is the figure its training-energy factor follows."""
+    import time
+
+    from frugalnet.data.embedded import load_mnist_5k
+    from frugalnet.studies.sparse_vs_dense import build_model, demo_config
+
+    bundle, cfg = load_mnist_5k(), demo_config()
+    xs = [bundle.normalize(bundle.train.x[i * 64:(i + 1) * 64]) for i in range(16)]
+    ys = [bundle.train.y[i * 64:(i + 1) * 64] for i in range(16)]
+
+    def make(kind):
+        model = build_model(kind, bundle, cfg, seed=0)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        count = [0]
+
+        def step():
+            i = count[0] % len(xs)
+            count[0] += 1
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
+            opt.step()
+        return step
+    steps = {"dense CNN-2 (demo)": make("dense"), "sparse CNN-2 (demo recipe)": make("sparse")}
+    for fn in steps.values():
+        for _ in range(max(warmup, len(xs))):
+            fn()
+    cpu = {n: [] for n in steps}
+    wall = {n: [] for n in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for n in names[r % 2:] + names[:r % 2]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            steps[n]()
+            cpu[n].append(time.process_time() - c0)
+            wall[n].append(time.perf_counter() - t0)
+    base = names[0]
+    print("\nthe demo's networks, batch 64 (embedded MNIST): training step, medians over interleaved rounds")
+    for n in names:
+        print(f"  {n:30s} wall {np.median(wall[n]) * 1e3:8.2f} ms   CPU {np.median(cpu[n]) * 1e3:8.2f} ms   "
+              f"CPU ratio dense/this {np.median(cpu[base]) / np.median(cpu[n]):.2f}x")
+
+
 def try_compiled(configs: dict, name: str, make) -> None:
     try:
         step = make()
@@ -172,7 +221,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--only", choices=("mlp", "cnn"), default=None)
+    ap.add_argument("--only", choices=("mlp", "cnn", "demo"), default=None,
+                    help="one section (default: mlp and cnn; demo only when asked)")
     args = ap.parse_args()
 
     import numba
@@ -223,6 +273,9 @@ def main() -> None:
 
     if args.only in (None, "mlp"):
         mask_enforcement(args.rounds)
+
+    if args.only == "demo":
+        demo_steps(args.rounds, args.warmup)
 
     from frugalnet.nn.sparse_functional import choices, timings
     print("\nchosen paths (product, out, in, batch, density bucket(s), mode) -> path [candidates' fastest ms]:")

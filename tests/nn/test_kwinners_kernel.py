@@ -69,3 +69,14 @@ def test_kernel_path_without_grad_and_below_threshold(monkeypatch):
         y = kw(torch.rand(4, 64) + 0.1)
     assert ((y != 0).sum(1) == 6).all() and float(kw.duty_cycle.sum()) > 0
     assert not KF.kernel_eligible(torch.rand(4, 64, dtype=torch.float64))
+
+
+def test_kwinners2d_kernel_on_channels_last_input(monkeypatch):
+    base = KWinners2d(6, 0.1, boost_strength=1.5)
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    x = _inputs((5, 6, 7, 9), "normal", 0)
+    ya, ga = _run(a, x, False, monkeypatch)
+    yb, gb = _run(b, x.contiguous(memory_format=torch.channels_last), True, monkeypatch)
+    assert torch.equal(yb, ya) and torch.equal(gb, ga)
+    assert gb.is_contiguous(memory_format=torch.channels_last)    # the gradient keeps the input's layout
+    torch.testing.assert_close(b.duty_cycle, a.duty_cycle, rtol=0, atol=0)

@@ -139,22 +139,21 @@ class _KWinnersBase(nn.Module):
             self.__dict__["_boost_vec"] = cached
         return cached[2]
 
-    def _kernel_forward(self, x2: Tensor, k: int, repeat: int) -> Tensor:
-        """k-WTA of the rows of x2 (R, n) on the selection kernel, the duty cycle updated in training from the
+    def _kernel_forward(self, x: Tensor, n: int, k: int, repeat: int) -> Tensor:
+        """k-WTA of the rows of n entries of x on the selection kernel, the duty cycle updated in training from the
         per-unit (per-channel: `repeat` positions each) win counts."""
         import numpy as np
 
         from frugalnet.nn.kwinners_functional import kwta_train
 
-        x2 = x2.contiguous()
         wins = np.zeros(self.duty_cycle.numel(), np.float64) if self.training else None
-        out = kwta_train(x2, self._boost_vector(repeat), k, wins, repeat)
+        out = kwta_train(x, n, self._boost_vector(repeat), k, wins, repeat)
         if wins is not None:
             with torch.no_grad():
                 counts = torch.from_numpy(wins).to(self.duty_cycle.dtype)
                 if repeat > 1:
                     counts = counts / float(repeat)
-                self._update_duty_cycle(self.duty_cycle, counts, x2.shape[0])
+                self._update_duty_cycle(self.duty_cycle, counts, x.numel() // n)
         return out
 
     def _use_kernel(self, x: Tensor) -> bool:
@@ -207,7 +206,7 @@ class KWinners(_KWinnersBase):
             raise ValueError(f"KWinners(n={self.n}) expects input of shape (..., {self.n}), e.g. (batch, {self.n}),"
                              f" got {tuple(x.shape)}")
         if self._use_kernel(x):
-            return self._kernel_forward(x.reshape(-1, self.n), self._k(self.n), 1).view(x.shape)
+            return self._kernel_forward(x, self.n, self._k(self.n), 1)
         mask = self.winners(x)
         if self.training:
             with torch.no_grad():
@@ -260,8 +259,8 @@ class KWinners2d(_KWinnersBase):
             raise ValueError(f"KWinners2d(channels={self.channels}) expects input of shape "
                              f"(batch, {self.channels}, H, W), got {tuple(x.shape)}")
         if not self.local and self._use_kernel(x):
-            b, c, h, w = x.shape
-            return self._kernel_forward(x.reshape(b, c * h * w), self._k(c * h * w), h * w).view(x.shape)
+            _, c, h, w = x.shape
+            return self._kernel_forward(x, c * h * w, self._k(c * h * w), h * w)
         mask = self.winners(x)
         if self.training:
             with torch.no_grad():

@@ -43,39 +43,47 @@ def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 
 class KWTAFunction(torch.autograd.Function):
-    """out = x at the k winners of each row of x (R, n) by score x * boost (boost (n,) float32 numpy), else 0;
-    the winners' indices are appended to `sink` (the duty cycle counts them)."""
+    """out = x at the k winners of each row of n entries of x (any shape, rows in its logical order) by score
+    x * boost (boost (n,) float32 numpy), else 0, shaped and laid out contiguous like x; the winners' indices are
+    appended to `sink` (the duty cycle counts them). The input gradient takes x's memory format: a channels-last
+    max-pool's backward fed an NCHW gradient took 2.9 ms against 0.6 ms fed a channels-last one ((64, 32, 24, 24),
+    CPU time, 2 threads)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, boost: np.ndarray, k: int, sink: list):
-        out, aidx = _select(x.detach().numpy(), boost, k)
-        ctx.aidx = aidx
+    def forward(ctx, x: Tensor, n: int, boost: np.ndarray, k: int, sink: list):
+        out, aidx = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
+        ctx.aidx, ctx.n, ctx.shape = aidx, n, tuple(x.shape)
+        ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
+                             and x.is_contiguous(memory_format=torch.channels_last))
         sink.append(aidx)
-        return torch.from_numpy(out)
+        return torch.from_numpy(out).view(x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy: Tensor):
         from frugalnet.kernels import kwta as K
 
-        gy = gy.contiguous()
-        gx = np.empty(tuple(gy.shape), np.float32)
-        K.winners_grad.serial(gy.numpy(), ctx.aidx, gx)
-        return torch.from_numpy(gx), None, None, None
+        g = gy.contiguous().reshape(-1, ctx.n)
+        gx = np.empty(tuple(g.shape), np.float32)
+        K.winners_grad.serial(g.numpy(), ctx.aidx, gx)
+        out = torch.from_numpy(gx).view(ctx.shape)
+        if ctx.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out, None, None, None, None
 
 
-def kwta_train(x2: Tensor, boost: np.ndarray, k: int, wins: np.ndarray | None, group: int) -> Tensor:
-    """k-WTA of the rows of x2 (R, n), contiguous float32; when `wins` is given, adds to wins[u // group] the
-    rows in which unit u won with an output > 0 (the duty cycle's count)."""
-    if torch.is_grad_enabled() and x2.requires_grad:
+def kwta_train(x: Tensor, n: int, boost: np.ndarray, k: int, wins: np.ndarray | None, group: int) -> Tensor:
+    """k-WTA of the rows of n entries of x (float32, any shape and layout); when `wins` is given, adds to
+    wins[u // group] the rows in which unit u won with an output > 0 (the duty cycle's count)."""
+    if torch.is_grad_enabled() and x.requires_grad:
         sink: list = []
-        out = KWTAFunction.apply(x2, boost, k, sink)
+        out = KWTAFunction.apply(x, n, boost, k, sink)
         aidx = sink[0]
     else:
-        o, aidx = _select(x2.detach().numpy(), boost, k)
-        out = torch.from_numpy(o)
+        o, aidx = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
+        out = torch.from_numpy(o).view(x.shape)
     if wins is not None:
         from frugalnet.kernels.kwta import count_positive_wins
 
-        count_positive_wins(aidx, out.detach().numpy(), group, wins)
+        count_positive_wins(aidx, out.detach().reshape(-1, n).numpy(), group, wins)
     return out
