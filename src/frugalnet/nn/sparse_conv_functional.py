@@ -107,7 +107,8 @@ class SparseConv2dFunction(torch.autograd.Function):
                     n_o, c, kh, kw = wm.shape
                     gwt = np.empty((c, kh, kw, n_o), np.float32)
                     CT.conv_gw_active.pick(par)(xn, gy_cl(), gwt)
-                    return (torch.from_numpy(gwt).permute(3, 0, 1, 2) * mask).contiguous()
+                    gw = torch.empty(tuple(wm.shape), dtype=wm.dtype)   # masked and made contiguous in one pass
+                    return torch.mul(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask, out=gw)
                 for par in SF._parallel_options():
                     cands[f"active/{int(par)}"] = lambda par=par: active(par)
             gw = SF._pick(("conv_gw",) + shapes + (ctx.xkey, mode), cands)
