@@ -73,3 +73,12 @@ def test_other_configurations_take_pytorch():
     layer.kernel_mode = "sparse"
     x = torch.randn(2, 2, 5, 5)
     torch.testing.assert_close(layer(x), F.conv2d(x, layer.weight * layer.weight_mask, layer.bias, padding=1))
+
+
+def test_dense_path_output_is_channels_last_and_exact_for_one_channel():
+    from frugalnet.nn.sparse_conv_functional import _dense_channels_last
+
+    x, w, b = torch.randn(3, 1, 9, 9), torch.randn(4, 1, 3, 3), torch.randn(4)
+    y = _dense_channels_last(x, w, b)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, F.conv2d(x, w, b))

@@ -38,6 +38,18 @@ def _channels_last(gy: Tensor) -> np.ndarray:
     return gy.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def _dense_channels_last(x: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
+    """PyTorch's convolution with a channels-last output. A one-channel input is the same memory in either layout:
+    given channels-last strides (and weight) the convolution writes channels-last itself, instead of an NCHW
+    output and a copy (CNN-2's conv1, batch 64, CPU time, 2 threads: 0.85 ms against 1.67 ms)."""
+    cl = torch.channels_last
+    if x.shape[1] == 1:
+        _, _, h, w = x.shape
+        return F.conv2d(x.as_strided(tuple(x.shape), (h * w, 1, w, 1)), wm.contiguous(memory_format=cl),
+                        bias).contiguous(memory_format=cl)
+    return F.conv2d(x, wm, bias).contiguous(memory_format=cl)
+
+
 class SparseConv2dFunction(torch.autograd.Function):
     """y = conv2d(x, W * mask) + b (stride 1, no padding) on the kernels or PyTorch as chosen per product."""
 
@@ -53,7 +65,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         x = x.contiguous()
         cands = {}
         if mode != "sparse":
-            cands["dense"] = lambda: F.conv2d(x, wm, bias).contiguous(memory_format=torch.channels_last)
+            cands["dense"] = lambda: _dense_channels_last(x, wm, bias)
         if mode != "dense":
             xn = x.detach().numpy()
             bn = np.zeros(n_o, np.float32) if bias is None else bias.detach().numpy()
