@@ -6,8 +6,11 @@ importable) and our own sparse FP32 kernels on the same mask.
     python benchmarks/lowbit_infer.py [--threads 2] [--repeats 15] [--n 4096] [--batches 1 64] [--quick]
 
 Each case's candidates are timed in interleaved rounds (order rotated every round); the table gives the median time
-per call, its spread (10th-90th percentile over rounds), the weight bytes each call reads and the speed-up over
-PyTorch FP32 on the same input. For our steps every variant is timed and the fastest is reported, as engine.compile
+per call, its spread (10th-90th percentile over rounds), the weight bytes each call reads (and, for sparse weights,
+per nonzero weight of the mask; GB/s = bytes / time, to tell memory- from compute-bound kernels) and the speed-up
+over PyTorch FP32 on the same input. Sparse cases add the speed-up over our fastest sparse FP32 kernel on the same
+mask, per round (median and 10th-90th percentile of the per-round ratios), and a summary line: our fastest sparse
+4-bit variant against our fastest sparse FP32 one. For our steps every variant is timed and the fastest is reported, as engine.compile
 would choose; each of our outputs is checked against the simulated quantized layer (model.eval()(x) after
 quantize_) before timing. Ratios only mean something within one run: the machine may be shared.
 """
@@ -45,12 +48,16 @@ def cpu_info() -> str:
     return f"{machine_summary()}; LLVM target {isa['cpu']}, VNNI {isa['vnni']}, AMX {isa['amx']}"
 
 
-def timed(fns: dict, repeats: int, min_time: float = 0.02) -> dict[str, tuple[float, float, float]]:
-    """{name: (median, p10, p90)} seconds per call, interleaved rounds with the order rotated every round."""
+def timed(fns: dict, repeats: int, min_time: float = 0.02) -> dict[str, np.ndarray]:
+    """{name: seconds per call in each round}, interleaved rounds with the order rotated every round."""
     samples = interleaved_samples(fns, repeats=repeats, warmup=1, min_time=min_time, max_seconds=float("inf"),
                                   min_rounds=repeats)
-    return {n: (float(np.median(v)), float(np.percentile(v, 10)), float(np.percentile(v, 90)))
-            for n, v in samples.items()}
+    return {n: np.asarray(v) for n, v in samples.items()}
+
+
+def spread(v: np.ndarray) -> tuple[float, float, float]:
+    """(median, 10th, 90th percentile)."""
+    return float(np.median(v)), float(np.percentile(v, 10)), float(np.percentile(v, 90))
 
 
 # --- baselines ------------------------------------------------------------------------------------------------------
@@ -193,14 +200,32 @@ def run_case(title: str, weight_sparsity: float, x_sparsity: float, batch: int, 
         layer(torch.from_numpy(x))    # PACT clip from this batch
         layer.eval()
         cands.update(ours(layer, x, f"ours {recipe.name}"))
-    res = timed({k: v[0] for k, v in cands.items()}, args.repeats)
+    samples = timed({k: v[0] for k, v in cands.items()}, args.repeats)
+    res = {k: spread(v) for k, v in samples.items()}
     base_t = res["PyTorch FP32"][0]
-    print(f"\n## {title}: batch {batch}, weight sparsity {weight_sparsity:.0%}, input sparsity {x_sparsity:.0%}")
-    print(f"{'candidate':44s} {'median us':>10s} {'p10-p90 us':>17s} {'weight MB':>9s} {'vs FP32':>8s}")
+    nnz = int(np.count_nonzero(weight))
+    fp32 = [k for k in res if k.startswith("ours sparse FP32")]
+    best32 = min(fp32, key=lambda k: res[k][0]) if fp32 else None
+    print(f"\n## {title}: batch {batch}, weight sparsity {weight_sparsity:.0%}, input sparsity {x_sparsity:.0%}"
+          + (f" ({nnz} nonzero weights)" if weight_sparsity else ""))
+    print(f"{'candidate':44s} {'median us':>10s} {'p10-p90 us':>17s} {'weight MB':>9s} {'GB/s':>6s}"
+          + (f" {'B/nnz':>5s}" if weight_sparsity else "") + f" {'vs FP32':>8s}"
+          + (f" {'vs sparse FP32 (p10-p90)':>25s}" if best32 else ""))
     for k, (med, lo, hi) in sorted(res.items(), key=lambda kv: kv[1][0]):
-        print(f"{k:44s} {1e6 * med:10.1f} {1e6 * lo:8.1f}-{1e6 * hi:<8.1f} {cands[k][1] / 1e6:9.2f} "
-              f"{base_t / med:7.2f}x")
-
+        nbytes = cands[k][1]
+        line = (f"{k:44s} {1e6 * med:10.1f} {1e6 * lo:8.1f}-{1e6 * hi:<8.1f} {nbytes / 1e6:9.2f} "
+                f"{nbytes / med / 1e9:6.1f}" + (f" {nbytes / nnz:5.2f}" if weight_sparsity else "")
+                + f" {base_t / med:7.2f}x")
+        if best32:
+            r = spread(samples[best32] / samples[k])
+            line += f" {r[0]:9.2f}x ({r[1]:5.2f}-{r[2]:<5.2f})"
+        print(line)
+    for recipe in (W4, MX4, IBM4_MID) if best32 else ():
+        mine = [k for k in res if k.startswith(f"ours {recipe.name} [") and "[torch]" not in k]
+        best4 = min(mine, key=lambda k: res[k][0])
+        r = spread(samples[best32] / samples[best4])
+        print(f"-> {best4} vs {best32}: {r[0]:.2f}x (per-round p10-p90 {r[1]:.2f}-{r[2]:.2f}); weight bytes per "
+              f"nonzero {cands[best4][1] / nnz:.2f} vs {cands[best32][1] / nnz:.2f}")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -60,13 +60,13 @@ def _window_rows_source(window_fma):
                 t = t0
                 while t + 4 <= t1:
                     e = t * LANES
-                    a0 = window_fma(a0, ent, e, xb, np.intp(base[t]), lut)
-                    a1 = window_fma(a1, ent, e + LANES, xb, np.intp(base[t + 1]), lut)
-                    a2 = window_fma(a2, ent, e + 2 * LANES, xb, np.intp(base[t + 2]), lut)
-                    a3 = window_fma(a3, ent, e + 3 * LANES, xb, np.intp(base[t + 3]), lut)
+                    a0 = window_fma(a0, ent, e, xb, np.intp(base[np.uint64(t)]), lut)
+                    a1 = window_fma(a1, ent, e + LANES, xb, np.intp(base[np.uint64(t + 1)]), lut)
+                    a2 = window_fma(a2, ent, e + 2 * LANES, xb, np.intp(base[np.uint64(t + 2)]), lut)
+                    a3 = window_fma(a3, ent, e + 3 * LANES, xb, np.intp(base[np.uint64(t + 3)]), lut)
                     t += 4
                 while t < t1:
-                    a0 = window_fma(a0, ent, t * LANES, xb, np.intp(base[t]), lut)
+                    a0 = window_fma(a0, ent, t * LANES, xb, np.intp(base[np.uint64(t)]), lut)
                     t += 1
                 res = vfma16(vadd(vadd(a0, a1), vadd(a2, a3)), sc, bi)
                 o = out[b]
@@ -103,7 +103,7 @@ def window_rows_scalar(sptr, base, ent, lutf, lane_scale, lane_bias, x, out):
                 acc = np.float32(0.0)
                 for t in range(sptr[s], sptr[s + 1]):
                     e = ent[t * LANES + lane]
-                    acc += lutf[e >> 4] * xb[np.intp(base[t]) + (e & 15)]
+                    acc += lutf[e >> 4] * xb[np.intp(base[np.uint64(t)]) + (e & 15)]
                 out[b, q] = acc * lane_scale[q] + lane_bias[q]
 
 

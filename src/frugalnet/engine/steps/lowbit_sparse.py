@@ -82,7 +82,7 @@ class SparseCodes:
             kw = builds.get(base, builds.get("win256", sparse_k.window_rows_scalar)).pick(par)
 
             def f(x, act=None):
-                out = empty((rows, n_out), np.float32)
+                out = empty((x.shape[0], n_out), np.float32)
                 kw(sptr, wbase, ent, lutf, lane_scale, lane_bias, pad(x), out)
                 return out
             return f
