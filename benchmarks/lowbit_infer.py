@@ -9,10 +9,10 @@ Each case's candidates are timed in interleaved rounds (order rotated every roun
 per call, its spread (10th-90th percentile over rounds), the weight bytes each call reads (and, for sparse weights,
 per nonzero weight of the mask; GB/s = bytes / time, to tell memory- from compute-bound kernels) and the speed-up
 over PyTorch FP32 on the same input. Sparse cases add the speed-up over our fastest sparse FP32 kernel on the same
-mask, per round (median and 10th-90th percentile of the per-round ratios), and a summary line: our fastest sparse
-4-bit variant against our fastest sparse FP32 one. For our steps every variant is timed and the fastest is reported, as engine.compile
-would choose; each of our outputs is checked against the simulated quantized layer (model.eval()(x) after
-quantize_) before timing. Ratios only mean something within one run: the machine may be shared.
+mask, per round (median and 10th-90th percentile of the per-round ratios), and one summary line per recipe: its
+fastest variant against our fastest sparse FP32 one. Every variant of our steps is timed and listed (engine.compile
+picks the fastest the same way); each of our outputs is checked against the simulated quantized layer
+(model.eval()(x) after quantize_) before timing. Ratios only mean something within one run: the machine may be shared.
 """
 from __future__ import annotations
 

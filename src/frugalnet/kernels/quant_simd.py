@@ -307,3 +307,28 @@ window_fma512.__doc__ = ("acc + lut[e >> 4] * x[xoff + (e & 15)] for the 16 byte
                          "float lanes): two vpermps, AVX-512F only (compile where quant.isa()['avx512'])")
 window_fma256 = _window_fma(_lookup256)
 window_fma256.__doc__ = "As window_fma512 on AVX2 (each 16-lane lookup: four 8-lane vpermps and two blends)"
+
+
+def _nibbles_perm(high: bool):
+    def impl(typingctx, codes, offset, lutf):
+        _check_u8(codes, "nib16p")
+        if not (isinstance(lutf, types.Array) and lutf.dtype == types.float32 and lutf.ndim == 1):
+            raise TypeError(f"nib16p takes a 1-D float32 table, got {lutf}")
+
+        def codegen(context, builder, sig, args):
+            raw = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], _I8x16), align=1)
+            e = builder.zext(raw, _I32x16)
+            if high:
+                e = builder.lshr(e, ir.Constant(_I32x16, [4] * 16))
+            table = builder.load(_data_ptr(context, builder, sig.args[2], args[2], ir.Constant(ir.IntType(64), 0),
+                                           _V16), align=4)
+            return _lookup512(builder, table, e)         # vpermps reads the low 4 bits: no mask for the low nibble
+        return f32x16(codes, types.intp, lutf), codegen
+    return intrinsic(impl)
+
+
+nib_lo16p = _nibbles_perm(False)
+nib_lo16p.__doc__ = ("As nib_lo16 with a float32 table (16 values) looked up by one vpermps: one instruction from "
+                     "codes to float lanes instead of pshufb + sign extension + conversion (AVX-512F only)")
+nib_hi16p = _nibbles_perm(True)
+nib_hi16p.__doc__ = "As nib_hi16 with a float32 table looked up by one vpermps (AVX-512F only)"

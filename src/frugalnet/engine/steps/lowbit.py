@@ -9,11 +9,12 @@ recipe quantizes activations to integers (PACT, INT8) or E2M1, every product of 
 are exact in float32 lanes below 2^24. Outputs equal `model.eval()(x)` after `quantize_` to float rounding.
 
 Variants (picked by timing, like every step): "torch" (reference: the codes decoded a block of rows at a time and
-F.linear / F.conv2d), "gemv" (dense codes, small batches), "int" / "vnni" (integer dot products of 4-bit weight codes
-with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe quantizes activations to integers), "gemm" (dense
-codes, decoded once per row for the whole batch), and the sparse ones of engine/steps/lowbit_sparse.py ("csr",
-"win512" / "win256", "csc"); ":s" serial, ":p" parallel builds. `check()` validates every array against the
-parameters (call it on steps read from a file: the kernels do no bounds checks).
+F.linear / F.conv2d), "gemv" / "gemv512" (dense codes, small batches; pshufb / AVX-512 vpermps decoding), "int" /
+"vnni" (integer dot products of 4-bit weight codes with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe
+quantizes activations to integers), "gemm" (dense codes, decoded once per row for the whole batch), and the sparse
+ones of engine/steps/lowbit_sparse.py ("csr", "win512" / "win256", "csc"); ":s" serial, ":p" parallel builds.
+`check()` validates every array against the parameters (call it on steps read from a file: the kernels do no bounds
+checks).
 
 Steps are built from layers and from files by `engine.steps.lowbit_factory` (`lowbit_step_for`,
 `lowbit_steps_from_file`).
@@ -236,9 +237,10 @@ class LowbitLinearStep(SparseCodes, Step):
             if act.density() < 0.5:
                 out += ["csc:s", "csc:p"]
         else:
-            out += ["gemv:s", "gemv:p"]
+            isa = quant_k.isa()
+            out += ["gemv:s", "gemv:p"] + (["gemv512:s", "gemv512:p"] if self.params["nibble"] and isa["avx512"]
+                                           else [])
             if self._integer_inputs():
-                isa = quant_k.isa()
                 out += (["int:s", "int:p"] if isa["avx2"] else []) + (["vnni:s", "vnni:p"] if isa["vnni"] else [])
         if act.batch > 1 and self.params["nibble"]:
             out += ["gemm:s", "gemm:p"]
@@ -284,14 +286,16 @@ class LowbitLinearStep(SparseCodes, Step):
         b, ws, blk, lut = a["bias"], a["wscale"], p["blk"], a["lut"]
         empty, pad = np.empty, self._padded_input
         n_out = p["n_out"]
-        if base == "gemv":
+        if base in ("gemv", "gemv512"):
             codes = self._dense_codes()
-            if p["nibble"]:
-                k = quant_k.gemv_nib.pick(par)
+            if p["nibble"]:     # gemv512 where the CPU has AVX-512 (a plan from another CPU may name it), else gemv
+                wide = base == "gemv512" and quant_k.isa()["avx512"]
+                k, table = (quant_k.gemv_nib512, self._lutf()) if wide else (quant_k.gemv_nib, lut)
+                k = k.pick(par)
 
                 def f(x, act=None):
                     out = empty((rows, n_out), np.float32)
-                    k(codes, lut, ws, blk, pad(x), b, out)
+                    k(codes, table, ws, blk, pad(x), b, out)
                     return out
                 return f
             k8 = quant_k.gemv_i8.pick(par)
