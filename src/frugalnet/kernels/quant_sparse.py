@@ -109,14 +109,10 @@ def window_rows_scalar(sptr, base, ent, lutf, lane_scale, lane_bias, x, out):
 
 # --- the layout: integer codes only ---------------------------------------------------------------------------------
 @nb.njit(**JIT)
-def _greedy_windows(ptr, idx, code, zero, n_out, width):
-    n_slices = (n_out + LANES - 1) // LANES
-    cap = 0
-    for r in range(n_out):                     # a step takes at least one entry: at most nnz steps
-        cap += ptr[r + 1] - ptr[r]
-    base = np.empty(cap, np.int64)
-    ent = np.zeros(cap * LANES, np.uint8)
-    sptr = np.zeros(n_slices + 1, np.int64)
+def _greedy_windows(ptr, idx, code, zero, n_out, width, sptr, base, ent, write):
+    """Steps of every slice into sptr; with `write`, also their bases and entries (run once to count, once to fill,
+    so the arrays are allocated at their exact size)."""
+    n_slices = sptr.shape[0] - 1
     pos = np.zeros(LANES, np.int64)
     end = np.zeros(LANES, np.int64)
     t = 0
@@ -135,15 +131,16 @@ def _greedy_windows(ptr, idx, code, zero, n_out, width):
             if m == width:
                 break
             b0 = min(m, width - LANES)
-            base[t] = b0
+            if write:
+                base[t] = b0
             for lane in range(LANES):
                 p = pos[lane]
                 if p < end[lane] and idx[p] < b0 + LANES:
-                    ent[t * LANES + lane] = np.uint8((idx[p] - b0) | (code[p] << 4))
+                    if write:
+                        ent[t * LANES + lane] = np.uint8((idx[p] - b0) | (code[p] << 4))
                     pos[lane] = p + 1
             t += 1
         sptr[s + 1] = t
-    return sptr, base[:t], ent[:t * LANES].copy()
 
 
 def to_windows(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndarray, n_out: int, width: int):
@@ -157,8 +154,11 @@ def to_windows(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.nda
     if len(ptr) != n_out + 1 or ptr[0] != 0 or ptr[-1] != len(idx) or (np.diff(ptr) < 0).any() \
             or len(codes) < len(idx) or (len(idx) and (idx.min() < 0 or idx.max() >= width)):
         raise ValueError("to_windows takes a valid CSR pattern with column indices below the width")
-    sptr, base, ent = _greedy_windows(ptr, idx, np.asarray(codes, np.uint8) & 15, np.asarray(zero, np.bool_),
-                                      int(n_out), int(width))
+    args = (ptr, idx, np.asarray(codes, np.uint8) & 15, np.asarray(zero, np.bool_), int(n_out), int(width))
+    sptr = np.zeros(-(-int(n_out) // LANES) + 1, np.int64)
+    _greedy_windows(*args, sptr, np.zeros(0, np.int64), np.zeros(0, np.uint8), False)
+    base, ent = np.empty(int(sptr[-1]), np.int64), np.zeros(LANES * int(sptr[-1]), np.uint8)
+    _greedy_windows(*args, sptr, base, ent, True)
     return sptr, base.astype(np.uint16 if width <= 65536 else np.uint32), ent
 
 
