@@ -196,6 +196,10 @@ def run_case(title: str, weight_sparsity: float, x_sparsity: float, batch: int, 
         cands.update(openvino_models(weight, x, args.threads))
     if weight_sparsity:
         cands.update(our_sparse_fp32(weight, x))
+        # what streaming those bytes alone costs (numpy's vectorised sum, one thread): a kernel well under this
+        # GB/s is bound by its work per nonzero, not by memory
+        block = np.ones(max(v[1] for k, v in cands.items() if k.startswith("ours sparse FP32")) // 4, np.float32)
+        cands["memory read: sum of FP32 CSR's bytes"] = (lambda: block.sum(), block.nbytes)
     for recipe in (W4, MX4, IBM4_MID):
         layer = quantize_(nn.Sequential(SparseLinear(n, n, weight_sparsity, bias=False, mask=base.weight_mask)
                                         if weight_sparsity else nn.Linear(n, n, bias=False)), recipe)[0]
