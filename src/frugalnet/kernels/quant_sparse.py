@@ -1,20 +1,22 @@
 """Sparse 4-bit weights x dense input at small batches, in a "windows" layout: sixteen rows side by side (one SIMD
 lane each), their entries taken sixteen at a time from a 16-column window of x held in a register.
 
-Why: a sparse batch-1 GEMV is bound by the work per nonzero, not by memory (4096 x 4096 at 90% sparsity, FP32 CSR's
-10 MB stay in L3 and stream at about 34 GB/s on this EPYC, 2 threads, well under its bandwidth). The CSR kernels
-(kernels.linear.csr_rows on FP32 values, quant.csr_nib on 4-bit codes) do three scalar loads per nonzero (index,
-value or code, x[index]), so fewer bytes alone win nothing: 4-bit CSR (2.5 bytes per nonzero against FP32's 6) ran
-0.5x FP32 CSR, its nibble shifts and table lookups scalar too. Gathering x for sixteen rows at once (one vgatherdps
-per sixteen entries, 1.5 bytes per nonzero: delta-coded uint8 columns and 4-bit codes, SELL-16) only matched FP32
-CSR: on AMD Zen 4 a 16-lane gather costs about as much as sixteen scalar loads. Register table lookups do not:
-x[base:base + 16] is one vector load, and `vpermps` picks each lane's entry from it, another picks its code's value.
+Why: a sparse batch-1 GEMV is bound by the work per nonzero, not by memory: 4096 x 4096 at 90% sparsity, FP32
+CSR's 10 MB stay in L3 and its kernel reads them at about half the rate of a plain read of the same bytes
+(benchmarks/lowbit_infer.py, GB/s column). The CSR kernels (kernels.linear.csr_rows on FP32 values, quant.csr_nib on
+4-bit codes) do three scalar loads per nonzero (index, value or code, x[index]), so fewer bytes alone win nothing:
+4-bit CSR (2.4 bytes per nonzero against FP32's 6) ran 0.5x FP32 CSR, its nibble shifts and table lookups scalar
+too. Gathering x for sixteen rows at once (one vgatherdps per sixteen entries, 1.5 bytes per nonzero: delta-coded
+uint8 columns and 4-bit codes, SELL-16) only matched FP32 CSR (1.0x): on AMD Zen 4 a 16-lane gather costs about as
+much as sixteen scalar loads. Register table lookups do not: x[base:base + 16] is one vector load, and `vpermps`
+picks each lane's entry from it, another picks its code's value: 3.2-3.8x FP32 CSR, one core, same mask (measured
+in interleaved runs on a loaded 2-core EPYC znver4; serial builds, as the parallel ones were swamped by the load).
 
 Layout: rows are grouped sixteen to a slice (row 16 s + lane). A step of a slice has one window base (the smallest
 column any lane still has to do, at most width - 16) and one byte per lane: (column - base) in the low nibble, the
 4-bit code in the high one; a lane with no entry in the window gets byte 0 (code 0, whose value is 0.0 in every code
 table). Steps are made greedily, so a lane takes at most one entry per step; at 90% sparsity that is about 1.8 slots
-per nonzero, i.e. about 2.1 bytes per nonzero with the 2-byte bases (measured: `windows_nbytes`). Per step: one
+per nonzero, i.e. about 2.1 bytes per quantized nonzero with the 2-byte bases (`windows_nbytes`). Per step: one
 scalar load (the base), one 64-byte load of x, one 16-byte load of entries, two vpermps and one fused multiply-add,
 for sixteen slots. Each row's scale (one per row: INT4 SAWB's per-tensor step) multiplies its finished sum once.
 
