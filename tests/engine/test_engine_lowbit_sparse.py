@@ -35,7 +35,9 @@ def _close(out, ref):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
 
 
-@pytest.mark.parametrize("recipe", [W4, W4A4], ids=["int4-w", "int4-pact4"])
+@pytest.mark.parametrize("recipe", [W4, W4A4, Recipe(name="mx", weight=QuantSpec("mxfp4")),
+                                    Recipe(name="nv", weight=QuantSpec("nvfp4"))], ids=["int4-w", "int4-pact4", "mxfp4",
+                                                                                        "nvfp4"])
 def test_window_variants_equal_the_simulated_layer(recipe):
     model = _layer(recipe)
     x = torch.randn(3, 200)
@@ -47,17 +49,17 @@ def test_window_variants_equal_the_simulated_layer(recipe):
         ref = model(x)
     for v in variants:
         _close(step.run(Act(tuple(x.shape), dense=x.numpy()), v).dense(), ref)
-    assert step.weight_bytes(variants[0]) < step.weight_bytes("csr:s") if variants else True
+    if variants and not step.params["block_scales"]:    # 16-column blocks (NVFP4) pad more: not always fewer
+        assert step.weight_bytes(variants[0]) < step.weight_bytes("csr:s")
 
 
-@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "int8"])
-def test_window_variants_only_where_they_apply(fmt):
-    """Block scales (MXFP4, NVFP4) and 8-bit codes keep the CSR kernels."""
-    step = lowbit_step_for("fc", _layer(Recipe(name=f"{fmt}-w", weight=QuantSpec(fmt)))[0])
+def test_window_variants_only_where_they_apply():
+    """8-bit codes keep the CSR kernels."""
+    step = lowbit_step_for("fc", _layer(Recipe(name="int8-w", weight=QuantSpec("int8")))[0])
     x = np.ones((1, 200), np.float32)
     assert step.params["sparse"] and not step.window_variants()
     assert not any(v.startswith("win") for v in step.variants(Act(x.shape, dense=x)))
-    with pytest.raises(ValueError, match="one scale per row"):
+    with pytest.raises(ValueError, match="needs sparse 4-bit codes"):
         step.bind("win256:s", x.shape)
 
 

@@ -24,17 +24,20 @@ def _codes(rng, n_out, n, sparsity):
     return mat
 
 
-def _layout(mat, lut, width):
+def _layout(mat, lut, width, blk=0):
+    """(kernel arguments, scale (n_out, width / blk or 1), bias) of a code matrix."""
     ptr, idx, packed = q.compress_codes(mat, lut == 0, by_column=False, nibble=True)
-    scale = np.linspace(0.1, 1.0, mat.shape[0]).astype(np.float32)
-    bias = np.linspace(-1.0, 1.0, mat.shape[0]).astype(np.float32)
-    return qs.windows_from_csr(ptr, idx, packed, lut == 0, mat.shape[0], width, scale, bias), scale, bias
+    n_out = mat.shape[0]
+    scale = np.random.default_rng(blk).uniform(0.1, 1.0, (n_out, width // blk if blk else 1)).astype(np.float32)
+    bias = np.linspace(-1.0, 1.0, n_out).astype(np.float32)
+    return qs.windows_from_csr(ptr, idx, packed, lut == 0, n_out, width, scale, blk, bias), scale, bias
 
 
 def _run(build, parallel, layout, lut, x, n_out):
     out = np.full((x.shape[0], n_out), np.nan, np.float32)
-    sptr, base, ent, lane_scale, lane_bias = layout
-    BUILDS[build].pick(parallel)(sptr, base, ent, lut.astype(np.float32), lane_scale, lane_bias, x, out)
+    sptr, base, ent, lane_scale, lane_bias, bscale, shift = layout
+    BUILDS[build].pick(parallel)(sptr, base, ent, lut.astype(np.float32), lane_scale, lane_bias, bscale, shift, x,
+                                 out)
     return out
 
 
@@ -46,7 +49,8 @@ def _available(build):
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("lut", [INT4, E2M1], ids=["int4", "e2m1"])
 @pytest.mark.parametrize("sparsity", [0.9, 0.5, 0.995])
-def test_window_builds_match_reference(build, parallel, lut, sparsity):
+@pytest.mark.parametrize("blk", [0, 16, 32], ids=["row-scale", "blk16", "blk32"])
+def test_window_builds_match_reference(build, parallel, lut, sparsity, blk):
     if not _available(build):
         pytest.skip(f"this CPU lacks {build}")
     rng = np.random.default_rng(int(sparsity * 1000))
@@ -56,10 +60,11 @@ def test_window_builds_match_reference(build, parallel, lut, sparsity):
     mat[5] = 0                               # an empty row
     mat[7, :] = 0
     mat[7, [0, 149]] = 3                     # a gap wider than a window, and the last column
-    layout, scale, bias = _layout(mat, lut, width)
+    layout, scale, bias = _layout(mat, lut, width, blk)
     x = np.zeros((batch, width), np.float32)
     x[:, :n] = rng.standard_normal((batch, n))
-    ref = x[:, :n].astype(np.float64) @ (lut[mat].astype(np.float64) * scale[:, None]).T + bias
+    w = lut[mat].astype(np.float32) * scale[:, np.arange(n) // blk if blk else np.zeros(n, int)]   # as simulated
+    ref = x[:, :n].astype(np.float64) @ w.astype(np.float64).T + bias
     assert_close(_run(build, parallel, layout, lut, x, n_out), ref.astype(np.float32))
 
 
@@ -68,7 +73,7 @@ def test_window_layout_decodes_back_to_the_codes():
     n_out, n = 40, 300
     mat = _codes(rng, n_out, n, 0.9)
     width = q.padded_width(n)
-    (sptr, base, ent, lane_scale, lane_bias), scale, _ = _layout(mat, INT4, width)
+    (sptr, base, ent, lane_scale, lane_bias, bscale, _), scale, _ = _layout(mat, INT4, width)
     assert base.dtype == np.uint16 and base.max() <= width - 16
     back = np.zeros((n_out, n), np.uint8)
     for s in range(len(sptr) - 1):
@@ -80,10 +85,27 @@ def test_window_layout_decodes_back_to_the_codes():
                 assert back[row, col] == 0           # each entry once
                 back[row, col] = e[lane] >> 4
     np.testing.assert_array_equal(back, np.where(INT4[mat] == 0, 0, mat))
-    np.testing.assert_array_equal(lane_scale[:n_out], scale)
+    np.testing.assert_array_equal(lane_scale[:n_out], scale[:, 0])
+    assert len(bscale) == 0
     # about 1.8 slots per nonzero at 90% sparsity with 16-column windows (2 bytes of base per 16 slots)
     nnz = int((INT4[mat] != 0).sum())
     assert len(ent) < 2.5 * nnz
+
+
+def test_block_scaled_windows_stay_inside_a_block():
+    rng = np.random.default_rng(4)
+    mat = _codes(rng, 32, 256, 0.7)
+    (sptr, base, ent, lane_scale, _, bscale, shift), scale, _ = _layout(mat, E2M1, 256, 32)
+    assert shift == 5 and np.all(lane_scale == 1) and len(bscale) == 8 * 32
+    np.testing.assert_array_equal(bscale.reshape(8, 32), scale.T)
+    for t in range(len(base)):
+        cols = int(base[t]) + (ent[16 * t:16 * t + 16][ent[16 * t:16 * t + 16] != 0] & 15).astype(int)
+        assert (cols >> 5 == int(base[t]) >> 5).all()
+    with pytest.raises(ValueError, match="power of two"):
+        qs.windows_from_csr(*q.compress_codes(mat, E2M1 == 0, False, True), E2M1 == 0, 32, 256,
+                            np.ones((32, 256 // 48), np.float32), 48, np.zeros(32, np.float32))
+    with pytest.raises(ValueError, match="block scales"):
+        qs.check_windows(sptr, base, ent, 32, 256, bscale[:-32], shift)
 
 
 def test_empty_matrix_and_tiny_width():
@@ -93,7 +115,7 @@ def test_empty_matrix_and_tiny_width():
     x = np.ones((2, 16), np.float32)
     out = np.empty((2, 5), np.float32)
     qs.window_rows_scalar(sptr, base, ent, INT4.astype(np.float32), np.ones(16, np.float32), np.zeros(16, np.float32),
-                          x, out)
+                          np.zeros(0, np.float32), 0, x, out)
     np.testing.assert_array_equal(out, 0)
     with pytest.raises(ValueError, match="width of at least 16"):
         qs.to_windows(np.zeros(6, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8), INT4 == 0, 5, 8)
@@ -142,7 +164,8 @@ def test_fuzzed_layouts_are_refused_or_read_safely(array, where, value, cut):
         return
     out = np.empty((1, 20), np.float32)
     qs.window_rows_scalar(arrays["sptr"], arrays["base"], arrays["ent"], INT4.astype(np.float32),
-                          np.ones(32, np.float32), np.zeros(32, np.float32), np.ones((1, 64), np.float32), out)
+                          np.ones(32, np.float32), np.zeros(32, np.float32), np.zeros(0, np.float32), 0,
+                          np.ones((1, 64), np.float32), out)
     assert np.isfinite(out).all()
 
 
@@ -150,13 +173,13 @@ def test_fuzzed_layouts_are_refused_or_read_safely(array, where, value, cut):
 def test_avx512_build_decodes_with_register_lookups():
     """The generated code takes x and the code values by 16-lane permutes (vpermps, or vpermd: LLVM picks the
     integer form) on zmm registers: no gathers."""
-    from frugalnet.kernels.quant_simd import window_fma512
+    from frugalnet.kernels.quant_simd import window_fma512, window_fma512s
 
-    fresh = numba.njit(qs._window_rows_source(window_fma512))    # not the disk-cached build (asm not kept there)
+    fresh = numba.njit(qs._window_rows_source(window_fma512, window_fma512s))   # not the disk-cached build
     sptr, base, ent = _valid()
     x = np.ones((1, 64), np.float32)
-    fresh(sptr, base, ent, INT4.astype(np.float32), np.ones(32, np.float32), np.zeros(32, np.float32), x,
-          np.empty((1, 20), np.float32))
+    fresh(sptr, base, ent, INT4.astype(np.float32), np.ones(32, np.float32), np.zeros(32, np.float32),
+          np.zeros(0, np.float32), 0, x, np.empty((1, 20), np.float32))
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert "vpermd" in asm or "vpermps" in asm
     assert "zmm" in asm and "vgather" not in asm

@@ -284,29 +284,39 @@ def _lookup256(builder, table, idx):
     return builder.shuffle_vector(halves[0], halves[1], ir.Constant(_IDX16, list(range(16))))
 
 
-def _window_fma(lookup):
-    def impl(typingctx, acc, ent, eoff, x, xoff, lut):
+def _window_fma(lookup, scaled: bool):
+    def impl(typingctx, acc, ent, eoff, x, xoff, lut, *scale):
         _check_u8(ent, "window_fma")
         if not (isinstance(x, types.Array) and x.dtype == types.float32 and x.ndim == 1):
             raise TypeError(f"window_fma takes a 1-D float32 input row, got {x}")
 
         def codegen(context, builder, sig, args):
-            acc, ent, eoff, x, xoff, lut = args
+            acc, ent, eoff, x, xoff, lut = args[:6]
             raw = builder.load(_data_ptr(context, builder, sig.args[1], ent, eoff, _I8x16), align=1)
             e = builder.zext(raw, _I32x16)
             xv = builder.load(_data_ptr(context, builder, sig.args[3], x, xoff, _V16), align=4)
             xs = lookup(builder, xv, builder.and_(e, ir.Constant(_I32x16, [15] * 16)))
             ws = lookup(builder, lut, builder.lshr(e, ir.Constant(_I32x16, [4] * 16)))
+            if scaled:      # the weight as the simulated layer has it: code value x block scale, one rounding
+                ws = builder.fmul(ws, args[6])
             return _fma(builder, ws, xs, acc)
-        return f32x16(f32x16, ent, types.intp, x, types.intp, f32x16), codegen
-    return intrinsic(impl)
+        extra = (f32x16,) if scaled else ()
+        return f32x16(f32x16, ent, types.intp, x, types.intp, f32x16, *extra), codegen
+    if scaled:
+        return intrinsic(lambda typingctx, acc, ent, eoff, x, xoff, lut, scale:
+                         impl(typingctx, acc, ent, eoff, x, xoff, lut, scale))
+    return intrinsic(lambda typingctx, acc, ent, eoff, x, xoff, lut: impl(typingctx, acc, ent, eoff, x, xoff, lut))
 
 
-window_fma512 = _window_fma(_lookup512)
+window_fma512 = _window_fma(_lookup512, False)
 window_fma512.__doc__ = ("acc + lut[e >> 4] * x[xoff + (e & 15)] for the 16 bytes e = ent[eoff:eoff + 16] (lut: 16 "
                          "float lanes): two vpermps, AVX-512F only (compile where quant.isa()['avx512'])")
-window_fma256 = _window_fma(_lookup256)
+window_fma256 = _window_fma(_lookup256, False)
 window_fma256.__doc__ = "As window_fma512 on AVX2 (each 16-lane lookup: four 8-lane vpermps and two blends)"
+window_fma512s = _window_fma(_lookup512, True)
+window_fma512s.__doc__ = "acc + (lut[e >> 4] * scale) * x[xoff + (e & 15)]: window_fma512 with per-lane block scales"
+window_fma256s = _window_fma(_lookup256, True)
+window_fma256s.__doc__ = "window_fma256 with per-lane block scales"
 
 
 def _nibbles_perm(high: bool):

@@ -32,21 +32,25 @@ import numpy as np
 from numba import prange
 
 from frugalnet.kernels._jit import JIT, kernel
-from frugalnet.kernels.quant_simd import vadd, vfma16, vlane, vload16, vzero, window_fma256, window_fma512
+from frugalnet.kernels.quant_simd import (vadd, vfma16, vlane, vload16, vzero, window_fma256, window_fma256s,
+                                          window_fma512, window_fma512s)
 
 LANES = 16
 
 
-def _window_rows_source(window_fma):
-    def window_rows(sptr, base, ent, lutf, lane_scale, lane_bias, x, out):
+def _window_rows_source(window_fma, window_fma_s):
+    def window_rows(sptr, base, ent, lutf, lane_scale, lane_bias, bscale, shift, x, out):
         """out[b, 16 s + l] = lane_scale[16 s + l] * sum over steps t of slice s of
-        lutf[ent[16 t + l] >> 4] * x[b, base[t] + (ent[16 t + l] & 15)] + lane_bias[16 s + l]. sptr (n_slices + 1,)
-        int64 step offsets; base (steps,) uint16/uint32; ent (16 steps,) uint8; lutf (16,) float32 code values;
-        lane_scale, lane_bias (16 n_slices,) float32; x (B, width) with every base + 16 <= width. Four independent
-        sums; parallel over slices."""
+        w(t, l) * x[b, base[t] + (ent[16 t + l] & 15)] + lane_bias[16 s + l], with w(t, l) = lutf[ent[16 t + l] >> 4]
+        (times bscale[(base[t] >> shift) * L + 16 s + l] where bscale is not empty: block scales, L = 16 n_slices,
+        each window inside one block). sptr (n_slices + 1,) int64 step offsets; base (steps,) uint16/uint32;
+        ent (16 steps,) uint8; lutf (16,) float32 code values; lane_scale, lane_bias (L,) float32; x (B, width)
+        with every base + 16 <= width. Four independent sums (two with block scales); parallel over slices."""
         n_slices = sptr.shape[0] - 1
         n_out = out.shape[1]
         batch = x.shape[0]
+        lanes = n_slices * LANES
+        blocked = bscale.shape[0] > 0
         lut = vload16(lutf, 0)
         for s in prange(n_slices):
             t0 = sptr[s]
@@ -60,6 +64,17 @@ def _window_rows_source(window_fma):
                 a2 = vzero()
                 a3 = vzero()
                 t = t0
+                if blocked:
+                    while t < t1:
+                        w0 = np.intp(base[np.uint64(t)])
+                        a0 = window_fma_s(a0, ent, t * LANES, xb, w0, lut,
+                                          vload16(bscale, (w0 >> shift) * lanes + s * LANES))
+                        t += 1
+                        if t < t1:
+                            w1 = np.intp(base[np.uint64(t)])
+                            a1 = window_fma_s(a1, ent, t * LANES, xb, w1, lut,
+                                              vload16(bscale, (w1 >> shift) * lanes + s * LANES))
+                            t += 1
                 while t + 4 <= t1:
                     e = t * LANES
                     a0 = window_fma(a0, ent, e, xb, np.intp(base[np.uint64(t)]), lut)
@@ -77,8 +92,8 @@ def _window_rows_source(window_fma):
     return window_rows
 
 
-window_rows_avx512 = kernel(_window_rows_source(window_fma512))  # compile only where quant.isa()["avx512"]
-window_rows_avx2 = kernel(_window_rows_source(window_fma256))
+window_rows_avx512 = kernel(_window_rows_source(window_fma512, window_fma512s))  # where quant.isa()["avx512"]
+window_rows_avx2 = kernel(_window_rows_source(window_fma256, window_fma256s))
 WINDOW_ISA = {"win512": "avx512", "win256": "avx2"}      # variant name -> the ISA its build needs
 
 
@@ -92,11 +107,13 @@ def window_kernels() -> dict:
 
 
 @kernel
-def window_rows_scalar(sptr, base, ent, lutf, lane_scale, lane_bias, x, out):
+def window_rows_scalar(sptr, base, ent, lutf, lane_scale, lane_bias, bscale, shift, x, out):
     """window_rows in plain loops, one lane at a time: the portable build."""
     n_slices = sptr.shape[0] - 1
     n_out = out.shape[1]
     batch = x.shape[0]
+    lanes = n_slices * LANES
+    blocked = bscale.shape[0] > 0
     for s in prange(n_slices):
         for lane in range(min(LANES, n_out - s * LANES)):
             q = s * LANES + lane
@@ -105,15 +122,18 @@ def window_rows_scalar(sptr, base, ent, lutf, lane_scale, lane_bias, x, out):
                 acc = np.float32(0.0)
                 for t in range(sptr[s], sptr[s + 1]):
                     e = ent[t * LANES + lane]
-                    acc += lutf[e >> 4] * xb[np.intp(base[np.uint64(t)]) + (e & 15)]
+                    w0 = np.intp(base[np.uint64(t)])
+                    w = lutf[e >> 4] * bscale[(w0 >> shift) * lanes + q] if blocked else lutf[e >> 4]
+                    acc += w * xb[w0 + (e & 15)]
                 out[b, q] = acc * lane_scale[q] + lane_bias[q]
 
 
 # --- the layout: integer codes only ---------------------------------------------------------------------------------
 @nb.njit(**JIT)
-def _greedy_windows(ptr, idx, code, zero, n_out, width, sptr, base, ent, write):
+def _greedy_windows(ptr, idx, code, zero, n_out, width, blk, sptr, base, ent, write):
     """Steps of every slice into sptr; with `write`, also their bases and entries (run once to count, once to fill,
-    so the arrays are allocated at their exact size)."""
+    so the arrays are allocated at their exact size). blk > 0: no window takes entries from two blocks of blk
+    columns (one block scale per lane and step)."""
     n_slices = sptr.shape[0] - 1
     pos = np.zeros(LANES, np.int64)
     end = np.zeros(LANES, np.int64)
@@ -133,11 +153,16 @@ def _greedy_windows(ptr, idx, code, zero, n_out, width, sptr, base, ent, write):
             if m == width:
                 break
             b0 = min(m, width - LANES)
+            stop = b0 + LANES
+            if blk > 0:
+                first = (m // blk) * blk
+                b0 = max(b0, first)
+                stop = min(b0 + LANES, first + blk)
             if write:
                 base[t] = b0
             for lane in range(LANES):
                 p = pos[lane]
-                if p < end[lane] and idx[p] < b0 + LANES:
+                if p < end[lane] and idx[p] < stop:
                     if write:
                         ent[t * LANES + lane] = np.uint8((idx[p] - b0) | (code[p] << 4))
                     pos[lane] = p + 1
@@ -145,18 +170,22 @@ def _greedy_windows(ptr, idx, code, zero, n_out, width, sptr, base, ent, write):
         sptr[s + 1] = t
 
 
-def to_windows(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndarray, n_out: int, width: int):
+def to_windows(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndarray, n_out: int, width: int,
+               blk: int = 0):
     """(sptr, base, ent) of a sparse 4-bit code matrix given as CSR (ptr (n_out + 1,), idx column indices below
     width, codes one 4-bit code per entry, uint8 0..15), leaving out entries whose code is zero (zero[code] True).
-    width: the row length of the x the kernel will read (at least 16). Pure function of integer codes."""
+    width: the row length of the x the kernel will read (at least 16); blk: columns per scale block (0: one scale
+    per row), a multiple of 16 dividing the width. Pure function of integer codes."""
     if width < LANES:
         raise ValueError(f"to_windows needs a width of at least {LANES} columns, got {width}")
+    if blk < 0 or (blk and (blk % LANES or width % blk)):
+        raise ValueError(f"to_windows: blk={blk} must be 0 or a multiple of {LANES} dividing the width {width}")
     ptr = np.asarray(ptr, np.int64)
     idx = np.asarray(idx, np.int64)
     if len(ptr) != n_out + 1 or ptr[0] != 0 or ptr[-1] != len(idx) or (np.diff(ptr) < 0).any() \
             or len(codes) < len(idx) or (len(idx) and (idx.min() < 0 or idx.max() >= width)):
         raise ValueError("to_windows takes a valid CSR pattern with column indices below the width")
-    args = (ptr, idx, np.asarray(codes, np.uint8) & 15, np.asarray(zero, np.bool_), int(n_out), int(width))
+    args = (ptr, idx, np.asarray(codes, np.uint8) & 15, np.asarray(zero, np.bool_), int(n_out), int(width), int(blk))
     sptr = np.zeros(-(-int(n_out) // LANES) + 1, np.int64)
     _greedy_windows(*args, sptr, np.zeros(0, np.int64), np.zeros(0, np.uint8), False)
     base, ent = np.empty(int(sptr[-1]), np.int64), np.zeros(LANES * int(sptr[-1]), np.uint8)
@@ -164,22 +193,36 @@ def to_windows(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.nda
     return sptr, base.astype(np.uint16 if width <= 65536 else np.uint32), ent
 
 
-def windows_from_csr(ptr, idx, packed, zero, n_out: int, width: int, row_scale, bias):
-    """(sptr, base, ent, lane_scale, lane_bias) for the kernels, from 4-bit CSR codes (quant.compress_codes: two
-    codes per byte), validated by check_windows; row_scale and bias (n_out,) go to their rows' lanes."""
+def windows_from_csr(ptr, idx, packed, zero, n_out: int, width: int, wscale, blk: int, bias):
+    """(sptr, base, ent, lane_scale, lane_bias, bscale, shift): the kernels' arguments, from 4-bit CSR codes
+    (quant.compress_codes: two codes per byte), validated by check_windows. wscale (n_out, n_blocks) float32 with
+    blk columns per block (a power of two; blk 0 or one block: one scale per row, applied to each row's sum)."""
+    n_blocks = 1 if not blk else width // blk
+    if blk and (blk & (blk - 1) or blk < LANES or width % blk) or wscale.shape != (n_out, n_blocks):
+        raise ValueError(f"windows_from_csr: blk={blk} must be 0 or a power of two >= {LANES} dividing the width "
+                         f"{width}, with wscale of shape ({n_out}, width / blk)")
     codes = np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:len(idx)]
-    sptr, base, ent = to_windows(ptr, idx, codes, zero, n_out, width)
-    check_windows(sptr, base, ent, n_out, width)
+    blocked = n_blocks > 1
+    sptr, base, ent = to_windows(ptr, idx, codes, zero, n_out, width, blk if blocked else 0)
     lanes = (len(sptr) - 1) * LANES
-    lane_scale, lane_bias = np.zeros(lanes, np.float32), np.zeros(lanes, np.float32)
-    lane_scale[:n_out] = row_scale
+    lane_scale, lane_bias = np.ones(lanes, np.float32), np.zeros(lanes, np.float32)
     lane_bias[:n_out] = bias
-    return sptr, base, ent, lane_scale, lane_bias
+    bscale = np.zeros(0, np.float32)
+    if blocked:
+        full = np.zeros((n_blocks, lanes), np.float32)
+        full[:, :n_out] = wscale.T
+        bscale = full.reshape(-1)
+    else:
+        lane_scale[:n_out] = wscale[:, 0]
+    shift = blk.bit_length() - 1 if blocked else 0
+    check_windows(sptr, base, ent, n_out, width, bscale, shift)
+    return sptr, base, ent, lane_scale, lane_bias, bscale, shift
 
 
-def check_windows(sptr, base, ent, n_out: int, width: int) -> None:
-    """ValueError unless (sptr, base, ent) is a valid windows layout for n_out rows and inputs `width` wide: the
-    kernels may then read them with any x of exactly `width` columns."""
+def check_windows(sptr, base, ent, n_out: int, width: int, bscale=None, shift: int = 0) -> None:
+    """ValueError unless (sptr, base, ent) is a valid windows layout for n_out rows and inputs `width` wide, and
+    bscale (block scales, flat; empty: none) has a row of lanes for every window's block base >> shift: the kernels
+    may then read them with any x of exactly `width` columns."""
     n_slices = -(-int(n_out) // LANES)
     if not isinstance(sptr, np.ndarray) or sptr.dtype != np.int64 or sptr.shape != (n_slices + 1,):
         raise ValueError(f"windows layout: sptr must be int64 of shape ({n_slices + 1},)")
@@ -191,6 +234,13 @@ def check_windows(sptr, base, ent, n_out: int, width: int) -> None:
         raise ValueError(f"windows layout: ent must be uint8 of shape ({LANES * len(base)},)")
     if width < LANES or (len(base) and int(base.max()) > width - LANES):
         raise ValueError(f"windows layout: every window base must be at most width - 16 = {width - LANES}")
+    lanes = n_slices * LANES
+    if bscale is not None and len(bscale):
+        if not isinstance(bscale, np.ndarray) or bscale.dtype != np.float32 or bscale.ndim != 1 \
+                or not 0 <= shift < 32 or len(bscale) % lanes \
+                or (len(base) and ((int(base.max()) >> shift) + 1) * lanes > len(bscale)):
+            raise ValueError(f"windows layout: block scales must be float32, {lanes} per block, one block for "
+                             f"every window (base >> {shift})")
 
 
 def windows_nbytes(sptr, base, ent) -> int:

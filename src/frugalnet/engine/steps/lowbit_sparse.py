@@ -1,8 +1,8 @@
 """Sparse low-bit codes (only the nonzero codes with their indices) for the low-bit Linear / Conv2d steps: their
 layouts, built from the step's validated CSR codes, and their variants.
 
-"csr": sparse codes x dense input (quant.csr_nib, any packed format). "win512" / "win256": sparse 4-bit codes with
-one scale per row x dense input in kernels.quant_sparse's windows layout (AVX-512 / AVX2 builds; 4096 x 4096 at 90%
+"csr": sparse codes x dense input (quant.csr_nib, any packed format). "win512" / "win256": sparse 4-bit codes (INT4,
+MXFP4, NVFP4) x dense input in kernels.quant_sparse's windows layout (AVX-512 / AVX2 builds; 4096 x 4096 at 90%
 sparsity, batch 1: about 3.5x the CSR kernels on one core, see that module). "csc": sparse codes x sparse input
 (quant.csc_nib: only the columns of active inputs are read). Every layout is derived in memory from the CSR arrays
 that `LowbitLinearStep.check` validated, and checked again before a kernel sees it.
@@ -37,21 +37,21 @@ class SparseCodes:
         return split, idx, vals
 
     def window_eligible(self) -> bool:
-        """The windows layout (kernels.quant_sparse) applies: sparse 4-bit codes with one scale per row (the kernel
-        scales each row's sum once) and code 0 worth 0.0 (the layout's padding)."""
+        """The windows layout (kernels.quant_sparse) applies: sparse 4-bit codes (one scale per row, or per block of
+        a power-of-two number of columns) with code 0 worth 0.0 (the layout's padding)."""
         p = self.params
-        return bool(p["sparse"] and p["nibble"] and not p["block_scales"] and not p.get("float_weights")
-                    and self.arrays["lut"][0] == 0)
+        return bool(p["sparse"] and p["nibble"] and not p.get("float_weights") and self.arrays["lut"][0] == 0)
 
     def window_variants(self) -> list[str]:
         """The windows-layout variants of the builds this host can run (none where the layout does not apply)."""
         return [f"{v}:{m}" for v in sparse_k.window_kernels() for m in "sp"] if self.window_eligible() else []
 
     def _windows(self):
-        """(sptr, base, ent, lane scale, lane bias) of the windows layout, built from the CSR codes and checked."""
+        """The window kernels' weight arguments, built from the CSR codes and checked (kernels.quant_sparse)."""
         p, a = self.params, self.arrays
         return self.prepared("windows", lambda: sparse_k.windows_from_csr(
-            *self._csr(), self._zero(), p["n_out"], p["k"], a["wscale"][:, 0], a["bias"]))
+            *self._csr(), self._zero(), p["n_out"], p["k"], a["wscale"] if p["block_scales"] else a["wscale"][:, :1],
+            p["blk"] if p["block_scales"] else 0, a["bias"]))
 
     def _csr_scale(self) -> np.ndarray:
         return self.arrays["wscale"] if self.params["block_scales"] else self.arrays["wscale"][:, :1].copy()
@@ -74,16 +74,16 @@ class SparseCodes:
             return f
         if base in sparse_k.WINDOW_ISA:
             if not self.window_eligible():
-                raise ValueError(f"low-bit step {self.name!r}: {variant!r} needs sparse 4-bit codes with one scale "
-                                 f"per row")
-            sptr, wbase, ent, lane_scale, lane_bias = self._windows()
+                raise ValueError(f"low-bit step {self.name!r}: {variant!r} needs sparse 4-bit codes")
+            layout = self._windows()
             # a plan saved on another CPU: the same layout through a build this one has (same outputs)
             builds = sparse_k.window_kernels()
             kw = builds.get(base, builds.get("win256", sparse_k.window_rows_scalar)).pick(par)
 
             def f(x, act=None):
                 out = empty((x.shape[0], n_out), np.float32)
-                kw(sptr, wbase, ent, lutf, lane_scale, lane_bias, pad(x), out)
+                sptr, wbase, ent, lane_scale, lane_bias, bscale, bshift = layout
+                kw(sptr, wbase, ent, lutf, lane_scale, lane_bias, bscale, bshift, pad(x), out)
                 return out
             return f
         if base == "csc":
@@ -103,7 +103,7 @@ class SparseCodes:
     def sparse_weight_bytes(self, variant: str) -> int:
         """Bytes of the sparse layout a variant reads (scales and bias aside)."""
         if variant.partition(":")[0] in sparse_k.WINDOW_ISA:
-            return sparse_k.windows_nbytes(*self._windows()[:3])
+            return sparse_k.windows_nbytes(*self._windows()[:3])       # its scales: wscale, relaid
         if variant.startswith("csc"):
             split, idx, vals = self._csc_split(threads() if variant.endswith(":p") else 1)
             return split.nbytes + idx.nbytes + vals.nbytes
