@@ -18,7 +18,10 @@ column any lane still has to do, at most width - 16) and one byte per lane: (col
 table). Steps are made greedily, so a lane takes at most one entry per step; at 90% sparsity that is about 1.8 slots
 per nonzero, i.e. about 2.1 bytes per quantized nonzero with the 2-byte bases (`windows_nbytes`). Per step: one
 scalar load (the base), one 64-byte load of x, one 16-byte load of entries, two vpermps and one fused multiply-add,
-for sixteen slots. Each row's scale (one per row: INT4 SAWB's per-tensor step) multiplies its finished sum once.
+for sixteen slots. One scale per row (INT4 SAWB's per-tensor step) multiplies each row's finished sum once; with
+block scales (MXFP4: 32 columns, NVFP4: 16) no window straddles a block, and each step multiplies its code values by
+the lanes' scales of its block (one more vector load and multiply; 16-column blocks pad more: NVFP4 ~2.8 bytes per
+nonzero).
 
 Builds: `window_rows_avx512` (vpermps on 16 lanes), `window_rows_avx2` (each lookup as four 8-lane vpermps and two
 blends; runs on any AVX2 CPU) and `window_rows_scalar` (plain loops: any CPU, and the tests' second opinion). The
