@@ -25,6 +25,11 @@ import tempfile
 import time
 import warnings
 
+# Idle OpenMP workers sleep instead of spinning (as in train_step.py): torch, numba, ONNX Runtime and OpenVINO each
+# keep a pool, and on a shared machine a spinning pool steals the cores from the others and from the working thread.
+# Set before torch loads its runtime; applies to every candidate alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import torch
 from torch import nn
@@ -209,6 +214,8 @@ def run_case(title: str, weight_sparsity: float, x_sparsity: float, batch: int, 
         layer(torch.from_numpy(x))    # PACT clip from this batch
         layer.eval()
         cands.update(ours(layer, x, f"ours {recipe.name}", args.reference))
+    if args.only:      # fewer candidates: shorter rounds, so the machine's load drifts less within one
+        cands = {k: v for k, v in cands.items() if k == "PyTorch FP32" or any(o in k for o in args.only)}
     samples = timed({k: v[0] for k, v in cands.items()}, args.repeats)
     res = {k: spread(v) for k, v in samples.items()}
     base_t = res["PyTorch FP32"][0]
@@ -231,6 +238,8 @@ def run_case(title: str, weight_sparsity: float, x_sparsity: float, batch: int, 
         print(line)
     for recipe in (W4, MX4, IBM4_MID) if best32 else ():
         mine = [k for k in res if k.startswith(f"ours {recipe.name} [") and "[torch]" not in k]
+        if not mine:
+            continue
         best4 = min(mine, key=lambda k: res[k][0])
         r = spread(samples[best32] / samples[best4])
         print(f"-> {best4} vs {best32}: {r[0]:.2f}x (per-round p10-p90 {r[1]:.2f}-{r[2]:.2f}); weight bytes per "
@@ -249,12 +258,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="PyTorch baselines only (no ONNX Runtime / OpenVINO)")
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="which cases to run")
     p.add_argument("--reference", action="store_true", help="also time our steps' slow 'torch' reference variants")
+    p.add_argument("--only", nargs="+", help="time only candidates whose name contains one of these (and PyTorch FP32)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
     logging.disable(logging.WARNING)            # ORT's and nncf's progress chatter
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    print(f"CPU: {cpu_info()}; {args.threads} threads (torch, numba, ORT, OpenVINO); torch {torch.__version__}")
+    print(f"CPU: {cpu_info()}; {args.threads} threads (torch, numba, ORT, OpenVINO); "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batches:
             for case in args.cases:
