@@ -14,6 +14,20 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+
+def isa() -> dict[str, bool]:
+    """What the host CPU offers the kernels (numba compiles for the host, so LLVM uses these when it can):
+    AVX2, FMA, AVX-512 (F/BW/VL), VNNI (AVX-512 or AVX) and AMX."""
+    import llvmlite.binding as llvm
+
+    feats = llvm.get_host_cpu_features()
+    has = {k: bool(v) for k, v in feats.items()}
+    return {"cpu": llvm.get_host_cpu_name(), "avx2": has.get("avx2", False), "fma": has.get("fma", False),
+            "avx512": all(has.get(f, False) for f in ("avx512f", "avx512bw", "avx512vl")),
+            "vnni": has.get("avx512vnni", False) or has.get("avxvnni", False),
+            "amx": has.get("amx-int8", False) and has.get("amx-tile", False)}
+
+
 # --- 16 packed codes -> 16 float32 lanes (a 16-byte table shuffle, pshufb, decodes 16 codes at once) -----------
 LANES16 = 16
 _V16 = ir.VectorType(ir.FloatType(), LANES16)
