@@ -4,12 +4,16 @@ Runtime INT8 (dynamic) and 4-bit (MatMulNBits), OpenVINO INT8/INT4 weight compre
 importable) and our own sparse FP32 kernels on the same mask.
 
     python benchmarks/lowbit_infer.py [--threads 2] [--repeats 15] [--n 4096] [--batches 1 64] [--quick]
+                                      [--cases dense sparse sparse-inputs] [--reference]
 
 Each case's candidates are timed in interleaved rounds (order rotated every round); the table gives the median time
-per call, its spread (10th-90th percentile over rounds), the weight bytes each call reads and the speed-up over
-PyTorch FP32 on the same input. For our steps every variant is timed and the fastest is reported, as engine.compile
-would choose; each of our outputs is checked against the simulated quantized layer (model.eval()(x) after
-quantize_) before timing. Ratios only mean something within one run: the machine may be shared.
+per call, its spread (10th-90th percentile over rounds), the weight bytes each call reads (and, for sparse weights,
+per nonzero weight of the mask; GB/s = bytes / time, to tell memory- from compute-bound kernels) and the speed-up
+over PyTorch FP32 on the same input. Sparse cases add the speed-up over our fastest sparse FP32 kernel on the same
+mask, per round (median and 10th-90th percentile of the per-round ratios), and one summary line per recipe: its
+fastest variant against our fastest sparse FP32 one. Every variant of our steps is timed and listed (engine.compile
+picks the fastest the same way); each of our outputs is checked against the simulated quantized layer
+(model.eval()(x) after quantize_) before timing. Ratios only mean something within one run: the machine may be shared.
 """
 from __future__ import annotations
 
@@ -20,6 +24,11 @@ import os
 import tempfile
 import time
 import warnings
+
+# Idle OpenMP workers sleep instead of spinning (as in train_step.py): torch, numba, ONNX Runtime and OpenVINO each
+# keep a pool, and on a shared machine a spinning pool steals the cores from the others and from the working thread.
+# Set before torch loads its runtime; applies to every candidate alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -45,12 +54,16 @@ def cpu_info() -> str:
     return f"{machine_summary()}; LLVM target {isa['cpu']}, VNNI {isa['vnni']}, AMX {isa['amx']}"
 
 
-def timed(fns: dict, repeats: int, min_time: float = 0.02) -> dict[str, tuple[float, float, float]]:
-    """{name: (median, p10, p90)} seconds per call, interleaved rounds with the order rotated every round."""
+def timed(fns: dict, repeats: int, min_time: float = 0.02) -> dict[str, np.ndarray]:
+    """{name: seconds per call in each round}, interleaved rounds with the order rotated every round."""
     samples = interleaved_samples(fns, repeats=repeats, warmup=1, min_time=min_time, max_seconds=float("inf"),
                                   min_rounds=repeats)
-    return {n: (float(np.median(v)), float(np.percentile(v, 10)), float(np.percentile(v, 90)))
-            for n, v in samples.items()}
+    return {n: np.asarray(v) for n, v in samples.items()}
+
+
+def spread(v: np.ndarray) -> tuple[float, float, float]:
+    """(median, 10th, 90th percentile)."""
+    return float(np.median(v)), float(np.percentile(v, 10)), float(np.percentile(v, 90))
 
 
 # --- baselines ------------------------------------------------------------------------------------------------------
@@ -122,8 +135,10 @@ def openvino_models(weight: np.ndarray, x: np.ndarray, threads: int) -> dict:
 
 
 # --- our steps ------------------------------------------------------------------------------------------------------
-def ours(layer: nn.Module, x: np.ndarray, label: str) -> dict:
-    """Every variant of the low-bit step of a quantized layer, checked against the simulated layer's output."""
+def ours(layer: nn.Module, x: np.ndarray, label: str, reference: bool) -> dict:
+    """Every variant of the low-bit step of a quantized layer, checked against the simulated layer's output (the
+    "torch" reference variant timed only with `reference`: at 4096 x 4096 one call takes ~0.3 s, which stretches
+    every interleaved round and so lets the machine's load drift within it)."""
     step = lowbit_step_for("fc", layer)
     act = Act(x.shape, dense=x)
     with torch.no_grad():
@@ -134,6 +149,8 @@ def ours(layer: nn.Module, x: np.ndarray, label: str) -> dict:
         err = float(np.abs(got - ref).max() / max(1e-12, np.abs(ref).max()))
         if err > 1e-4:
             raise AssertionError(f"{label} {v}: output differs from the simulated layer by {err:.2e} (relative)")
+        if v == "torch" and not reference:
+            continue
         f = step.bind(v, x.shape)
         nbytes = step.weight_bytes(v)
         if v.startswith("csc"):          # only the columns of active inputs are read
@@ -184,6 +201,10 @@ def run_case(title: str, weight_sparsity: float, x_sparsity: float, batch: int, 
         cands.update(openvino_models(weight, x, args.threads))
     if weight_sparsity:
         cands.update(our_sparse_fp32(weight, x))
+        # what streaming those bytes alone costs (numpy's vectorised sum, one thread): a kernel well under this
+        # GB/s is bound by its work per nonzero, not by memory
+        block = np.ones(max(v[1] for k, v in cands.items() if k.startswith("ours sparse FP32")) // 4, np.float32)
+        cands["memory read: sum of FP32 CSR's bytes"] = (lambda: block.sum(), block.nbytes)
     for recipe in (W4, MX4, IBM4_MID):
         layer = quantize_(nn.Sequential(SparseLinear(n, n, weight_sparsity, bias=False, mask=base.weight_mask)
                                         if weight_sparsity else nn.Linear(n, n, bias=False)), recipe)[0]
@@ -192,14 +213,40 @@ def run_case(title: str, weight_sparsity: float, x_sparsity: float, batch: int, 
         layer.train()
         layer(torch.from_numpy(x))    # PACT clip from this batch
         layer.eval()
-        cands.update(ours(layer, x, f"ours {recipe.name}"))
-    res = timed({k: v[0] for k, v in cands.items()}, args.repeats)
+        cands.update(ours(layer, x, f"ours {recipe.name}", args.reference))
+    if args.only:      # fewer candidates: shorter rounds, so the machine's load drifts less within one
+        cands = {k: v for k, v in cands.items() if k == "PyTorch FP32" or any(o in k for o in args.only)}
+    samples = timed({k: v[0] for k, v in cands.items()}, args.repeats)
+    res = {k: spread(v) for k, v in samples.items()}
     base_t = res["PyTorch FP32"][0]
-    print(f"\n## {title}: batch {batch}, weight sparsity {weight_sparsity:.0%}, input sparsity {x_sparsity:.0%}")
-    print(f"{'candidate':44s} {'median us':>10s} {'p10-p90 us':>17s} {'weight MB':>9s} {'vs FP32':>8s}")
+    nnz = int(np.count_nonzero(weight))
+    fp32 = [k for k in res if k.startswith("ours sparse FP32")]
+    best32 = min(fp32, key=lambda k: res[k][0]) if fp32 else None
+    print(f"\n## {title}: batch {batch}, weight sparsity {weight_sparsity:.0%}, input sparsity {x_sparsity:.0%}"
+          + (f" ({nnz} nonzero weights)" if weight_sparsity else ""))
+    print(f"{'candidate':44s} {'median us':>10s} {'p10-p90 us':>17s} {'weight MB':>9s} {'GB/s':>6s}"
+          + (f" {'B/nnz':>5s}" if weight_sparsity else "") + f" {'vs FP32':>8s}"
+          + (f" {'vs sparse FP32 (p10-p90)':>25s}" if best32 else ""))
     for k, (med, lo, hi) in sorted(res.items(), key=lambda kv: kv[1][0]):
-        print(f"{k:44s} {1e6 * med:10.1f} {1e6 * lo:8.1f}-{1e6 * hi:<8.1f} {cands[k][1] / 1e6:9.2f} "
-              f"{base_t / med:7.2f}x")
+        nbytes = cands[k][1]
+        line = (f"{k:44s} {1e6 * med:10.1f} {1e6 * lo:8.1f}-{1e6 * hi:<8.1f} {nbytes / 1e6:9.2f} "
+                f"{nbytes / med / 1e9:6.1f}" + (f" {nbytes / nnz:5.2f}" if weight_sparsity else "")
+                + f" {base_t / med:7.2f}x")
+        if best32:
+            r = spread(samples[best32] / samples[k])
+            line += f" {r[0]:9.2f}x ({r[1]:5.2f}-{r[2]:<5.2f})"
+        print(line)
+    for recipe in (W4, MX4, IBM4_MID) if best32 else ():
+        mine = [k for k in res if k.startswith(f"ours {recipe.name} [") and "[torch]" not in k]
+        if not mine:
+            continue
+        best4 = min(mine, key=lambda k: res[k][0])
+        r = spread(samples[best32] / samples[best4])
+        print(f"-> {best4} vs {best32}: {r[0]:.2f}x (per-round p10-p90 {r[1]:.2f}-{r[2]:.2f}); weight bytes per "
+              f"nonzero {cands[best4][1] / nnz:.2f} vs {cands[best32][1] / nnz:.2f}")
+
+CASES = {"dense": ("dense", 0.0, 0.0), "sparse": ("sparse weights", 0.9, 0.0),
+         "sparse-inputs": ("sparse weights and inputs", 0.9, 0.9)}
 
 
 def main() -> None:
@@ -209,17 +256,20 @@ def main() -> None:
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--quick", action="store_true", help="PyTorch baselines only (no ONNX Runtime / OpenVINO)")
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="which cases to run")
+    p.add_argument("--reference", action="store_true", help="also time our steps' slow 'torch' reference variants")
+    p.add_argument("--only", nargs="+", help="time only candidates whose name contains one of these (and PyTorch FP32)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     set_threads(args.threads)
     logging.disable(logging.WARNING)            # ORT's and nncf's progress chatter
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    print(f"CPU: {cpu_info()}; {args.threads} threads (torch, numba, ORT, OpenVINO); torch {torch.__version__}")
+    print(f"CPU: {cpu_info()}; {args.threads} threads (torch, numba, ORT, OpenVINO); "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batches:
-            run_case("dense", 0.0, 0.0, batch, args.n, args, tmp)
-            run_case("sparse weights", 0.9, 0.0, batch, args.n, args, tmp)
-            run_case("sparse weights and inputs", 0.9, 0.9, batch, args.n, args, tmp)
+            for case in args.cases:
+                run_case(*CASES[case], batch, args.n, args, tmp)
 
 
 if __name__ == "__main__":

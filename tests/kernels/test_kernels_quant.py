@@ -28,7 +28,10 @@ def _scales(rng, n_out, k, blk):
 @pytest.mark.parametrize("blk", [16, 32, 0])
 @pytest.mark.parametrize("lut", [INT4, E2M1], ids=["int4", "e2m1"])
 @pytest.mark.parametrize("parallel", [False, True])
-def test_gemv_nib_matches_reference(blk, lut, parallel):
+@pytest.mark.parametrize("wide", [False, True], ids=["pshufb", "vpermps"])
+def test_gemv_nib_matches_reference(blk, lut, parallel, wide):
+    if wide and not q.isa()["avx512"]:
+        pytest.skip("gemv_nib512 needs AVX-512")
     rng = np.random.default_rng(blk)
     n_out, n = 37, 150
     k = q.padded_width(n)
@@ -40,7 +43,8 @@ def test_gemv_nib_matches_reference(blk, lut, parallel):
     xp = np.zeros((3, k), np.float32)
     xp[:, :n] = x
     out = np.empty((3, n_out), np.float32)
-    q.gemv_nib.pick(parallel)(q.to_halves(mat, k), lut, scale, step, xp, bias, out)
+    kern, table = (q.gemv_nib512, lut.astype(np.float32)) if wide else (q.gemv_nib, lut)
+    kern.pick(parallel)(q.to_halves(mat, k), table, scale, step, xp, bias, out)
     assert_close(out, _reference(mat, lut, scale[:, :], step, x, bias).float())
 
 

@@ -14,6 +14,20 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+
+def isa() -> dict[str, bool]:
+    """What the host CPU offers the kernels (numba compiles for the host, so LLVM uses these when it can):
+    AVX2, FMA, AVX-512 (F/BW/VL), VNNI (AVX-512 or AVX) and AMX."""
+    import llvmlite.binding as llvm
+
+    feats = llvm.get_host_cpu_features()
+    has = {k: bool(v) for k, v in feats.items()}
+    return {"cpu": llvm.get_host_cpu_name(), "avx2": has.get("avx2", False), "fma": has.get("fma", False),
+            "avx512": all(has.get(f, False) for f in ("avx512f", "avx512bw", "avx512vl")),
+            "vnni": has.get("avx512vnni", False) or has.get("avxvnni", False),
+            "amx": has.get("amx-int8", False) and has.get("amx-tile", False)}
+
+
 # --- 16 packed codes -> 16 float32 lanes (a 16-byte table shuffle, pshufb, decodes 16 codes at once) -----------
 LANES16 = 16
 _V16 = ir.VectorType(ir.FloatType(), LANES16)
@@ -230,3 +244,115 @@ idot64_avx2.__doc__ = ("acc + the int32 dot products of 64 4-bit weight codes (3
                        "vpmaddubsw + vpmaddwd (AVX2; sums of two products fit int16 for |w| <= 12, x <= 255)")
 idot64_vnni = _idot64(True)
 idot64_vnni.__doc__ = "As idot64_avx2 with AVX-512 VNNI's vpdpbusd (four products summed into int32, one instruction)"
+
+
+
+# --- 16-column windows of sparse rows (kernels/quant_sparse.py): two table lookups per 16 entries --------------
+@intrinsic
+def vfma16(typingctx, a, b, acc):
+    """acc + a * b lanewise, fused."""
+    def codegen(context, builder, sig, args):
+        return _fma(builder, args[0], args[1], args[2])
+    return f32x16(f32x16, f32x16, f32x16), codegen
+
+
+@intrinsic
+def vload16(typingctx, arr, offset):
+    """arr[offset:offset + 16] (1-D float32) as sixteen lanes."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1):
+        raise TypeError(f"vload16 takes a 1-D float32 array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], _V16), align=4)
+    return f32x16(arr, types.intp), codegen
+
+
+@intrinsic
+def vlane(typingctx, v, lane):
+    """Lane `lane` (0..15) of v."""
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], builder.trunc(args[1], ir.IntType(32)))
+    return types.float32(f32x16, types.intp), codegen
+
+
+def _lookup512(builder, table, idx):
+    """table[idx & 15] lanewise: one vpermps (AVX-512F)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16, _I32x16]),
+                                        "llvm.x86.avx512.permvar.sf.512")
+    return builder.call(fn, [table, idx])
+
+
+def _lookup256(builder, table, idx):
+    """table[idx & 15] lanewise on AVX2: per 8-lane half, vpermps into each 8-entry half of the table (it reads the
+    low 3 bits of the index) and bit 3 selects between them."""
+    i32 = ir.IntType(32)
+    v8, i8x = ir.VectorType(ir.FloatType(), 8), ir.VectorType(i32, 8)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, i8x]), "llvm.x86.avx2.permps")
+    t_lo = builder.shuffle_vector(table, table, ir.Constant(i8x, list(range(8))))
+    t_hi = builder.shuffle_vector(table, table, ir.Constant(i8x, list(range(8, 16))))
+    halves = []
+    for lanes in (range(8), range(8, 16)):
+        e = builder.shuffle_vector(idx, idx, ir.Constant(i8x, list(lanes)))
+        high = builder.icmp_unsigned("!=", builder.and_(e, ir.Constant(i8x, [8] * 8)), ir.Constant(i8x, [0] * 8))
+        halves.append(builder.select(high, builder.call(fn, [t_hi, e]), builder.call(fn, [t_lo, e])))
+    return builder.shuffle_vector(halves[0], halves[1], ir.Constant(_IDX16, list(range(16))))
+
+
+def _window_fma(lookup, scaled: bool):
+    def impl(typingctx, acc, ent, eoff, x, xoff, lut, *scale):
+        _check_u8(ent, "window_fma")
+        if not (isinstance(x, types.Array) and x.dtype == types.float32 and x.ndim == 1):
+            raise TypeError(f"window_fma takes a 1-D float32 input row, got {x}")
+
+        def codegen(context, builder, sig, args):
+            acc, ent, eoff, x, xoff, lut = args[:6]
+            raw = builder.load(_data_ptr(context, builder, sig.args[1], ent, eoff, _I8x16), align=1)
+            e = builder.zext(raw, _I32x16)
+            xv = builder.load(_data_ptr(context, builder, sig.args[3], x, xoff, _V16), align=4)
+            xs = lookup(builder, xv, builder.and_(e, ir.Constant(_I32x16, [15] * 16)))
+            ws = lookup(builder, lut, builder.lshr(e, ir.Constant(_I32x16, [4] * 16)))
+            if scaled:      # the weight as the simulated layer has it: code value x block scale, one rounding
+                ws = builder.fmul(ws, args[6])
+            return _fma(builder, ws, xs, acc)
+        extra = (f32x16,) if scaled else ()
+        return f32x16(f32x16, ent, types.intp, x, types.intp, f32x16, *extra), codegen
+    if scaled:
+        return intrinsic(lambda typingctx, acc, ent, eoff, x, xoff, lut, scale:
+                         impl(typingctx, acc, ent, eoff, x, xoff, lut, scale))
+    return intrinsic(lambda typingctx, acc, ent, eoff, x, xoff, lut: impl(typingctx, acc, ent, eoff, x, xoff, lut))
+
+
+window_fma512 = _window_fma(_lookup512, False)
+window_fma512.__doc__ = ("acc + lut[e >> 4] * x[xoff + (e & 15)] for the 16 bytes e = ent[eoff:eoff + 16] (lut: 16 "
+                         "float lanes): two vpermps, AVX-512F only (compile where quant.isa()['avx512'])")
+window_fma256 = _window_fma(_lookup256, False)
+window_fma256.__doc__ = "As window_fma512 on AVX2 (each 16-lane lookup: four 8-lane vpermps and two blends)"
+window_fma512s = _window_fma(_lookup512, True)
+window_fma512s.__doc__ = "acc + (lut[e >> 4] * scale) * x[xoff + (e & 15)]: window_fma512 with per-lane block scales"
+window_fma256s = _window_fma(_lookup256, True)
+window_fma256s.__doc__ = "window_fma256 with per-lane block scales"
+
+
+def _nibbles_perm(high: bool):
+    def impl(typingctx, codes, offset, lutf):
+        _check_u8(codes, "nib16p")
+        if not (isinstance(lutf, types.Array) and lutf.dtype == types.float32 and lutf.ndim == 1):
+            raise TypeError(f"nib16p takes a 1-D float32 table, got {lutf}")
+
+        def codegen(context, builder, sig, args):
+            raw = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], _I8x16), align=1)
+            e = builder.zext(raw, _I32x16)
+            if high:
+                e = builder.lshr(e, ir.Constant(_I32x16, [4] * 16))
+            table = builder.load(_data_ptr(context, builder, sig.args[2], args[2], ir.Constant(ir.IntType(64), 0),
+                                           _V16), align=4)
+            return _lookup512(builder, table, e)         # vpermps reads the low 4 bits: no mask for the low nibble
+        return f32x16(codes, types.intp, lutf), codegen
+    return intrinsic(impl)
+
+
+nib_lo16p = _nibbles_perm(False)
+nib_lo16p.__doc__ = ("As nib_lo16 with a float32 table (16 values) looked up by one vpermps: one instruction from "
+                     "codes to float lanes instead of pshufb + sign extension + conversion (AVX-512F only)")
+nib_hi16p = _nibbles_perm(True)
+nib_hi16p.__doc__ = "As nib_hi16 with a float32 table looked up by one vpermps (AVX-512F only)"

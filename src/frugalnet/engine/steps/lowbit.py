@@ -9,11 +9,12 @@ recipe quantizes activations to integers (PACT, INT8) or E2M1, every product of 
 are exact in float32 lanes below 2^24. Outputs equal `model.eval()(x)` after `quantize_` to float rounding.
 
 Variants (picked by timing, like every step): "torch" (reference: the codes decoded a block of rows at a time and
-F.linear / F.conv2d), "gemv" (dense codes, small batches), "int" / "vnni" (integer dot products of 4-bit weight codes
-with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe quantizes activations to integers), "gemm" (dense
-codes, decoded once per row for the whole batch), "csr" (sparse codes x dense input), "csc" (sparse codes x sparse
-input); ":s" serial, ":p" parallel builds. `check()` validates every array against the parameters (call it on steps
-read from a file: the kernels do no bounds checks).
+F.linear / F.conv2d), "gemv" / "gemv512" (dense codes, small batches; pshufb / AVX-512 vpermps decoding), "int" /
+"vnni" (integer dot products of 4-bit weight codes with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe
+quantizes activations to integers), "gemm" (dense codes, decoded once per row for the whole batch), and the sparse
+ones of engine/steps/lowbit_sparse.py ("csr", "win512" / "win256", "csc"); ":s" serial, ":p" parallel builds.
+`check()` validates every array against the parameters (call it on steps read from a file: the kernels do no bounds
+checks).
 
 Steps are built from layers and from files by `engine.steps.lowbit_factory` (`lowbit_step_for`,
 `lowbit_steps_from_file`).
@@ -27,9 +28,8 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _np, _t
-from frugalnet.kernels import linear as linear_k, quant as quant_k
-from frugalnet.kernels._jit import threads
-from frugalnet.kernels.layouts import Compressed
+from frugalnet.engine.steps.lowbit_sparse import SparseCodes
+from frugalnet.kernels import quant as quant_k, quant_sparse as sparse_k
 from frugalnet.lowbit.unpack import E2M1_LUT, INT4_LUT  # noqa: F401
 
 PACKED_FORMATS = ("int4-sawb", "mxfp4", "nvfp4", "int8")
@@ -38,7 +38,7 @@ _DECODE_ROWS = 256         # rows the reference variant decodes at a time
 _INT_ACTS = {"pact4": 4, "pact8": 8, "int8": 8}   # activation formats with integer codes (bits)
 
 
-class LowbitLinearStep(Step):
+class LowbitLinearStep(SparseCodes, Step):
     """A quantized Linear from packed codes; see the module docstring."""
 
     kind = "lowbit_linear"
@@ -166,29 +166,11 @@ class LowbitLinearStep(Step):
     def _zero(self) -> np.ndarray:
         return self.arrays["lut"] == 0 if self.params["nibble"] else np.arange(256) % 256 == 0
 
-    def _csr(self):
-        a = self.arrays
-        if "csr_ptr" in a:
-            return a["csr_ptr"], a["csr_idx"], a["csr_codes"]
-        return self.prepared("csr", lambda: quant_k.compress_codes(self._matrix(), self._zero(), False,
-                                                                   self.params["nibble"]))
-
-    def _csc_split(self, nparts: int):
-        p = self.params
-        ptr, idx, vals = self.prepared("csc", lambda: quant_k.compress_codes(self._matrix(), self._zero(), True,
-                                                                             p["nibble"]))
-        split = self.prepared(f"split{nparts}", lambda: linear_k.row_splits(
-            Compressed(ptr, idx, vals, (p["n_out"], p["cols"])), nparts))
-        return split, idx, vals
-
     def _lutf(self) -> np.ndarray:
         return self.prepared("lutf", lambda: self.arrays["lut"].astype(np.float32))
 
     def _shift(self) -> int:
         return int(self.params["blk"]).bit_length() - 1
-
-    def _csr_scale(self) -> np.ndarray:
-        return self.arrays["wscale"] if self.params["block_scales"] else self.arrays["wscale"][:, :1].copy()
 
     def decoded_rows(self, lo: int, hi: int) -> np.ndarray:
         """FP32 weights of rows lo..hi (the reference variant decodes a block of rows at a time)."""
@@ -251,13 +233,14 @@ class LowbitLinearStep(Step):
         if self.params.get("float_weights"):
             return out
         if self.params["sparse"]:
-            out += ["csr:s", "csr:p"]
+            out += ["csr:s", "csr:p"] + self.window_variants()
             if act.density() < 0.5:
                 out += ["csc:s", "csc:p"]
         else:
-            out += ["gemv:s", "gemv:p"]
+            isa = quant_k.isa()
+            out += ["gemv:s", "gemv:p"] + (["gemv512:s", "gemv512:p"] if self.params["nibble"] and isa["avx512"]
+                                           else [])
             if self._integer_inputs():
-                isa = quant_k.isa()
                 out += (["int:s", "int:p"] if isa["avx2"] else []) + (["vnni:s", "vnni:p"] if isa["vnni"] else [])
         if act.batch > 1 and self.params["nibble"]:
             out += ["gemm:s", "gemm:p"]
@@ -303,14 +286,16 @@ class LowbitLinearStep(Step):
         b, ws, blk, lut = a["bias"], a["wscale"], p["blk"], a["lut"]
         empty, pad = np.empty, self._padded_input
         n_out = p["n_out"]
-        if base == "gemv":
+        if base in ("gemv", "gemv512"):
             codes = self._dense_codes()
-            if p["nibble"]:
-                k = quant_k.gemv_nib.pick(par)
+            if p["nibble"]:     # gemv512 where the CPU has AVX-512 (a plan from another CPU may name it), else gemv
+                wide = base == "gemv512" and quant_k.isa()["avx512"]
+                k, table = (quant_k.gemv_nib512, self._lutf()) if wide else (quant_k.gemv_nib, lut)
+                k = k.pick(par)
 
                 def f(x, act=None):
                     out = empty((rows, n_out), np.float32)
-                    k(codes, lut, ws, blk, pad(x), b, out)
+                    k(codes, table, ws, blk, pad(x), b, out)
                     return out
                 return f
             k8 = quant_k.gemv_i8.pick(par)
@@ -341,28 +326,8 @@ class LowbitLinearStep(Step):
                 ki(codes, lut, rowsum, xc, off, sc, b, out)
                 return out
             return f
-        lutf, shift, nibble, cs = self._lutf(), self._shift(), p["nibble"], self._csr_scale()
-        if base == "csr":
-            ptr, idx, vals = self._csr()
-            kc = quant_k.csr_nib.pick(par)
-
-            def f(x, act=None):
-                out = empty((rows, n_out), np.float32)
-                kc(ptr, idx, vals, lutf, nibble, cs, shift, np.ascontiguousarray(x), b, out)
-                return out
-            return f
-        if base == "csc":
-            split, idx, vals = self._csc_split(threads() if par else 1)
-            ks = quant_k.csc_nib.pick(par)
-            cs_t = self.prepared("wscale_t", lambda: np.ascontiguousarray(cs.T))
-
-            def f(x, act=None):
-                out = empty((rows, n_out), np.float32)
-                same = act is not None and x is act.dense()     # unquantized input: its cached active list
-                aidx, aval, counts = (act if same else Act(x.shape, dense=np.ascontiguousarray(x))).active()
-                ks(split, idx, vals, lutf, nibble, cs_t, shift, aidx, aval, counts, b, out)
-                return out
-            return f
+        if base in ("csr", "csc") or base in sparse_k.WINDOW_ISA:
+            return self.sparse_matmul(variant, rows)
         raise ValueError(f"unknown low-bit variant {variant!r}")
 
     def macs(self, act):
@@ -375,9 +340,7 @@ class LowbitLinearStep(Step):
         if self.params.get("float_weights"):
             return a["weight"].nbytes + a["bias"].nbytes
         extra = a["wscale"].nbytes + a["bias"].nbytes
-        if variant.startswith("csr") or (variant == "torch" and self.params["sparse"]):
-            return sum(x.nbytes for x in self._csr()) + extra
-        if variant.startswith("csc"):
-            split, idx, vals = self._csc_split(threads() if variant.endswith(":p") else 1)
-            return split.nbytes + idx.nbytes + vals.nbytes + extra
+        if variant.startswith(("csr", "csc")) or variant.partition(":")[0] in sparse_k.WINDOW_ISA or \
+                (variant == "torch" and self.params["sparse"]):
+            return self.sparse_weight_bytes(variant) + extra
         return self._dense_codes().nbytes + extra

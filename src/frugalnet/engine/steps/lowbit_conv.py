@@ -40,7 +40,7 @@ class LowbitConvStep(LowbitLinearStep):
         if self.params.get("float_weights"):
             return ["torch"]
         if self.params["sparse"]:
-            return ["torch", "csr:s", "csr:p"]
+            return ["torch", "csr:s", "csr:p"] + self.window_variants()
         return ["torch"] + (["gemm:s", "gemm:p"] if self.params["nibble"] else ["gemv:s", "gemv:p"])
 
     def _patches(self, xq: np.ndarray) -> np.ndarray:
