@@ -152,6 +152,12 @@ class Engine:
             return [asdict(c) for c in self.choices[b]]
         return [{"name": s.name, "kind": s.kind, "variant": v} for s, v in zip(self.steps, self.plan_for(b))]
 
+    def profile(self, *inputs, rounds: int = 20):
+        """Median ms per call of every program node on these inputs (engine.profile.NodeTime rows): which steps
+        run our kernels, which a dense PyTorch/oneDNN path, which fallback aten ops. format_profile() prints them."""
+        from frugalnet.engine.profile import profile
+        return profile(self, *inputs, rounds=rounds)
+
     def fallback_ops(self) -> list[str]:
         """The ops PyTorch runs (aten fallbacks and quantized layers' own forwards), in program order."""
         return [n.target if n.op == "aten" else f"module:{n.target}" for n in self.program.nodes
@@ -202,7 +208,7 @@ def _warm_tasks(program: Program, steps: list[S.Step], examples: dict[int, list]
         def on_step(n, act):
             step = steps[n.target]
             for v in step.variants(act):
-                if v != "torch" and (step.kind, v) not in seen:
+                if v != "torch" and not v.startswith(("onednn", "mkl")) and (step.kind, v) not in seen:
                     seen.add((step.kind, v))
                     tasks.append(WarmTask(step, v, act.dense()))
             return step.run(act, "torch")
@@ -211,7 +217,24 @@ def _warm_tasks(program: Program, steps: list[S.Step], examples: dict[int, list]
     return tasks
 
 
-def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float) -> tuple[Act, LayerChoice]:
+DENSE_FIRST = ("onednn", "mkl", "torch")   # variant bases preferred on a near tie: no sparse layout, same on any input
+
+
+def pick(secs: dict[str, float], tie_margin: float) -> str:
+    """The variant to keep: the fastest, unless a dense one (DENSE_FIRST) is within `tie_margin` of it (then the
+    fastest dense one). A sparse kernel has to win by a margin, not by a timing's noise, so two compiles of one
+    model on a shared machine choose the same plan."""
+    best = min(secs, key=secs.get)
+    dense = [v for v in secs if v.split(":")[0] in DENSE_FIRST]
+    if dense and best not in dense:
+        d = min(dense, key=secs.get)
+        if secs[d] <= secs[best] * (1.0 + tie_margin):
+            return d
+    return best
+
+
+def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float,
+            tie_margin: float = 0.1) -> tuple[Act, LayerChoice]:
     variants = step.variants(act)
     ref = step.run(act.fresh(), "torch")
     outs, rejected = {"torch": ref}, []
@@ -226,8 +249,8 @@ def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float) -> tuple[A
         # time the bound callables inference will run (run() would redo bind's set-up every call)
         bound = {v: step.bind(v, act.shape) for v in outs}
         fns = {v: (lambda f=f: f(act.fresh())) for v, f in bound.items()}
-        secs = interleaved_medians(fns, repeats=repeats, min_time=0.002, max_seconds=max_seconds)
-        best = min(secs, key=secs.get)
+        secs = interleaved_medians(fns, repeats=repeats, min_time=0.003, max_seconds=max_seconds)
+        best = pick(secs, tie_margin)
     else:
         secs, best = {}, "torch"
     dense_macs, eff_macs = step.macs(act)
@@ -236,8 +259,8 @@ def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float) -> tuple[A
 
 
 def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | None = None,
-            threads: int | None = None, repeats: int = 5, max_seconds_per_layer: float = 10.0,
-            quiet: bool = True, jit_workers: int | None = None) -> Engine:
+            threads: int | None = None, repeats: int = 7, max_seconds_per_layer: float = 10.0,
+            quiet: bool = True, jit_workers: int | None = None, tie_margin: float = 0.1) -> Engine:
     """Compile `model` for inputs like `example_inputs` (a tensor, or a tuple of the model's positional inputs,
     each (batch, ...)).
 
@@ -246,7 +269,11 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
     threads: numba threads (default: torch.get_num_threads()).
     jit_workers: helper processes that JIT-compile candidate kernels alongside this one on first use (default: one
         per spare core, at most 3; 0: compile here only). See frugalnet.engine.jit_warm.
+    tie_margin: a sparse variant is kept over the fastest dense one (oneDNN / PyTorch) only when it is faster by
+        more than this fraction (default 10%), which makes the plan the same from compile to compile.
     """
+    if not 0.0 <= tie_margin < 10.0:
+        raise ValueError(f"tie_margin must be in [0, 10), got {tie_margin!r}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"engine.compile expects a torch.nn.Module, got {type(model).__name__}")
     args = _inputs(example_inputs)
@@ -287,7 +314,7 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
             chosen: dict[int, LayerChoice] = {}
 
             def on_step(n, act):
-                out, c = _choose(steps[n.target], act, repeats, max_seconds_per_layer)
+                out, c = _choose(steps[n.target], act, repeats, max_seconds_per_layer, tie_margin)
                 chosen[n.target] = c
                 if bar is not None:
                     bar.update(1)

@@ -5,7 +5,8 @@ Walks the exported graph once, in order:
     draws no random numbers) is evaluated here, once (masks applied to weights, position ids, ...);
   * aten.linear / aten.conv2d with constant weights become Linear / Conv2d steps (masked weights are plain weights
     with zeros: any mask, magnitude-pruned or fixed fan-in, is seen from the zeros); a BatchNorm in eval right after
-    (its only user) is folded into the weights; a conv's max pool whose windows tile the map is fused into the step;
+    (its only user) is folded into the weights; a conv's ReLU (its only user) and then a max pool whose windows tile
+    the map are fused into the step;
   * max/avg pooling, ReLU, flatten(1, -1) and a BatchNorm after no conv become steps of their own;
   * frugalnet::leaf nodes become the k-WTA or complementary step, or, for a quantized layer, the step the low-bit
     module gives (`lowbit_step_for`) or else the layer's own quantized forward;
@@ -200,6 +201,12 @@ class _Lowering:
             return True
         step = S.ConvStep.build(name, wn, bn_, _pair(a["stride"]), _pair(a["padding"]), _pair(a["dilation"]),
                                 int(a["groups"]))
+        relu = self.only_user(out, (A.relu.default, A.relu_.default))
+        if relu is not None:   # ReLU fused in: oneDNN runs it as a post-op, the numba variants in place after
+            step.params["relu"] = True
+            step.name = f"{step.name}+{_module_name(relu)}"
+            self.done.add(out)
+            out = relu
         pool = self.only_user(out, (A.max_pool2d.default,))
         if pool is not None:
             p = _full_args(pool)
@@ -207,7 +214,7 @@ class _Lowering:
             if k[0] == k[1] > 1 and s == k and _pair(p["padding"]) == [0, 0] and _pair(p["dilation"]) == [1, 1] \
                     and not p["ceil_mode"]:
                 step.params["pool"] = k[0]
-                step.name = f"{name}+{_module_name(pool)}"
+                step.name = f"{step.name}+{_module_name(pool)}"
                 self.done.add(out)
                 out = pool
         self.done.add(node)

@@ -71,7 +71,7 @@ def op_name(op) -> str:
 
 def as_tensor(v):
     """A slot value as PyTorch sees it (Acts become tensors sharing their memory)."""
-    return torch.from_numpy(v.dense()) if type(v) is Act else v
+    return v.tensor() if type(v) is Act else v
 
 
 def as_act(v) -> Act:
@@ -79,7 +79,10 @@ def as_act(v) -> Act:
         return v
     if not isinstance(v, torch.Tensor) or v.dtype != torch.float32:
         raise TypeError(f"a frugalnet step needs a float32 tensor, got {type(v).__name__}")
-    t = v.detach().contiguous()
+    t = v.detach()
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return Act(tuple(t.shape), tensor=t)    # kept channels_last for a oneDNN conv (dense() converts lazily)
+    t = t.contiguous()
     return Act(tuple(t.shape), dense=t.numpy())
 
 
