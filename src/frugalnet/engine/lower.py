@@ -82,6 +82,7 @@ class _Lowering:
         self.consts: dict[str, torch.Tensor] = {}
         self.modules: dict[str, Any] = {}
         self.done: set = set()
+        self.fresh: set = set()    # fx nodes whose value is a buffer a step allocated on this call (see inplace)
         self.n_inputs = 0
         kinds = {s.arg.name: s for s in ep.graph_signature.input_specs}
         for node in ep.graph.nodes:
@@ -132,6 +133,8 @@ class _Lowering:
         self.steps.append(step)
         self.nodes.append(Node("step", len(self.steps) - 1, [self.enc(src)], self.new_slot(out_node), step.name,
                                rows))
+        if step.kind in ("conv2d", "linear"):   # these allocate their output on every call
+            self.fresh.add(out_node)
 
     # ---- patterns ---------------------------------------------------------------------------------------------
     def is_const(self, a) -> bool:
@@ -321,8 +324,42 @@ class _Lowering:
         prog = Program(self.n_inputs, self.nodes, outputs, self.consts, self.modules)
         return prog, self.steps
 
+    def inplace(self, node) -> bool:
+        """Residual adds and the ReLU after them run in place (no new buffer, one pass less over memory at batch
+        64): add(a, b) as a.add_(b) when a (or b) is a conv/linear step's fresh output used by this add only and of
+        the sum's shape; relu(s) as s.relu_() when s is such an add's result used by this relu only."""
+        t = node.target
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dtype != torch.float32:
+            return False
+        if t is A.relu.default:
+            src = node.args[0]
+            if isinstance(src, torch.fx.Node) and src.target in (A.add.Tensor, A.add_.Tensor) \
+                    and len(src.users) == 1 and src in self.slot:
+                self.nodes.append(Node("aten", "aten::relu_.default", [self.enc(src)], self.new_slot(node),
+                                       _module_name(node)))
+                return True
+            return False
+        if t is not A.add.Tensor or len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
+            return False
+
+        def owned(a):
+            v = a.meta.get("val") if isinstance(a, torch.fx.Node) else None
+            return a in self.fresh and len(a.users) == 1 and isinstance(v, torch.Tensor) \
+                and v.dtype == torch.float32 and tuple(v.shape) == tuple(val.shape)
+        a, b = node.args
+        if not owned(a):
+            if not owned(b):
+                return False
+            a, b = b, a
+        self.nodes.append(Node("aten", "aten::add_.Tensor", [self.enc(a), self.enc(b)], self.new_slot(node),
+                               _module_name(node)))
+        return True
+
     def lower_op(self, node) -> bool:
         t = node.target
+        if self.inplace(node):
+            return True
         if t in (A.linear.default, A.conv2d.default):
             return self.weight_layer(node, _full_args(node), conv=t is A.conv2d.default)
         if t in (A.max_pool2d.default, A.avg_pool2d.default):
