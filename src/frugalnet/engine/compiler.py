@@ -87,7 +87,8 @@ class Engine:
         self.dynamic_batch = bool(dynamic_batch)
         self.batch_dims = [int(d) for d in batch_dims] if batch_dims is not None else \
             [0 if self.dynamic_batch else -1] + [-1] * (len(self.input_shapes) - 1)
-        self._bound: OrderedDict = OrderedDict()   # input shapes -> per-node callables (LRU, BOUND_CACHE entries)
+        # input shapes -> (generated runner, PyTorch threads, numba threads, per-node callables), LRU of BOUND_CACHE
+        self._bound: OrderedDict = OrderedDict()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -121,14 +122,15 @@ class Engine:
         entry = self._bound.get(key) if key is not None else None
         if entry is not None:
             self._bound.move_to_end(key)
-            fns, t, n = entry
+            runner, t, n, _ = entry
             if not t and not n:
-                return self.program.run_bound(fns, flat)
-            return _with_threads(t, n, self.program.run_bound, fns, flat)
+                return runner(flat)
+            return _with_threads(t, n, runner, flat)
         self._check(flat)
         outs, fns = self.program.bind(self.steps, plan or self.plan_for(int(flat[0].shape[0])), flat)
         if key is not None:
-            self._bound[key] = (fns, *self.run_threads.get(self.plan_batch(int(flat[0].shape[0])), (0, 0)))
+            self._bound[key] = (self.program.runner(fns),
+                                *self.run_threads.get(self.plan_batch(int(flat[0].shape[0])), (0, 0)), fns)
             while len(self._bound) > BOUND_CACHE:
                 self._bound.popitem(last=False)
         return outs
@@ -363,12 +365,12 @@ def _choose_run_threads(engine: Engine, examples: dict[int, list], repeats: int)
         key = tuple(tuple(x.shape) for x in flat)
         with torch.no_grad():
             engine.run(flat)
-        fns = engine._bound[key][0]
+        runner = engine._bound[key][0]
 
         def timed(p):
             def f():
                 with torch.no_grad():
-                    _with_threads(p[0], p[1], engine.program.run_bound, fns, flat)
+                    _with_threads(p[0], p[1], runner, flat)
             return f
         secs = interleaved_medians({f"{t},{n}": timed((t, n)) for t, n in pairs}, repeats=max(3, repeats),
                                    min_time=0.01, max_seconds=10.0)

@@ -51,7 +51,7 @@ def profile(engine, *inputs, rounds: int = 20) -> list[NodeTime]:
     with torch.no_grad():
         engine.run(flat)
     key = tuple(tuple(x.shape) for x in flat)
-    fns, t, n = engine._bound[key]
+    _, t, n, fns = engine._bound[key]
     prog = engine.program
     acc: list[list[float]] = [[] for _ in fns]
     perf = time.perf_counter
