@@ -49,10 +49,12 @@ class LinearStep(Step):
         if MKL and act.batch > 1:   # the dense path: MKL's GEMM on a weight packed once for this many rows
             out += ["mkl:p"]
         if wd < 0.7:
-            # (serial builds of csr_rows / csc_rows are not tried: at batch 1 the parallel ones, which split the output
-            # rows, won every benchmark case, and each candidate costs JIT time on first use; nor is csc_active, the
-            # per-sample kernel with partial sums, which csc_rows matched or beat)
-            out += ["csr_rows:p"] + (["csr_rows_t:p"] if act.batch > 1 else [])
+            # (at batch 1 the serial builds too: on a loaded machine a parallel kernel waits for a thread that is
+            # not scheduled, and in a GPT decode step every projection then lost to PyTorch's GEMV; csc_active, the
+            # per-sample kernel with partial sums, is not offered: csc_rows matched or beat it)
+            out += _flavours("csr_rows", act.batch, split=True) + (["csr_rows_t:p"] if act.batch > 1 else [])
+            if sparse_in and act.batch == 1:
+                out += ["csc_rows:s"]
             if sparse_in:
                 # (csc_batched, one pass over each weight column for all its samples, is not offered: it took
                 # 7 to 14 ms from run to run on 4096 x 4096 90/90 at batch 64, against a steady 5-6 ms for
