@@ -223,16 +223,14 @@ DENSE_FIRST = ("onednn", "mkl", "torch")   # variant bases preferred on a near t
 
 
 def pick(secs: dict[str, float], tie_margin: float) -> str:
-    """The variant to keep: the fastest, unless a dense one (DENSE_FIRST) is within `tie_margin` of it (then the
-    fastest dense one). A sparse kernel has to win by a margin, not by a timing's noise, so two compiles of one
-    model on a shared machine choose the same plan."""
-    best = min(secs, key=secs.get)
-    dense = [v for v in secs if v.split(":")[0] in DENSE_FIRST]
-    if dense and best not in dense:
-        d = min(dense, key=secs.get)
-        if secs[d] <= secs[best] * (1.0 + tie_margin):
-            return d
-    return best
+    """The variant to keep among those within `tie_margin` of the fastest: a dense one (DENSE_FIRST) if any, else
+    the first in the step's own order (`secs` is in candidate order). A sparse kernel has to win by a margin, not by
+    a timing's noise, and a near tie always resolves the same way, so two compiles of one model on a shared machine
+    choose the same plan."""
+    fastest = min(secs.values())
+    near = [v for v in secs if secs[v] <= fastest * (1.0 + tie_margin)]
+    dense = [v for v in near if v.split(":")[0] in DENSE_FIRST]
+    return (dense or near)[0]
 
 
 def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float,
