@@ -10,9 +10,7 @@ The official cases live in frugalnet.bench.model_cases (same builders); this scr
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections import defaultdict
 
 import torch
 
@@ -20,6 +18,7 @@ from frugalnet.bench import model_cases as MC
 from frugalnet.bench.baselines import dense_runtimes
 from frugalnet.bench.harness import machine_info
 from frugalnet.engine import compile as compile_engine
+from frugalnet.engine.profile import format_profile
 from frugalnet.engine.timing import interleaved_medians
 
 
@@ -36,42 +35,6 @@ def build(case: str, batch: int, quick: bool):
 
 def first_tensor(out):
     return torch.utils._pytree.tree_leaves(out)[0]
-
-
-def where_time_goes(engine, inputs, rounds: int = 20) -> dict[str, float]:
-    """Seconds per call by category, timing each bound node of the program."""
-    flat = [x for x in torch.utils._pytree.tree_leaves(inputs)]
-    engine.run(flat)
-    from frugalnet.kernels import set_threads, threads
-
-    fns, t, nt = engine._bound[tuple(tuple(x.shape) for x in flat)]
-    before, nbefore = torch.get_num_threads(), threads()
-    torch.set_num_threads(t or before)
-    set_threads(nt or nbefore)
-    prog, plan = engine.program, engine.plan_for(int(flat[0].shape[0]))
-    acc: dict[str, list[float]] = defaultdict(list)
-    for _ in range(rounds):
-        vals = [None] * prog.n_slots
-        vals[:prog.n_inputs] = flat
-        per: dict[str, float] = defaultdict(float)
-        with torch.no_grad():
-            for n, f in zip(prog.nodes, fns):
-                t0 = time.perf_counter()
-                f(vals)
-                dt = time.perf_counter() - t0
-                if n.op == "step":
-                    step, v = engine.steps[n.target], plan[n.target]
-                    key = f"{step.kind} [{'ours: ' + v.split(':')[0] if v != 'torch' else 'PyTorch'}]"
-                elif n.op == "aten":
-                    key = f"fallback {n.target.removeprefix('aten::').split('.')[0]}"
-                else:
-                    key = n.op
-                per[key] += dt
-        for k, v in per.items():
-            acc[k].append(v)
-    torch.set_num_threads(before)
-    set_threads(nbefore)
-    return {k: statistics.median(v) for k, v in acc.items()}
 
 
 def run_case(name: str, batch: int, quick: bool, threads: int, repeats: int, compile_torch: bool) -> None:
@@ -106,9 +69,8 @@ def run_case(name: str, batch: int, quick: bool, threads: int, repeats: int, com
     others = [v for k, v in secs.items() if k not in ("frugalnet", "torch_eager")]
     if others:
         print(f"vs fastest of torch.compile/ORT/OpenVINO f32: {min(others) / base:.2f}x")
-    print("where the engine's time goes (median ms per call, by node):")
-    for k, v in sorted(where_time_goes(engine, inputs).items(), key=lambda kv: -kv[1])[:14]:
-        print(f"  {k:40s} {v * 1e3:8.3f}")
+    print("where the engine's time goes (median ms per call, by node; engine.profile):")
+    print(format_profile(engine.profile(*inputs, rounds=20), top=10))
 
 
 def main() -> None:

@@ -114,7 +114,14 @@ def test_model_case_runs_every_method_on_the_same_weights(build):
 
 def test_report_has_one_table_per_kind(tmp_path):
     case = MC.bert_case(1, hidden=16, ffn=32, layers=1, heads=2, seq=8)
-    r = run_model_case(case, RunSettings(repeats=1, min_time=0.0, max_seconds=1.0, torch_compile=False))
+    r = run_model_case(case, RunSettings(repeats=1, min_time=0.0, max_seconds=1.0, torch_compile=False,
+                                         profile=True))
+    if r["methods"]["frugalnet"]["available"]:   # --profile: the engine's time per program node, JSON-able
+        prof = r["engine_profile"]
+        assert prof and all(row["runner"] in ("ours", "dense", "fallback", "glue") and row["ms"] >= 0
+                            for row in prof)
+        assert any(row["op"] == "linear" for row in prof) and any(row["runner"] == "fallback" for row in prof)
+        json.dumps(prof)
     result = {"threads": 2, "cases": [r], "wall_s": 1.0,
               "machine": {"cpu": "test cpu", "isa": ["avx2"], "widest_isa": "AVX2", "torch": "x"}}
     text = write_report(result, tmp_path, "frugalnet bench --cases bert").read_text()

@@ -27,6 +27,7 @@ class RunSettings:
     min_time: float = 0.1
     max_seconds: float = 60.0
     torch_compile: bool = True
+    profile: bool = False       # add the engine's per-node time breakdown (engine.profile) to each model case
 
     def __post_init__(self) -> None:
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
@@ -54,7 +55,7 @@ def engine_runner(model: nn.Module, inputs: tuple, batch: int, settings: RunSett
     plans = getattr(engine, "plans", {})
     plan = plans.get(batch) if isinstance(plans, dict) else None
     note = f"compiled in {seconds:.1f} s" + (f"; plan: {', '.join(map(str, plan))}" if plan else "")
-    info = {}
+    info = {"engine": engine}
     try:
         info["weight_bytes"] = int(engine.weight_bytes(batch))
     except Exception:
@@ -122,5 +123,9 @@ def run_model_case(case, settings: RunSettings) -> dict:
                      effective_macs=eff, memory={m: wb for m in runners if m != "frugalnet"},
                      extra={"kind": "model", "group": case.group, "batch": case.batch, "table": "models",
                             "notes": notes})
+    engine = runners["frugalnet"].info.get("engine")
+    if settings.profile and engine is not None:
+        rows = engine.profile(*case.inputs, rounds=max(5, settings.repeats))
+        result["engine_profile"] = [r.to_dict() for r in rows]
     torch._dynamo.reset()   # free the compiled graphs before the next case
     return result

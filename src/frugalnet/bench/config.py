@@ -37,6 +37,7 @@ class BenchConfig:
     quiet: bool = False
     cases: tuple[str, ...] = ALL_GROUPS
     torch_compile: bool = True
+    profile: bool = False     # per model case, the engine's time per program node (engine.profile)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -38,7 +38,7 @@ def _settings(cfg: BenchConfig):
     from frugalnet.bench.compare import RunSettings
 
     return RunSettings(threads=cfg.threads, repeats=cfg.reps, min_time=cfg.block, max_seconds=cfg.max_seconds,
-                       torch_compile=cfg.torch_compile)
+                       torch_compile=cfg.torch_compile, profile=cfg.profile)
 
 
 def model_case_results(cfg: BenchConfig, on_case=None) -> list[dict]:
@@ -120,13 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch-compile", action="store_true", help="leave torch.compile out of the model cases")
+    p.add_argument("--profile", action="store_true",
+                   help="per model case, where the engine's time goes: ms per program node (ours / dense / fallback)")
     p.add_argument("--cold-jit", action="store_true", help="also time a cold JIT compile in a fresh numba cache")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
         cfg = BenchConfig(quick=args.quick, threads=args.threads, seed=args.seed, repeats=args.repeats,
                           cold_jit=args.cold_jit, quiet=args.quiet, cases=select_groups(args.cases),
-                          torch_compile=not args.no_torch_compile)
+                          torch_compile=not args.no_torch_compile, profile=args.profile)
     except ValueError as exc:
         p.error(str(exc))
     folder = args.out or Path("runs") / "bench" / time.strftime("%Y%m%d-%H%M%S")
@@ -139,5 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.json, result)
     print(f"# {result['machine']['cpu']}, widest ISA {result['machine']['widest_isa']}, {result['threads']} threads")
     print_table(result)
+    for case in result["cases"]:
+        if case.get("engine_profile"):
+            from frugalnet.engine.profile import NodeTime, format_profile
+
+            print(f"\nwhere the engine's time goes, {case['case']} (median ms per call):")
+            print(format_profile([NodeTime(**r) for r in case["engine_profile"]], top=8))
     print(f"\nreport: {path}" + (f"\njson:   {args.json}" if args.json else ""))
     return 0

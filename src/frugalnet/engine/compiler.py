@@ -87,7 +87,8 @@ class Engine:
         self.dynamic_batch = bool(dynamic_batch)
         self.batch_dims = [int(d) for d in batch_dims] if batch_dims is not None else \
             [0 if self.dynamic_batch else -1] + [-1] * (len(self.input_shapes) - 1)
-        self._bound: OrderedDict = OrderedDict()   # input shapes -> per-node callables (LRU, BOUND_CACHE entries)
+        # input shapes -> (generated runner, PyTorch threads, numba threads, per-node callables), LRU of BOUND_CACHE
+        self._bound: OrderedDict = OrderedDict()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -121,14 +122,15 @@ class Engine:
         entry = self._bound.get(key) if key is not None else None
         if entry is not None:
             self._bound.move_to_end(key)
-            fns, t, n = entry
+            runner, t, n, _ = entry
             if not t and not n:
-                return self.program.run_bound(fns, flat)
-            return _with_threads(t, n, self.program.run_bound, fns, flat)
+                return runner(flat)
+            return _with_threads(t, n, runner, flat)
         self._check(flat)
         outs, fns = self.program.bind(self.steps, plan or self.plan_for(int(flat[0].shape[0])), flat)
         if key is not None:
-            self._bound[key] = (fns, *self.run_threads.get(self.plan_batch(int(flat[0].shape[0])), (0, 0)))
+            self._bound[key] = (self.program.runner(fns),
+                                *self.run_threads.get(self.plan_batch(int(flat[0].shape[0])), (0, 0)), fns)
             while len(self._bound) > BOUND_CACHE:
                 self._bound.popitem(last=False)
         return outs
@@ -151,6 +153,12 @@ class Engine:
         if b in self.choices:
             return [asdict(c) for c in self.choices[b]]
         return [{"name": s.name, "kind": s.kind, "variant": v} for s, v in zip(self.steps, self.plan_for(b))]
+
+    def profile(self, *inputs, rounds: int = 20):
+        """Median ms per call of every program node on these inputs (engine.profile.NodeTime rows): which steps
+        run our kernels, which a dense PyTorch/oneDNN path, which fallback aten ops. format_profile() prints them."""
+        from frugalnet.engine.profile import profile
+        return profile(self, *inputs, rounds=rounds)
 
     def fallback_ops(self) -> list[str]:
         """The ops PyTorch runs (aten fallbacks and quantized layers' own forwards), in program order."""
@@ -202,7 +210,7 @@ def _warm_tasks(program: Program, steps: list[S.Step], examples: dict[int, list]
         def on_step(n, act):
             step = steps[n.target]
             for v in step.variants(act):
-                if v != "torch" and (step.kind, v) not in seen:
+                if v != "torch" and not v.startswith(("onednn", "mkl")) and (step.kind, v) not in seen:
                     seen.add((step.kind, v))
                     tasks.append(WarmTask(step, v, act.dense()))
             return step.run(act, "torch")
@@ -211,7 +219,22 @@ def _warm_tasks(program: Program, steps: list[S.Step], examples: dict[int, list]
     return tasks
 
 
-def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float) -> tuple[Act, LayerChoice]:
+DENSE_FIRST = ("onednn", "mkl", "torch")   # variant bases preferred on a near tie: no sparse layout, same on any input
+
+
+def pick(secs: dict[str, float], tie_margin: float) -> str:
+    """The variant to keep among those within `tie_margin` of the fastest: a dense one (DENSE_FIRST) if any, else
+    the first in the step's own order (`secs` is in candidate order). A sparse kernel has to win by a margin, not by
+    a timing's noise, and a near tie always resolves the same way, so two compiles of one model on a shared machine
+    choose the same plan."""
+    fastest = min(secs.values())
+    near = [v for v in secs if secs[v] <= fastest * (1.0 + tie_margin)]
+    dense = [v for v in near if v.split(":")[0] in DENSE_FIRST]
+    return (dense or near)[0]
+
+
+def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float,
+            tie_margin: float = 0.1) -> tuple[Act, LayerChoice]:
     variants = step.variants(act)
     ref = step.run(act.fresh(), "torch")
     outs, rejected = {"torch": ref}, []
@@ -226,8 +249,8 @@ def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float) -> tuple[A
         # time the bound callables inference will run (run() would redo bind's set-up every call)
         bound = {v: step.bind(v, act.shape) for v in outs}
         fns = {v: (lambda f=f: f(act.fresh())) for v, f in bound.items()}
-        secs = interleaved_medians(fns, repeats=repeats, min_time=0.002, max_seconds=max_seconds)
-        best = min(secs, key=secs.get)
+        secs = interleaved_medians(fns, repeats=repeats, min_time=0.003, max_seconds=max_seconds)
+        best = pick(secs, tie_margin)
     else:
         secs, best = {}, "torch"
     dense_macs, eff_macs = step.macs(act)
@@ -236,8 +259,8 @@ def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float) -> tuple[A
 
 
 def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | None = None,
-            threads: int | None = None, repeats: int = 5, max_seconds_per_layer: float = 10.0,
-            quiet: bool = True, jit_workers: int | None = None) -> Engine:
+            threads: int | None = None, repeats: int = 7, max_seconds_per_layer: float = 10.0,
+            quiet: bool = True, jit_workers: int | None = None, tie_margin: float = 0.1) -> Engine:
     """Compile `model` for inputs like `example_inputs` (a tensor, or a tuple of the model's positional inputs,
     each (batch, ...)).
 
@@ -246,7 +269,11 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
     threads: numba threads (default: torch.get_num_threads()).
     jit_workers: helper processes that JIT-compile candidate kernels alongside this one on first use (default: one
         per spare core, at most 3; 0: compile here only). See frugalnet.engine.jit_warm.
+    tie_margin: a sparse variant is kept over the fastest dense one (oneDNN / PyTorch) only when it is faster by
+        more than this fraction (default 10%), which makes the plan the same from compile to compile.
     """
+    if not 0.0 <= tie_margin < 10.0:
+        raise ValueError(f"tie_margin must be in [0, 10), got {tie_margin!r}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"engine.compile expects a torch.nn.Module, got {type(model).__name__}")
     args = _inputs(example_inputs)
@@ -287,7 +314,7 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
             chosen: dict[int, LayerChoice] = {}
 
             def on_step(n, act):
-                out, c = _choose(steps[n.target], act, repeats, max_seconds_per_layer)
+                out, c = _choose(steps[n.target], act, repeats, max_seconds_per_layer, tie_margin)
                 chosen[n.target] = c
                 if bar is not None:
                     bar.update(1)
@@ -336,12 +363,12 @@ def _choose_run_threads(engine: Engine, examples: dict[int, list], repeats: int)
         key = tuple(tuple(x.shape) for x in flat)
         with torch.no_grad():
             engine.run(flat)
-        fns = engine._bound[key][0]
+        runner = engine._bound[key][0]
 
         def timed(p):
             def f():
                 with torch.no_grad():
-                    _with_threads(p[0], p[1], engine.program.run_bound, fns, flat)
+                    _with_threads(p[0], p[1], runner, flat)
             return f
         secs = interleaved_medians({f"{t},{n}": timed((t, n)) for t, n in pairs}, repeats=max(3, repeats),
                                    min_time=0.01, max_seconds=10.0)

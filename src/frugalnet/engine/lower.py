@@ -5,7 +5,8 @@ Walks the exported graph once, in order:
     draws no random numbers) is evaluated here, once (masks applied to weights, position ids, ...);
   * aten.linear / aten.conv2d with constant weights become Linear / Conv2d steps (masked weights are plain weights
     with zeros: any mask, magnitude-pruned or fixed fan-in, is seen from the zeros); a BatchNorm in eval right after
-    (its only user) is folded into the weights; a conv's max pool whose windows tile the map is fused into the step;
+    (its only user) is folded into the weights; a conv's ReLU (its only user) and then a max pool whose windows tile
+    the map are fused into the step;
   * max/avg pooling, ReLU, flatten(1, -1) and a BatchNorm after no conv become steps of their own;
   * frugalnet::leaf nodes become the k-WTA or complementary step, or, for a quantized layer, the step the low-bit
     module gives (`lowbit_step_for`) or else the layer's own quantized forward;
@@ -81,6 +82,7 @@ class _Lowering:
         self.consts: dict[str, torch.Tensor] = {}
         self.modules: dict[str, Any] = {}
         self.done: set = set()
+        self.fresh: set = set()    # fx nodes whose value is a buffer a step allocated on this call (see inplace)
         self.n_inputs = 0
         kinds = {s.arg.name: s for s in ep.graph_signature.input_specs}
         for node in ep.graph.nodes:
@@ -131,6 +133,8 @@ class _Lowering:
         self.steps.append(step)
         self.nodes.append(Node("step", len(self.steps) - 1, [self.enc(src)], self.new_slot(out_node), step.name,
                                rows))
+        if step.kind in ("conv2d", "linear"):   # these allocate their output on every call
+            self.fresh.add(out_node)
 
     # ---- patterns ---------------------------------------------------------------------------------------------
     def is_const(self, a) -> bool:
@@ -200,6 +204,12 @@ class _Lowering:
             return True
         step = S.ConvStep.build(name, wn, bn_, _pair(a["stride"]), _pair(a["padding"]), _pair(a["dilation"]),
                                 int(a["groups"]))
+        relu = self.only_user(out, (A.relu.default, A.relu_.default))
+        if relu is not None:   # ReLU fused in: oneDNN runs it as a post-op, the numba variants in place after
+            step.params["relu"] = True
+            step.name = f"{step.name}+{_module_name(relu)}"
+            self.done.add(out)
+            out = relu
         pool = self.only_user(out, (A.max_pool2d.default,))
         if pool is not None:
             p = _full_args(pool)
@@ -207,7 +217,7 @@ class _Lowering:
             if k[0] == k[1] > 1 and s == k and _pair(p["padding"]) == [0, 0] and _pair(p["dilation"]) == [1, 1] \
                     and not p["ceil_mode"]:
                 step.params["pool"] = k[0]
-                step.name = f"{name}+{_module_name(pool)}"
+                step.name = f"{step.name}+{_module_name(pool)}"
                 self.done.add(out)
                 out = pool
         self.done.add(node)
@@ -314,8 +324,42 @@ class _Lowering:
         prog = Program(self.n_inputs, self.nodes, outputs, self.consts, self.modules)
         return prog, self.steps
 
+    def inplace(self, node) -> bool:
+        """Residual adds and the ReLU after them run in place (no new buffer, one pass less over memory at batch
+        64): add(a, b) as a.add_(b) when a (or b) is a conv/linear step's fresh output used by this add only and of
+        the sum's shape; relu(s) as s.relu_() when s is such an add's result used by this relu only."""
+        t = node.target
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dtype != torch.float32:
+            return False
+        if t is A.relu.default:
+            src = node.args[0]
+            if isinstance(src, torch.fx.Node) and src.target in (A.add.Tensor, A.add_.Tensor) \
+                    and len(src.users) == 1 and src in self.slot:
+                self.nodes.append(Node("aten", "aten::relu_.default", [self.enc(src)], self.new_slot(node),
+                                       _module_name(node)))
+                return True
+            return False
+        if t is not A.add.Tensor or len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
+            return False
+
+        def owned(a):
+            v = a.meta.get("val") if isinstance(a, torch.fx.Node) else None
+            return a in self.fresh and len(a.users) == 1 and isinstance(v, torch.Tensor) \
+                and v.dtype == torch.float32 and tuple(v.shape) == tuple(val.shape)
+        a, b = node.args
+        if not owned(a):
+            if not owned(b):
+                return False
+            a, b = b, a
+        self.nodes.append(Node("aten", "aten::add_.Tensor", [self.enc(a), self.enc(b)], self.new_slot(node),
+                               _module_name(node)))
+        return True
+
     def lower_op(self, node) -> bool:
         t = node.target
+        if self.inplace(node):
+            return True
         if t in (A.linear.default, A.conv2d.default):
             return self.weight_layer(node, _full_args(node), conv=t is A.conv2d.default)
         if t in (A.max_pool2d.default, A.avg_pool2d.default):

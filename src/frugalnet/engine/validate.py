@@ -50,6 +50,8 @@ def _conv(where, p, a):
         _fail(where, f"groups={g!r} does not fit weight {w.shape} / bias {b.shape}")
     if max(pad) > 4096:
         _fail(where, f"padding {pad} out of range")
+    if not isinstance(p.get("relu", False), bool):
+        _fail(where, f"relu must be a boolean, got {p.get('relu')!r}")
     pool = p.get("pool", 1)
     if type(pool) is not int or not 1 <= pool <= 64:
         _fail(where, f"pool must be an integer in [1, 64], got {pool!r}")
@@ -132,8 +134,8 @@ def _lowbit(kind: str):
 VALIDATORS = {"linear": _linear, "lowbit_linear": _lowbit("lowbit_linear"), "lowbit_conv2d": _lowbit("lowbit_conv2d"), "conv2d": _conv, "kwinners": _kwinners, "pool": _pool, "affine": _affine,
               "complementary": _complementary, "relu": _none, "flatten": _none}
 VARIANTS = {   # variant bases each step kind can run (a plan naming another is refused)
-    "linear": {"torch", "csr_rows", "csr_rows_t", "csc_rows", "csc_batched", "csc_active", "dense_active"},
-    "conv2d": {"torch", "im2col", "torch_conv", "sparse_w", "direct", "active_dense", "active_sparse"},
+    "linear": {"torch", "mkl", "csr_rows", "csr_rows_t", "csc_rows", "csc_batched", "csc_active", "dense_active"},
+    "conv2d": {"torch", "onednn", "im2col", "torch_conv", "sparse_w", "direct", "active_dense", "active_sparse"},
     "kwinners": {"torch", "numba"}, "pool": {"torch", "numba"}, "complementary": {"torch", "packed"},
     "relu": {"torch"}, "flatten": {"torch"}, "affine": {"torch"},
     "lowbit_linear": {"torch", "gemv", "int", "vnni", "gemm", "csr", "csc", "win512", "win256", "gemv512"},

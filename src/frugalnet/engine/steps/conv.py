@@ -1,5 +1,6 @@
-"""The Conv2d step (with the max pool that follows it fused in, when lower() finds one): im2col + GEMM, direct
-sparse-weight, and sparse-input (k-WTA) variants."""
+"""The Conv2d step (with the ReLU and the max pool that follow it fused in, when lower() finds them): oneDNN with
+weights prepacked once (channels_last activations kept between such convs), im2col + GEMM, direct sparse-weight,
+and sparse-input (k-WTA) variants."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
 from frugalnet.kernels import conv as conv_k, layouts, pool as pool_k
+
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 class ConvStep(Step):
@@ -29,6 +32,8 @@ class ConvStep(Step):
     def variants(self, act):
         wd = float(np.count_nonzero(self.arrays["weight"])) / max(1, self.arrays["weight"].size)
         out = ["torch"] + _flavours("im2col", act.batch, split=False)
+        if ONEDNN:   # the dense path: oneDNN, weights reordered once for this input shape, ReLU as a post-op
+            out += _flavours("onednn", act.batch, split=True)
         if self.pool > 1:   # PyTorch's conv with our pooling (torch's max_pool2d is slow on CPU for wide maps)
             out += _flavours("torch_conv", act.batch, split=False)
         if wd < 0.5:   # direct conv over the nonzero taps only pays off when most taps are zero
@@ -41,6 +46,16 @@ class ConvStep(Step):
             out += ["active_dense:p"]
             if wd < 0.3:
                 out += _flavours("active_sparse", act.batch, split=True)
+        return out
+
+    @property
+    def relu(self) -> bool:
+        """A ReLU fused after the conv (before any fused pool; they commute); see lower()."""
+        return bool(self.params.get("relu", False))
+
+    def _relu(self, out: np.ndarray) -> np.ndarray:
+        if self.relu:
+            np.maximum(out, np.float32(0.0), out=out)
         return out
 
     @property
@@ -101,6 +116,8 @@ class ConvStep(Step):
             w, b = self.arrays["weight"], self.arrays["bias"]
             (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
             y = F.conv2d(_t(act.dense()), _t(w), _t(b), (sh, sw), (ph, pw), (dh, dw), self.params["groups"])
+            if self.relu:
+                y = F.relu(y)
             if self.pool > 1:
                 y = F.max_pool2d(y, self.pool)
             out = _np(y)
@@ -110,6 +127,56 @@ class ConvStep(Step):
     def bind(self, variant, shape):
         if variant == "torch":
             return super().bind(variant, shape)
+        if variant.startswith("onednn"):
+            return self._bind_onednn(variant, shape)
+        f = self._bind_numba(variant, shape)
+        if not self.relu:
+            return f
+        relu = self._relu
+
+        def g(act):
+            out = f(act)
+            relu(out.dense())
+            return out
+        return g
+
+    def _bind_onednn(self, variant, shape):
+        """oneDNN convolution (PyTorch's mkldnn ops, as torch.compile's CPU freezing uses them): the weight reordered
+        once into oneDNN's blocked layout for this input shape, bias and ReLU fused, input and output channels_last
+        (so consecutive dense convs, and the residual adds between them, never change layout)."""
+        (sh, sw), (ph, pw), (dh, dw) = self.params["stride"], self.params["padding"], self.params["dilation"]
+        groups = self.params["groups"]
+        out_shape = self.out_shape(shape)
+        mk = torch.ops.mkldnn
+        wp = self.prepared(("onednn", tuple(shape)), lambda: mk._reorder_convolution_weight(
+            _t(self.arrays["weight"]), [ph, pw], [sh, sw], [dh, dw], groups, list(shape)))
+        bt = _t(self.arrays["bias"])
+        attr, pool = ("relu" if self.relu else "none"), self.pool
+        conv, cl = mk._convolution_pointwise, torch.channels_last
+        serial = variant.endswith(":s")
+        get_threads, set_threads = torch.get_num_threads, torch.set_num_threads
+
+        def run(act):
+            x = act.tensor()
+            if not x.is_contiguous(memory_format=cl):
+                x = x.contiguous(memory_format=cl)
+            y = conv(x, wp, bt, [ph, pw], [sh, sw], [dh, dw], groups, attr, [], "")
+            if pool > 1:
+                y = F.max_pool2d(y, pool)
+            return Act(out_shape, tensor=y)
+        if not serial:
+            return run
+
+        def f(act):
+            threads = get_threads()
+            set_threads(1)
+            try:
+                return run(act)
+            finally:
+                set_threads(threads)
+        return f
+
+    def _bind_numba(self, variant, shape):
         out_shape = self.out_shape(shape)
         conv_shape = self.conv_shape(shape)
         base, _, mode = variant.partition(":")

@@ -188,6 +188,8 @@ class ReLUStep(Step):
         if act.is_sparse:
             aidx, aval, counts = act.active()
             return Act(act.shape, sparse=(aidx, np.maximum(aval, 0.0), counts))
+        if act._dense is None and act._torch is not None:   # keeps a oneDNN conv's channels_last layout
+            return Act(act.shape, tensor=torch.relu(act._torch))
         return Act(act.shape, dense=np.maximum(act.dense(), np.float32(0.0)))
 
 

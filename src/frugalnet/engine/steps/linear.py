@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
 from frugalnet.kernels import layouts, linear as linear_k
 from frugalnet.kernels._jit import threads
+
+
+MKL = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
 
 
 def _effective_linear_macs(w: np.ndarray, x_nonzero: np.ndarray) -> float:
@@ -42,11 +46,15 @@ class LinearStep(Step):
         wd = float(np.count_nonzero(self.arrays["weight"])) / max(1, self.arrays["weight"].size)
         sparse_in = act.density() < 0.5
         out = ["torch"]
+        if MKL and act.batch > 1:   # the dense path: MKL's GEMM on a weight packed once for this many rows
+            out += ["mkl:p"]
         if wd < 0.7:
-            # (serial builds of csr_rows / csc_rows are not tried: at batch 1 the parallel ones, which split the output
-            # rows, won every benchmark case, and each candidate costs JIT time on first use; nor is csc_active, the
-            # per-sample kernel with partial sums, which csc_rows matched or beat)
-            out += ["csr_rows:p"] + (["csr_rows_t:p"] if act.batch > 1 else [])
+            # (at batch 1 the serial builds too: on a loaded machine a parallel kernel waits for a thread that is
+            # not scheduled, and in a GPT decode step every projection then lost to PyTorch's GEMV; csc_active, the
+            # per-sample kernel with partial sums, is not offered: csc_rows matched or beat it)
+            out += _flavours("csr_rows", act.batch, split=True) + (["csr_rows_t:p"] if act.batch > 1 else [])
+            if sparse_in and act.batch == 1:
+                out += ["csc_rows:s"]
             if sparse_in:
                 # (csc_batched, one pass over each weight column for all its samples, is not offered: it took
                 # 7 to 14 ms from run to run on 4096 x 4096 90/90 at batch 64, against a steady 5-6 ms for
@@ -87,7 +95,7 @@ class LinearStep(Step):
             wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
             aidx, aval, counts = act.active()
             linear_k.dense_active.pick(par)(wt, aidx, aval, counts, b, out)
-        elif base in ("csc_rows", "csc_batched"):
+        elif base in ("csc_rows", "csc_batched", "mkl"):
             return self.bind(variant, act.shape)(act)
         else:
             raise ValueError(f"unknown Linear variant {variant!r}")
@@ -99,6 +107,15 @@ class LinearStep(Step):
         par = mode == "p"
         w, b = self.arrays["weight"], self.arrays["bias"]
         empty = np.empty
+        if base == "mkl":
+            rows = int(shape[0])
+            wt_, bt_ = _t(w), _t(b)
+            packed = self.prepared(("mkl", rows), lambda: torch.ops.mkl._mkl_reorder_linear_weight(wt_, rows))
+            mkl_linear = torch.ops.mkl._mkl_linear
+
+            def f(act):
+                return Act(out_shape, dense=mkl_linear(act.tensor(), packed, wt_, bt_, rows).numpy())
+            return f
         if base == "csr_rows":
             c = self.prepared("csr", lambda: layouts.to_csr(w))
             k, ptr, idx, val = linear_k.csr_rows.pick(par), c.ptr, c.idx, c.val
