@@ -24,7 +24,7 @@ from frugalnet.engine.capture import capture
 from frugalnet.engine.jit_warm import WarmTask, warm
 from frugalnet.engine.lower import lower
 from frugalnet.engine.program import Program, as_tensor
-from frugalnet.engine.timing import interleaved_medians
+from frugalnet.engine.timing import interleaved_fastest
 from frugalnet.kernels import set_threads, threads as kernel_threads
 from frugalnet.utils.progress import progress_bar
 
@@ -37,7 +37,7 @@ class LayerChoice:
     name: str
     kind: str
     variant: str
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # each candidate's fastest interleaved round, per call
     input_density: float = 1.0
     dense_macs: float = 0.0
     effective_macs: float = 0.0
@@ -249,7 +249,7 @@ def _choose(step: S.Step, act: Act, repeats: int, max_seconds: float,
         # time the bound callables inference will run (run() would redo bind's set-up every call)
         bound = {v: step.bind(v, act.shape) for v in outs}
         fns = {v: (lambda f=f: f(act.fresh())) for v, f in bound.items()}
-        secs = interleaved_medians(fns, repeats=repeats, min_time=0.003, max_seconds=max_seconds)
+        secs = interleaved_fastest(fns, repeats=repeats, min_time=0.003, max_seconds=max_seconds)
         best = pick(secs, tie_margin)
     else:
         secs, best = {}, "torch"
@@ -370,7 +370,7 @@ def _choose_run_threads(engine: Engine, examples: dict[int, list], repeats: int)
                 with torch.no_grad():
                     _with_threads(p[0], p[1], runner, flat)
             return f
-        secs = interleaved_medians({f"{t},{n}": timed((t, n)) for t, n in pairs}, repeats=max(3, repeats),
+        secs = interleaved_fastest({f"{t},{n}": timed((t, n)) for t, n in pairs}, repeats=max(3, repeats),
                                    min_time=0.01, max_seconds=10.0)
         engine.run_threads[bs] = tuple(int(v) for v in min(secs, key=secs.get).split(","))
     engine._bound.clear()

@@ -51,3 +51,13 @@ def interleaved_medians(fns: Mapping[str, Callable[[], object]], repeats: int = 
     if samples is not None:
         samples.update(got)
     return {n: statistics.median(v) for n, v in got.items()}
+
+
+def interleaved_fastest(fns: Mapping[str, Callable[[], object]], repeats: int = 7, warmup: int = 1,
+                        min_time: float = 0.0, max_seconds: float = 30.0) -> dict[str, float]:
+    """Fastest round's seconds per call of each function (interleaved as above). For *choosing* between variants:
+    other processes only ever add time, so the fastest round is the estimate least moved by load, where the
+    median flipped plan choices between compiles on a busy machine. Reports use the medians."""
+    got = interleaved_samples(fns, repeats, warmup, min_time, max_seconds, min_rounds=3)
+    return {n: min(v) for n, v in got.items()}
+
