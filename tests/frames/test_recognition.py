@@ -104,12 +104,15 @@ def test_object_quota_and_keep_per_object_leave_no_object_without_hypotheses(mod
     assert len(capped.ev) == len(quota.ev) == 40
     assert np.isin(np.arange(len(NAMES)), quota.obj).all()               # each object keeps its best 10
     assert np.bincount(quota.obj, minlength=len(NAMES)).min() == 10
-    kept = EvidenceLM(models, LMConfig(voxel=VOX, radius=1.5 * VOX, prune_margin=0.5, prune_frac=0.0, init_feature_min=-1.0,
-                                       keep_per_object=2))
+    kept = EvidenceLM(models, LMConfig(voxel=VOX, radius=1.5 * VOX, prune_margin=0.5, prune_frac=0.0,
+                                       init_feature_min=-1.0, keep_per_object=2))
     for i in range(0, 60, 3):
         kept.step(obs[i], obs[i].location - obs[max(i - 3, 0)].location)
     assert np.bincount(kept.obj, minlength=len(NAMES)).min() >= 2        # outpaced objects survive, 2 poses each
     assert kept.best()[0] == 2
+    for bad in ({"object_quota": 1.5}, {"plane_tol": 0.0}, {"keep_per_object": -1}, {"feature_weight": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            EvidenceLM([], LMConfig(**bad))
 
 
 def test_plane_distance_forgives_sliding_along_the_surface(models):
