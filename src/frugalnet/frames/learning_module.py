@@ -248,12 +248,14 @@ class EvidenceLM:
 
     # --- voting -----------------------------------------------------------------------------------------------
     def votes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The leading hypotheses of every object: (obj, location, rotation) to send to other columns."""
+        """The leading hypotheses of every object still in the running (best evidence within the prune window of
+        the leader; not those kept only by `keep_per_object`): (obj, location, rotation) to send to other columns."""
         cfg = self.config
         if len(self.ev) == 0:
             return self.obj, self.loc, self.rot
         out = []
-        for o in np.unique(self.obj):
+        ev, best = self.object_evidence(), self.ev.max()
+        for o in np.flatnonzero(ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)):
             sel = np.flatnonzero(self.obj == o)
             top = sel[self.ev[sel] >= self.ev[sel].max() - cfg.vote_margin]
             out.append(top[np.argsort(self.ev[top])[-cfg.vote_max:]])
