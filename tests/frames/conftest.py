@@ -44,3 +44,16 @@ def mesh_folder(tmp_path_factory):
     (d / "crate.obj").write_text(box())
     (d / "plank.obj").write_text(box(1.0, 0.35, 0.15))
     return d
+
+
+def two_boxes() -> str:
+    """Two overlapping closed boxes as separate pieces (like a mesh of convex parts): the second box's left end
+    and part of the first box's right end are buried inside the other box."""
+    a, b = box(0.6, 0.3, 0.3), box(0.6, 0.3, 0.3)
+    va = [ln for ln in a.splitlines() if ln.startswith("v ")]
+    fb = [ln for ln in b.splitlines() if ln.startswith("f ")]
+    out = ["o a"] + va + [ln for ln in a.splitlines() if ln.startswith("f ")]
+    out += ["o b"] + [f"v {float(x) + 0.8} {y} {z}" for _, x, y, z in (ln.split() for ln in va)]
+    out += ["f " + " ".join(str(int(t.split("/")[0]) + 8 if not t.startswith("-") else 16)
+                            for t in ln.split()[1:]) for ln in fb]
+    return "\n".join(out) + "\n"

@@ -6,10 +6,10 @@ import pytest
 from frugalnet.frames import catalog
 from frugalnet.frames.episodes import EpisodeConfig, learn_models, make_ensemble, run_episode
 from frugalnet.frames.learning_module import lm_preset
-from frugalnet.frames.meshes import read_obj, surface_from_mesh
+from frugalnet.frames.meshes import mesh_pieces, read_obj, surface_from_mesh, winding_numbers
 from frugalnet.frames.sensors import random_rotations
 
-from .conftest import box, uv_sphere
+from .conftest import box, two_boxes, uv_sphere
 
 
 def test_read_obj_fans_polygons_and_resolves_index_forms(tmp_path):
@@ -128,3 +128,28 @@ def test_pybullet_mesh_set():
     assert np.isfinite(c.features).all() and np.isfinite(c.points).all()
     sub = c.points[:: max(1, len(c) // 800)]
     assert 0.95 < np.linalg.norm(sub[:, None] - sub[None], axis=-1).max() <= 1.01
+
+
+def test_winding_number_counts_the_pieces_holding_a_point(tmp_path):
+    p = tmp_path / "b.obj"
+    p.write_text(box())
+    v, f = read_obj(p)
+    w = winding_numbers(np.array([[0.0, 0, 0], [0.5, -0.2, 0.9], [3.0, 0, 0], [0, 1.5, 0]]), v[f])
+    assert np.allclose(w, [1, 1, 0, 0], atol=1e-9)
+
+
+def test_points_buried_inside_another_piece_are_not_sampled(tmp_path):
+    p = tmp_path / "two.obj"
+    p.write_text(two_boxes())
+    v, f = read_obj(p)
+    assert len(np.unique(mesh_pieces(v, f))) == 2
+    full = surface_from_mesh("two", v, f, 0.03, 0, exterior_only=False)
+    ext = surface_from_mesh("two", v, f, 0.03, 0)
+    # object frame: bounding-box centre (x = 0.4 before scaling) at 0, x span 2.0 scaled to s; the overlap of the
+    # boxes is x in [0.2, 0.6], where the only surface points away from the sides are the two buried end caps
+    s = np.ptp(full.points[:, 0]) / 2.0
+    buried = lambda q: ((q[:, 0] > (0.2 - 0.4) * s - 0.005) & (q[:, 0] < (0.6 - 0.4) * s + 0.005)   # noqa: E731
+                        & (np.abs(q[:, 1:]).max(1) < 0.3 * s - 0.01))
+    assert buried(full.points).sum() > 20                     # the end caps inside the overlap are sampled ...
+    assert buried(ext.points).sum() == 0                      # ... but not with exterior_only
+    assert len(ext) > 0.8 * (len(full) - buried(full.points).sum())

@@ -91,3 +91,44 @@ def test_baselines_interfaces():
     import torch
     assert PointNet(3)(torch.zeros(2, 17, 3)).shape == (2, 3)
     assert len(sweep_observations(clouds[0])) == len(clouds[0])
+
+
+def test_object_quota_and_keep_per_object_leave_no_object_without_hypotheses(models):
+    cloud = make_object("torus", SP, 7)
+    obs = sweep_at_pose(cloud, np.eye(3), np.zeros(3), SensorNoise(), np.random.default_rng(0))
+    base = dict(voxel=VOX, radius=1.5 * VOX, max_hypotheses=40, init_feature_min=-1.0)   # every point proposes
+    capped = EvidenceLM(models, LMConfig(**base))
+    capped.step(obs[0], np.zeros(3))
+    quota = EvidenceLM(models, LMConfig(**base, object_quota=1.0))
+    quota.step(obs[0], np.zeros(3))
+    assert len(capped.ev) == len(quota.ev) == 40
+    assert np.isin(np.arange(len(NAMES)), quota.obj).all()               # each object keeps its best 10
+    assert np.bincount(quota.obj, minlength=len(NAMES)).min() == 10
+    kept = EvidenceLM(models, LMConfig(voxel=VOX, radius=1.5 * VOX, prune_margin=0.5, prune_frac=0.0,
+                                       init_feature_min=-1.0, keep_per_object=2))
+    for i in range(0, 60, 3):
+        kept.step(obs[i], obs[i].location - obs[max(i - 3, 0)].location)
+    assert np.bincount(kept.obj, minlength=len(NAMES)).min() >= 2        # outpaced objects survive, 2 poses each
+    assert kept.best()[0] == 2
+    for bad in ({"object_quota": 1.5}, {"plane_tol": 0.0}, {"keep_per_object": -1}, {"feature_weight": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            EvidenceLM([], LMConfig(**bad))
+
+
+def test_plane_distance_forgives_sliding_along_the_surface(models):
+    """A hypothesis moved along a flat face of the cube (tangent drift) keeps its evidence with the plane distance
+    but loses some with the point distance; moved off the surface it loses evidence with both."""
+    cube = models[1]
+    i = int(np.argmax(cube.points[:, 2]))                                # a point on the top face, normal +z
+    obs = sweep_observations(make_object("cube", SP, 1))[0]
+    obs.location, obs.pose = cube.points[i].copy(), cube.pose[i].copy()
+    obs.features = cube.features[i].copy()
+    scores = {}
+    for plane in (False, True):
+        lm = EvidenceLM(models, LMConfig(voxel=VOX, radius=1.5 * VOX, plane_distance=plane, anchor=0.0))
+        lm.obj, lm.rot = np.array([1, 1]), np.stack([np.eye(3)] * 2)
+        lm.loc = np.stack([cube.points[i] + [0.02, 0.0, 0.0], cube.points[i] + [0.0, 0.0, 0.03]])
+        lm.ev = np.zeros(2)
+        scores[plane] = lm._score(obs)
+    assert scores[True][0] > scores[False][0] and scores[True][0] > 0.8
+    assert scores[True][1] < scores[True][0] - 1.0

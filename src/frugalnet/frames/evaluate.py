@@ -60,14 +60,16 @@ def run_episodes(names: Sequence[str], models: list[ObjectModel], s: Setting, n:
                  tag: int, progress: Progress = silent, desc: str = "", objects: list[int] | None = None,
                  history: bool = False, min_lms_match: int = 1) -> list[dict]:
     """n recognition episodes at random poses, objects in turn; one record per episode (sensed points included so
-    that baselines can be scored on exactly the same data)."""
+    that baselines can be scored on exactly the same data). Episode e's sensor start, walk and noise come from its
+    own generator (seed, tag, e), so every variant (columns, knobs) meets exactly the same episodes."""
     tests = [make_object(name, s.spacing, seed + 1000) for name in names]
     ensemble = make_ensemble(models, columns, s.lm, min_lms_match)
-    rots, trans, rng = poses(seed, tag, n)
+    rots, trans, _ = poses(seed, tag, n)
     objects = objects if objects is not None else list(range(len(names)))
     out = []
     for e in progress(range(n), desc=desc):
         o = objects[e % len(objects)]
+        rng = np.random.default_rng([seed, tag, e])
         r = run_episode(ensemble, tests[o], rots[e], trans[e], s.episode(min_lms_match), rng, true_index=o,
                         keep_history=history and e == 0)
         rec = {"object": names[o], "true": o, "predicted": r["predicted"], "correct": r["correct"],

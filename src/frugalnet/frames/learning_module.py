@@ -9,9 +9,12 @@ onto the sensed ones (2 when curvature directions are defined, because their sig
 about the normal otherwise). Each later sensation moves every hypothesis by the sensed body displacement rotated
 into the hypothesis' object frame, then scores it against the stored points near its new location: agreeing normals
 and curvature directions and matching features raise evidence, mismatch lowers it, and a location with no stored
-point nearby (empty space) costs -1. Hypotheses far behind the leader are pruned. The module stops when one object
-leads the next by `x_percent` of its evidence and its leading poses agree (or the object has led for
-`symmetry_steps` steps without them agreeing: a symmetric object).
+point nearby (empty space) costs -1; the distance penalty is to the stored point itself or (`plane_distance`) to
+its tangent plane, which does not punish a correct pose that falls between two stored points. Hypotheses far behind
+the leader are pruned (each object may keep its best `keep_per_object`, and a share `object_quota` of the cap at
+the first sensation, so that one noisy sensation or a bad streak cannot drop the true object for good). The module
+stops when one object leads the next by `x_percent` of its evidence and its leading poses agree (or the object has
+led for `symmetry_steps` steps without them agreeing: a symmetric object).
 """
 from __future__ import annotations
 
@@ -21,8 +24,11 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from frugalnet.frames.lm_config import PRESETS, LMConfig, lm_preset
 from frugalnet.frames.objects3d import voxel_thin
 from frugalnet.frames.observations import Observation
+
+__all__ = ["EvidenceLM", "LMConfig", "ObjectModel", "PRESETS", "lm_preset", "rotation_angle_deg"]
 
 
 @dataclass
@@ -67,63 +73,6 @@ class ObjectModel:
                            np.concatenate([self.pose, other.pose[new]]),
                            np.concatenate([self.features, other.features[new]]),
                            np.concatenate([self.pose_defined, other.pose_defined[new]]))
-
-
-@dataclass
-class LMConfig:
-    """Knobs of the evidence learning module (distances in object diameters)."""
-
-    voxel: float = 0.04              # model resolution
-    radius: float = 0.06             # how far from a hypothesis stored points count as "here"
-    neighbours: int = 6
-    feature_sigma: float = 0.5       # tolerance on log-curvature features
-    n_rotations: int = 16            # rotations tried about the normal where curvature directions are undefined
-    init_feature_min: float = -0.5   # first-sensation feature agreement a stored point needs to seed hypotheses
-    prune_margin: float = 3.0        # keep hypotheses within margin + prune_frac * best of the best
-    prune_frac: float = 0.3
-    max_hypotheses: int = 80000
-    x_percent: float = 0.2           # lead (fraction of best evidence) over the next object that decides it
-    min_lead: float = 0.0            # ... and at least this much evidence ahead (many similar objects need it)
-    min_steps: int = 8
-    min_lead_steps: int = 2         # steps an object must lead before it can be decided
-    symmetry_steps: int = 25         # fallback: decide after leading this long even if poses still differ
-    pose_tolerance: float = 0.03     # leading poses agree when their surfaces are this close (ADD-S)
-    pose_tolerance_deg: float = 15.0  # rotation agreement for votes
-    vote_weight: float = 1.0
-    vote_margin: float = 2.0
-    vote_max: int = 200
-    anchor: float = 0.5              # fraction of the sensed-vs-stored normal mismatch corrected per step
-    anchor_max_deg: float = 30.0     # larger mismatches are not corrected (they are evidence against)
-    new_object_score: float = 0.3    # below this mean evidence per step no model fits: a new object
-
-    def validate(self) -> None:
-        for name in ("voxel", "radius", "feature_sigma"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"LMConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("neighbours", "n_rotations", "max_hypotheses", "min_steps", "symmetry_steps", "vote_max"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"LMConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.min_lead < 0:
-            raise ValueError(f"LMConfig.min_lead must be >= 0, got {self.min_lead}")
-        if not 0 < self.x_percent < 1:
-            raise ValueError(f"LMConfig.x_percent must be in (0, 1), got {self.x_percent}")
-
-
-# Knobs that differ by kind of object. Meshes (scanned and convex-piece objects) have noisier curvatures at edges and
-# many locally similar surfaces: wider feature tolerance, a looser prune and an absolute lead before deciding. On the
-# 77-mesh set (150 steps at most) the shapes' knobs gave 0.73 correct in 30 random episodes, these 0.97 in the same
-# 30; over 100 episodes cycling through all 77 objects (benchmarks/frames_meshes.py) these give 0.76, 23 undecided.
-PRESETS: dict[str, dict] = {
-    "shapes": {},
-    "meshes": {"feature_sigma": 1.0, "prune_margin": 5.0, "min_lead": 5.0, "min_steps": 20},
-}
-
-
-def lm_preset(kind: str, **overrides) -> LMConfig:
-    """LMConfig with the knobs of `kind` ('shapes' or 'meshes') and any overrides."""
-    if kind not in PRESETS:
-        raise ValueError(f"LM preset must be one of {sorted(PRESETS)}, got {kind!r}")
-    return LMConfig(**{**PRESETS[kind], **overrides})
 
 
 def _about_normal(pose: np.ndarray, angles: np.ndarray) -> np.ndarray:
@@ -217,7 +166,13 @@ class EvidenceLM:
                 both = m._defined[idx]
                 pose_sim = np.where(both, 0.7 * cos_n + 0.3 * (2 * cos_d - 1), cos_n)
             feat = self._feature_score(obs.features[None, None], m._features[idx])
-            s = 0.5 * pose_sim + 0.5 * feat - np.where(found, dist, 0) / cfg.radius
+            if cfg.plane_distance:
+                gap = np.abs(np.einsum("hki,hki->hk", self.loc[sel][:, None] - m._points_pad[idx], m._pose[idx, 0]))
+                penalty = np.where(found, gap, 0) / cfg.plane_tol
+            else:
+                penalty = np.where(found, dist, 0) / cfg.radius
+            w = cfg.feature_weight
+            s = (1 - w) * pose_sim + w * feat - penalty
             s = np.where(found, s, -np.inf)
             best = s.max(axis=1)
             score[sel] = np.where(np.isfinite(best), np.clip(best, -1, 1), -1.0)
@@ -250,10 +205,33 @@ class EvidenceLM:
             return
         cfg = self.config
         best = self.ev.max()
-        keep = np.flatnonzero(self.ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0))
+        ok = self.ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)
+        if cfg.keep_per_object > 0 and not ok.all():
+            ok |= self._object_rank(np.arange(len(self.ev))) < cfg.keep_per_object
+        keep = np.flatnonzero(ok)
         if len(keep) > cfg.max_hypotheses:
-            keep = keep[np.argsort(self.ev[keep])[-cfg.max_hypotheses:]]
+            keep = self._cap(keep)
         self.obj, self.loc, self.rot, self.ev = self.obj[keep], self.loc[keep], self.rot[keep], self.ev[keep]
+
+    def _object_rank(self, idx: np.ndarray) -> np.ndarray:
+        """Rank of each hypothesis in `idx` among those of its object in `idx` (0: the object's best)."""
+        order = np.lexsort((-self.ev[idx], self.obj[idx]))
+        obj = self.obj[idx][order]
+        rank = np.empty(len(idx), np.int64)
+        rank[order] = np.arange(len(idx)) - np.searchsorted(obj, obj)
+        return rank
+
+    def _cap(self, keep: np.ndarray) -> np.ndarray:
+        """The `max_hypotheses` best of `keep`; with `object_quota`, each object first keeps its best
+        quota * max_hypotheses / objects, so that a noisy first sensation cannot drop an object altogether."""
+        cfg = self.config
+        order = keep[np.argsort(self.ev[keep], kind="stable")[::-1]]
+        if cfg.object_quota <= 0:
+            return order[:cfg.max_hypotheses]
+        quota = int(cfg.object_quota * cfg.max_hypotheses / max(len(self.models), 1))
+        sure = self._object_rank(order) < quota
+        rest = np.flatnonzero(~sure)[: max(cfg.max_hypotheses - int(sure.sum()), 0)]
+        return order[np.concatenate([np.flatnonzero(sure), rest])]
 
     def step(self, obs: Observation, displacement: np.ndarray) -> None:
         """Take in one sensation and the body-frame displacement that led to it."""
@@ -270,12 +248,14 @@ class EvidenceLM:
 
     # --- voting -----------------------------------------------------------------------------------------------
     def votes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The leading hypotheses of every object: (obj, location, rotation) to send to other columns."""
+        """The leading hypotheses of every object still in the running (best evidence within the prune window of
+        the leader; not those kept only by `keep_per_object`): (obj, location, rotation) to send to other columns."""
         cfg = self.config
         if len(self.ev) == 0:
             return self.obj, self.loc, self.rot
         out = []
-        for o in np.unique(self.obj):
+        ev, best = self.object_evidence(), self.ev.max()
+        for o in np.flatnonzero(ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)):
             sel = np.flatnonzero(self.obj == o)
             top = sel[self.ev[sel] >= self.ev[sel].max() - cfg.vote_margin]
             out.append(top[np.argsort(self.ev[top])[-cfg.vote_max:]])

@@ -130,9 +130,60 @@ def corner_normals(faces: np.ndarray, face_normals: np.ndarray, weights: np.ndar
     return acc.reshape(-1, 3, 3)
 
 
+def winding_numbers(points: np.ndarray, triangles: np.ndarray, chunk: int = 2_000_000) -> np.ndarray:
+    """Generalised winding number (M,) of a triangle soup (F, 3, 3) at each point (M, 3): the sum of the signed
+    solid angles of the triangles over 4 pi (Van Oosterom & Strackee). About 1 inside each closed, outward-wound
+    piece that holds the point, 0 outside all of them, so it counts the pieces a point is buried in."""
+    out = np.empty(len(points))
+    step = max(1, chunk // max(len(triangles), 1))
+    for s in range(0, len(points), step):
+        r = triangles[None] - points[s:s + step, None, None]                  # (m, F, 3, 3)
+        a, b, c = r[:, :, 0], r[:, :, 1], r[:, :, 2]
+        la, lb, lc = (np.linalg.norm(v, axis=-1) for v in (a, b, c))
+        num = np.einsum("mfi,mfi->mf", a, np.cross(b, c))
+        den = la * lb * lc + (a * b).sum(-1) * lc + (a * c).sum(-1) * lb + (b * c).sum(-1) * la
+        out[s:s + step] = np.arctan2(num, den).sum(1) / (2 * np.pi)
+    return out
+
+
+def mesh_pieces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Connected piece (F,) of each face, vertices at the same position counted as one (UV seams split none)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    span = max(float(np.ptp(vertices, axis=0).max()), 1e-300)
+    _, inv = np.unique(np.round(vertices / span, 7), axis=0, return_inverse=True)
+    fm = inv.reshape(-1)[faces]
+    e = np.concatenate([fm[:, [0, 1]], fm[:, [1, 2]]])
+    n = int(inv.max()) + 1
+    _, label = connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)), directed=False)
+    return label[fm[:, 0]]
+
+
+def exterior(points: np.ndarray, normals: np.ndarray, triangles: np.ndarray, pieces: np.ndarray,
+             offset: float = 2e-3) -> np.ndarray:
+    """True where a surface point is not buried inside another closed piece of the mesh: the winding number just
+    outside the surface (along the normal) summed over the pieces whose bounding box holds the point stays below
+    1/2. Meshes built from overlapping convex pieces (pybullet's random_urdfs, VHACD hulls) have faces inside other
+    pieces that no sensor can touch; learning or walking them makes model and sensation disagree."""
+    p = points + offset * normals
+    w = np.zeros(len(p))
+    ids = np.unique(pieces)
+    if len(ids) < 2:                                      # one connected surface buries nothing
+        return np.ones(len(p), bool)
+    for c in ids:
+        t = triangles[pieces == c]
+        lo, hi = t.reshape(-1, 3).min(0) - offset, t.reshape(-1, 3).max(0) + offset
+        near = np.flatnonzero(((p >= lo) & (p <= hi)).all(1))
+        if len(near):
+            w[near] += winding_numbers(p[near], t)
+    return np.abs(w) < 0.5
+
+
 def surface_from_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, spacing: float, seed: int,
-                      smoothing: float = 0.04) -> SurfaceCloud:
-    """Sample a mesh's surface at about `spacing` (object diameter 1) with normals, curvatures and directions."""
+                      smoothing: float = 0.04, exterior_only: bool = True) -> SurfaceCloud:
+    """Sample a mesh's surface at about `spacing` (object diameter 1) with normals, curvatures and directions;
+    with `exterior_only`, points buried inside another piece of the mesh (see `exterior`) are left out."""
     v = np.asarray(vertices, float)
     f = np.asarray(faces, np.int64)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
@@ -156,6 +207,14 @@ def surface_from_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, spacin
     tri, area = tri / diam, area2 / 2 / diam**2
     normals_f = cross / area2[:, None]
     corners = corner_normals(f[keep], normals_f, area)
+    all_tri = tri
+    pieces = mesh_pieces(v, f[keep]) if exterior_only else np.zeros(len(tri), np.int64)
+    if exterior_only and pieces.max() > 0:    # faces buried whole (4 test points inside) are not sampled at all
+        probe = np.concatenate([tri.mean(1, keepdims=True), 0.8 * tri + 0.2 * tri.mean(1, keepdims=True)], 1)
+        out = exterior(probe.reshape(-1, 3), np.repeat(normals_f, 4, axis=0), tri, pieces)
+        out = out.reshape(-1, 4).any(1)
+        if out.any():
+            tri, area, corners = tri[out], area[out], corners[out]
 
     rng = np.random.default_rng(seed)
     dense_spacing = min(spacing, smoothing) / 2.5
@@ -169,6 +228,10 @@ def surface_from_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, spacin
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
     keep = voxel_thin(pts + rng.uniform(0, spacing, 3), spacing)
     x, n = pts[keep], nrm[keep]
+    if exterior_only and pieces.max() > 0:
+        out = exterior(x, n, all_tri, pieces)
+        if out.sum() >= 10:
+            x, n = x[out], n[out]
     k, dir1 = shape_operator(x, n, pts, nrm, k=32, radius=smoothing * 1.5)
     pose = right_handed(n, dir1)
     return SurfaceCloud(name, x, pose, k, curvature_directions_defined(k[:, 0], k[:, 1]), 1.0)
