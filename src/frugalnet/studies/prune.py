@@ -176,14 +176,12 @@ class _Job:
         cfg = FitConfig(epochs=epochs, batch_size=self.cfg.batch_size, lr=lr,
                         lr_gamma=1.0 if cosine else self.cfg.lr_gamma, boost_decay=False)
         opt = make_optimizer(cfg, model.parameters())
-        callbacks = list(callbacks)
-        for cb in callbacks:
+        for cb in callbacks:            # RigL resets the optimizer state of regrown weights
             if getattr(cb, "optimizer", False) is None:
-                cb.optimizer = opt          # RigL resets the optimizer state of regrown weights
-        if cosine:
-            callbacks.append(CosineLR(opt, lr, self.steps(epochs)))
+                cb.optimizer = opt
+        extra = [CosineLR(opt, lr, self.steps(epochs))] if cosine else []
         fit(model, self.train, cfg, seed=self.seed, transform=self.bundle.normalize, optimizer=opt,
-            checkpoint=self.ctx.checkpoint_path(key), log=self.ctx.log, desc=key, callbacks=callbacks,
+            checkpoint=self.ctx.checkpoint_path(key), log=self.ctx.log, desc=key, callbacks=[*callbacks, *extra],
             device=self.ctx.device)
         model.cpu()
 
