@@ -8,11 +8,11 @@ recipe). Then for each sparsity:
 - gradual magnitude pruning (Zhu & Gupta's cubic schedule over the first `gradual_end` of the fine-tuning steps,
   then a recovery tail);
 - RigL from scratch with ERK layer densities, trained like the dense reference (epochs + finetune_epochs).
-Fine-tuning decays its learning rate from `finetune_lr` to 0 along a cosine (`finetune_schedule`), so every
-fine-tuned network ends, like the dense models, at a small learning rate. Each arm is a resumable unit. The report
-gives accuracy and validation loss against sparsity (mean and sd over seeds), the modelled inference cost of each
-pruned network against the dense one (energy ledger) and, where the inference engine compiles it, its speed against
-dense PyTorch.
+Fine-tuning decays its LR by lr_gamma per epoch, or to 0 along a cosine (finetune_schedule="cosine": on CNN-2 /
+mnist-5k, seeds 0-2, gradual 98.60% / val loss 0.0485 against 98.60% / 0.0477 with the default, fine-tuned one-shot
+and random rows slightly worse too). Each arm is a resumable unit. The report gives accuracy and validation loss
+against sparsity (mean and sd over seeds), the modelled inference cost of each pruned network against the dense one
+(energy ledger) and, where the inference engine compiles it, its speed against dense PyTorch.
 """
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ class PruneConfig(StudyConfig):
     batch_size: int = 64
     lr: float = 0.02
     finetune_lr: float = field(default=0.01, metadata={"help": "learning rate while fine-tuning / pruning"})
-    finetune_schedule: str = field(default="cosine", metadata={"help": "fine-tuning LR: cosine (finetune_lr to 0) or "
-                                                                       "exponential (lr_gamma per epoch)"})
+    finetune_schedule: str = field(default="exponential", metadata={"help": "fine-tuning LR: exponential (lr_gamma per "
+                                                                            "epoch) or cosine (finetune_lr to 0)"})
     lr_gamma: float = 0.85
-    gradual_end: float = field(default=0.5, metadata={"help": "gradual pruning reaches the target sparsity at this "
-                                                              "fraction of the fine-tuning steps"})
+    gradual_end: float = field(default=0.667, metadata={"help": "gradual pruning reaches the target sparsity at this "
+                                                                "fraction of the fine-tuning steps"})
     methods: tuple = field(default=PRUNED, metadata={"help": "pruning methods to run: oneshot random gradual rigl"})
     scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
     rigl_delta_t: int = field(default=50, metadata={"help": "RigL: steps between drop-and-regrow"})
