@@ -1,10 +1,11 @@
 import json
 
 import pytest
+import torch
 
 from frugalnet.cli import main
 from frugalnet.experiment.runner import resume_run
-from frugalnet.studies.prune import PruneConfig
+from frugalnet.studies.prune import CosineLR, PruneConfig
 
 
 @pytest.mark.slow   # ~50-90 s on 2 shared cores: six short trainings and a report
@@ -12,7 +13,7 @@ def test_prune_tiny_end_to_end_and_resume(tmp_path):
     assert main(["run", "prune", "--tiny", "--quiet", "--runs-dir", str(tmp_path)]) == 0
     run_dir = next((tmp_path / "prune").iterdir())
     summary = json.loads((run_dir / "results.json").read_text())["results"]["summary"]
-    for method in ("dense", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl"):
+    for method in ("dense", "dense-ref", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl"):
         assert method in summary
     for method in ("oneshot", "gradual", "rigl", "random"):
         v = summary[method]["0.9"]
@@ -23,7 +24,8 @@ def test_prune_tiny_end_to_end_and_resume(tmp_path):
     assert "Accuracy and validation loss against sparsity" in report and "Ledger at 90%" in report
     assert (run_dir / "accuracy_vs_sparsity.png").exists()
     units = sorted(p.name for p in (run_dir / "units").iterdir())
-    assert "rigl-0.9-seed0.json" in units and "dense-seed0.json" in units
+    assert "rigl-0.9-seed0.json" in units and "dense-seed0.json" in units and "dense-ref-seed0.json" in units
+    assert "reference" in report
     again = resume_run(run_dir)            # the units are read back, not recomputed: the same summary
     assert again.results["summary"] == summary
 
@@ -34,7 +36,24 @@ def test_tiny_flag_sets_the_smoke_settings():
 
 
 @pytest.mark.parametrize("field,value", [("sparsities", (0.0,)), ("sparsities", (1.0,)), ("epochs", 0),
-                                         ("finetune_lr", 0.0), ("rigl_alpha", 1.5), ("scope", "net")])
+                                         ("finetune_lr", 0.0), ("rigl_alpha", 1.5), ("scope", "net"),
+                                         ("finetune_schedule", "linear"), ("gradual_end", 0.0), ("gradual_end", 1.5),
+                                         ("methods", ()), ("methods", ("oneshot", "lottery"))])
 def test_prune_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         PruneConfig(**{field: value})
+
+
+def test_cosine_lr_decays_to_zero_and_resumes():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    sched = CosineLR(opt, 0.1, total_steps=4)
+    lrs = []
+    for _ in range(5):
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[1] == pytest.approx(0.05) and lrs[3] == pytest.approx(0.0) and lrs[4] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    again = CosineLR(opt, 0.1, total_steps=4)
+    again.load_state_dict({"step_count": 1})
+    again.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)

@@ -11,6 +11,10 @@ a hook on its output keeps the gradient that flows back, and the weight gradient
 (Linear / Conv1D: grad_out^T x; Conv2d: conv2d_weight), whatever the layer does with masked weights. Layers whose
 gradient cannot be formed this way (attention projections) regrow at random. Call `.step()` after
 `optimizer.step()`; `state_dict()` carries the step count and the random state for resume.
+
+Recipe note (benchmarks/prune_char_transformer.py, 90% sparse char Transformer, 600 steps): a sparse network from
+scratch wants a higher peak learning rate than its dense counterpart (2e-2 against the dense optimum near 1e-2);
+at the dense LR RigL ended 5 points lower.
 """
 from __future__ import annotations
 

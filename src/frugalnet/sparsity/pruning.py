@@ -9,6 +9,13 @@ pruning keeps the largest |w| among the weights still alive, so masks only shrin
     for x, y in data: loss.backward(); opt.step(); pruner.step()
 
 `state_dict()` / `load_state_dict()` carry the step count for resume (the masks are in the model's state_dict).
+
+Recipe (measured in the `prune` study and benchmarks/prune_char_transformer.py): when pruning a trained model,
+fine-tune at about the dense model's peak learning rate, decayed to 0 along a cosine over the fine-tuning, and let
+the schedule reach the final sparsity well before the end (end_step at 50-60% of the fine-tuning) so the last
+steps only recover; a global threshold (scope="global") beat one per layer on the char Transformer. (On CNN-2,
+whose dense recipe decays its LR by 0.85 per epoch, the cosine tail brought no gain.) Compare against a dense model
+trained for the same total number of steps, not the one pruning started from.
 """
 from __future__ import annotations
 

@@ -1,17 +1,24 @@
 """Study `prune`: from a trained dense CNN-2 to a sparse one, five ways, at several sparsities.
 
-For every seed a dense CNN-2 is trained (`epochs`), then for each sparsity:
+For every seed a dense CNN-2 is trained (`epochs`: the model pruning starts from) and, as the reference every
+pruned network is judged against, a dense CNN-2 with the same total budget (`epochs + finetune_epochs`, same
+recipe). Then for each sparsity:
 - one-shot magnitude pruning, measured as is and after `finetune_epochs` of fine-tuning;
 - random masking (random fixed fan-in over the trained weights), as is and fine-tuned, the baseline;
-- gradual magnitude pruning (Zhu & Gupta's cubic schedule over the first 2/3 of the fine-tuning steps);
-- RigL from scratch with ERK layer densities, trained for the same total epochs (epochs + finetune_epochs).
-Each is a resumable unit. The report gives accuracy and validation loss against sparsity (mean and sd over seeds),
-the modelled inference cost of each pruned network against the dense one (energy ledger) and, where the inference
-engine compiles it, its speed against dense PyTorch.
+- gradual magnitude pruning (Zhu & Gupta's cubic schedule over the first `gradual_end` of the fine-tuning steps,
+  then a recovery tail);
+- RigL from scratch with ERK layer densities, trained like the dense reference (epochs + finetune_epochs).
+Fine-tuning decays its LR by lr_gamma per epoch, or to 0 along a cosine (finetune_schedule="cosine": on CNN-2 /
+mnist-5k, seeds 0-2, gradual 98.60% / val loss 0.0485 against 98.60% / 0.0477 with the default, fine-tuned one-shot
+and random rows slightly worse too). Each arm is a resumable unit. The report gives accuracy and validation loss
+against sparsity (mean and sd over seeds), the modelled inference cost of each pruned network against the dense one
+(energy ledger) and, where the inference engine compiles it, its speed against dense PyTorch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -22,16 +29,18 @@ from frugalnet.data.core import DataBundle, Split
 from frugalnet.energy import Ledger, model_cost
 from frugalnet.experiment.registry import StudyConfig, register_study
 from frugalnet.experiment.runner import RunContext
-from frugalnet.experiment.training import FitConfig, fit, predict
+from frugalnet.experiment.training import FitConfig, fit, make_optimizer, predict
 from frugalnet.models import dense_cnn2
 from frugalnet.report.document import mean_sd
 from frugalnet.sparsity.config import MagnitudeConfig, RandomFanInConfig
 from frugalnet.sparsity.convert import sparsify_
 from frugalnet.sparsity.dynamic import RigL
 from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
-from frugalnet.utils.io import atomic_torch_save
+from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 
 METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl")
+PRUNED = ("oneshot", "random", "gradual", "rigl")      # the units run per sparsity (oneshot/random: with -ft rows)
+SCHEDULES = ("cosine", "exponential")
 
 
 @dataclass
@@ -43,7 +52,12 @@ class PruneConfig(StudyConfig):
     batch_size: int = 64
     lr: float = 0.02
     finetune_lr: float = field(default=0.01, metadata={"help": "learning rate while fine-tuning / pruning"})
+    finetune_schedule: str = field(default="exponential", metadata={"help": "fine-tuning LR: exponential (lr_gamma per "
+                                                                            "epoch) or cosine (finetune_lr to 0)"})
     lr_gamma: float = 0.85
+    gradual_end: float = field(default=0.667, metadata={"help": "gradual pruning reaches the target sparsity at this "
+                                                                "fraction of the fine-tuning steps"})
+    methods: tuple = field(default=PRUNED, metadata={"help": "pruning methods to run: oneshot random gradual rigl"})
     scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
     rigl_delta_t: int = field(default=50, metadata={"help": "RigL: steps between drop-and-regrow"})
     rigl_alpha: float = field(default=0.3, metadata={"help": "RigL: initial drop fraction"})
@@ -75,6 +89,12 @@ class PruneConfig(StudyConfig):
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.scope not in ("global", "layer"):
             raise ValueError(f"scope must be 'global' or 'layer', got {self.scope!r}")
+        if self.finetune_schedule not in SCHEDULES:
+            raise ValueError(f"finetune_schedule must be one of {SCHEDULES}, got {self.finetune_schedule!r}")
+        if not 0 < self.gradual_end <= 1:
+            raise ValueError(f"gradual_end must be in (0, 1], got {self.gradual_end}")
+        if not self.methods or any(m not in PRUNED for m in self.methods):
+            raise ValueError(f"methods must be a non-empty subset of {PRUNED}, got {self.methods}")
         if not 0 < self.rigl_alpha <= 1:
             raise ValueError(f"rigl_alpha must be in (0, 1], got {self.rigl_alpha}")
 
@@ -114,6 +134,26 @@ def _measure(model: nn.Module, test: Split, bundle: DataBundle) -> dict:
             "val_loss": float(F.cross_entropy(out, test.y)), "sparsity": measured_sparsity(model).get("total", 0.0)}
 
 
+class CosineLR:
+    """A `fit` callback: after every optimizer step set the learning rate to lr * (1 + cos(pi * t / T)) / 2, so it
+    reaches 0 at the last of `total_steps`; `state_dict` carries t for resume."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> None:
+        self.optimizer, self.lr, self.total, self.step_count = optimizer, lr, max(1, total_steps), 0
+
+    def step(self) -> None:
+        self.step_count += 1
+        lr = self.lr * 0.5 * (1 + math.cos(math.pi * min(self.step_count, self.total) / self.total))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = int(state["step_count"])
+
+
 class _Job:
     """What every unit of one seed shares: data, config, the dense checkpoint."""
 
@@ -126,15 +166,22 @@ class _Job:
 
     def trained_dense(self) -> nn.Module:
         model = self.new_dense()
-        model.load_state_dict(torch.load(self.ctx.checkpoint_path(f"dense-seed{self.seed}-final"),
-                                         map_location="cpu", weights_only=True))
+        model.load_state_dict(load_checkpoint(self.ctx.checkpoint_path(f"dense-seed{self.seed}-final")))
         return model
 
-    def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=()) -> None:
-        cfg = FitConfig(epochs=epochs, batch_size=self.cfg.batch_size, lr=lr, lr_gamma=self.cfg.lr_gamma,
-                        boost_decay=False)
-        fit(model, self.train, cfg, seed=self.seed, transform=self.bundle.normalize,
-            checkpoint=self.ctx.checkpoint_path(key), log=self.ctx.log, desc=key, callbacks=callbacks,
+    def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=(), finetune: bool = False) -> None:
+        """Train with the dense recipe (SGD, lr_gamma per epoch), or, with `finetune` and the cosine schedule, with
+        the learning rate decayed from `lr` to 0 over the run."""
+        cosine = finetune and self.cfg.finetune_schedule == "cosine"
+        cfg = FitConfig(epochs=epochs, batch_size=self.cfg.batch_size, lr=lr,
+                        lr_gamma=1.0 if cosine else self.cfg.lr_gamma, boost_decay=False)
+        opt = make_optimizer(cfg, model.parameters())
+        for cb in callbacks:            # RigL resets the optimizer state of regrown weights
+            if getattr(cb, "optimizer", False) is None:
+                cb.optimizer = opt
+        extra = [CosineLR(opt, lr, self.steps(epochs))] if cosine else []
+        fit(model, self.train, cfg, seed=self.seed, transform=self.bundle.normalize, optimizer=opt,
+            checkpoint=self.ctx.checkpoint_path(key), log=self.ctx.log, desc=key, callbacks=[*callbacks, *extra],
             device=self.ctx.device)
         model.cpu()
 
@@ -147,6 +194,12 @@ class _Job:
         if self.ctx.is_main:
             atomic_torch_save(model.state_dict(), self.ctx.checkpoint_path(f"dense-seed{self.seed}-final"))
         return {"method": "dense", "sparsity_target": 0.0, "seed": self.seed, **self._cost_and_measure(model)}
+
+    def dense_reference(self) -> dict:
+        """Dense with the pruned runs' whole budget (epochs + finetune_epochs), the dense recipe throughout."""
+        model = self.new_dense()
+        self.fit(model, f"dense-ref-seed{self.seed}", self.cfg.epochs + self.cfg.finetune_epochs, self.cfg.lr)
+        return {"method": "dense-ref", "sparsity_target": 0.0, "seed": self.seed, **self._cost_and_measure(model)}
 
     def _cost_and_measure(self, model: nn.Module) -> dict:
         model.eval()
@@ -167,9 +220,9 @@ class _Job:
         model = self.trained_dense()
         if method == "gradual":
             steps = self.steps(cfg.finetune_epochs)
-            pruner = GradualMagnitudePruner(model, s, begin_step=0, end_step=max(1, (2 * steps) // 3),
+            pruner = GradualMagnitudePruner(model, s, begin_step=0, end_step=max(1, int(cfg.gradual_end * steps)),
                                             frequency=max(1, steps // 30), scope=cfg.scope)
-            self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner])
+            self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner], finetune=True)
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
         extra = {}
         if method == "oneshot":
@@ -183,7 +236,7 @@ class _Job:
         raw = _measure(model, self.test, self.bundle)
         reestimate_batchnorm(model, self.train, self.bundle)
         before = {**_measure(model, self.test, self.bundle), "test_acc_stale_bn": raw["test_acc"]}
-        self.fit(model, f"{key}-ft", cfg.finetune_epochs, cfg.finetune_lr)
+        self.fit(model, f"{key}-ft", cfg.finetune_epochs, cfg.finetune_lr, finetune=True)
         after = self._cost_and_measure(model)
         if self.ctx.is_main and method == "oneshot":
             atomic_torch_save(model.state_dict(), self.ctx.checkpoint_path(f"{key}-final"))
@@ -199,13 +252,16 @@ def prune(ctx: RunContext) -> dict:
     for seed in ctx.seeds:
         job = _Job(ctx, seed, bundle, train, test)
         runs.append(ctx.unit(f"dense-seed{seed}", job.dense))
+        runs.append(ctx.unit(f"dense-ref-seed{seed}", job.dense_reference))
         for s in cfg.sparsities:
-            for method in ("oneshot", "random", "gradual", "rigl"):
+            for method in cfg.methods:
                 runs.append(ctx.unit(f"{method}-{s}-seed{seed}", lambda m=method, s=s, job=job: job.pruned(m, s)))
-    engine = ctx.unit("engine", lambda: measure_engine(ctx, bundle, test)) if cfg.engine_speed else None
+    engine = ctx.unit("engine", lambda: measure_engine(ctx, bundle, test)) \
+        if cfg.engine_speed and "oneshot" in cfg.methods else None
     results = {"dataset": bundle.name, "train_samples": len(train), "test_samples": len(test),
                "runs": runs, "summary": summarize(runs), "engine": engine}
-    results["ledger"] = {str(s): build_ledger(runs, s).to_dict() for s in cfg.sparsities}
+    results["ledger"] = {str(s): build_ledger(runs, s).to_dict() for s in cfg.sparsities} \
+        if "gradual" in cfg.methods else {}
     write_report(ctx, results)
     return results
 
@@ -262,8 +318,7 @@ def measure_engine(ctx: RunContext, bundle: DataBundle, test: Split) -> dict:
 
             model = job.new_dense()
             sparsify_(model, MagnitudeConfig(sparsity=s))
-            model.load_state_dict(torch.load(ctx.checkpoint_path(f"oneshot-{s}-seed{seed}-final"),
-                                             map_location="cpu", weights_only=True))
+            model.load_state_dict(load_checkpoint(ctx.checkpoint_path(f"oneshot-{s}-seed{seed}-final")))
             res = measure_speedup(model.eval(), bundle.normalize(test.x[:1]), batch_sizes=(1, 64), dense_model=dense,
                                   max_seconds=cfg.engine_seconds)
             out[str(s)] = {"batches": res["batches"]}
@@ -285,23 +340,35 @@ def write_report(ctx: RunContext, results: dict) -> None:
 
     cfg: PruneConfig = ctx.config
     s, rep = results["summary"], ctx.report
-    dense = s["dense"]["0.0"]
+    start = s["dense"]["0.0"]
+    dense = s.get("dense-ref", s["dense"])["0.0"]     # the same-budget reference (older runs: the start model)
+    total = cfg.epochs + cfg.finetune_epochs
     rep.text(f"Data: {results['dataset']} ({results['train_samples']} train, {results['test_samples']} test); "
-             f"dense CNN-2 trained {cfg.epochs} epochs, fine-tuning {cfg.finetune_epochs} epochs, RigL "
-             f"{cfg.epochs + cfg.finetune_epochs} epochs from scratch; seeds {ctx.seeds}. Mean ± sd over seeds. "
-             f"Magnitude pruning scope: {cfg.scope}. 'No fine-tuning' rows have their BatchNorm statistics "
-             "re-estimated on training inputs (forward passes only, no weight change).")
+             f"pruning starts from a dense CNN-2 trained {cfg.epochs} epochs; the reference is a dense CNN-2 trained "
+             f"{total} epochs (the same total budget); fine-tuning {cfg.finetune_epochs} epochs "
+             f"(LR {cfg.finetune_lr}, {cfg.finetune_schedule}); gradual pruning reaches its target at "
+             f"{cfg.gradual_end:.0%} of the fine-tuning; RigL {total} epochs from scratch; seeds {ctx.seeds}. "
+             f"Mean ± sd over seeds. Magnitude pruning scope: {cfg.scope}. 'No fine-tuning' rows have their "
+             "BatchNorm statistics re-estimated on training inputs (forward passes only, no weight change).")
     rep.heading("Accuracy and validation loss against sparsity")
-    rows = [["dense", "0", f"{100 * dense['test_acc_mean']:.2f} ± {100 * dense['test_acc_sd']:.2f}",
-             f"{dense['val_loss_mean']:.4f}", "", ""]]
+
+    def dense_row(label, v):
+        return [label, "0", f"{100 * v['test_acc_mean']:.2f} ± {100 * v['test_acc_sd']:.2f}",
+                f"{v['val_loss_mean']:.4f} ± {v['val_loss_sd']:.4f}",
+                f"{100 * (v['test_acc_mean'] - dense['test_acc_mean']):+.2f}",
+                f"{100 * (v['val_loss_mean'] / dense['val_loss_mean'] - 1):+.1f}%"]
+    rows = [dense_row(f"dense, {total} epochs (reference)", dense)] if "dense-ref" in s else []
+    rows.append(dense_row(f"dense, {cfg.epochs} epochs (pruning starts here)", start))
     for method in METHODS:
         for sp, v in sorted(s.get(method, {}).items(), key=lambda kv: float(kv[0])):
             rows.append([LABELS[method], f"{100 * float(sp):.0f} ({100 * v['sparsity_mean']:.1f})",
-                         f"{100 * v['test_acc_mean']:.2f} ± {100 * v['test_acc_sd']:.2f}", f"{v['val_loss_mean']:.4f}",
+                         f"{100 * v['test_acc_mean']:.2f} ± {100 * v['test_acc_sd']:.2f}",
+                         f"{v['val_loss_mean']:.4f} ± {v['val_loss_sd']:.4f}",
                          f"{100 * (v['test_acc_mean'] - dense['test_acc_mean']):+.2f}",
                          f"{100 * (v['val_loss_mean'] / dense['val_loss_mean'] - 1):+.1f}%"])
-    rep.table(["method", "sparsity % (measured)", "test accuracy %", "val loss", "vs dense (points)",
-               "val loss vs dense"], rows, "sparsity measured over all pruned weights")
+    rep.table(["method", "sparsity % (measured)", "test accuracy %", "val loss", "vs reference (points)",
+               "val loss vs reference"], rows, "sparsity measured over all pruned weights; reference: the dense "
+              "model with the same total budget")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in METHODS:
@@ -309,13 +376,13 @@ def write_report(ctx: RunContext, results: dict) -> None:
         if pts:
             ax.errorbar([100 * p for p, _ in pts], [100 * v["test_acc_mean"] for _, v in pts],
                         yerr=[100 * v["test_acc_sd"] for _, v in pts], marker="o", capsize=3, label=LABELS[method])
-    ax.axhline(100 * dense["test_acc_mean"], color="k", ls="--", lw=1, label="dense")
+    ax.axhline(100 * dense["test_acc_mean"], color="k", ls="--", lw=1, label=f"dense, {total} epochs")
     ax.set_xlabel("weight sparsity %")
     ax.set_ylabel("test accuracy %")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     rep.figure(fig, "accuracy_vs_sparsity", "Accuracy against sparsity (mean ± sd over seeds)")
-    for sp in cfg.sparsities:
+    for sp in cfg.sparsities if results.get("ledger") else ():
         rep.heading(f"Ledger at {100 * sp:.0f}%: gradual magnitude against dense (first seed, modelled)")
         build_ledger(results["runs"], sp).add_to_report(rep, f"prune-{sp}")
     if results.get("engine"):
