@@ -26,6 +26,7 @@ PyTorch path.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Callable
 
@@ -35,7 +36,18 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 MODES = ("auto", "sparse", "dense")
-_mode = "auto"
+
+
+def _mode_from_environment() -> str:
+    """FRUGALNET_KERNEL_MODE sets the process default (e.g. 'dense' to make every process of a distributed run take
+    the same path: timed choices may differ between processes, and so may float summation order)."""
+    mode = os.environ.get("FRUGALNET_KERNEL_MODE", "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(f"FRUGALNET_KERNEL_MODE must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+_mode = _mode_from_environment()
 _CHOICES: dict[tuple, str] = {}
 _TIMINGS: dict[tuple, dict[str, float]] = {}
 _TUNE_REPEATS = 3
