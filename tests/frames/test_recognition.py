@@ -132,3 +132,19 @@ def test_plane_distance_forgives_sliding_along_the_surface(models):
         scores[plane] = lm._score(obs)
     assert scores[True][0] > scores[False][0] and scores[True][0] > 0.8
     assert scores[True][1] < scores[True][0] - 1.0
+
+
+def test_true_rank_and_episode_diagnostics():
+    from frugalnet.frames.episodes import true_rank
+    from frugalnet.frames.evaluate import diagnose
+
+    ev = np.array([3.0, 5.0, -np.inf, 5.0])
+    assert true_rank(ev, 1) == 1          # a tie counts against the true object
+    assert true_rank(ev, 0) == 2
+    assert true_rank(ev, 2) == 3          # pruned: last
+    recs = [{"object": "a", "decided": True, "correct": True, "steps": 30, "predicted_name": "a", "true_rank": 0},
+            {"object": "b", "decided": True, "correct": False, "steps": 21, "predicted_name": "a", "true_rank": 2},
+            {"object": "c", "decided": False, "correct": True, "steps": 200, "predicted_name": "c", "true_rank": 0}]
+    assert [d["outcome"] for d in diagnose(recs)] == ["correct", "wrong", "undecided"]
+    assert diagnose(recs)[1] == {"episode": 1, "object": "b", "outcome": "wrong", "correct": False, "steps": 21,
+                                 "predicted": "a", "true_rank": 2}

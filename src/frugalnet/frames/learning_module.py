@@ -179,6 +179,8 @@ class EvidenceLM:
             if cfg.anchor > 0:
                 j = idx[np.arange(len(sel)), s.argmax(axis=1)]
                 self._anchor(sel, n_obj[sel], m._pose[j, 0], m._points_pad[j], np.isfinite(best))
+        if cfg.score_floor > -1:
+            score = np.maximum(score, cfg.score_floor)
         return score * obs.confidence
 
     def _anchor(self, sel: np.ndarray, n_sensed: np.ndarray, n_stored: np.ndarray, p_stored: np.ndarray,

@@ -34,6 +34,7 @@ class LMConfig:
     vote_max: int = 200
     anchor: float = 0.5              # fraction of the sensed-vs-stored normal mismatch corrected per step
     anchor_max_deg: float = 30.0     # larger mismatches are not corrected (they are evidence against)
+    score_floor: float = -1.0        # per-step evidence is clipped to [score_floor, 1]: one bad sensation costs this
     new_object_score: float = 0.3    # below this mean evidence per step no model fits: a new object
 
     def validate(self) -> None:
@@ -50,6 +51,8 @@ class LMConfig:
         for name in ("object_quota", "feature_weight", "anchor"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"LMConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not -1 <= self.score_floor <= 0:
+            raise ValueError(f"LMConfig.score_floor must be in [-1, 0], got {self.score_floor}")
         if self.plane_tol <= 0:
             raise ValueError(f"LMConfig.plane_tol must be > 0, got {self.plane_tol}")
         if int(self.keep_per_object) < 0:
