@@ -33,6 +33,7 @@ class LMConfig:
     vote_margin: float = 2.0
     vote_max: int = 200
     anchor: float = 0.5              # fraction of the sensed-vs-stored normal mismatch corrected per step
+    anchor_dir: float = 0.0          # fraction of the sensed-vs-stored curvature-direction mismatch corrected per step
     anchor_max_deg: float = 30.0     # larger mismatches are not corrected (they are evidence against)
     score_floor: float = -1.0        # per-step evidence is clipped to [score_floor, 1]: one bad sensation costs this
     new_object_score: float = 0.3    # below this mean evidence per step no model fits: a new object
@@ -48,7 +49,7 @@ class LMConfig:
             raise ValueError(f"LMConfig.min_lead must be >= 0, got {self.min_lead}")
         if not 0 < self.x_percent < 1:
             raise ValueError(f"LMConfig.x_percent must be in (0, 1), got {self.x_percent}")
-        for name in ("object_quota", "feature_weight", "anchor"):
+        for name in ("object_quota", "feature_weight", "anchor", "anchor_dir"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"LMConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not -1 <= self.score_floor <= 0:
