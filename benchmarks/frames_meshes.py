@@ -45,6 +45,34 @@ def with_overrides(s, lm: list[str], max_steps: int):
     return replace(s, max_steps=max_steps) if max_steps > 0 else s
 
 
+def replay_grid(names, models, s, a) -> None:
+    """Traces of --episodes episodes to s.max_steps, and a grid of decision rules replayed on them."""
+    import itertools
+
+    from frugalnet.frames.tracing import replay, trace_episodes
+
+    traces = trace_episodes(names, models, s, range(a.episodes), a.seed, s.max_steps, n_poses=a.episodes)
+    lm, rows = s.lm, []
+    now = replay(traces, s.max_steps, lm.min_steps, lm.x_percent, lm.min_lead, 0.0, lm.min_lead_steps,
+                 lm.symmetry_steps)
+    print(f"{a.episodes} traces of {s.max_steps} steps; the preset's rule ({lm.min_lead=}, {lm.min_lead_steps=}): {now}")
+    for cap, lead, per_step, held in itertools.product(sorted({100, 150, s.max_steps}), (5, 8, 12, 16), (0, 0.1, 0.2),
+                                                       (2, 5, 10)):
+        if cap <= s.max_steps:
+            r = replay(traces, cap, lm.min_steps, lm.x_percent, lead, per_step, held, lm.symmetry_steps)
+            rows.append(((cap, lead, per_step, held), r))
+    rows.sort(key=lambda kr: (-kr[1]["accuracy"], kr[1]["median_steps"]))
+    widths = (4, 8, 8, 5, 8, 6, 5, 9)
+    print(row(("cap", "min_lead", "per_step", "held", "accuracy", "median", "wrong", "undecided"), widths))
+    for (cap, lead, per_step, held), r in rows:
+        print(row((cap, lead, per_step, held, f"{r['accuracy']:.3f}", f"{r['median_steps']:.0f}", r["wrong"],
+                   r["undecided"]), widths))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"traces": len(traces), "rules": [dict(zip(("cap", "min_lead", "lead_per_step", "held"), k),
+                                                              **r) for k, r in rows]}, f, indent=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--set", default="meshes", help="'meshes' (pybullet_data) or 'folder:<path>'")
@@ -60,6 +88,9 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0, help="step cap per episode (0: the study's mesh_max_steps)")
     p.add_argument("--lm", nargs="*", default=[], metavar="KEY=VALUE",
                    help="learning-module knobs over the 'meshes' preset, e.g. --lm min_lead=8 min_lead_steps=5")
+    p.add_argument("--replay", action="store_true",
+                   help="tuning: record evidence traces of the episodes to --max-steps without deciding, then print "
+                        "the decision rules of a small grid replayed on them (nothing else is run)")
     p.add_argument("--json", default="", help="also write every summary and the per-episode diagnostics here")
     a = p.parse_args()
 
@@ -80,6 +111,8 @@ def main() -> None:
     print(f"learned {len(names)} objects once each, one pose ({sum(len(m) for m in models)} stored points) in "
           f"{time.process_time() - t0:.1f} CPU s (sampling the meshes included); max steps {s.max_steps}")
     out: dict = {"cpu": machine_summary(), "objects": len(names)}
+    if a.replay:
+        return replay_grid(names, models, s, a)
 
     def show(label: str, v: dict) -> None:
         print(f"  {label:18s} accuracy {v['accuracy']:.3f}, median steps {v['median_steps']:.0f}, median ADD-S "
