@@ -55,7 +55,8 @@ def replay_grid(names, models, s, a) -> None:
     lm, rows = s.lm, []
     now = replay(traces, s.max_steps, lm.min_steps, lm.x_percent, lm.min_lead, 0.0, lm.min_lead_steps,
                  lm.symmetry_steps)
-    print(f"{a.episodes} traces of {s.max_steps} steps; the preset's rule ({lm.min_lead=}, {lm.min_lead_steps=}): {now}")
+    print(f"{a.episodes} traces of {s.max_steps} steps; the preset's rule (min_lead {lm.min_lead}, held "
+          f"{lm.min_lead_steps}): {now}")
     for cap, lead, per_step, held in itertools.product(sorted({100, 150, s.max_steps}), (5, 8, 12, 16), (0, 0.1, 0.2),
                                                        (2, 5, 10)):
         if cap <= s.max_steps:
