@@ -70,7 +70,7 @@ class LMConfig:
 # these. The reported run (benchmarks/frames_meshes.py, seed 0, 100 episodes over all 77): 0.780 (0.760 before),
 # 12 undecided, median 44 steps, 1.93 CPU s per episode: the objects the tuning episodes never met are harder.
 # min_lead 5 -> 12 (issue 21, tuned on seed 2, all 77 objects once, 150 steps at most, by replaying decision rules on
-# evidence traces recorded without deciding): 0.805 -> 0.818, median 48 -> 72 steps, wrong decisions 11 -> 8, undecided 9 -> 12.
+# evidence traces recorded without deciding): 0.805 -> 0.818, median 48 -> 72 steps, wrong 11 -> 8, undecided 9 -> 12.
 # The ceiling is the evidence, not the rule: the true object leads after 200 steps in only 62 of 77 tuning episodes
 # (its best hypotheses lose track: runs of -1, "empty space"). Tried on those traces and not kept: score_floor -0.5
 # (+1 of 38), n_rotations 32 (-1 of 38), anchor_dir 0.5 (-1 of 36).
