@@ -29,6 +29,51 @@ def row(cols, widths) -> str:
     return " ".join(f"{c:>{w}}" for c, w in zip(cols, widths))
 
 
+def with_overrides(s, lm: list[str], max_steps: int):
+    """The Setting `s` with LMConfig knobs KEY=VALUE (parsed as the knob's type) and a step cap (0: unchanged)."""
+    from dataclasses import fields, replace
+
+    types = {f.name: type(getattr(s.lm, f.name)) for f in fields(s.lm)}
+    knobs = {}
+    for kv in lm:
+        key, sep, value = kv.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"--lm wants KEY=VALUE with KEY one of {sorted(types)}, got {kv!r}")
+        knobs[key] = value.lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
+    s = replace(s, lm=replace(s.lm, **knobs))
+    s.lm.validate()
+    return replace(s, max_steps=max_steps) if max_steps > 0 else s
+
+
+def replay_grid(names, models, s, a) -> None:
+    """Traces of --episodes episodes to s.max_steps, and a grid of decision rules replayed on them."""
+    import itertools
+
+    from frugalnet.frames.tracing import replay, trace_episodes
+
+    traces = trace_episodes(names, models, s, range(a.episodes), a.seed, s.max_steps, n_poses=a.episodes)
+    lm, rows = s.lm, []
+    now = replay(traces, s.max_steps, lm.min_steps, lm.x_percent, lm.min_lead, 0.0, lm.min_lead_steps,
+                 lm.symmetry_steps)
+    print(f"{a.episodes} traces of {s.max_steps} steps; the preset's rule (min_lead {lm.min_lead}, held "
+          f"{lm.min_lead_steps}): {now}")
+    for cap, lead, per_step, held in itertools.product(sorted({100, 150, s.max_steps}), (5, 8, 12, 16), (0, 0.1, 0.2),
+                                                       (2, 5, 10)):
+        if cap <= s.max_steps:
+            r = replay(traces, cap, lm.min_steps, lm.x_percent, lead, per_step, held, lm.symmetry_steps)
+            rows.append(((cap, lead, per_step, held), r))
+    rows.sort(key=lambda kr: (-kr[1]["accuracy"], kr[1]["median_steps"]))
+    widths = (4, 8, 8, 5, 8, 6, 5, 9)
+    print(row(("cap", "min_lead", "per_step", "held", "accuracy", "median", "wrong", "undecided"), widths))
+    for (cap, lead, per_step, held), r in rows:
+        print(row((cap, lead, per_step, held, f"{r['accuracy']:.3f}", f"{r['median_steps']:.0f}", r["wrong"],
+                   r["undecided"]), widths))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"traces": len(traces), "rules": [dict(zip(("cap", "min_lead", "lead_per_step", "held"), k),
+                                                              **r) for k, r in rows]}, f, indent=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--set", default="meshes", help="'meshes' (pybullet_data) or 'folder:<path>'")
@@ -41,7 +86,13 @@ def main() -> None:
                    choices=["main", "scaling", "voting", "baselines"],
                    help="what to run (baselines need main: they are scored on its episodes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default="", help="also write every summary here")
+    p.add_argument("--max-steps", type=int, default=0, help="step cap per episode (0: the study's mesh_max_steps)")
+    p.add_argument("--lm", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="learning-module knobs over the 'meshes' preset, e.g. --lm min_lead=8 min_lead_steps=5")
+    p.add_argument("--replay", action="store_true",
+                   help="tuning: record evidence traces of the episodes to --max-steps without deciding, then print "
+                        "the decision rules of a small grid replayed on them (nothing else is run)")
+    p.add_argument("--json", default="", help="also write every summary and the per-episode diagnostics here")
     a = p.parse_args()
 
     import torch
@@ -53,6 +104,7 @@ def main() -> None:
     cfg = FramesConfig(set=a.set, episodes=a.episodes, seed=a.seed)
     cfg.validate()
     names, s = cfg.names(a.set), cfg.setting(a.set)
+    s = with_overrides(s, a.lm, a.max_steps)
     print(f"CPU: {machine_summary()}; one thread; load average at start {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
     t0 = time.process_time()
@@ -60,6 +112,8 @@ def main() -> None:
     print(f"learned {len(names)} objects once each, one pose ({sum(len(m) for m in models)} stored points) in "
           f"{time.process_time() - t0:.1f} CPU s (sampling the meshes included); max steps {s.max_steps}")
     out: dict = {"cpu": machine_summary(), "objects": len(names)}
+    if a.replay:
+        return replay_grid(names, models, s, a)
 
     def show(label: str, v: dict) -> None:
         print(f"  {label:18s} accuracy {v['accuracy']:.3f}, median steps {v['median_steps']:.0f}, median ADD-S "
@@ -73,7 +127,11 @@ def main() -> None:
         print(f"\n{len(names)} objects, {a.episodes} noisy episodes at uniformly random rotations:")
         recs = ev.run_episodes(names, models, s, a.episodes, 1, a.seed, 10)
         out["one_column"] = main_summary = ev.summarise(recs)
+        out["one_column_episodes"] = diag = ev.diagnose(recs)
         show("1 column", main_summary)
+        bad = [d for d in diag if d["outcome"] != "correct"]
+        print(f"  not decided correctly ({len(bad)}): " + ", ".join(
+            f"{d['object']}:{d['outcome']}@{d['steps']}->{d['predicted']} rank {d['true_rank']}" for d in bad))
 
     widths = (7, 8, 6, 6, 7, 7, 8, 9, 9)
     scaling = sorted(set(c for c in a.scaling if c <= len(names))) if "scaling" in a.parts else []
@@ -92,7 +150,8 @@ def main() -> None:
 
     if a.columns > 1 and "voting" in a.parts:
         print(f"\n{len(names)} objects, the same {a.episodes} episodes with {a.columns} columns voting:")
-        out["voting"] = ev.summarise(ev.run_episodes(names, models, s, a.episodes, a.columns, a.seed, 10))
+        vrecs = ev.run_episodes(names, models, s, a.episodes, a.columns, a.seed, 10)
+        out["voting"], out["voting_episodes"] = ev.summarise(vrecs), ev.diagnose(vrecs)
         show(f"{a.columns} columns voting", out["voting"])
 
     if a.views and "baselines" in a.parts and recs:
@@ -104,6 +163,7 @@ def main() -> None:
         for v, accs in curves.items():
             print(row((v, f"{accs['pointnet']:.3f}", f"{accs['pointnet_rot_aug']:.3f}", f"{accs['d2_nn']:.3f}"),
                       (6, 9, 9, 9)))
+    out["settings"] = {"max_steps": s.max_steps, "lm": {k: v for k, v in vars(s.lm).items()}}
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
     if a.json:
         with open(a.json, "w") as f:

@@ -132,3 +132,37 @@ def test_plane_distance_forgives_sliding_along_the_surface(models):
         scores[plane] = lm._score(obs)
     assert scores[True][0] > scores[False][0] and scores[True][0] > 0.8
     assert scores[True][1] < scores[True][0] - 1.0
+
+
+def test_true_rank_and_episode_diagnostics():
+    from frugalnet.frames.episodes import true_rank
+    from frugalnet.frames.evaluate import diagnose
+
+    ev = np.array([3.0, 5.0, -np.inf, 5.0])
+    assert true_rank(ev, 1) == 1          # a tie counts against the true object
+    assert true_rank(ev, 0) == 2
+    assert true_rank(ev, 2) == 3          # pruned: last
+    recs = [{"object": "a", "decided": True, "correct": True, "steps": 30, "predicted_name": "a", "true_rank": 0},
+            {"object": "b", "decided": True, "correct": False, "steps": 21, "predicted_name": "a", "true_rank": 2},
+            {"object": "c", "decided": False, "correct": True, "steps": 200, "predicted_name": "c", "true_rank": 0}]
+    assert [d["outcome"] for d in diagnose(recs)] == ["correct", "wrong", "undecided"]
+    assert diagnose(recs)[1] == {"episode": 1, "object": "b", "outcome": "wrong", "correct": False, "steps": 21,
+                                 "predicted": "a", "true_rank": 2}
+
+
+def test_anchor_dir_turns_hypotheses_toward_the_stored_curvature_direction():
+    from scipy.spatial.transform import Rotation
+
+    from frugalnet.frames.learning_module import rotation_angle_deg
+
+    lm = EvidenceLM([], LMConfig(anchor_dir=0.5))
+    truth = Rotation.random(random_state=1).as_matrix()
+    stored = np.array([[[0, 0, 1.0], [1, 0, 0], [0, 1, 0]]])       # rows: normal z, first direction x
+    for deg, after in ((10, 5), (-20, 10), (170, 5), (60, 60)):     # 170 = -10 mod 180; 60 is past anchor_max_deg
+        lm.rot = (truth @ Rotation.from_rotvec([0, 0, np.deg2rad(deg)]).as_matrix())[None].copy()
+        lm._anchor_dir(np.array([0]), truth @ np.array([1.0, 0, 0]), stored, np.array([True]))
+        flipped = truth @ np.diag([-1.0, -1, 1])                        # same surface, direction sign flipped
+        assert min(rotation_angle_deg(truth, lm.rot)[0], rotation_angle_deg(flipped, lm.rot)[0]) \
+            == pytest.approx(after, abs=1e-6)
+    with pytest.raises(ValueError, match="anchor_dir"):
+        LMConfig(anchor_dir=1.5).validate()

@@ -115,11 +115,20 @@ def run_episode(ensemble: ColumnEnsemble, cloud: SurfaceCloud, rotation: np.ndar
     out["hypotheses_mean"] = float(np.mean(hyp)) if hyp else 0.0
     if true_index is not None:
         out["correct"] = bool(obj == true_index)
+        out["true_rank"] = true_rank(lm.object_evidence(), true_index)
         out["add_s"] = add_s(cloud.points, rot, origin, rotation, translation) / cloud.size \
             if obj == true_index else None
     if keep_history:
         out["history"] = np.stack(ensemble.columns[0].history)
     return out
+
+
+def true_rank(evidence: np.ndarray, true_index: int) -> int:
+    """Rank of the true object by evidence (0: it leads; ties count against it; pruned objects rank last)."""
+    ev = np.where(np.isfinite(evidence), evidence, -np.inf)
+    if not np.isfinite(ev[true_index]):
+        return len(ev) - 1
+    return int((np.delete(ev, true_index) >= ev[true_index]).sum())
 
 
 def _best_of(lm: EvidenceLM, obj: int) -> tuple[int, np.ndarray, np.ndarray, float]:

@@ -75,11 +75,21 @@ def run_episodes(names: Sequence[str], models: list[ObjectModel], s: Setting, n:
         rec = {"object": names[o], "true": o, "predicted": r["predicted"], "correct": r["correct"],
                "steps": r["steps"], "decided": r["decided"], "add_s": r["add_s"], "cpu_s": r["cpu_s"],
                "wall_s": r["wall_s"], "hypotheses_first": r["hypotheses_first"],
-               "hypotheses_mean": r["hypotheses_mean"], "sensed": np.round(r["sensed"], 5).tolist()}
+               "hypotheses_mean": r["hypotheses_mean"], "true_rank": r["true_rank"],
+               "predicted_name": r["name"], "sensed": np.round(r["sensed"], 5).tolist()}
         if "history" in r:
             rec["history"] = np.where(np.isfinite(r["history"]), r["history"], np.nan).tolist()
         out.append(rec)
     return out
+
+
+def diagnose(records: list[dict]) -> list[dict]:
+    """One line per episode for studying failures: object, outcome ('correct', 'wrong': decided on another object,
+    'undecided': the step cap was reached), steps (the decision step when decided), the object answered and the true
+    object's evidence rank at the end (0: it led)."""
+    return [{"episode": i, "object": r["object"], "outcome": "undecided" if not r["decided"]
+             else ("correct" if r["correct"] else "wrong"), "correct": bool(r["correct"]), "steps": int(r["steps"]),
+             "predicted": r.get("predicted_name"), "true_rank": r.get("true_rank")} for i, r in enumerate(records)]
 
 
 def summarise(records: list[dict]) -> dict:

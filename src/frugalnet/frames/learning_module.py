@@ -179,6 +179,10 @@ class EvidenceLM:
             if cfg.anchor > 0:
                 j = idx[np.arange(len(sel)), s.argmax(axis=1)]
                 self._anchor(sel, n_obj[sel], m._pose[j, 0], m._points_pad[j], np.isfinite(best))
+                if cfg.anchor_dir > 0 and obs.pose_defined:
+                    self._anchor_dir(sel, obs.pose[1], m._pose[j], np.isfinite(best) & m._defined[j])
+        if cfg.score_floor > -1:
+            score = np.maximum(score, cfg.score_floor)
         return score * obs.confidence
 
     def _anchor(self, sel: np.ndarray, n_sensed: np.ndarray, n_stored: np.ndarray, p_stored: np.ndarray,
@@ -199,6 +203,26 @@ class EvidenceLM:
         self.rot[h] = np.einsum("hij,hkj->hik", self.rot[h], q)                 # R q^T
         gap = ((p_stored[ok] - self.loc[h]) * n_stored[ok]).sum(1)
         self.loc[h] = self.loc[h] + cfg.anchor * gap[:, None] * n_stored[ok]
+
+    def _anchor_dir(self, sel: np.ndarray, d_body: np.ndarray, stored: np.ndarray, ok: np.ndarray) -> None:
+        """Anchoring about the normal: turn each hypothesis a fraction `anchor_dir` of the angle (mod 180 degrees,
+        the sign of a curvature direction is arbitrary) between the sensed first curvature direction and the best
+        stored point's, about the stored normal. The first sensation tries `n_rotations` angles about the normal
+        where directions are undefined; without this, their spacing stays an error that grows into a location
+        error along the path."""
+        cfg = self.config
+        if not ok.any():
+            return
+        h, n, s = sel[ok], stored[ok, 0], stored[ok, 1]
+        u = np.einsum("hji,j->hi", self.rot[h], d_body)                          # sensed direction, object frame
+        u = u - (u * n).sum(1, keepdims=True) * n
+        phi = np.arctan2((np.cross(u, s) * n).sum(1), (u * s).sum(1))           # turns u onto s about n
+        phi = (phi + np.pi / 2) % np.pi - np.pi / 2
+        small = (np.abs(phi) < np.deg2rad(cfg.anchor_max_deg)) & (np.linalg.norm(u, axis=1) > 0.3)
+        if not small.any():
+            return
+        q = Rotation.from_rotvec(n[small] * (cfg.anchor_dir * phi[small])[:, None]).as_matrix()
+        self.rot[h[small]] = np.einsum("hij,hkj->hik", self.rot[h[small]], q)
 
     def _prune(self) -> None:
         if len(self.ev) == 0:
