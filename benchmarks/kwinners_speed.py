@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from frugalnet.bench.harness import machine_summary
+from frugalnet.engine.timing import interleaved_samples
 from frugalnet.nn.kwinners import KWinners
 
 
@@ -28,11 +28,18 @@ def previous_forward(kw: KWinners, x: torch.Tensor) -> torch.Tensor:
     return x * mask
 
 
-def time_call(fn, reps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t0) / reps
+def time_and_print(title: str, fns: dict, reps: int, repeats: int, base: str, base_label: str) -> None:
+    """Time `fns` side by side with the project's one interleaved timer (blocks of `reps` calls, `repeats` rounds
+    in rotating order) and print medians, spread and ratios to `fns[base]`."""
+    blocks = {name: (lambda f=f: [f() for _ in range(reps)]) for name, f in fns.items()}
+    times = {name: [t / reps for t in ts]
+             for name, ts in interleaved_samples(blocks, repeats=repeats, max_seconds=float("inf")).items()}
+    print(f"\n{title}: median us per call [min, max]")
+    ref = statistics.median(times[base])
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:24s} {1e6 * med:9.1f}  [{1e6 * min(ts):.1f}, {1e6 * max(ts):.1f}]  "
+              f"{med / ref:5.2f}x of {base_label}")
 
 
 def train_main(a) -> None:
@@ -62,19 +69,8 @@ def train_main(a) -> None:
         g = torch.randn(b, a.n)
         fns = {"KWinners, kernel": step(kernel_kw, 1), "KWinners, PyTorch path": step(torch_kw, 1 << 62),
                "bare topk + scatter": topk}
-        reps = max(5, int(500 / b))
-        for f in fns.values():
-            time_call(f, reps)
-        times = {name: [] for name in fns}
-        for _ in range(a.repeats):
-            for name, f in fns.items():
-                times[name].append(time_call(f, reps))
-        print(f"\ntraining forward + backward, batch {b}, n {a.n}, k {kernel_kw.k}: median us per call [min, max]")
-        base = statistics.median(times["KWinners, kernel"])
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            print(f"  {name:24s} {1e6 * med:9.1f}  [{1e6 * min(ts):.1f}, {1e6 * max(ts):.1f}]  "
-                  f"{med / base:5.2f}x of the kernel")
+        time_and_print(f"training forward + backward, batch {b}, n {a.n}, k {kernel_kw.k}", fns,
+                       max(5, int(500 / b)), a.repeats, "KWinners, kernel", "the kernel")
 
 
 def main() -> None:
@@ -98,19 +94,8 @@ def main() -> None:
         assert torch.equal(kw(x), previous_forward(kw, x)), "the two versions disagree"
         fns = {"KWinners (now)": lambda: kw(x), "previous (stable sort)": lambda: previous_forward(kw, x),
                "torch.topk alone": lambda: torch.topk(x, k, dim=-1)}
-        reps = max(20, int(2000 / b))
-        for f in fns.values():
-            time_call(f, reps)                                          # warm up
-        times = {name: [] for name in fns}
-        for _ in range(a.repeats):                                      # interleaved rounds
-            for name, f in fns.items():
-                times[name].append(time_call(f, reps))
-        print(f"\nbatch {b}, n {a.n}, eval k {k}: median us per call [min, max]")
-        base = statistics.median(times["KWinners (now)"])
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            print(f"  {name:24s} {1e6 * med:9.1f}  [{1e6 * min(ts):.1f}, {1e6 * max(ts):.1f}]  "
-                  f"{med / base:5.2f}x of now")
+        time_and_print(f"batch {b}, n {a.n}, eval k {k}", fns, max(20, int(2000 / b)), a.repeats,
+                       "KWinners (now)", "now")
 
 
 if __name__ == "__main__":
