@@ -28,13 +28,9 @@ f32 = np.float32
 
 
 @nb.njit(inline="always", **JIT)
-def minifloat_round(v, mant, emin, fmax, u, stochastic):
-    """v (float32) onto a minifloat grid with subnormals, saturating; mirrors lowbit.quantizers.minifloat."""
-    a = f32(abs(v))
-    # the binade read from the float32 exponent field (no libm call, so the loop vectorises); below 2^emin, and for
-    # float32 subnormals (field 0, far below any emin here), the subnormal step continues
-    e = max(((a.view(np.int32) >> 23) & 0xFF) - 127, emin)
-    ulp = np.int32((e - mant + 127) << 23).view(np.float32)     # 2^(e - mant), exact
+def _round_to_ulp(v, a, ulp, fmax, u, stochastic):
+    """|v| = a rounded to a multiple of ulp (stochastically with uniform u, else to nearest even), saturated at
+    fmax, with v's sign: the step both minifloat roundings end with."""
     r = f32(a / ulp)
     if stochastic:
         k = math.floor(f32(r + u))
@@ -47,20 +43,23 @@ def minifloat_round(v, mant, emin, fmax, u, stochastic):
 
 
 @nb.njit(inline="always", **JIT)
+def minifloat_round(v, mant, emin, fmax, u, stochastic):
+    """v (float32) onto a minifloat grid with subnormals, saturating; mirrors lowbit.quantizers.minifloat."""
+    a = f32(abs(v))
+    # the binade read from the float32 exponent field (no libm call, so the loop vectorises); below 2^emin, and for
+    # float32 subnormals (field 0, far below any emin here), the subnormal step continues
+    e = max(((a.view(np.int32) >> 23) & 0xFF) - 127, emin)
+    ulp = np.int32((e - mant + 127) << 23).view(np.float32)     # 2^(e - mant), exact
+    return _round_to_ulp(v, a, ulp, fmax, u, stochastic)
+
+
+@nb.njit(inline="always", **JIT)
 def e2m1_round(v, u, stochastic):
     """minifloat_round specialised to E2M1 (same operations, the ulp found by comparisons instead of frexp/ldexp):
     ulp 0.5 below 2, 1 below 4, 2 above (anything from 8 up saturates to 6 under either ulp)."""
     a = abs(v)
     ulp = f32(0.5) if a < 2.0 else (f32(1.0) if a < 4.0 else f32(2.0))
-    r = f32(a / ulp)
-    if stochastic:
-        k = math.floor(f32(r + u))
-    else:
-        k = np.rint(r)
-    q = f32(f32(k) * ulp)
-    if q > 6.0:
-        q = f32(6.0)
-    return f32(math.copysign(q, v))
+    return _round_to_ulp(v, a, ulp, f32(6.0), u, stochastic)
 
 
 @nb.njit(inline="always", **JIT)
