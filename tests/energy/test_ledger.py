@@ -122,3 +122,18 @@ def test_factor_spread_and_flag_are_shown_and_validated(tmp_path):
     led.add_to_report(report, "spread")          # the chart draws the spread as an error bar
     report.write(tmp_path)
     assert (tmp_path / "spread-ledger.png").stat().st_size > 1000
+
+
+def test_value_outside_its_spread_still_draws(tmp_path):
+    """A ratio of medians can fall outside the quartiles of per-round ratios (seen in CI on a noisy machine);
+    the chart must still draw instead of failing on a negative error-bar length."""
+    led = Ledger("dense", "sparse")
+    led.add("inference speed", 1.0, 1.0, kind="measured", unit="s", in_product=False, low=1.2, high=1.5,
+            spread="quartiles of 5 rounds")
+    led.add("training speed", 3.0, 1.0, kind="measured", unit="s", in_product=False, low=1.5, high=2.0,
+            spread="quartiles of 5 rounds")
+    assert led.factors[0].value == 1.0 and led.factors[0].low == 1.2
+    report = Report("outside")
+    led.add_to_report(report, "outside")
+    report.write(tmp_path)
+    assert (tmp_path / "outside-ledger.png").stat().st_size > 1000

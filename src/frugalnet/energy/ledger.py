@@ -248,7 +248,10 @@ class Ledger:
                     edgecolor="black", linewidth=0.5)
             f = self.factors[i] if i < len(self.factors) else None
             if f is not None and f.low is not None:
-                ax.errorbar(v, y, xerr=[[v - f.low], [f.high - v]], fmt="none", ecolor="black", capsize=3)
+                # The value (e.g. a ratio of medians) need not lie inside the spread (e.g. quartiles of per-round
+                # ratios); matplotlib refuses negative error lengths, so a bar stops at the value on that side.
+                ax.errorbar(v, y, xerr=[[max(v - f.low, 0.0)], [max(f.high - v, 0.0)]], fmt="none", ecolor="black",
+                            capsize=3)
             label = f" {v:.3g}x ({kind})" + (f" {f.flag}" if f is not None and f.flag else "")
             ax.text(max(v, f.high if f is not None and f.high else 1.0, 1.0), y, label, va="center", ha="left",
                     fontsize=8)
