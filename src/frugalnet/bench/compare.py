@@ -54,7 +54,9 @@ def engine_runner(model: nn.Module, inputs: tuple, batch: int, settings: RunSett
     seconds = time.perf_counter() - t0
     plans = getattr(engine, "plans", {})
     plan = plans.get(batch) if isinstance(plans, dict) else None
-    note = f"compiled in {seconds:.1f} s" + (f"; plan: {', '.join(map(str, plan))}" if plan else "")
+    note = f"compiled in {seconds:.1f} s" + \
+        ("; layers timed with cold caches (weights > last-level cache)" if getattr(engine, "cold_cache", False)
+         else "") + (f"; plan: {', '.join(map(str, plan))}" if plan else "")
     info = {"engine": engine}
     try:
         info["weight_bytes"] = int(engine.weight_bytes(batch))

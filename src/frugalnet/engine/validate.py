@@ -134,7 +134,7 @@ def _lowbit(kind: str):
 VALIDATORS = {"linear": _linear, "lowbit_linear": _lowbit("lowbit_linear"), "lowbit_conv2d": _lowbit("lowbit_conv2d"), "conv2d": _conv, "kwinners": _kwinners, "pool": _pool, "affine": _affine,
               "complementary": _complementary, "relu": _none, "flatten": _none}
 VARIANTS = {   # variant bases each step kind can run (a plan naming another is refused)
-    "linear": {"torch", "mkl", "csr_rows", "csr_rows_t", "csc_rows", "csc_batched", "csc_active", "dense_active"},
+    "linear": {"torch", "mkl", "gemv", "csr_rows", "csr_rows_t", "csc_rows", "csc_batched", "csc_active", "dense_active"},
     "conv2d": {"torch", "onednn", "im2col", "torch_conv", "sparse_w", "direct", "active_dense", "active_sparse"},
     "kwinners": {"torch", "numba"}, "pool": {"torch", "numba"}, "complementary": {"torch", "packed"},
     "relu": {"torch"}, "flatten": {"torch"}, "affine": {"torch"},

@@ -7,11 +7,12 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
-from frugalnet.kernels import layouts, linear as linear_k
+from frugalnet.kernels import dense as dense_k, layouts, linear as linear_k
 from frugalnet.kernels._jit import threads
 
 
 MKL = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+GEMV_MAX_BATCH = 8      # the dense GEMV kernel (kernels.dense) is offered up to this batch
 
 
 def _effective_linear_macs(w: np.ndarray, x_nonzero: np.ndarray) -> float:
@@ -48,6 +49,10 @@ class LinearStep(Step):
         out = ["torch"]
         if MKL and act.batch > 1:   # the dense path: MKL's GEMM on a weight packed once for this many rows
             out += ["mkl:p"]
+        if act.batch <= GEMV_MAX_BATCH and wd >= 0.2:
+            # dense, memory-bound at small batches: W streamed once, row by row (PyTorch's GEMM path on a (1, in)
+            # input read a GPT-2 LM head at about half the rate of a plain pass over its bytes)
+            out += ["gemv:s", "gemv:p"]
         if wd < 0.7:
             # (at batch 1 the serial builds too: on a loaded machine a parallel kernel waits for a thread that is
             # not scheduled, and in a GPT decode step every projection then lost to PyTorch's GEMV; csc_active, the
@@ -95,7 +100,7 @@ class LinearStep(Step):
             wt = self.prepared("wt", lambda: np.ascontiguousarray(w.T))
             aidx, aval, counts = act.active()
             linear_k.dense_active.pick(par)(wt, aidx, aval, counts, b, out)
-        elif base in ("csc_rows", "csc_batched", "mkl"):
+        elif base in ("csc_rows", "csc_batched", "mkl", "gemv"):
             return self.bind(variant, act.shape)(act)
         else:
             raise ValueError(f"unknown Linear variant {variant!r}")
@@ -115,6 +120,18 @@ class LinearStep(Step):
 
             def f(act):
                 return Act(out_shape, dense=mkl_linear(act.tensor(), packed, wt_, bt_, rows).numpy())
+            return f
+        if base == "gemv":
+            k = dense_k.gemv_rows.pick(par)
+            dense_k.check_gemv(w, np.empty((1, w.shape[1]), np.float32), b, np.empty((1, w.shape[0]), np.float32))
+
+            def f(act):
+                out = empty(out_shape, np.float32)
+                x = act.dense()
+                if x.dtype != np.float32 or not x.flags.c_contiguous:
+                    x = np.ascontiguousarray(x, dtype=np.float32)
+                k(w, x, b, out)
+                return Act(out_shape, dense=out)
             return f
         if base == "csr_rows":
             c = self.prepared("csr", lambda: layouts.to_csr(w))
