@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
-from frugalnet.kernels import conv as conv_k, layouts, pool as pool_k
+from frugalnet.kernels import conv as conv_k, layouts, pool as pool_k, sparse_rows
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
@@ -38,6 +38,9 @@ class ConvStep(Step):
             out += _flavours("torch_conv", act.batch, split=False)
         if wd < 0.5:   # direct conv over the nonzero taps only pays off when most taps are zero
             out += _flavours("sparse_w", act.batch, split=True)
+            # im2col, then each nonzero weight adds its scaled input row to its output row, the positions in
+            # vector lanes held in registers (kernels.sparse_rows): one FMA per nonzero per 8 positions
+            out += _flavours("im2col_csr", act.batch, split=True)
         # dense input: direct conv with register-held sums; sparse input: over the active inputs only. Each only in
         # its parallel build (at batch 1 it splits the output rows): one build halves the JIT time.
         if act.density() >= 0.5:
@@ -205,6 +208,22 @@ class ConvStep(Step):
                 k(padded(act.dense()), ptr, taps, val, b, sh, sw, dh, dw, out)
                 return Act(out_shape, dense=pooled(out))
             return f
+        if base == "im2col_csr":
+            full = self._full()
+            cout, cin, kh, kw = full.shape
+            c = self.prepared("csr2d", lambda: layouts.to_csr(np.ascontiguousarray(full.reshape(cout, -1))))
+            kcol, kmul = conv_k.im2col.pick(par), sparse_rows.csr_rows_cols.pick(par)
+            batch, n_pos, n_k = shape[0], conv_shape[2] * conv_shape[3], cin * kh * kw
+
+            def f(act):
+                xp = padded(act.dense())
+                cols = empty((1, n_k, n_pos), np.float32)    # one sample at a time: stays in L2 at CIFAR sizes
+                out = empty(conv_shape, np.float32)
+                for i in range(batch):
+                    kcol(xp[i:i + 1], kh, kw, sh, sw, dh, dw, cols)
+                    kmul(c.ptr, c.idx, c.val, cols[0], b, out[i].reshape(cout, n_pos))
+                return Act(out_shape, dense=pooled(out))
+            return f
         if base == "im2col":
             full = self._full()
             cout, cin, kh, kw = full.shape
@@ -280,6 +299,9 @@ class ConvStep(Step):
         if variant.startswith("sparse_w"):
             return sum(a.nbytes for a in self.prepared("taps", lambda: layouts.conv_nonzero_taps(self._full()))) \
                 + b.nbytes
+        if variant.startswith("im2col_csr"):
+            return self.prepared("csr2d", lambda: layouts.to_csr(np.ascontiguousarray(
+                self._full().reshape(w.shape[0], -1)))).nbytes + b.nbytes
         if variant.startswith("active_sparse"):
             return self.prepared("sparse_taps", lambda: layouts.conv_taps_sparse(self._full())).nbytes + b.nbytes
         return w.nbytes + b.nbytes
