@@ -22,7 +22,7 @@ def test_csr_rows_cols_matches_dense(m, k, n):
     for par in (False, True):
         out = np.empty((m, n), np.float32)
         check_csr_rows_cols(c.ptr, c.idx, c.val, x, b, out)
-        csr_rows_cols.pick(par)(c.ptr, c.idx, c.val, x, b, out)
+        csr_rows_cols.pick(par)(c.ptr, c.idx, c.val, x, b, out, 2 if par else 1)
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
 from frugalnet.kernels import conv as conv_k, layouts, pool as pool_k, sparse_rows
+from frugalnet.kernels._jit import threads as kernel_threads
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
@@ -214,6 +215,7 @@ class ConvStep(Step):
             c = self.prepared("csr2d", lambda: layouts.to_csr(np.ascontiguousarray(full.reshape(cout, -1))))
             kcol, kmul = conv_k.im2col.pick(par), sparse_rows.csr_rows_cols.pick(par)
             batch, n_pos, n_k = shape[0], conv_shape[2] * conv_shape[3], cin * kh * kw
+            nparts = kernel_threads() if par else 1
 
             def f(act):
                 xp = padded(act.dense())
@@ -221,7 +223,7 @@ class ConvStep(Step):
                 out = empty(conv_shape, np.float32)
                 for i in range(batch):
                     kcol(xp[i:i + 1], kh, kw, sh, sw, dh, dw, cols)
-                    kmul(c.ptr, c.idx, c.val, cols[0], b, out[i].reshape(cout, n_pos))
+                    kmul(c.ptr, c.idx, c.val, cols[0], b, out[i].reshape(cout, n_pos), nparts)
                 return Act(out_shape, dense=pooled(out))
             return f
         if base == "im2col":

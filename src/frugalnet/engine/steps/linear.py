@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
-from frugalnet.kernels import dense as dense_k, layouts, linear as linear_k
+from frugalnet.kernels import dense as dense_k, layouts, linear as linear_k, sparse_rows
 from frugalnet.kernels._jit import threads
 
 
@@ -89,7 +89,9 @@ class LinearStep(Step):
         elif base == "csr_rows_t":
             c = self.prepared("csr", lambda: layouts.to_csr(w))
             out_t = np.empty((shape[1], shape[0]), np.float32)
-            linear_k.csr_rows_t.pick(par)(c.ptr, c.idx, c.val, np.ascontiguousarray(act.dense().T), b, out_t)
+            # (kernels.sparse_rows: csr_rows_t's arithmetic, blocked so a block of the input serves every row)
+            sparse_rows.csr_rows_cols.pick(par)(c.ptr, c.idx, c.val, np.ascontiguousarray(act.dense().T), b, out_t,
+                                                threads() if par else 1)
             out = np.ascontiguousarray(out_t.T)
         elif base == "csc_active":
             c = self.prepared("csc", lambda: layouts.to_csc(w))
