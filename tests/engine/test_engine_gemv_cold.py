@@ -70,3 +70,22 @@ def test_cold_cache_compile_matches_and_says_so(cold):
     torch.testing.assert_close(eng(x), model(x), rtol=1e-4, atol=1e-5)
     assert set(eng.plans[1]) <= {"torch", "gemv:s", "gemv:p", "csr_rows:s", "csr_rows:p", "csc_rows:s", "csc_rows:p",
                                   "dense_active:s", "dense_active:p", "numba:s", "numba:p"}
+
+
+def test_engine_forced_to_gemv_and_im2col_csr_saves_loads_and_matches(tmp_path):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 16)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_((torch.rand_like(model[0].weight) > 0.8).float())
+    x = torch.randn(1, 3, 6, 6)
+    eng = E.compile(model, x, repeats=1, jit_workers=0)
+    kinds = [s.kind for s in eng.steps]
+    forced = ["im2col_csr:s" if k == "conv2d" else "gemv:p" if k == "linear" else v
+              for k, v in zip(kinds, eng.plans[1])]
+    eng.plans[1] = forced
+    eng._bound.clear()
+    ref = model(x)
+    torch.testing.assert_close(eng(x), ref, rtol=1e-4, atol=1e-5)
+    back = E.load(eng.save(tmp_path / "m.engine.npz"))
+    assert back.plans[1] == forced
+    torch.testing.assert_close(back(x), ref, rtol=1e-4, atol=1e-5)
