@@ -79,12 +79,13 @@ def mlp_dense() -> nn.Module:
     return nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
 
 
-def mlp_sparse(act: str, mode: str | None = None) -> nn.Module:
+def mlp_sparse(act: str, mode: str | None = None, compact: bool = False) -> nn.Module:
     from frugalnet.nn import KWinners, SparseLinear
 
     def a():
         return KWinners(2048, 0.05) if act == "kwinners" else TopK(round(2048 * 0.05))
-    l1, l2 = SparseLinear(784, 2048, 0.9, seed=0), SparseLinear(2048, 2048, 0.9, seed=1)
+    l1 = SparseLinear(784, 2048, 0.9, seed=0, compact=compact)
+    l2 = SparseLinear(2048, 2048, 0.9, seed=1, compact=compact)
     l1.kernel_mode = l2.kernel_mode = mode
     return nn.Sequential(l1, a(), l2, a(), nn.Linear(2048, 10))
 
@@ -240,6 +241,7 @@ def main() -> None:
         x, y = torch.rand(256, 784), torch.randint(0, 10, (256,))
         configs = {"dense MLP (PyTorch)": make_step(mlp_dense(), x, y),
                    "sparse MLP, KWinners": make_step(mlp_sparse("kwinners"), x, y),
+                   "sparse MLP, KWinners, compact": make_step(mlp_sparse("kwinners", compact=True), x, y),
                    "sparse MLP, top-k k-WTA (sparse layers' share)": make_step(mlp_sparse("topk"), x, y),
                    "sparse MLP, top-k k-WTA, kernel_mode=dense": make_step(mlp_sparse("topk", "dense"), x, y)}
         if not args.no_compile:

@@ -137,15 +137,30 @@ def layout_of(module) -> _Layout:
     """The module's compressed mask layout; rebuilt when `set_mask_` bumped `mask_version` or the mask buffer was
     written in place (its tensor version counter) or replaced (its storage)."""
     mask = module.weight_mask
-    if tuple(mask.shape) != tuple(module.weight.shape) or mask.dim() != 2:
-        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape "
-                         f"{tuple(module.weight.shape)}; change masks with set_mask_(mask)")
+    shape = module._weight_shape()
+    if tuple(mask.shape) != shape or mask.dim() != 2:
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape {shape}; change masks "
+                         "with set_mask_(mask)")
     key = (getattr(module, "mask_version", 0), mask._version, mask.data_ptr(), tuple(mask.shape))
     cached = module.__dict__.get("_train_layout")
     if cached is None or cached[0] != key:
-        cached = (key, _Layout(mask))
+        new = (key, _Layout(mask))
+        if module.compact:
+            _check_compact_mask(module, None if cached is None else cached[1], new[1])
+        cached = new
         module.__dict__["_train_layout"] = cached
     return cached[1]
+
+
+def _check_compact_mask(module, old: _Layout | None, new: _Layout) -> None:
+    """A compact layer's values belong to the mask positions they were made for: a mask written since (in place
+    or replaced) must keep exactly those positions."""
+    same = (new.layout.nnz == module.weight_values.numel() if old is None
+            else np.array_equal(old.layout.csr_flat, new.layout.csr_flat))
+    if not same:
+        raise ValueError("the mask of a compact layer was changed: its values no longer match the mask's positions; "
+                         "change masks with compact_(False), set_mask_(mask), compact_(True), then rebuild the "
+                         "optimizer")
 
 
 # ---- the autograd Function ---------------------------------------------------------------------------------------
@@ -161,12 +176,15 @@ def _parallel_default() -> bool:
 
 
 class _Values:
-    """The weight's values in CSR / CSC order, gathered on first use (one index_select over the nonzeros)."""
+    """The weight's values in CSR / CSC order: a compact layer's values Parameter (nnz,) as they are, a dense
+    weight's gathered on first use (one pass over the nonzeros); the masked dense weight built on demand for the
+    dense candidates."""
 
     def __init__(self, weight: Tensor, lay: _Layout) -> None:
         self.weight = weight
         self.lay = lay
-        self._csr = None
+        self.compact = weight.dim() == 1
+        self._csr = weight.detach().numpy() if self.compact else None
         self._csc = None
         self._masked = None
 
@@ -190,8 +208,20 @@ class _Values:
 
     def masked(self, mask: Tensor) -> Tensor:
         if self._masked is None:
-            self._masked = self.weight.detach() * mask
+            if self.compact:
+                self._masked = expand(self.lay.layout, self.csr())
+            else:
+                self._masked = self.weight.detach() * mask
         return self._masked
+
+
+def expand(layout, values: np.ndarray, parallel: bool = False) -> Tensor:
+    """The dense (out, in) tensor holding CSR `values` at the mask's positions, zeros elsewhere."""
+    from frugalnet.kernels.train import expand_rows
+
+    out = np.empty(layout.shape, np.float32)
+    expand_rows.pick(parallel)(layout.csr_ptr, layout.csr_idx, values, out)
+    return torch.from_numpy(out)
 
 
 def _active(a: np.ndarray):
@@ -278,32 +308,45 @@ def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Te
 
 
 def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transposed, lay: _Layout, mask: Tensor,
-                            mode: str) -> dict:
+                            mode: str, compact: bool = False) -> dict:
+    """The weight gradient's candidates: dense (out, in) with zeros outside the mask, or with `compact` the (nnz,)
+    values in CSR order (no dense tensor is formed by the kernels then)."""
     from frugalnet.kernels import train as T
 
     layout = lay.layout
+
+    def finish(vals: np.ndarray, par: bool) -> Tensor:
+        return torch.from_numpy(vals) if compact else expand(layout, vals, par)
     cands = {}
     if mode != "sparse":
-        cands["dense"] = lambda: (gy.t() @ x).mul_(mask)
+        def dense():
+            g = gy.t() @ x
+            if not compact:
+                return g.mul_(mask)
+            vals = np.empty(layout.nnz, np.float32)
+            T.gather.serial(g.reshape(-1).numpy(), layout.csr_flat, vals)
+            return torch.from_numpy(vals)
+        cands["dense"] = dense
     if mode != "dense":
         for par in _parallel_options():
             def sddmm(par=par):
-                gw = np.empty(layout.shape, np.float32)
-                T.sddmm_dense.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.t, gw)
-                return torch.from_numpy(gw)
+                vals = np.empty(layout.nnz, np.float32)
+                T.sddmm_dense.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.t, vals)
+                return finish(vals, par)
 
             def sddmm_gy(par=par):
-                gw = np.empty(layout.shape, np.float32)
-                acc = np.empty((layout.shape[0], max(1, layout.max_row_nnz)), np.float32)
-                T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.a, gw, acc)
-                return torch.from_numpy(gw)
+                vals = np.empty(layout.nnz, np.float32)
+                T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.a, vals)
+                return finish(vals, par)
             cands[f"sddmm/{int(par)}"] = sddmm
             cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
     return cands
 
 
 class SparseLinearFunction(torch.autograd.Function):
-    """y = x (W * mask)^T + b for 2-D float32 CPU x, on the sparse kernels or dense ops as chosen per product."""
+    """y = x (W * mask)^T + b for 2-D float32 CPU x, on the sparse kernels or dense ops as chosen per product.
+    `weight` is the dense (out, in) parameter, or a compact layer's (nnz,) values in the layout's CSR order (its
+    gradient is then the (nnz,) values' gradient)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, lay: _Layout, mode: str):
@@ -311,9 +354,11 @@ class SparseLinearFunction(torch.autograd.Function):
         n_out, n_in = lay.layout.shape
         xkey = density_bucket(x) if mode != "dense" else -1
         xp = _Transposed(x.detach().numpy())   # x's transpose, made once for the forward and the weight gradient
-        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode), _forward_candidates(x, xp, vals, mask, bias, mode))
+        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode, vals.compact),
+                  _forward_candidates(x, xp, vals, mask, bias, mode))
         ctx.save_for_backward(x, weight, mask)
         ctx.lay, ctx.mode, ctx.has_bias, ctx.xkey = lay, mode, bias is not None, xkey
+        ctx.compact = vals.compact
         ctx.vals = vals   # reuses gathered values / masked weight in backward
         ctx.xp = xp       # and x's transpose
         return y
@@ -329,12 +374,13 @@ class SparseLinearFunction(torch.autograd.Function):
         gyp = _Transposed(gy.detach().numpy())
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode),
+            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode, ctx.compact),
                        _grad_input_candidates(gy, gyp, vals, mask, mode))
         if ctx.needs_input_grad[1]:
-            gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode),
-                       _grad_weight_candidates(gy, gyp, x, ctx.xp, lay, mask, mode))
-            lay.clean_grad = (gw.data_ptr(), gw._version)   # zero outside the mask: the optimizer hook may skip it
+            gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode, ctx.compact),
+                       _grad_weight_candidates(gy, gyp, x, ctx.xp, lay, mask, mode, ctx.compact))
+            if not ctx.compact:   # zero outside the mask: the optimizer hook may skip it
+                lay.clean_grad = (gw.data_ptr(), gw._version)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             from frugalnet.kernels.train import column_sums
 
@@ -353,21 +399,22 @@ def _kernel_eligible(x: Tensor, weight: Tensor) -> bool:
 def sparse_linear(module, x: Tensor) -> Tensor:
     """SparseLinear's forward: the Function on the kernels where eligible (float32 on CPU, not under
     compile/export/tracing), else F.linear with the weight masked at forward time (autograd then masks its
-    gradient); under torch.export the plain F.linear on the stored (zero-outside-mask) weight, so exported graphs
-    keep the form the inference engine lowers."""
-    weight, bias, mask = module.weight, module.bias, module.weight_mask
+    gradient; a compact layer's weight is built from its values); under torch.export the plain F.linear on the
+    stored (zero-outside-mask) weight, so exported graphs keep the form the inference engine lowers."""
+    bias, mask, compact = module.bias, module.weight_mask, module.compact
     if torch.compiler.is_exporting() or torch.jit.is_scripting():
-        return torch.nn.functional.linear(x, weight, bias)
-    if tuple(mask.shape) != tuple(weight.shape):
-        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}; "
-                         "change masks with set_mask_(mask)")
+        return torch.nn.functional.linear(x, module.weight, bias)
+    params = module.weight_values if compact else module.weight
+    if tuple(mask.shape) != (module.out_features, module.in_features):
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape "
+                         f"{(module.out_features, module.in_features)}; change masks with set_mask_(mask)")
     mode = getattr(module, "kernel_mode", None) or _mode
     if mode not in MODES:
         raise ValueError(f"kernel_mode must be one of {MODES}, got {mode!r}")
-    small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * weight.numel() < MIN_KERNEL_WORK
-    if mode == "dense" or small or not _kernel_eligible(x, weight):
-        return torch.nn.functional.linear(x, weight * mask, bias)
+    small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * mask.numel() < MIN_KERNEL_WORK
+    if mode == "dense" or small or not _kernel_eligible(x, params):
+        return torch.nn.functional.linear(x, module.weight if compact else params * mask, bias)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
-    y = SparseLinearFunction.apply(x2, weight, bias, mask, layout_of(module), mode)
+    y = SparseLinearFunction.apply(x2, params, bias, mask, layout_of(module), mode)
     return y.reshape(*lead, y.shape[-1])

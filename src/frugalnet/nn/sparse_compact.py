@@ -1,0 +1,99 @@
+"""Compact storage of a sparse layer's weights: only the mask's nonzero values are a Parameter.
+
+`SparseLinear(..., compact=True)` or `layer.compact_()`: the Parameter `weight_values` (nnz,) holds the weights at
+the mask's positions in row-major (CSR) order, the order of `kernels.train.MaskLayout.csr_flat`. The sparse kernels
+read these values directly and write their gradient as (nnz,) values (no dense gradient is formed), so the
+optimizer's passes (gradient, momentum, Adam moments, weight decay) run over nnz floats instead of out x in, and
+masked weights cannot move: they are not stored. The dense `weight` is built on demand (inspection, export, the
+PyTorch fallback path), and `state_dict()` keeps the dense format (`weight`, `bias`, `weight_mask`), so a
+checkpoint loads into either storage.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def _flat_index(mask: Tensor) -> Tensor:
+    """Positions of the mask's nonzeros in the flattened weight, row-major (= CSR order of the (out, -1) view)."""
+    return torch.nonzero(mask.reshape(-1), as_tuple=False).squeeze(1)
+
+
+def values_of(module, weight: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The values of a dense `weight` at the module's (or the given) mask, in CSR order."""
+    mask = module.weight_mask if mask is None else mask
+    return weight.reshape(-1)[_flat_index(mask).to(weight.device)]
+
+
+def dense_weight(module) -> Tensor:
+    """The dense weight of a compact module, differentiable with respect to `weight_values`."""
+    values = module.weight_values
+    flat = _flat_index(module.weight_mask).to(values.device)
+    dense = torch.zeros(module.weight_mask.numel(), dtype=values.dtype, device=values.device)
+    return dense.index_put((flat,), values).view(module._weight_shape())
+
+
+def to_compact(module) -> None:
+    from frugalnet.nn import sparse as S
+    from frugalnet.nn.sparse_functional import layout_of
+
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f"compact storage is implemented for SparseLinear, not {type(module).__name__}")
+    weight = module._parameters["weight"]
+    values = values_of(module, weight.detach()).clone()
+    del module._parameters["weight"]
+    module.compact = True
+    module.register_parameter("weight_values", nn.Parameter(values, requires_grad=weight.requires_grad))
+    for key in ("_train_layout", "_clean_weight", "_clean_state"):
+        module.__dict__.pop(key, None)
+    S._LIVE.discard(module)       # no mask hooks: nothing outside the mask is stored
+    if module.weight_mask.dim() == 2 and module.weight_mask.device.type == "cpu":
+        layout_of(module)         # the positions the values belong to (checked against later mask writes)
+
+
+def to_dense(module) -> None:
+    from frugalnet.nn import sparse as S
+
+    values = module._parameters["weight_values"]
+    dense = dense_weight(module).detach().clone()
+    del module._parameters["weight_values"]
+    module.compact = False
+    module.weight = nn.Parameter(dense, requires_grad=values.requires_grad)
+    module.__dict__.pop("_train_layout", None)
+    S._install_optimizer_hooks()
+    S._LIVE.add(module)
+
+
+def save_compact(module, save, destination, prefix: str, keep_vars: bool) -> None:
+    """state_dict of a compact module in the dense format: `weight` (built from the values), then the rest."""
+    w = dense_weight(module)
+    destination[prefix + "weight"] = w if keep_vars else w.detach()
+    save(destination, prefix, keep_vars)
+    destination.pop(prefix + "weight_values", None)
+
+
+def load_compact(module, load, state_dict, prefix: str, local_metadata, strict, missing_keys, unexpected_keys,
+                 error_msgs) -> None:
+    """Load a dense-format state dict (`weight`, `weight_mask`) into a compact module: the values are taken at the
+    loaded mask's positions (a mask with a different number of nonzeros replaces the `weight_values` Parameter:
+    rebuild the optimizer after such a load)."""
+    wkey, mkey, vkey = prefix + "weight", prefix + "weight_mask", prefix + "weight_values"
+    if wkey in state_dict and vkey not in state_dict:
+        dense = state_dict.pop(wkey)
+        mask = state_dict.get(mkey, module.weight_mask)
+        shape = module._weight_shape()
+        if not isinstance(dense, Tensor) or tuple(dense.shape) != shape:
+            error_msgs.append(f"size mismatch for {wkey}: expected {shape}, got "
+                              f"{tuple(getattr(dense, 'shape', ()))}")
+            return
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != shape:
+            error_msgs.append(f"size mismatch for {mkey}: expected {shape}, got {tuple(getattr(mask, 'shape', ()))}")
+            return
+        values = values_of(module, dense, mask.to(torch.bool))
+        old = module.weight_values
+        if values.numel() != old.numel():
+            module._parameters["weight_values"] = nn.Parameter(
+                torch.empty(values.numel(), dtype=old.dtype, device=old.device), requires_grad=old.requires_grad)
+        state_dict[vkey] = values
+    load(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+    module.__dict__.pop("_train_layout", None)   # values and mask were loaded together: a new pairing
