@@ -83,3 +83,4 @@ def test_zero_outside_equals_mask_multiply(parallel):
     wn = w.numpy().copy()
     T.zero_outside.pick(parallel)(wn, lay.csr_ptr, lay.csr_idx)
     np.testing.assert_array_equal(wn, ref.numpy())
+

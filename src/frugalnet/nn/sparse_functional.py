@@ -239,7 +239,6 @@ def _forward_candidates(x: Tensor, xp: "_Transposed", vals: _Values, mask: Tenso
                         mode: str) -> dict:
     lay = vals.lay.layout
     n_out = lay.shape[0]
-    xn = x.detach().numpy()
     bn = np.zeros(n_out, np.float32) if bias is None else bias.detach().numpy()
     cands = {}
     if mode != "sparse":
@@ -249,28 +248,29 @@ def _forward_candidates(x: Tensor, xp: "_Transposed", vals: _Values, mask: Tenso
         cands["dense"] = dense
     if mode != "dense":
         cands.update(_sparse_product_candidates(
-            xn, lambda: xp.t, (lay.csr_ptr, lay.csr_idx, vals.csr),
+            xp, (lay.csr_ptr, lay.csr_idx, vals.csr),
             (lay.csc_split, lay.csc_idx, vals.csc), bn, n_out, ("csr", "csc")))
     return cands
 
 
-def _sparse_product_candidates(a: np.ndarray, a_t, rows, cols, bias: np.ndarray, n_out: int, names) -> dict:
-    """The two sparse ways to compute a @ M^T for a (B, n) array `a` and a sparse M given both by rows (ptr, idx,
+def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n_out: int, names) -> dict:
+    """The two sparse ways to compute a @ M^T for a (B, n) array `a.a` and a sparse M given both by rows (ptr, idx,
     values()) and by columns cut for the threads (split, idx, values()): row dot products over a's transpose
-    (`a_t()`, made on demand), or a scatter of a's nonzeros down M's columns; each serial and parallel. The forward
+    (`a.t`), or a scatter of a's nonzeros (`a.active`) down M's columns; each serial and parallel. The forward
     (M = W) and the input gradient (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
     from frugalnet.kernels import linear as K
 
     cands = {}
+    batch = a.a.shape[0]
     for par in _parallel_options():
         def by_rows(par=par):
-            out_t = np.empty((n_out, a.shape[0]), np.float32)
-            K.csr_rows_t.pick(par)(rows[0], rows[1], rows[2](), a_t(), bias, out_t)
+            out_t = np.empty((n_out, batch), np.float32)
+            K.csr_rows_t.pick(par)(rows[0], rows[1], rows[2](), a.t, bias, out_t)
             return torch.from_numpy(out_t).t().contiguous()
 
         def by_cols(par=par):
-            aidx, aval, counts = _active(a)
-            out = np.empty((a.shape[0], n_out), np.float32)
+            aidx, aval, counts = a.active
+            out = np.empty((batch, n_out), np.float32)
             K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](), aidx, aval, counts, bias, out)
             return torch.from_numpy(out)
         cands[f"{names[0]}/{int(par)}"] = by_rows
@@ -279,30 +279,39 @@ def _sparse_product_candidates(a: np.ndarray, a_t, rows, cols, bias: np.ndarray,
 
 
 class _Transposed:
-    """A (B, n) array and its C-contiguous transpose, made on first use and shared by the backward products."""
+    """A (B, n) array, its C-contiguous transpose and its nonzeros per row, each made on first use and shared by
+    the products that need them (forward and weight gradient for x; both gradients for gy)."""
 
     def __init__(self, a: np.ndarray) -> None:
         self.a = a
         self._t = None
+        self._active = None
 
     @property
     def t(self) -> np.ndarray:
+        # PyTorch's blocked transpose: numpy's (and a plain loop) reads a (256, 2048) array down columns 8 KB
+        # apart, all in one cache set: 1.5 ms against 0.39 ms on one thread
         if self._t is None:
-            self._t = np.ascontiguousarray(self.a.T)
+            self._t = torch.from_numpy(self.a).t().contiguous().numpy()
         return self._t
+
+    @property
+    def active(self):
+        if self._active is None:
+            self._active = _active(self.a)
+        return self._active
 
 
 def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Tensor, mode: str) -> dict:
     lay = vals.lay.layout
     n_in = lay.shape[1]
-    gyn = gyp.a
     zeros = np.zeros(n_in, np.float32)
     cands = {}
     if mode != "sparse":
         cands["dense"] = lambda: gy @ vals.masked(mask)
     if mode != "dense":
         cands.update(_sparse_product_candidates(
-            gyn, lambda: gyp.t, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr),
+            gyp, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr),
             zeros, n_in, ("csc_t", "scatter")))
     return cands
 
