@@ -65,6 +65,14 @@ class TopKFlat(nn.Module):
         return (flat * torch.zeros_like(flat).scatter_(1, idx, 1.0)).view_as(x)
 
 
+def compact(model: nn.Module) -> nn.Module:
+    """The model with every SparseLinear in compact storage (only the mask's values are trained)."""
+    from frugalnet.nn.sparse_compact import compact_layers_
+
+    compact_layers_(model)
+    return model
+
+
 def cnn_sparse_topk() -> nn.Module:
     """sparse_cnn2 with each KWinners / KWinners2d replaced by a bare top-k of the same k."""
     from frugalnet.models.cnn import sparse_cnn2
@@ -176,7 +184,9 @@ def demo_steps(rounds: int, warmup: int) -> None:
     ys = [bundle.train.y[i * 64:(i + 1) * 64] for i in range(16)]
 
     def make(kind):
-        model = build_model(kind, bundle, cfg, seed=0)
+        model = build_model(kind.removesuffix("-compact"), bundle, cfg, seed=0)
+        if kind.endswith("-compact"):
+            compact(model)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         count = [0]
 
@@ -187,7 +197,8 @@ def demo_steps(rounds: int, warmup: int) -> None:
             nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
             opt.step()
         return step
-    steps = {"dense CNN-2 (demo)": make("dense"), "sparse CNN-2 (demo recipe)": make("sparse")}
+    steps = {"dense CNN-2 (demo)": make("dense"), "sparse CNN-2 (demo recipe)": make("sparse"),
+             "sparse CNN-2 (demo), compact fc1": make("sparse-compact")}
     for fn in steps.values():
         for _ in range(max(warmup, len(xs))):
             fn()
@@ -195,7 +206,7 @@ def demo_steps(rounds: int, warmup: int) -> None:
     wall = {n: [] for n in steps}
     names = list(steps)
     for r in range(rounds):
-        for n in names[r % 2:] + names[:r % 2]:
+        for n in names[r % len(names):] + names[:r % len(names)]:
             c0, t0 = time.process_time(), time.perf_counter()
             steps[n]()
             cpu[n].append(time.process_time() - c0)
@@ -256,6 +267,7 @@ def main() -> None:
                    "dense CNN-2, channels_last (PyTorch)": make_step(
                        dense_cnn2().to(memory_format=cl), x.contiguous(memory_format=cl), y),
                    "sparse CNN-2": make_step(sparse_cnn2(), x, y),
+                   "sparse CNN-2, compact fc1": make_step(compact(sparse_cnn2()), x, y),
                    "sparse CNN-2, top-k k-WTA (sparse layers' share)": make_step(cnn_sparse_topk(), x, y)}
         if not args.no_compile:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))

@@ -97,3 +97,16 @@ def load_compact(module, load, state_dict, prefix: str, local_metadata, strict, 
         state_dict[vkey] = values
     load(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
     module.__dict__.pop("_train_layout", None)   # values and mask were loaded together: a new pairing
+
+
+def compact_layers_(model: nn.Module, enabled: bool = True) -> list[str]:
+    """Switch every SparseLinear in `model` to compact storage (or back, `enabled=False`); returns their names.
+    Build the optimizer after calling it."""
+    from frugalnet.nn.sparse import SparseLinear
+
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, SparseLinear):
+            module.compact_(enabled)
+            names.append(name)
+    return names
