@@ -5,6 +5,7 @@ Per product (y = conv(x, W * mask) + b; gx and gW its gradients):
 
   forward  dense (F.conv2d on the masked weight)  | active/0|1 (scatter of x's nonzeros, channels-last output)
   gW       dense (PyTorch's weight gradient x mask) | active/0|1 (x's nonzeros times gy's channel vectors)
+           | im2col (gy^T @ patches, one GEMM: CNN-2's one-channel conv1, where PyTorch's own is slow)
   gx       dense (PyTorch's input gradient)        | gemm (gy x W as one matrix product, then a numba fold)
 
 Outputs are channels-last tensors on every path (the kernels' a permuted view, no copy; the dense path's one copy,
@@ -123,6 +124,15 @@ class SparseConv2dFunction(torch.autograd.Function):
                     return torch.mul(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask, out=gw)
                 for par in SF._parallel_options():
                     cands[f"active/{int(par)}"] = lambda par=par: active(par)
+
+                def im2col():
+                    n_o, c, kh, kw = wm.shape
+                    g = gy_cl()
+                    cols = np.empty((g.shape[0] * g.shape[1] * g.shape[2], c * kh * kw), np.float32)
+                    CT.im2col_rows.pick(SF._parallel_default())(xn, kh, kw, cols)
+                    gw = torch.from_numpy(g.reshape(-1, n_o)).t() @ torch.from_numpy(cols)
+                    return gw.view(tuple(wm.shape)).mul_(mask)
+                cands["im2col"] = im2col
             gw = SF._pick(("conv_gw",) + shapes + (ctx.xkey, mode), cands)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.reshape(gy.shape[0], gy.shape[1], -1).sum(2).sum(0)   # inner dim first: 3x faster than
