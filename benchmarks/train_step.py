@@ -8,14 +8,29 @@ dense PyTorch model.
   MLP 784-2048-2048-10, batch 256: dense (nn.Linear + ReLU) against SparseLinear 90% sparse weights with
     KWinners 5% on (as in frugalnet.nn), and with a bare top-k k-WTA (torch.topk + scatter, no boosting, no duty
     cycles) in its place, so the share of KWinners is visible; `sparse layers, kernel_mode=dense` shows what the
-    masked-dense path would cost.
+    masked-dense path would cost; `compact` trains SparseLinear in compact storage (nn.sparse_compact: only the
+    masks' values are Parameters, so the weight gradient and the optimizer touch nnz floats, not out x in).
   CNN-2, batch 64: frugalnet.models.sparse_cnn2 against dense_cnn2; also dense_cnn2 in channels_last memory
     format (SparseConv2d's outputs are channels-last, on which PyTorch's max-pool is much faster: this row shows
-    how much of the sparse model's gain a dense model gets from the layout alone).
+    how much of the sparse model's gain a dense model gets from the layout alone); `compact fc1`: its SparseLinear
+    in compact storage.
   torch.compile of each dense model as a second baseline (--no-compile skips it).
 
   --only demo: the demo's own dense and sparse CNN-2 (demo recipe) on embedded MNIST, wall and CPU time per step
-    (the demo meters training energy from CPU time).
+    (the demo meters training energy from CPU time); the sparse-vs-dense study trains the `compact fc1` form.
+
+Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile, one run each, on a machine shared with four
+other jobs: load average 5.5-6.5 during the runs, so absolute times are inflated; ratios are per-round medians,
+interquartile range in brackets):
+  --rounds 15: MLP dense 241 ms; sparse KWinners 2.88x (2.63-3.07); sparse KWinners, compact 3.30x (3.13-4.66);
+    top-k 2.41x; kernel_mode=dense 0.78x. CNN-2 dense 74.5 ms; channels_last 1.33x (1.30-1.44); sparse 1.33x
+    (1.30-1.43); sparse, compact fc1 1.42x (1.34-1.46); top-k 1.15x. conv2 alone 1.33x.
+  --only demo --rounds 21: CPU time per step dense 34.98 ms, sparse 34.17 ms (1.02x), sparse with compact fc1
+    32.79 ms (1.07x).
+  Earlier, on a quiet machine (load 0.1), --only mlp --rounds 9 before compact storage existed: sparse KWinners
+    2.65x; that run's chosen kernels summed to 11.8 ms of a 36.8 ms step (the rest: dense-gradient writes, value
+    gathers, transposes, the optimizer over full tensors, k-WTA); compact storage removes the first, second and
+    fourth of these, PyTorch's blocked transpose shrinks the third.
 
 Run: PYTHONPATH=src python benchmarks/train_step.py [--rounds 30] [--threads 2] [--no-compile] [--only mlp|cnn|demo]
 """
