@@ -141,3 +141,11 @@ def test_dynamic_sparsity_refuses_compact_layers():
     model = nn.Sequential(SparseLinear(20, 10, 0.5, compact=True))
     with pytest.raises(ValueError, match="compact_\\(False\\)"):
         DynamicSparsity(model)
+
+
+def test_export_of_a_compact_layer_warns_and_keeps_the_outputs():
+    layer = SparseLinear(16, 8, 0.5, seed=0, compact=True).eval()
+    x = torch.randn(2, 16)
+    with pytest.warns(UserWarning, match="compact_\\(False\\)"):
+        program = torch.export.export(layer, (x,))
+    torch.testing.assert_close(program.module()(x), layer(x))

@@ -6,7 +6,8 @@ read these values directly and write their gradient as (nnz,) values (no dense g
 optimizer's passes (gradient, momentum, Adam moments, weight decay) run over nnz floats instead of out x in, and
 masked weights cannot move: they are not stored. The dense `weight` is built on demand (inspection, export, the
 PyTorch fallback path), and `state_dict()` keeps the dense format (`weight`, `bias`, `weight_mask`), so a
-checkpoint loads into either storage.
+checkpoint loads into either storage. Switch back (`compact_layers_(model, False)`) before `engine.compile`: an
+exported compact layer's weight is a computed tensor, which the engine runs as a dense layer (a warning says so).
 """
 from __future__ import annotations
 
