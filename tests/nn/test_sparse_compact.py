@@ -129,8 +129,9 @@ def test_misuse_is_refused_with_clear_errors():
     with pytest.raises(ValueError, match="mask of a compact layer was changed"):
         layer.kernel_mode = "sparse"
         layer(torch.randn(2, 20))
-    with pytest.raises(ValueError, match="SparseLinear"):
-        SparseConv2d(3, 4, 3, 0.5).compact_()
+    with pytest.raises(ValueError, match="SparseLinear and SparseConv2d"):
+        from frugalnet.nn.sparse_compact import to_compact
+        to_compact(nn.Linear(3, 4))
     with pytest.raises(RuntimeError, match="size mismatch"):
         SparseLinear(20, 10, 0.5, compact=True).load_state_dict(SparseLinear(21, 10, 0.5).state_dict())
 
@@ -149,3 +150,68 @@ def test_export_of_a_compact_layer_warns_and_keeps_the_outputs():
     with pytest.warns(UserWarning, match="compact_\\(False\\)"):
         program = torch.export.export(layer, (x,))
     torch.testing.assert_close(program.module()(x), layer(x))
+
+
+def _conv_pair(padding=0, seed=0):
+    torch.manual_seed(seed)
+    dense = SparseConv2d(4, 6, 3, 0.5, padding=padding, seed=seed)
+    torch.manual_seed(seed)
+    return dense, SparseConv2d(4, 6, 3, 0.5, padding=padding, seed=seed, compact=True)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense", "auto"])
+@pytest.mark.parametrize("padding,batch", [(0, 5), (0, 1), (1, 3)])
+def test_compact_conv_gradients_equal_masked_dense_autograd(mode, padding, batch, monkeypatch):
+    monkeypatch.setattr(SF, "MIN_KERNEL_WORK", 0)
+    _, layer = _conv_pair(padding)
+    layer.kernel_mode = mode
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 4, 8, 7, generator=g).relu()
+    w = layer.weight.detach().clone().requires_grad_(True)
+    b = layer.bias.detach().clone().requires_grad_(True)
+    xr = x.clone().requires_grad_(True)
+    y_ref = nn.functional.conv2d(xr, w * layer.weight_mask, b, padding=padding)
+    gy = torch.randn(y_ref.shape, generator=g)
+    y_ref.backward(gy)
+    xc = x.clone().requires_grad_(True)
+    y = layer(xc)
+    y.backward(gy)
+    torch.testing.assert_close(y, y_ref.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xc.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.bias.grad, b.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.weight_values.grad, w.grad[layer.weight_mask], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opt_cls,kw", [(torch.optim.SGD, {"momentum": 0.9}),
+                                        (torch.optim.AdamW, {"weight_decay": 0.1})])
+def test_compact_conv_training_matches_dense_and_state_dicts_interchange(opt_cls, kw, monkeypatch):
+    monkeypatch.setattr(SF, "MIN_KERNEL_WORK", 0)
+    dense, compact = _conv_pair()
+    g = torch.Generator().manual_seed(4)
+    xs = [torch.randn(6, 4, 9, 9, generator=g).relu() for _ in range(3)]
+    for layer in (dense, compact):
+        layer.kernel_mode = "sparse"
+        opt = opt_cls(layer.parameters(), lr=0.05, **kw)
+        for x in xs:
+            opt.zero_grad()
+            layer(x).square().mean().backward()
+            opt.step()
+    assert (compact.weight[~compact.weight_mask] == 0).all()
+    torch.testing.assert_close(compact.weight, dense.weight, rtol=1e-4, atol=1e-5)
+    sd = compact.state_dict()
+    assert list(sd) == ["weight", "bias", "weight_mask"]
+    other = SparseConv2d(4, 6, 3, 0.5, seed=9, compact=True)
+    other.load_state_dict(sd)
+    torch.testing.assert_close(other(xs[0]), compact(xs[0]))
+    compact.weight_mask.copy_(~compact.weight_mask)
+    with pytest.raises(ValueError, match="mask of a compact layer was changed"):
+        compact(xs[0])
+
+
+def test_compact_layers_helper_switches_linears_and_optionally_convs():
+    from frugalnet.nn.sparse_compact import compact_layers_
+
+    model = nn.Sequential(SparseConv2d(1, 2, 3, 0.5), nn.Flatten(), SparseLinear(2 * 4 * 4, 3, 0.5))
+    assert compact_layers_(model) == ["2"] and model[2].compact and not model[0].compact
+    assert compact_layers_(model, convs=True) == ["0", "2"] and model[0].compact
+    assert compact_layers_(model, False) == ["0", "2"] and not model[0].compact and not model[2].compact

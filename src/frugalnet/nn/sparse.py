@@ -316,7 +316,8 @@ class SparseLinear(SparseWeightMixin, nn.Linear):
 class SparseConv2d(SparseWeightMixin, nn.Conv2d):
     """Conv2d in which each output channel has exactly round((1 - sparsity) * in/groups * kh * kw) nonzero weights.
 
-    Takes nn.Conv2d's arguments plus `sparsity` in [0, 1), an optional `mask` shaped like the weight and a `seed`.
+    Takes nn.Conv2d's arguments plus `sparsity` in [0, 1), an optional `mask` shaped like the weight, a `seed` and
+    `compact` (train only the mask's values, see `compact_`).
     Shape: (B, in_channels, H, W) -> (B, out_channels, H', W').
 
     Stride-1 unpadded float32 CPU convolutions train on the sparse-input kernels where they are faster (see
@@ -327,7 +328,8 @@ class SparseConv2d(SparseWeightMixin, nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, sparsity: float, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None) -> None:
+                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None,
+                 compact: bool = False) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
         if mask is None:
@@ -335,14 +337,18 @@ class SparseConv2d(SparseWeightMixin, nn.Conv2d):
         self.sparsity = float(sparsity) if mask is None else 1.0 - float(torch.as_tensor(mask).float().mean())
         self._setup_mask(mask, sparsity, seed)
         self._sparse_init()
+        self.compact_(compact)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"SparseConv2d(in_channels={self.in_channels}) expects input of shape "
                              f"(batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if torch.compiler.is_exporting() or torch.jit.is_scripting():
+            if self.compact:
+                from frugalnet.nn.sparse_compact import warn_export
+                warn_export(self)
             return super().forward(x)   # exported graphs keep the plain conv on the stored (masked) weight
         return sparse_conv2d(self, x)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", sparsity={self.sparsity:.3g}"
+        return super().extra_repr() + f", sparsity={self.sparsity:.3g}" + (", compact" if self.compact else "")

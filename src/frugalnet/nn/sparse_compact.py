@@ -1,6 +1,6 @@
 """Compact storage of a sparse layer's weights: only the mask's nonzero values are a Parameter.
 
-`SparseLinear(..., compact=True)` or `layer.compact_()`: the Parameter `weight_values` (nnz,) holds the weights at
+`SparseLinear(..., compact=True)` (SparseConv2d likewise) or `layer.compact_()`: the Parameter `weight_values` (nnz,) holds the weights at
 the mask's positions in row-major (CSR) order, the order of `kernels.train.MaskLayout.csr_flat`. The sparse kernels
 read these values directly and write their gradient as (nnz,) values (no dense gradient is formed), so the
 optimizer's passes (gradient, momentum, Adam moments, weight decay) run over nnz floats instead of out x in, and
@@ -11,6 +11,9 @@ exported compact layer's weight is a computed tensor, which the engine runs as a
 """
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -34,22 +37,43 @@ def dense_weight(module) -> Tensor:
     return dense.index_put((flat,), values).view(module._weight_shape())
 
 
+def positions(module) -> np.ndarray:
+    """The flat positions (int64, row-major) of a compact module's mask, cached per mask version; refuses a mask
+    written since the values were made for it (other positions: the values would land on the wrong weights)."""
+    mask = module.weight_mask
+    key = (getattr(module, "mask_version", 0), mask._version, mask.data_ptr(), tuple(mask.shape))
+    cached = module.__dict__.get("_compact_positions")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    flat = _flat_index(mask.detach().cpu()).numpy()
+    same = (flat.shape[0] == module.weight_values.numel() if cached is None
+            else np.array_equal(flat, cached[1]))
+    if not same:
+        raise ValueError("the mask of a compact layer was changed: its values no longer match the mask's positions; "
+                         "change masks with compact_(False), set_mask_(mask), compact_(True), then rebuild the "
+                         "optimizer")
+    module.__dict__["_compact_positions"] = (key, flat)
+    return flat
+
+
 def to_compact(module) -> None:
     from frugalnet.nn import sparse as S
     from frugalnet.nn.sparse_functional import layout_of
 
-    if not isinstance(module, nn.Linear):
-        raise ValueError(f"compact storage is implemented for SparseLinear, not {type(module).__name__}")
+    if not isinstance(module, S.SparseWeightMixin) or not isinstance(module, (nn.Linear, nn.Conv2d)):
+        raise ValueError(f"compact storage is implemented for SparseLinear and SparseConv2d, not "
+                         f"{type(module).__name__}")
     weight = module._parameters["weight"]
     values = values_of(module, weight.detach()).clone()
     del module._parameters["weight"]
     module.compact = True
     module.register_parameter("weight_values", nn.Parameter(values, requires_grad=weight.requires_grad))
-    for key in ("_train_layout", "_clean_weight", "_clean_state"):
+    for key in ("_train_layout", "_clean_weight", "_clean_state", "_compact_positions"):
         module.__dict__.pop(key, None)
     S._LIVE.discard(module)       # no mask hooks: nothing outside the mask is stored
-    if module.weight_mask.dim() == 2 and module.weight_mask.device.type == "cpu":
-        layout_of(module)         # the positions the values belong to (checked against later mask writes)
+    positions(module)             # the positions the values belong to (checked against later mask writes)
+    if isinstance(module, nn.Linear) and module.weight_mask.device.type == "cpu":
+        layout_of(module)
 
 
 def to_dense(module) -> None:
@@ -61,6 +85,7 @@ def to_dense(module) -> None:
     module.compact = False
     module.weight = nn.Parameter(dense, requires_grad=values.requires_grad)
     module.__dict__.pop("_train_layout", None)
+    module.__dict__.pop("_compact_positions", None)
     S._install_optimizer_hooks()
     S._LIVE.add(module)
 
@@ -98,16 +123,24 @@ def load_compact(module, load, state_dict, prefix: str, local_metadata, strict, 
         state_dict[vkey] = values
     load(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
     module.__dict__.pop("_train_layout", None)   # values and mask were loaded together: a new pairing
+    module.__dict__.pop("_compact_positions", None)
 
 
-def compact_layers_(model: nn.Module, enabled: bool = True) -> list[str]:
-    """Switch every SparseLinear in `model` to compact storage (or back, `enabled=False`); returns their names.
-    Build the optimizer after calling it."""
-    from frugalnet.nn.sparse import SparseLinear
+def warn_export(module) -> None:
+    warnings.warn(f"exporting a compact {type(module).__name__}: its weight is computed from weight_values, so the "
+                  "inference engine runs it as a dense layer; call compact_(False) (or "
+                  "nn.sparse_compact.compact_layers_(model, False)) before export", stacklevel=3)
 
+
+def compact_layers_(model: nn.Module, enabled: bool = True, convs: bool = False) -> list[str]:
+    """Switch every SparseLinear in `model` (and SparseConv2d with `convs`) to compact storage (or back,
+    `enabled=False`); returns their names. Build the optimizer after calling it."""
+    from frugalnet.nn.sparse import SparseConv2d, SparseLinear
+
+    kinds = (SparseLinear, SparseConv2d) if convs or not enabled else (SparseLinear,)
     names = []
     for name, module in model.named_modules():
-        if isinstance(module, SparseLinear):
+        if isinstance(module, kinds):
             module.compact_(enabled)
             names.append(name)
     return names

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from typing import Callable
 
 import numpy as np
@@ -233,9 +232,8 @@ def sparse_linear(module, x: Tensor) -> Tensor:
     bias, mask, compact = module.bias, module.weight_mask, module.compact
     if torch.compiler.is_exporting() or torch.jit.is_scripting():
         if compact:
-            warnings.warn("exporting a compact SparseLinear: its weight is computed from weight_values, so the "
-                          "inference engine runs it as a dense layer; call compact_(False) (or "
-                          "nn.sparse_compact.compact_layers_(model, False)) before export", stacklevel=2)
+            from frugalnet.nn.sparse_compact import warn_export
+            warn_export(module)
         return torch.nn.functional.linear(x, module.weight, bias)
     params = module.weight_values if compact else module.weight
     if tuple(mask.shape) != (module.out_features, module.in_features):
