@@ -84,3 +84,24 @@ def test_zero_outside_equals_mask_multiply(parallel):
     T.zero_outside.pick(parallel)(wn, lay.csr_ptr, lay.csr_idx)
     np.testing.assert_array_equal(wn, ref.numpy())
 
+
+
+@pytest.mark.parametrize("shape", [(37, 29, 13), (64, 130, 8), (5, 3, 1)])
+@pytest.mark.parametrize("x_density,gy_density", [(1.0, 1.0), (0.1, 0.05), (0.05, 1.0)])
+@pytest.mark.parametrize("parallel,chunks", [(False, 1), (True, 3), (True, 100)])
+def test_sddmm_sparse_both_equals_masked_dense_product(shape, x_density, gy_density, parallel, chunks):
+    from frugalnet.kernels import linear as K
+
+    n_out, n_in, batch = shape
+    mask, gy, _ = _case(n_out, n_in, batch, 0.3, gy_density)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(batch, n_in, generator=g) * (torch.rand(batch, n_in, generator=g) < x_density)
+    lay = T.mask_layout(mask.numpy())
+    ref = ((gy.double().t() @ x.double()) * mask).numpy().reshape(-1)[lay.csr_flat]
+    xn = x.numpy()
+    aidx, aval, counts = np.empty(xn.shape, np.int32), np.empty(xn.shape, np.float32), np.empty(batch, np.int32)
+    K.nonzeros(xn, aidx, aval, counts)
+    vals = np.full(lay.nnz, np.nan, np.float32)      # every entry must be written
+    T.sddmm_sparse_both.pick(parallel)(lay.csr_ptr, lay.csr_idx, np.ascontiguousarray(gy.numpy().T), aidx, aval,
+                                       counts, vals, chunks)
+    np.testing.assert_allclose(vals, ref, rtol=1e-5, atol=1e-5)

@@ -59,7 +59,7 @@ def test_every_compact_weight_gradient_candidate_equals_the_reference():
     lay = SF.layout_of(layer)
     cands = SF._grad_weight_candidates(gy, SF._Transposed(gy.numpy()), x, SF._Transposed(x.numpy()), lay,
                                        layer.weight_mask, "auto", compact=True)
-    assert {"dense", "sddmm/0", "sddmm_gy/0"} <= set(cands)
+    assert {"dense", "sddmm/0", "sddmm_gy/0", "sddmm_both/0"} <= set(cands)
     for name, fn in cands.items():
         torch.testing.assert_close(fn(), ref, rtol=1e-5, atol=1e-5, msg=f"grad_weight {name}")
 

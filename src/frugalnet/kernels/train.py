@@ -148,6 +148,37 @@ def sddmm_sparse_gy(ptr, idx, gyt, x, out):
 
 
 @kernel
+def sddmm_sparse_both(ptr, idx, gyt, aidx, aval, counts, out, nchunks):
+    """out (nnz,) = (gy^T x) at the mask's positions, CSR order, skipping the zeros of both operands: gy given
+    transposed (gyt (out, B)) and x as its nonzeros per row (aidx, aval, counts: linear.nonzeros; aidx's width is
+    in_features). For each output unit, each sample whose gradient reaches it scatters v * (its nonzero inputs)
+    into a dense in_features accumulator (contiguous lists, no branch), and the mask row's entries are gathered
+    from it: (nonzero gy) x (nonzero x per sample) scatter-adds instead of sddmm_sparse_gy's (nonzero gy) x (mask
+    row length) gathered products, for k-WTA inputs (2048 x 2048 at 10%, 5% of x and of gy nonzero, batch 256,
+    one thread, loaded machine: 7.9 ms against 11.9 ms; the same sums in the same order, bitwise equal). Rows go
+    in `nchunks` runs, each with its own accumulator (zeroed after every row). Parallel over runs."""
+    n_out = ptr.shape[0] - 1
+    batch = gyt.shape[1]
+    n_in = aidx.shape[1]
+    nchunks = max(1, min(n_out, nchunks))
+    for c in prange(nchunks):
+        acc = np.zeros(n_in, np.float32)
+        for o in range((c * n_out) // nchunks, ((c + 1) * n_out) // nchunks):
+            g = gyt[o]
+            for b in range(batch):
+                v = g[b]
+                if v != 0:
+                    ab = aidx[b]
+                    av = aval[b]
+                    for t in range(counts[b]):
+                        acc[ab[t]] += v * av[t]
+            for j in range(ptr[o], ptr[o + 1]):
+                out[j] = acc[idx[j]]
+            for i in range(n_in):
+                acc[i] = 0.0
+
+
+@kernel
 def expand_rows(ptr, idx, values, gw):
     """gw (out, in) = the CSR values (nnz,) at their positions, zero elsewhere, one row at a time (each row
     written once, in order)."""

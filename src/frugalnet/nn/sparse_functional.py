@@ -14,6 +14,7 @@ chosen by timing each candidate once for the layer's shape, batch and the measur
   forward  dense (x @ (W * mask)^T) | csr (sparse W rows x dense x) | csc (sparse W columns x nonzero inputs)
   gx       dense (gy @ (W * mask))  | csc_t (W^T as rows x dense gy) | scatter (rows of W for nonzero gy only)
   gW       dense ((gy^T x) * mask)  | sddmm (dot products at the mask) | sddmm_gy (skips zero gy entries)
+                                     | sddmm_both (skips zero gy and zero x entries)
 
 each kernel in a serial and a parallel (numba prange) build. A compact layer (SparseLinear(compact=True), see
 nn.sparse_compact) passes its (nnz,) values instead of the dense weight: the kernels read them as they are and the

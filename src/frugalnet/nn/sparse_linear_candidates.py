@@ -195,6 +195,15 @@ def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transp
                 vals = np.empty(layout.nnz, np.float32)
                 T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.a, vals)
                 return finish(vals, par)
+            def sddmm_both(par=par):
+                import numba
+
+                vals = np.empty(layout.nnz, np.float32)
+                aidx, aval, counts = xp.active
+                T.sddmm_sparse_both.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, aidx, aval, counts, vals,
+                                              numba.get_num_threads() if par else 1)
+                return finish(vals, par)
+            cands[f"sddmm_both/{int(par)}"] = sddmm_both
             cands[f"sddmm/{int(par)}"] = sddmm
             cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
     return cands
