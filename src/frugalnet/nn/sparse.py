@@ -9,6 +9,8 @@ The mask is a bool buffer, enforced twice:
   hooks zero their gradients before every optimizer step (so momentum and Adam moments stay zero there) and re-zero
   the weights after it, so state_dicts and the inference engine see exact zeros. Copies made by deepcopy or
   pickling register themselves too.
+With compact storage (`compact=True` or `compact_()`, see nn.sparse_compact) only the mask's values are a
+Parameter: nothing outside the mask is stored, so neither hook has anything to do for such a layer.
 """
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ class SparseWeightMixin:
         """Switch the trainable storage to the mask's nonzero values only (`enabled`), or back to a dense weight.
 
         Compact: the Parameter `weight_values` holds the nnz values in the mask's row-major (CSR) order; gradients
-        and optimizer steps then touch only them (about 10x less memory traffic at 90% sparsity), and masks hold by
+        and optimizer steps then touch only them (a tenth of the floats at 90% sparsity), and masks hold by
         construction (no hooks, no re-zeroing). `weight` is built on demand; `state_dict()` still holds the dense
         `weight` and `weight_mask` (loadable by either storage). Build the optimizer *after* switching (the
         Parameter is replaced). The mask cannot change while compact (set_mask_, RigL/SET): switch back first.
