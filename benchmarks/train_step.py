@@ -19,18 +19,21 @@ dense PyTorch model.
   --only demo: the demo's own dense and sparse CNN-2 (demo recipe) on embedded MNIST, wall and CPU time per step
     (the demo meters training energy from CPU time); the sparse-vs-dense study trains the `compact fc1` form.
 
-Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile, one run each, on a machine shared with four
-other jobs: load average 5.5-6.5 during the runs, so absolute times are inflated; ratios are per-round medians,
-interquartile range in brackets):
-  --rounds 15: MLP dense 241 ms; sparse KWinners 2.88x (2.63-3.07); sparse KWinners, compact 3.30x (3.13-4.66);
-    top-k 2.41x; kernel_mode=dense 0.78x. CNN-2 dense 74.5 ms; channels_last 1.33x (1.30-1.44); sparse 1.33x
-    (1.30-1.43); sparse, compact fc1 1.42x (1.34-1.46); top-k 1.15x. conv2 alone 1.33x.
-  --only demo --rounds 21: CPU time per step dense 34.98 ms, sparse 34.17 ms (1.02x), sparse with compact fc1
-    32.79 ms (1.07x).
-  Earlier, on a quiet machine (load 0.1), --only mlp --rounds 9 before compact storage existed: sparse KWinners
-    2.65x; that run's chosen kernels summed to 11.8 ms of a 36.8 ms step (the rest: dense-gradient writes, value
-    gathers, transposes, the optimizer over full tensors, k-WTA); compact storage removes the first, second and
-    fourth of these, PyTorch's blocked transpose shrinks the third.
+Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per-round medians, interquartile
+range in brackets; the machine is shared, so each figure carries the load average it was taken at):
+  load 2.7, --only mlp --rounds 21: dense MLP 97.8 ms; sparse KWinners 2.89x (2.87-2.92); sparse KWinners,
+    compact 3.55x (3.48-3.57); top-k 2.36x; kernel_mode=dense 0.72x.
+  load 2.7, --only cnn --rounds 21: dense CNN-2 38.5 ms; channels_last 1.36x (1.31-1.39); sparse 1.37x
+    (1.33-1.42); sparse, compact fc1 1.41x (1.36-1.47); top-k 1.17x; conv2 alone 1.27x (1.25-1.30).
+  load 2.7, --only demo --rounds 21: CPU time per step dense 35.40 ms, sparse 31.77 ms (1.11x), sparse with
+    compact fc1 30.56 ms (1.16x) (wall within 0.3% of CPU: the process had its cores).
+  Under heavier load (3-6.5) the same ratios moved by up to 15% either way between runs (MLP compact 2.81x-3.31x,
+    CNN-2 compact fc1 1.24x-1.45x, demo compact 1.07x): dense GEMMs and the sparse kernels suffer from
+    contention differently, and the timed kernel choices (3 repeats each) vary.
+  Before compact storage, on a quiet machine (load 0.1), --only mlp --rounds 9: sparse KWinners 2.65x; that
+    run's chosen kernels summed to 11.8 ms of a 36.8 ms step (the rest: dense-gradient writes, value gathers,
+    transposes, the optimizer over full tensors, k-WTA); compact storage removes the first, second and fourth of
+    these, PyTorch's blocked transpose shrinks the third.
 
 Run: PYTHONPATH=src python benchmarks/train_step.py [--rounds 30] [--threads 2] [--no-compile] [--only mlp|cnn|demo]
 """
