@@ -1,7 +1,8 @@
 """Compact storage of a sparse layer's weights: only the mask's nonzero values are a Parameter.
 
-`SparseLinear(..., compact=True)` (SparseConv2d likewise) or `layer.compact_()`: the Parameter `weight_values` (nnz,) holds the weights at
-the mask's positions in row-major (CSR) order, the order of `kernels.train.MaskLayout.csr_flat`. The sparse kernels
+`SparseLinear(..., compact=True)` (SparseConv2d likewise) or `layer.compact_()`: the Parameter `weight_values`
+(nnz,) holds the weights at the mask's positions in row-major (CSR) order, the order of
+`kernels.train.MaskLayout.csr_flat`. The sparse kernels
 read these values directly and write their gradient as (nnz,) values (no dense gradient is formed), so the
 optimizer's passes (gradient, momentum, Adam moments, weight decay) run over nnz floats instead of out x in, and
 masked weights cannot move: they are not stored. The dense `weight` is built on demand (inspection, export, the
