@@ -18,8 +18,9 @@ chosen by timing each candidate once for the layer's shape, batch and the measur
 
 each kernel in a serial and a parallel (numba prange) build. A compact layer (SparseLinear(compact=True), see
 nn.sparse_compact) passes its (nnz,) values instead of the dense weight: the kernels read them as they are and the
-weight gradient comes back as (nnz,) values, so no dense (out, in) tensor is written or stepped. `set_kernel_mode('dense' | 'sparse' | 'auto')`, or a
-module's `kernel_mode` attribute, forces the dense path, the kernels, or the timed choice.
+weight gradient comes back as (nnz,) values, so no dense (out, in) tensor is written or stepped.
+`set_kernel_mode('dense' | 'sparse' | 'auto')`, or a module's `kernel_mode` attribute, forces the dense path, the
+kernels, or the timed choice.
 
 Results equal PyTorch's masked-dense ones to float rounding (summation order differs), with one exception by
 design: paths that skip zero inputs or zero output gradients do not propagate a NaN/inf from the skipped side
