@@ -1,9 +1,10 @@
 """Accuracy with the sparse training kernels against the masked-dense path (issue 18: accuracy unchanged).
 
-Trains the same sparse models from the same seeds twice, once with SparseLinear on the kernels
-(`set_kernel_mode('sparse')`) and once on PyTorch's masked-dense ops (`'dense'`), on the embedded mnist-5k, and prints
-test accuracy per seed and the largest weight difference after training (the two paths differ only in float
-summation order, so runs drift apart slowly but should end at the same accuracy within noise).
+Trains the same sparse models from the same seeds three times, with SparseLinear on the kernels
+(`set_kernel_mode('sparse')`), on the kernels in compact storage (`compact_layers_`: only the mask's values are
+Parameters) and on PyTorch's masked-dense ops (`'dense'`), on the embedded mnist-5k, and prints test accuracy per
+seed and the largest weight difference after training (the paths differ only in float summation order, so runs
+drift apart slowly but should end at the same accuracy within noise).
 
 Run: PYTHONPATH=src python benchmarks/train_accuracy.py [--epochs 1] [--seeds 0 1]
 """
@@ -67,20 +68,27 @@ def main() -> None:
         return (x - data.mean) / data.std
     builders = {"sparse CNN-2": lambda s: sparse_cnn2(seed=s), "sparse MLP 784-1024-1024-10": sparse_mlp}
     print(f"mnist-5k: {len(data.train)} train / {len(data.test)} test, {args.epochs} epoch(s), SGD momentum 0.9")
+    from frugalnet.nn.sparse_compact import compact_layers_
     for name, build in builders.items():
         for seed in args.seeds:
             accs, weights = {}, {}
-            for mode in ("sparse", "dense"):
-                set_kernel_mode(mode)
+            for mode in ("sparse", "compact", "dense"):
+                set_kernel_mode("dense" if mode == "dense" else "sparse")
                 torch.manual_seed(seed)
                 model = build(seed)
+                if mode == "compact":
+                    compact_layers_(model)
                 fit(model, data.train, FitConfig(epochs=args.epochs, batch_size=64, lr=0.01), seed=seed,
                     transform=transform, desc=f"{name} {mode}")
                 accs[mode] = evaluate(model, data.test, transform=transform)
-                weights[mode] = [p.detach().clone() for p in model.parameters()]
-            drift = max(float((a - b).abs().max()) for a, b in zip(weights["sparse"], weights["dense"]))
-            print(f"  {name:30s} seed {seed}: kernels {accs['sparse']:.4f}  masked-dense {accs['dense']:.4f}  "
-                  f"(max |weight difference| after training {drift:.2e})")
+                weights[mode] = {k: v.detach().clone() for k, v in model.state_dict().items()
+                                 if v.is_floating_point()}
+
+            def drift(a, b):
+                return max(float((weights[a][k] - weights[b][k]).abs().max()) for k in weights[a])
+            print(f"  {name:30s} seed {seed}: kernels {accs['sparse']:.4f}  compact {accs['compact']:.4f}  "
+                  f"masked-dense {accs['dense']:.4f}  (max |weight difference| after training: kernels vs "
+                  f"masked-dense {drift('sparse', 'dense'):.2e}, compact vs kernels {drift('compact', 'sparse'):.2e})")
     set_kernel_mode("auto")
 
 

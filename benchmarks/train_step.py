@@ -8,14 +8,32 @@ dense PyTorch model.
   MLP 784-2048-2048-10, batch 256: dense (nn.Linear + ReLU) against SparseLinear 90% sparse weights with
     KWinners 5% on (as in frugalnet.nn), and with a bare top-k k-WTA (torch.topk + scatter, no boosting, no duty
     cycles) in its place, so the share of KWinners is visible; `sparse layers, kernel_mode=dense` shows what the
-    masked-dense path would cost.
+    masked-dense path would cost; `compact` trains SparseLinear in compact storage (nn.sparse_compact: only the
+    masks' values are Parameters, so the weight gradient and the optimizer touch nnz floats, not out x in).
   CNN-2, batch 64: frugalnet.models.sparse_cnn2 against dense_cnn2; also dense_cnn2 in channels_last memory
     format (SparseConv2d's outputs are channels-last, on which PyTorch's max-pool is much faster: this row shows
-    how much of the sparse model's gain a dense model gets from the layout alone).
+    how much of the sparse model's gain a dense model gets from the layout alone); `compact fc1`: its SparseLinear
+    in compact storage.
   torch.compile of each dense model as a second baseline (--no-compile skips it).
 
   --only demo: the demo's own dense and sparse CNN-2 (demo recipe) on embedded MNIST, wall and CPU time per step
-    (the demo meters training energy from CPU time).
+    (the demo meters training energy from CPU time); the sparse-vs-dense study trains the `compact fc1` form.
+
+Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per-round medians, interquartile
+range in brackets; the machine is shared, so each figure carries the load average it was taken at):
+  load 2.7, --only mlp --rounds 21: dense MLP 97.8 ms; sparse KWinners 2.89x (2.87-2.92); sparse KWinners,
+    compact 3.55x (3.48-3.57); top-k 2.36x; kernel_mode=dense 0.72x.
+  load 2.7, --only cnn --rounds 21: dense CNN-2 38.5 ms; channels_last 1.36x (1.31-1.39); sparse 1.37x
+    (1.33-1.42); sparse, compact fc1 1.41x (1.36-1.47); top-k 1.17x; conv2 alone 1.27x (1.25-1.30).
+  load 2.7, --only demo --rounds 21: CPU time per step dense 35.40 ms, sparse 31.77 ms (1.11x), sparse with
+    compact fc1 30.56 ms (1.16x) (wall within 0.3% of CPU: the process had its cores).
+  Under heavier load (3-6.5) the same ratios moved by up to 15% either way between runs (MLP compact 2.81x-3.31x,
+    CNN-2 compact fc1 1.24x-1.45x, demo compact 1.07x): dense GEMMs and the sparse kernels suffer from
+    contention differently, and the timed kernel choices (3 repeats each) vary.
+  Before compact storage, on a quiet machine (load 0.1), --only mlp --rounds 9: sparse KWinners 2.65x; that
+    run's chosen kernels summed to 11.8 ms of a 36.8 ms step (the rest: dense-gradient writes, value gathers,
+    transposes, the optimizer over full tensors, k-WTA); compact storage removes the first, second and fourth of
+    these, PyTorch's blocked transpose shrinks the third.
 
 Run: PYTHONPATH=src python benchmarks/train_step.py [--rounds 30] [--threads 2] [--no-compile] [--only mlp|cnn|demo]
 """
@@ -65,6 +83,14 @@ class TopKFlat(nn.Module):
         return (flat * torch.zeros_like(flat).scatter_(1, idx, 1.0)).view_as(x)
 
 
+def compact(model: nn.Module) -> nn.Module:
+    """The model with every SparseLinear in compact storage (only the mask's values are trained)."""
+    from frugalnet.nn.sparse_compact import compact_layers_
+
+    compact_layers_(model)
+    return model
+
+
 def cnn_sparse_topk() -> nn.Module:
     """sparse_cnn2 with each KWinners / KWinners2d replaced by a bare top-k of the same k."""
     from frugalnet.models.cnn import sparse_cnn2
@@ -79,12 +105,13 @@ def mlp_dense() -> nn.Module:
     return nn.Sequential(nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
 
 
-def mlp_sparse(act: str, mode: str | None = None) -> nn.Module:
+def mlp_sparse(act: str, mode: str | None = None, compact: bool = False) -> nn.Module:
     from frugalnet.nn import KWinners, SparseLinear
 
     def a():
         return KWinners(2048, 0.05) if act == "kwinners" else TopK(round(2048 * 0.05))
-    l1, l2 = SparseLinear(784, 2048, 0.9, seed=0), SparseLinear(2048, 2048, 0.9, seed=1)
+    l1 = SparseLinear(784, 2048, 0.9, seed=0, compact=compact)
+    l2 = SparseLinear(2048, 2048, 0.9, seed=1, compact=compact)
     l1.kernel_mode = l2.kernel_mode = mode
     return nn.Sequential(l1, a(), l2, a(), nn.Linear(2048, 10))
 
@@ -175,7 +202,9 @@ def demo_steps(rounds: int, warmup: int) -> None:
     ys = [bundle.train.y[i * 64:(i + 1) * 64] for i in range(16)]
 
     def make(kind):
-        model = build_model(kind, bundle, cfg, seed=0)
+        model = build_model(kind.removesuffix("-compact"), bundle, cfg, seed=0)
+        if kind.endswith("-compact"):
+            compact(model)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         count = [0]
 
@@ -186,7 +215,8 @@ def demo_steps(rounds: int, warmup: int) -> None:
             nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
             opt.step()
         return step
-    steps = {"dense CNN-2 (demo)": make("dense"), "sparse CNN-2 (demo recipe)": make("sparse")}
+    steps = {"dense CNN-2 (demo)": make("dense"), "sparse CNN-2 (demo recipe)": make("sparse"),
+             "sparse CNN-2 (demo), compact fc1": make("sparse-compact")}
     for fn in steps.values():
         for _ in range(max(warmup, len(xs))):
             fn()
@@ -194,7 +224,7 @@ def demo_steps(rounds: int, warmup: int) -> None:
     wall = {n: [] for n in steps}
     names = list(steps)
     for r in range(rounds):
-        for n in names[r % 2:] + names[:r % 2]:
+        for n in names[r % len(names):] + names[:r % len(names)]:
             c0, t0 = time.process_time(), time.perf_counter()
             steps[n]()
             cpu[n].append(time.process_time() - c0)
@@ -240,6 +270,7 @@ def main() -> None:
         x, y = torch.rand(256, 784), torch.randint(0, 10, (256,))
         configs = {"dense MLP (PyTorch)": make_step(mlp_dense(), x, y),
                    "sparse MLP, KWinners": make_step(mlp_sparse("kwinners"), x, y),
+                   "sparse MLP, KWinners, compact": make_step(mlp_sparse("kwinners", compact=True), x, y),
                    "sparse MLP, top-k k-WTA (sparse layers' share)": make_step(mlp_sparse("topk"), x, y),
                    "sparse MLP, top-k k-WTA, kernel_mode=dense": make_step(mlp_sparse("topk", "dense"), x, y)}
         if not args.no_compile:
@@ -254,6 +285,7 @@ def main() -> None:
                    "dense CNN-2, channels_last (PyTorch)": make_step(
                        dense_cnn2().to(memory_format=cl), x.contiguous(memory_format=cl), y),
                    "sparse CNN-2": make_step(sparse_cnn2(), x, y),
+                   "sparse CNN-2, compact fc1": make_step(compact(sparse_cnn2()), x, y),
                    "sparse CNN-2, top-k k-WTA (sparse layers' share)": make_step(cnn_sparse_topk(), x, y)}
         if not args.no_compile:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))

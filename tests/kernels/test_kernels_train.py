@@ -26,14 +26,17 @@ def test_sddmm_kernels_equal_masked_dense_product(shape, gy_density, parallel):
     ref = (gy.double().t() @ x.double()) * mask
     lay = T.mask_layout(mask.numpy())
     gyt, xt = np.ascontiguousarray(gy.numpy().T), np.ascontiguousarray(x.numpy().T)
-    gw = np.full((n_out, n_in), np.nan, np.float32)      # every entry must be written
-    T.sddmm_dense.pick(parallel)(lay.csr_ptr, lay.csr_idx, gyt, xt, gw)
+    ref_vals = ref.numpy().reshape(-1)[lay.csr_flat]
+    vals = np.full(lay.nnz, np.nan, np.float32)      # every entry must be written
+    T.sddmm_dense.pick(parallel)(lay.csr_ptr, lay.csr_idx, gyt, xt, vals)
+    np.testing.assert_allclose(vals, ref_vals, rtol=1e-5, atol=1e-5)
+    vals2 = np.full(lay.nnz, np.nan, np.float32)
+    T.sddmm_sparse_gy.pick(parallel)(lay.csr_ptr, lay.csr_idx, gyt, x.numpy(), vals2)
+    np.testing.assert_allclose(vals2, ref_vals, rtol=1e-5, atol=1e-5)
+    gw = np.full((n_out, n_in), np.nan, np.float32)
+    T.expand_rows.pick(parallel)(lay.csr_ptr, lay.csr_idx, vals, gw)
     np.testing.assert_allclose(gw, ref.numpy(), rtol=1e-5, atol=1e-5)
-    gw2 = np.full((n_out, n_in), np.nan, np.float32)
-    acc = np.empty((n_out, max(1, lay.max_row_nnz)), np.float32)
-    T.sddmm_sparse_gy.pick(parallel)(lay.csr_ptr, lay.csr_idx, gyt, x.numpy(), gw2, acc)
-    np.testing.assert_allclose(gw2, ref.numpy(), rtol=1e-5, atol=1e-5)
-    assert (gw[~mask.numpy()] == 0).all() and (gw2[~mask.numpy()] == 0).all()
+    assert (gw[~mask.numpy()] == 0).all()
 
 
 def test_masked_weight_grad_convenience_and_bad_shapes():
@@ -43,6 +46,8 @@ def test_masked_weight_grad_convenience_and_bad_shapes():
     for skip in (False, True):
         np.testing.assert_allclose(T.masked_weight_grad(lay, gy.numpy(), x.numpy(), skip), ref, rtol=1e-5,
                                    atol=1e-5)
+        np.testing.assert_allclose(T.masked_weight_grad(lay, gy.numpy(), x.numpy(), skip, compact=True),
+                                   ref.reshape(-1)[lay.csr_flat], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="gy must be"):
         T.masked_weight_grad(lay, gy.numpy()[:, :5], x.numpy())
     with pytest.raises(ValueError, match="mask must be 2-D"):
@@ -78,3 +83,25 @@ def test_zero_outside_equals_mask_multiply(parallel):
     wn = w.numpy().copy()
     T.zero_outside.pick(parallel)(wn, lay.csr_ptr, lay.csr_idx)
     np.testing.assert_array_equal(wn, ref.numpy())
+
+
+
+@pytest.mark.parametrize("shape", [(37, 29, 13), (64, 130, 8), (5, 3, 1)])
+@pytest.mark.parametrize("x_density,gy_density", [(1.0, 1.0), (0.1, 0.05), (0.05, 1.0)])
+@pytest.mark.parametrize("parallel,chunks", [(False, 1), (True, 3), (True, 100)])
+def test_sddmm_sparse_both_equals_masked_dense_product(shape, x_density, gy_density, parallel, chunks):
+    from frugalnet.kernels import linear as K
+
+    n_out, n_in, batch = shape
+    mask, gy, _ = _case(n_out, n_in, batch, 0.3, gy_density)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(batch, n_in, generator=g) * (torch.rand(batch, n_in, generator=g) < x_density)
+    lay = T.mask_layout(mask.numpy())
+    ref = ((gy.double().t() @ x.double()) * mask).numpy().reshape(-1)[lay.csr_flat]
+    xn = x.numpy()
+    aidx, aval, counts = np.empty(xn.shape, np.int32), np.empty(xn.shape, np.float32), np.empty(batch, np.int32)
+    K.nonzeros(xn, aidx, aval, counts)
+    vals = np.full(lay.nnz, np.nan, np.float32)      # every entry must be written
+    T.sddmm_sparse_both.pick(parallel)(lay.csr_ptr, lay.csr_idx, np.ascontiguousarray(gy.numpy().T), aidx, aval,
+                                       counts, vals, chunks)
+    np.testing.assert_allclose(vals, ref, rtol=1e-5, atol=1e-5)

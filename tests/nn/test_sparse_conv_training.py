@@ -34,6 +34,17 @@ def test_kernels_equal_torch(shape, density):
     np.testing.assert_allclose(gx, gx_ref.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kh,kw", [(3, 3), (2, 4), (1, 1)])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_im2col_rows_equals_unfold(kh, kw, parallel):
+    x = torch.randn(3, 2, 6, 7, generator=torch.Generator().manual_seed(1))
+    oh, ow = 6 - kh + 1, 7 - kw + 1
+    cols = np.full((3 * oh * ow, 2 * kh * kw), np.nan, np.float32)
+    CT.im2col_rows.pick(parallel)(x.numpy(), kh, kw, cols)
+    ref = F.unfold(x, (kh, kw)).transpose(1, 2).reshape(-1, 2 * kh * kw)
+    np.testing.assert_array_equal(cols, ref.numpy())
+
+
 @pytest.mark.parametrize("mode", ["sparse", "dense", "auto"])
 def test_module_every_path_equals_masked_dense(mode, monkeypatch):
     monkeypatch.setattr(SF, "MIN_KERNEL_WORK", 0)
@@ -44,11 +55,12 @@ def test_module_every_path_equals_masked_dense(mode, monkeypatch):
     gy = torch.randn(5, 6, 6, 6)
     keys = ("conv_fwd", "conv_gx", "conv_gw")
     if mode == "sparse":
-        names = {"conv_fwd": ["active/0", "active/1"], "conv_gx": ["gemm"], "conv_gw": ["active/0", "active/1"]}
+        names = {"conv_fwd": ["active/0", "active/1"], "conv_gx": ["gemm"],
+                 "conv_gw": ["active/0", "active/1", "im2col"]}
     else:
         names = {k: [None] for k in keys}
     real_pick = SF._pick
-    for i in range(2):                         # force each kernel path in turn (serial, parallel)
+    for i in range(3):                         # force each kernel path in turn (serial, parallel, im2col)
         SF.clear_choices()
         if mode == "sparse":
             def forced(key, cands, i=i):

@@ -42,7 +42,7 @@ def test_every_path_of_every_product_equals_masked_dense(x_density, gy_density, 
     gx = SF._grad_input_candidates(gy, gyp, vals, layer.weight_mask, "auto")
     gw = SF._grad_weight_candidates(gy, gyp, x, xp, lay, layer.weight_mask, "auto")
     assert {"dense", "csr/0", "csc/0"} <= set(fwd) and {"dense", "csc_t/0", "scatter/0"} <= set(gx)
-    assert {"dense", "sddmm/0", "sddmm_gy/0"} <= set(gw)
+    assert {"dense", "sddmm/0", "sddmm_gy/0", "sddmm_both/0"} <= set(gw)
     for name, fn in fwd.items():
         torch.testing.assert_close(fn(), y_ref, rtol=1e-5, atol=1e-5, msg=f"forward {name}")
     for name, fn in gx.items():

@@ -123,3 +123,25 @@ def col2im_add(cols, gx):
                     for kh in range(kh_n):
                         for kw in range(kw_n):
                             gc[y + kh, xx + kw] += pc[kh, kw]
+
+
+@kernel
+def im2col_rows(x, kh_n, kw_n, cols):
+    """cols (B * OH * OW, C * KH * KW): the row of output position (b, y, x) holds the input patch
+    x[b, :, y:y+KH, x:x+KW] in the weight's (C, KH, KW) order, so that the forward is one GEMM, cols @ W^T, whose
+    (B*OH*OW, O) result is already channels-last, and the weight gradient another, gy^T @ cols. Pays where the
+    input has few channels (CNN-2's conv1: PyTorch's convolution of a one-channel image is far from its GEMM
+    speed). Parallel over samples."""
+    batch, n_c, h, w = x.shape
+    oh, ow = h - kh_n + 1, w - kw_n + 1
+    for b in prange(batch):
+        for y in range(oh):
+            for xx in range(ow):
+                r = cols[(b * oh + y) * ow + xx]
+                t = 0
+                for c in range(n_c):
+                    for kh in range(kh_n):
+                        src = x[b, c, y + kh]
+                        for kw in range(kw_n):
+                            r[t] = src[xx + kw]
+                            t += 1

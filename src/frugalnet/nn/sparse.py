@@ -9,6 +9,8 @@ The mask is a bool buffer, enforced twice:
   hooks zero their gradients before every optimizer step (so momentum and Adam moments stay zero there) and re-zero
   the weights after it, so state_dicts and the inference engine see exact zeros. Copies made by deepcopy or
   pickling register themselves too.
+With compact storage (`compact=True` or `compact_()`, see nn.sparse_compact) only the mask's values are a
+Parameter: nothing outside the mask is stored, so neither hook has anything to do for such a layer.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def _owned_sparse_modules(optimizer: torch.optim.Optimizer) -> list:
     if not _LIVE:
         return []
     owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    return [m for m in list(_LIVE) if id(m.weight) in owned]
+    return [m for m in list(_LIVE) if id(m._parameters.get("weight")) in owned]
 
 
 # Optimizers whose update keeps a weight at zero where its gradient, its value and its state are all zero (SGD with
@@ -118,8 +120,42 @@ def _install_optimizer_hooks() -> None:
 
 
 class SparseWeightMixin:
-    weight: nn.Parameter
     weight_mask: Tensor
+    compact: bool = False   # see compact_()
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight: the Parameter, or for a compact layer a tensor built from `weight_values` on each
+        access (differentiable: gradients reach the values; writes to it are lost)."""
+        p = self._parameters.get("weight")
+        if p is not None:
+            return p
+        if "weight_values" in self._parameters:
+            from frugalnet.nn.sparse_compact import dense_weight
+            return dense_weight(self)
+        raise AttributeError("weight")
+
+    @weight.setter
+    def weight(self, value) -> None:   # reached only for non-Parameters outside _parameters (Module.__setattr__)
+        raise TypeError(f"cannot assign {type(value).__name__} as the weight of {type(self).__name__}: assign an "
+                        "nn.Parameter" + (" after compact_(False)" if self.compact else ""))
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return tuple(self.weight_mask.shape)
+
+    def compact_(self, enabled: bool = True):
+        """Switch the trainable storage to the mask's nonzero values only (`enabled`), or back to a dense weight.
+
+        Compact: the Parameter `weight_values` holds the nnz values in the mask's row-major (CSR) order; gradients
+        and optimizer steps then touch only them (a tenth of the floats at 90% sparsity), and masks hold by
+        construction (no hooks, no re-zeroing). `weight` is built on demand; `state_dict()` still holds the dense
+        `weight` and `weight_mask` (loadable by either storage). Build the optimizer *after* switching (the
+        Parameter is replaced). The mask cannot change while compact (set_mask_, RigL/SET): switch back first.
+        Returns self."""
+        from frugalnet.nn.sparse_compact import to_compact, to_dense
+        if bool(enabled) != self.compact:
+            (to_compact if enabled else to_dense)(self)
+        return self
 
     def _setup_mask(self, mask: Tensor | None, sparsity: float, seed: int | None) -> None:
         if mask is None:
@@ -142,15 +178,22 @@ class SparseWeightMixin:
 
     def __setstate__(self, state) -> None:  # deepcopy / unpickling: the copy enforces its mask too
         super().__setstate__(state)
-        _install_optimizer_hooks()
-        _LIVE.add(self)
+        if not self.compact:
+            _install_optimizer_hooks()
+            _LIVE.add(self)
 
     def _sparse_init(self) -> None:
-        """Kaiming-uniform scaled by the *sparse* fan-in, so activations keep the scale of a dense layer."""
+        """Kaiming-uniform scaled by the *sparse* fan-in, so activations keep the scale of a dense layer (a compact
+        layer draws the same dense tensor and keeps its mask's values: the same numbers as a dense layer's)."""
         fan_in = max(1, int(self.weight_mask.view(self.weight_mask.shape[0], -1).sum(1).float().mean().item()))
         bound = 1.0 / math.sqrt(fan_in)
         with torch.no_grad():
-            self.weight.uniform_(-bound, bound)
+            if self.compact:
+                from frugalnet.nn.sparse_compact import values_of
+                w = torch.empty(self._weight_shape(), dtype=self.weight_values.dtype).uniform_(-bound, bound)
+                self.weight_values.copy_(values_of(self, w))
+            else:
+                self.weight.uniform_(-bound, bound)
             if getattr(self, "bias", None) is not None:
                 self.bias.uniform_(-bound, bound)
         self.apply_mask_()
@@ -158,7 +201,9 @@ class SparseWeightMixin:
     @torch.no_grad()
     def apply_mask_(self) -> None:
         """Zero the masked weights in place (the module does this itself after each optimizer step that could
-        have moved them)."""
+        have moved them; a compact layer has no weights outside its mask)."""
+        if self.compact:
+            return
         self._zero_outside_(self.weight)
         self.__dict__["_clean_weight"] = _weight_print(self)
 
@@ -183,6 +228,10 @@ class SparseWeightMixin:
         it newly admits keep their current value (zero after masking, so regrown weights start at zero).
         `mask_version` counts the changes, so anything derived from the mask (compressed layouts) knows when to
         rebuild."""
+        if self.compact:
+            raise ValueError(f"set_mask_ on a compact {type(self).__name__}: its values are tied to the mask's "
+                             "positions; call compact_(False), set_mask_(mask), compact_(True), then rebuild the "
+                             "optimizer")
         mask = torch.as_tensor(mask, device=self.weight_mask.device).to(torch.bool)
         if tuple(mask.shape) != tuple(self.weight.shape):
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match weight shape {tuple(self.weight.shape)}")
@@ -206,10 +255,18 @@ class SparseWeightMixin:
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
         # writes that bypass PyTorch's version counter (through .data or a numpy view) escape the optimizer hooks'
         # bookkeeping; the saved weights hold exact zeros whatever wrote them
+        if self.compact:   # the same format as a dense layer's: dense weight (built), bias, mask
+            from frugalnet.nn.sparse_compact import save_compact
+            save_compact(self, super()._save_to_state_dict, destination, prefix, keep_vars)
+            return
         self.apply_mask_()
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # keep the zeros exact after loading
+        if self.compact:
+            from frugalnet.nn.sparse_compact import load_compact
+            load_compact(self, super()._load_from_state_dict, state_dict, prefix, *args, **kwargs)
+            return
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.apply_mask_()
 
@@ -223,6 +280,8 @@ class SparseLinear(SparseWeightMixin, nn.Linear):
         mask: optional bool mask of shape (out_features, in_features), e.g. from `masks.complementary`; overrides
             `sparsity`.
         seed: seed for the random mask (None draws from torch's global generator).
+        compact: train only the mask's values (Parameter `weight_values`, see `compact_`): gradients and
+            optimizer steps then scale with the nonzeros.
 
     Shape: (*, in_features) -> (*, out_features).
 
@@ -233,13 +292,18 @@ class SparseLinear(SparseWeightMixin, nn.Linear):
     kernel_mode: str | None = None
 
     def __init__(self, in_features: int, out_features: int, sparsity: float, bias: bool = True,
-                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None) -> None:
+                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None,
+                 compact: bool = False) -> None:
         if mask is None:
             nonzeros_per_unit(in_features, sparsity)  # validate before allocating
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.sparsity = float(sparsity) if mask is None else 1.0 - float(torch.as_tensor(mask).float().mean())
         self._setup_mask(mask, sparsity, seed)
         self._sparse_init()
+        self.compact_(compact)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.out_features, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
@@ -248,13 +312,14 @@ class SparseLinear(SparseWeightMixin, nn.Linear):
         return sparse_linear(self, x)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", sparsity={self.sparsity:.3g}"
+        return super().extra_repr() + f", sparsity={self.sparsity:.3g}" + (", compact" if self.compact else "")
 
 
 class SparseConv2d(SparseWeightMixin, nn.Conv2d):
     """Conv2d in which each output channel has exactly round((1 - sparsity) * in/groups * kh * kw) nonzero weights.
 
-    Takes nn.Conv2d's arguments plus `sparsity` in [0, 1), an optional `mask` shaped like the weight and a `seed`.
+    Takes nn.Conv2d's arguments plus `sparsity` in [0, 1), an optional `mask` shaped like the weight, a `seed` and
+    `compact` (train only the mask's values, see `compact_`).
     Shape: (B, in_channels, H, W) -> (B, out_channels, H', W').
 
     Stride-1 unpadded float32 CPU convolutions train on the sparse-input kernels where they are faster (see
@@ -265,7 +330,8 @@ class SparseConv2d(SparseWeightMixin, nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, sparsity: float, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None) -> None:
+                 mask: Tensor | None = None, seed: int | None = None, device=None, dtype=None,
+                 compact: bool = False) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
         if mask is None:
@@ -273,14 +339,18 @@ class SparseConv2d(SparseWeightMixin, nn.Conv2d):
         self.sparsity = float(sparsity) if mask is None else 1.0 - float(torch.as_tensor(mask).float().mean())
         self._setup_mask(mask, sparsity, seed)
         self._sparse_init()
+        self.compact_(compact)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"SparseConv2d(in_channels={self.in_channels}) expects input of shape "
                              f"(batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if torch.compiler.is_exporting() or torch.jit.is_scripting():
+            if self.compact:
+                from frugalnet.nn.sparse_compact import warn_export
+                warn_export(self)
             return super().forward(x)   # exported graphs keep the plain conv on the stored (masked) weight
         return sparse_conv2d(self, x)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", sparsity={self.sparsity:.3g}"
+        return super().extra_repr() + f", sparsity={self.sparsity:.3g}" + (", compact" if self.compact else "")

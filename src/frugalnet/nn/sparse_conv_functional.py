@@ -5,6 +5,7 @@ Per product (y = conv(x, W * mask) + b; gx and gW its gradients):
 
   forward  dense (F.conv2d on the masked weight)  | active/0|1 (scatter of x's nonzeros, channels-last output)
   gW       dense (PyTorch's weight gradient x mask) | active/0|1 (x's nonzeros times gy's channel vectors)
+           | im2col (gy^T @ patches, one GEMM: CNN-2's one-channel conv1, where PyTorch's own is slow)
   gx       dense (PyTorch's input gradient)        | gemm (gy x W as one matrix product, then a numba fold)
 
 Outputs are channels-last tensors on every path (the kernels' a permuted view, no copy; the dense path's one copy,
@@ -54,12 +55,16 @@ class SparseConv2dFunction(torch.autograd.Function):
     """y = conv2d(x, W * mask) + b (stride 1, no padding) on the kernels or PyTorch as chosen per product."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, mode: str):
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, mode: str,
+                flat: Tensor | None = None):
         from frugalnet.kernels import conv_train as CT
 
-        wm = weight.detach() * mask
+        if flat is not None:   # a compact layer's (nnz,) values at the flat positions `flat` of the mask
+            wm = torch.zeros(mask.numel(), dtype=weight.dtype).index_put_((flat,), weight.detach()).view(mask.shape)
+        else:
+            wm = weight.detach() * mask
         b, c, h, w = x.shape
-        n_o, _, kh, kw = weight.shape
+        n_o, _, kh, kw = wm.shape
         oh, ow = h - kh + 1, w - kw + 1
         xkey = SF.density_bucket(x.reshape(b, -1)) if mode != "dense" else -1
         x = x.contiguous()
@@ -77,8 +82,9 @@ class SparseConv2dFunction(torch.autograd.Function):
                 return torch.from_numpy(out).permute(0, 3, 1, 2)
             for par in SF._parallel_options():
                 cands[f"active/{int(par)}"] = lambda par=par: active(par)
-        y = SF._pick(("conv_fwd", tuple(x.shape), tuple(weight.shape), xkey, mode), cands)
+        y = SF._pick(("conv_fwd", tuple(x.shape), tuple(wm.shape), xkey, mode), cands)
         ctx.save_for_backward(x, mask)
+        ctx.flat = flat
         ctx.wm, ctx.mode, ctx.xkey, ctx.has_bias = wm, mode, xkey, bias is not None
         return y
 
@@ -123,30 +129,52 @@ class SparseConv2dFunction(torch.autograd.Function):
                     return torch.mul(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask, out=gw)
                 for par in SF._parallel_options():
                     cands[f"active/{int(par)}"] = lambda par=par: active(par)
+
+                def im2col():
+                    n_o, c, kh, kw = wm.shape
+                    g = gy_cl()
+                    cols = np.empty((g.shape[0] * g.shape[1] * g.shape[2], c * kh * kw), np.float32)
+                    CT.im2col_rows.pick(SF._parallel_default())(xn, kh, kw, cols)
+                    gw = torch.from_numpy(g.reshape(-1, n_o)).t() @ torch.from_numpy(cols)
+                    return gw.view(tuple(wm.shape)).mul_(mask)
+                cands["im2col"] = im2col
             gw = SF._pick(("conv_gw",) + shapes + (ctx.xkey, mode), cands)
+            if ctx.flat is not None:
+                gw = gw.reshape(-1)[ctx.flat]
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.reshape(gy.shape[0], gy.shape[1], -1).sum(2).sum(0)   # inner dim first: 3x faster than
             # gy.sum((0, 2, 3)) on (64, 32, 24, 24) (that reduction is strided in PyTorch)
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
 
 
 def kernel_applies(module, x: Tensor) -> bool:
     """Whether SparseConv2d's configuration and input can take the kernels at all."""
     return (tuple(module.stride) == (1, 1) and tuple(module.dilation) == (1, 1) and module.groups == 1
             and not isinstance(module.padding, str) and tuple(module.padding) == (0, 0)
-            and module.padding_mode == "zeros" and x.dim() == 4 and SF._kernel_eligible(x, module.weight))
+            and module.padding_mode == "zeros" and x.dim() == 4
+            and SF._kernel_eligible(x, module.weight_values if module.compact else module.weight))
 
 
 def sparse_conv2d(module, x: Tensor) -> Tensor:
     """SparseConv2d's forward outside export: the Function where the kernels apply and the work is large enough
-    (in 'auto'), else the convolution of the weight masked at forward time."""
+    (in 'auto'), else the convolution of the weight masked at forward time (a compact layer's weight built from its
+    values)."""
     mode = getattr(module, "kernel_mode", None) or SF.kernel_mode()
     if mode not in SF.MODES:
         raise ValueError(f"kernel_mode must be one of {SF.MODES}, got {mode!r}")
-    weight, mask = module.weight, module.weight_mask
+    mask = module.weight_mask
     if mode == "dense" or not kernel_applies(module, x):
-        return module._conv_forward(x, weight * mask, module.bias)
-    oh, ow = x.shape[2] - weight.shape[2] + 1, x.shape[3] - weight.shape[3] + 1
-    if oh < 1 or ow < 1 or (mode == "auto" and x.shape[0] * oh * ow * weight.numel() < SF.MIN_KERNEL_WORK):
-        return module._conv_forward(x, weight * mask, module.bias)
-    return SparseConv2dFunction.apply(x, weight, module.bias, mask, mode)
+        return module._conv_forward(x, _masked_weight(module), module.bias)
+    oh, ow = x.shape[2] - mask.shape[2] + 1, x.shape[3] - mask.shape[3] + 1
+    if oh < 1 or ow < 1 or (mode == "auto" and x.shape[0] * oh * ow * mask.numel() < SF.MIN_KERNEL_WORK):
+        return module._conv_forward(x, _masked_weight(module), module.bias)
+    if module.compact:
+        from frugalnet.nn.sparse_compact import positions
+
+        return SparseConv2dFunction.apply(x, module.weight_values, module.bias, mask, mode,
+                                          torch.from_numpy(positions(module)))
+    return SparseConv2dFunction.apply(x, module.weight, module.bias, mask, mode)
+
+
+def _masked_weight(module) -> Tensor:
+    return module.weight if module.compact else module.weight * module.weight_mask

@@ -14,9 +14,13 @@ chosen by timing each candidate once for the layer's shape, batch and the measur
   forward  dense (x @ (W * mask)^T) | csr (sparse W rows x dense x) | csc (sparse W columns x nonzero inputs)
   gx       dense (gy @ (W * mask))  | csc_t (W^T as rows x dense gy) | scatter (rows of W for nonzero gy only)
   gW       dense ((gy^T x) * mask)  | sddmm (dot products at the mask) | sddmm_gy (skips zero gy entries)
+                                     | sddmm_both (skips zero gy and zero x entries)
 
-each kernel in a serial and a parallel (numba prange) build. `set_kernel_mode('dense' | 'sparse' | 'auto')`, or a
-module's `kernel_mode` attribute, forces the dense path, the kernels, or the timed choice.
+each kernel in a serial and a parallel (numba prange) build. A compact layer (SparseLinear(compact=True), see
+nn.sparse_compact) passes its (nnz,) values instead of the dense weight: the kernels read them as they are and the
+weight gradient comes back as (nnz,) values, so no dense (out, in) tensor is written or stepped.
+`set_kernel_mode('dense' | 'sparse' | 'auto')`, or a module's `kernel_mode` attribute, forces the dense path, the
+kernels, or the timed choice.
 
 Results equal PyTorch's masked-dense ones to float rounding (summation order differs), with one exception by
 design: paths that skip zero inputs or zero output gradients do not propagate a NaN/inf from the skipped side
@@ -34,6 +38,10 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from frugalnet.nn.sparse_linear_candidates import (  # noqa: F401  (sparse_conv_functional and tests use them here)
+    _active, _forward_candidates, _grad_input_candidates, _grad_weight_candidates, _parallel_default,
+    _parallel_options, _Transposed, _Values, expand)
 
 MODES = ("auto", "sparse", "dense")
 
@@ -137,173 +145,38 @@ def layout_of(module) -> _Layout:
     """The module's compressed mask layout; rebuilt when `set_mask_` bumped `mask_version` or the mask buffer was
     written in place (its tensor version counter) or replaced (its storage)."""
     mask = module.weight_mask
-    if tuple(mask.shape) != tuple(module.weight.shape) or mask.dim() != 2:
-        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape "
-                         f"{tuple(module.weight.shape)}; change masks with set_mask_(mask)")
+    shape = module._weight_shape()
+    if tuple(mask.shape) != shape or mask.dim() != 2:
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape {shape}; change masks "
+                         "with set_mask_(mask)")
     key = (getattr(module, "mask_version", 0), mask._version, mask.data_ptr(), tuple(mask.shape))
     cached = module.__dict__.get("_train_layout")
     if cached is None or cached[0] != key:
-        cached = (key, _Layout(mask))
+        new = (key, _Layout(mask))
+        if module.compact:
+            _check_compact_mask(module, None if cached is None else cached[1], new[1])
+        cached = new
         module.__dict__["_train_layout"] = cached
     return cached[1]
 
 
+def _check_compact_mask(module, old: _Layout | None, new: _Layout) -> None:
+    """A compact layer's values belong to the mask positions they were made for: a mask written since (in place
+    or replaced) must keep exactly those positions."""
+    same = (new.layout.nnz == module.weight_values.numel() if old is None
+            else np.array_equal(old.layout.csr_flat, new.layout.csr_flat))
+    if not same:
+        raise ValueError("the mask of a compact layer was changed: its values no longer match the mask's positions; "
+                         "change masks with compact_(False), set_mask_(mask), compact_(True), then rebuild the "
+                         "optimizer")
+
+
 # ---- the autograd Function ---------------------------------------------------------------------------------------
 
-def _parallel_options() -> tuple[bool, ...]:
-    return (False, True) if _parallel_default() else (False,)
-
-
-def _parallel_default() -> bool:
-    import numba
-
-    return numba.get_num_threads() > 1
-
-
-class _Values:
-    """The weight's values in CSR / CSC order, gathered on first use (one index_select over the nonzeros)."""
-
-    def __init__(self, weight: Tensor, lay: _Layout) -> None:
-        self.weight = weight
-        self.lay = lay
-        self._csr = None
-        self._csc = None
-        self._masked = None
-
-    def csr(self) -> np.ndarray:
-        if self._csr is None:
-            from frugalnet.kernels.train import gather
-
-            flat = self.lay.layout.csr_flat
-            self._csr = np.empty(flat.shape[0], np.float32)
-            gather.serial(self.weight.detach().reshape(-1).numpy(), flat, self._csr)
-        return self._csr
-
-    def csc(self) -> np.ndarray:
-        if self._csc is None:
-            from frugalnet.kernels.train import gather
-
-            perm = self.lay.layout.csc_from_csr
-            self._csc = np.empty(perm.shape[0], np.float32)
-            gather.serial(self.csr(), perm, self._csc)
-        return self._csc
-
-    def masked(self, mask: Tensor) -> Tensor:
-        if self._masked is None:
-            self._masked = self.weight.detach() * mask
-        return self._masked
-
-
-def _active(a: np.ndarray):
-    """Nonzeros of each row of a (B, n) array as (aidx, aval, counts) for the scatter kernels."""
-    from frugalnet.kernels import linear as K
-
-    aidx = np.empty(a.shape, np.int32)
-    aval = np.empty(a.shape, np.float32)
-    counts = np.empty(a.shape[0], np.int32)
-    K.nonzeros.serial(a, aidx, aval, counts)
-    return aidx, aval, counts
-
-
-def _forward_candidates(x: Tensor, xp: "_Transposed", vals: _Values, mask: Tensor, bias: Tensor | None,
-                        mode: str) -> dict:
-    lay = vals.lay.layout
-    n_out = lay.shape[0]
-    xn = x.detach().numpy()
-    bn = np.zeros(n_out, np.float32) if bias is None else bias.detach().numpy()
-    cands = {}
-    if mode != "sparse":
-        def dense():
-            w = vals.masked(mask)
-            return torch.addmm(bias, x, w.t()) if bias is not None else x @ w.t()
-        cands["dense"] = dense
-    if mode != "dense":
-        cands.update(_sparse_product_candidates(
-            xn, lambda: xp.t, (lay.csr_ptr, lay.csr_idx, vals.csr),
-            (lay.csc_split, lay.csc_idx, vals.csc), bn, n_out, ("csr", "csc")))
-    return cands
-
-
-def _sparse_product_candidates(a: np.ndarray, a_t, rows, cols, bias: np.ndarray, n_out: int, names) -> dict:
-    """The two sparse ways to compute a @ M^T for a (B, n) array `a` and a sparse M given both by rows (ptr, idx,
-    values()) and by columns cut for the threads (split, idx, values()): row dot products over a's transpose
-    (`a_t()`, made on demand), or a scatter of a's nonzeros down M's columns; each serial and parallel. The forward
-    (M = W) and the input gradient (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
-    from frugalnet.kernels import linear as K
-
-    cands = {}
-    for par in _parallel_options():
-        def by_rows(par=par):
-            out_t = np.empty((n_out, a.shape[0]), np.float32)
-            K.csr_rows_t.pick(par)(rows[0], rows[1], rows[2](), a_t(), bias, out_t)
-            return torch.from_numpy(out_t).t().contiguous()
-
-        def by_cols(par=par):
-            aidx, aval, counts = _active(a)
-            out = np.empty((a.shape[0], n_out), np.float32)
-            K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](), aidx, aval, counts, bias, out)
-            return torch.from_numpy(out)
-        cands[f"{names[0]}/{int(par)}"] = by_rows
-        cands[f"{names[1]}/{int(par)}"] = by_cols
-    return cands
-
-
-class _Transposed:
-    """A (B, n) array and its C-contiguous transpose, made on first use and shared by the backward products."""
-
-    def __init__(self, a: np.ndarray) -> None:
-        self.a = a
-        self._t = None
-
-    @property
-    def t(self) -> np.ndarray:
-        if self._t is None:
-            self._t = np.ascontiguousarray(self.a.T)
-        return self._t
-
-
-def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Tensor, mode: str) -> dict:
-    lay = vals.lay.layout
-    n_in = lay.shape[1]
-    gyn = gyp.a
-    zeros = np.zeros(n_in, np.float32)
-    cands = {}
-    if mode != "sparse":
-        cands["dense"] = lambda: gy @ vals.masked(mask)
-    if mode != "dense":
-        cands.update(_sparse_product_candidates(
-            gyn, lambda: gyp.t, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr),
-            zeros, n_in, ("csc_t", "scatter")))
-    return cands
-
-
-def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transposed, lay: _Layout, mask: Tensor,
-                            mode: str) -> dict:
-    from frugalnet.kernels import train as T
-
-    layout = lay.layout
-    cands = {}
-    if mode != "sparse":
-        cands["dense"] = lambda: (gy.t() @ x).mul_(mask)
-    if mode != "dense":
-        for par in _parallel_options():
-            def sddmm(par=par):
-                gw = np.empty(layout.shape, np.float32)
-                T.sddmm_dense.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.t, gw)
-                return torch.from_numpy(gw)
-
-            def sddmm_gy(par=par):
-                gw = np.empty(layout.shape, np.float32)
-                acc = np.empty((layout.shape[0], max(1, layout.max_row_nnz)), np.float32)
-                T.sddmm_sparse_gy.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, xp.a, gw, acc)
-                return torch.from_numpy(gw)
-            cands[f"sddmm/{int(par)}"] = sddmm
-            cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
-    return cands
-
-
 class SparseLinearFunction(torch.autograd.Function):
-    """y = x (W * mask)^T + b for 2-D float32 CPU x, on the sparse kernels or dense ops as chosen per product."""
+    """y = x (W * mask)^T + b for 2-D float32 CPU x, on the sparse kernels or dense ops as chosen per product.
+    `weight` is the dense (out, in) parameter, or a compact layer's (nnz,) values in the layout's CSR order (its
+    gradient is then the (nnz,) values' gradient)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, lay: _Layout, mode: str):
@@ -311,9 +184,11 @@ class SparseLinearFunction(torch.autograd.Function):
         n_out, n_in = lay.layout.shape
         xkey = density_bucket(x) if mode != "dense" else -1
         xp = _Transposed(x.detach().numpy())   # x's transpose, made once for the forward and the weight gradient
-        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode), _forward_candidates(x, xp, vals, mask, bias, mode))
+        y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode, vals.compact),
+                  _forward_candidates(x, xp, vals, mask, bias, mode))
         ctx.save_for_backward(x, weight, mask)
         ctx.lay, ctx.mode, ctx.has_bias, ctx.xkey = lay, mode, bias is not None, xkey
+        ctx.compact = vals.compact
         ctx.vals = vals   # reuses gathered values / masked weight in backward
         ctx.xp = xp       # and x's transpose
         return y
@@ -329,12 +204,13 @@ class SparseLinearFunction(torch.autograd.Function):
         gyp = _Transposed(gy.detach().numpy())
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode),
+            gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode, ctx.compact),
                        _grad_input_candidates(gy, gyp, vals, mask, mode))
         if ctx.needs_input_grad[1]:
-            gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode),
-                       _grad_weight_candidates(gy, gyp, x, ctx.xp, lay, mask, mode))
-            lay.clean_grad = (gw.data_ptr(), gw._version)   # zero outside the mask: the optimizer hook may skip it
+            gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode, ctx.compact),
+                       _grad_weight_candidates(gy, gyp, x, ctx.xp, lay, mask, mode, ctx.compact))
+            if not ctx.compact:   # zero outside the mask: the optimizer hook may skip it
+                lay.clean_grad = (gw.data_ptr(), gw._version)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             from frugalnet.kernels.train import column_sums
 
@@ -353,21 +229,25 @@ def _kernel_eligible(x: Tensor, weight: Tensor) -> bool:
 def sparse_linear(module, x: Tensor) -> Tensor:
     """SparseLinear's forward: the Function on the kernels where eligible (float32 on CPU, not under
     compile/export/tracing), else F.linear with the weight masked at forward time (autograd then masks its
-    gradient); under torch.export the plain F.linear on the stored (zero-outside-mask) weight, so exported graphs
-    keep the form the inference engine lowers."""
-    weight, bias, mask = module.weight, module.bias, module.weight_mask
+    gradient; a compact layer's weight is built from its values); under torch.export the plain F.linear on the
+    stored (zero-outside-mask) weight, so exported graphs keep the form the inference engine lowers."""
+    bias, mask, compact = module.bias, module.weight_mask, module.compact
     if torch.compiler.is_exporting() or torch.jit.is_scripting():
-        return torch.nn.functional.linear(x, weight, bias)
-    if tuple(mask.shape) != tuple(weight.shape):
-        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}; "
-                         "change masks with set_mask_(mask)")
+        if compact:
+            from frugalnet.nn.sparse_compact import warn_export
+            warn_export(module)
+        return torch.nn.functional.linear(x, module.weight, bias)
+    params = module.weight_values if compact else module.weight
+    if tuple(mask.shape) != (module.out_features, module.in_features):
+        raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape "
+                         f"{(module.out_features, module.in_features)}; change masks with set_mask_(mask)")
     mode = getattr(module, "kernel_mode", None) or _mode
     if mode not in MODES:
         raise ValueError(f"kernel_mode must be one of {MODES}, got {mode!r}")
-    small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * weight.numel() < MIN_KERNEL_WORK
-    if mode == "dense" or small or not _kernel_eligible(x, weight):
-        return torch.nn.functional.linear(x, weight * mask, bias)
+    small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * mask.numel() < MIN_KERNEL_WORK
+    if mode == "dense" or small or not _kernel_eligible(x, params):
+        return torch.nn.functional.linear(x, module.weight if compact else params * mask, bias)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
-    y = SparseLinearFunction.apply(x2, weight, bias, mask, layout_of(module), mode)
+    y = SparseLinearFunction.apply(x2, params, bias, mask, layout_of(module), mode)
     return y.reshape(*lead, y.shape[-1])

@@ -45,6 +45,10 @@ class DynamicSparsity:
         if not self.targets:
             raise ValueError("dynamic sparse training needs a sparse model: call sparsify_(model, ...) first "
                              "(e.g. RandomFanInConfig(sparsity=0.9, erk=True))")
+        compact = [t.name for t in self.targets if getattr(t.module, "compact", False)]
+        if compact:
+            raise ValueError(f"dynamic sparse training changes masks, which compact layers cannot ({compact}): call "
+                             "layer.compact_(False) on them first")
         self.generator = torch.Generator().manual_seed(seed)
         self.step_count = 0
         self._inputs: dict[str, Tensor] = {}

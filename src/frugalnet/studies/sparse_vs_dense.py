@@ -26,6 +26,7 @@ from frugalnet.lowbit.convert import quantize_
 from frugalnet.lowbit.recipes import RECIPES
 from frugalnet.models import dense_cnn2, sparse_cnn2
 from frugalnet.nn.kwinners import KWinners, KWinners2d
+from frugalnet.nn.sparse_compact import compact_layers_
 from frugalnet.report.document import mean_sd
 from frugalnet.experiment.registry import StudyConfig, register_study
 from frugalnet.experiment.runner import RunContext
@@ -222,6 +223,7 @@ def train_and_measure(ctx: RunContext, kind: str, seed: int, bundle: DataBundle,
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                         lr_gamma=cfg.lr_gamma)
     key = f"{kind}-seed{seed}"
+    compact = compact_layers_(model) if kind == "sparse" else []   # train only the masks' values (nn.sparse_compact)
     meter.start()
     try:
         trained = fit(model, train, fit_cfg, seed=seed, transform=bundle.normalize,
@@ -229,6 +231,8 @@ def train_and_measure(ctx: RunContext, kind: str, seed: int, bundle: DataBundle,
                       device=ctx.device)
     finally:
         meter.stop()
+    if compact:
+        compact_layers_(model, False)
     model.cpu().eval()
     batch = min(cfg.batch_size, len(train))   # one real training step, to model its cost per layer
     cost = model_cost(model, bundle.normalize(train.x[:batch]), training=True, target=train.y[:batch])
