@@ -153,7 +153,7 @@ def ours(layer: nn.Module, x: np.ndarray, label: str, reference: bool) -> dict:
             continue
         f = step.bind(v, x.shape)
         nbytes = step.weight_bytes(v)
-        if v.startswith("csc"):          # only the columns of active inputs are read
+        if v.startswith(("csc", "colseg")):          # only the columns of active inputs are read
             nbytes = int(nbytes * float(np.count_nonzero(x)) / x.size)
         out[f"{label} [{v}]"] = (lambda f=f: f(Act(x.shape, dense=x)), nbytes)
     return out

@@ -1,0 +1,287 @@
+"""Sparse 4-bit weights x sparse inputs in a "column segments" layout: only the columns of active inputs are read,
+sixteen rows of a column at a time by vector work (one table lookup of sixteen 4-bit codes, one vector add into an
+accumulator that stays in L1), instead of one scalar scatter per nonzero (quant.csc_nib).
+
+Layout, per input column j: its nonempty 16-row segments (rows 16 s .. 16 s + 15 holding at least one nonzero code),
+in row order, each as 8 bytes of codes (lane l < 8: low nibble of byte l, lane l >= 8: high nibble of byte l - 8;
+code 0 where the segment has no entry: its value is 0.0 in every 4-bit code table, INT4 SAWB and E2M1) and its row
+block id s (`seg`, uint16). `seg_ptr` (width + 1,) int64 gives each column's first segment; columns are contiguous, so
+a call streams exactly the bytes of its active columns. Size: 10 bytes per segment; at 90% weight sparsity
+1 - 0.9^16 = 81% of the segments are nonempty, each holding ~2 nonzeros: ~5 bytes per nonzero, about the size of
+dense 4-bit codes (the windows layout of kernels/quant_sparse.py, ~2.1 bytes per nonzero, stays the compact one).
+It pays more the sparser the weights.
+
+Kernel: for each active input (j, x_j), for each segment of column j: acc[16 s:16 s + 16] += lut[codes] * x_j (the
+table pre-multiplied by x_j once per column), or with block scales along the input (MXFP4: 32 columns, NVFP4: 16)
+acc += (lut[codes] * bscale[block(j), 16 rows]) * x_j; one scale per row (INT4 SAWB) multiplies each finished row
+once. Parallel over (sample, part of the rows): `split` (width, nparts + 1) cuts every column's segments at the
+parts' row-block boundaries, so each thread reads its rows' segments of every active column and writes only its own
+rows (no reduction). Builds: `colseg_avx512` (one vpermps per segment), `colseg_avx2` (four 8-lane vpermps and two
+blends) and `colseg_scalar` (plain loops: any CPU, and the tests' second opinion); `colseg_kernels()` lists the
+ones this host can run, best first. `check_colseg` validates every layout array before a kernel may read it (they do
+no bounds checks); the kernels themselves skip active indices outside the width and never read past the active lists.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
+
+from frugalnet.kernels._jit import kernel
+from frugalnet.kernels.quant_simd import (_I8x16, _I32x16, _check_u8, _data_ptr, _lookup256, _lookup512, f32x16, vadd,
+                                          vload16, vmul16, vscale16, vscale_add, vstore16)
+
+LANES = 16          # rows per segment
+PAIR_BYTES = 16     # bytes of codes per pair of segments (two 4-bit codes per row lane)
+
+
+def _pair_lookup(lookup, high: bool):
+    def impl(typingctx, codes, offset, table):
+        _check_u8(codes, "pair_lookup")
+
+        def codegen(context, builder, sig, args):
+            raw = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], _I8x16), align=1)
+            e = builder.zext(raw, _I32x16)
+            if high:
+                e = builder.lshr(e, ir.Constant(_I32x16, [4] * 16))
+            return lookup(builder, args[2], e)      # both lookups read only the low 4 bits of the index
+        return f32x16(codes, types.intp, f32x16), codegen
+    return intrinsic(impl)
+
+
+pair_lo512 = _pair_lookup(_lookup512, False)
+pair_lo512.__doc__ = ("table[code] for the low nibbles of codes[offset:offset + 16] (the pair's first segment), "
+                      "`table` 16 float lanes: one vpermps (AVX-512F only)")
+pair_hi512 = _pair_lookup(_lookup512, True)
+pair_hi512.__doc__ = "As pair_lo512 for the high nibbles (the pair's second segment)"
+pair_lo256 = _pair_lookup(_lookup256, False)
+pair_lo256.__doc__ = "As pair_lo512 on AVX2 (four 8-lane vpermps and two blends)"
+pair_hi256 = _pair_lookup(_lookup256, True)
+pair_hi256.__doc__ = "As pair_hi512 on AVX2"
+
+
+def _colseg_source(lo16, hi16):
+    def colseg(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx, aval, counts, acc_all, out):
+        """out[b, r] = row_scale[r] * sum over active t of sample b of w(r, aidx[b, t]) * aval[b, t] + bias[r],
+        w(r, j) = lutf[code of (r, j)] (* bscale[(j >> shift) * L + r] where bscale is not empty; L = 16 row blocks).
+        split (width, nparts + 1) int64: pairs of column j, part p; seg (2 n_pairs,) uint16/uint32 row-block ids;
+        codes (16 n_pairs,) uint8; lutf (16,) float32 code values; row_scale, bias (n_out,) float32; aidx, aval
+        (B, K) int32 / float32 and counts (B,) int32: the inputs to add (zeros skipped: a dense row with every
+        index also works); acc_all: float32 scratch of at least B * L + 16 (made 64-byte aligned here: a split
+        access costs ~2x); out (B, n_out)."""
+        width = split.shape[0]
+        nparts = split.shape[1] - 1
+        n_out = out.shape[1]
+        nrb = (n_out + LANES - 1) // LANES
+        lanes = nrb * LANES
+        batch = min(out.shape[0], aidx.shape[0], aval.shape[0], counts.shape[0], (acc_all.shape[0] - LANES) // lanes)
+        kmax = min(aidx.shape[1], aval.shape[1])
+        blocked = bscale.shape[0] > 0
+        lut = vload16(lutf, 0)
+        a0 = (-(acc_all.ctypes.data >> 2)) & (LANES - 1)       # first 64-byte aligned float
+        for p in prange(batch * nparts):
+            b = p // nparts
+            part = p % nparts
+            r0 = (part * nrb // nparts) * LANES
+            r1 = ((part + 1) * nrb // nparts) * LANES
+            acc = acc_all[a0 + b * lanes:a0 + (b + 1) * lanes]
+            acc[r0:r1] = 0.0
+            for t in range(min(np.intp(counts[b]), kmax)):
+                j = np.intp(aidx[b, t])
+                v = aval[b, t]
+                if v == 0 or j < 0 or j >= width:
+                    continue
+                lo = split[j, part]
+                hi = split[j, part + 1]
+                if blocked:
+                    so = (j >> shift) * lanes
+                    for e in range(lo, hi):
+                        o0 = np.intp(seg[np.uint64(2 * e)]) * LANES
+                        o1 = np.intp(seg[np.uint64(2 * e + 1)]) * LANES
+                        w0 = vmul16(lo16(codes, e * PAIR_BYTES, lut), vload16(bscale, so + o0))
+                        vstore16(acc, o0, vscale_add(w0, v, vload16(acc, o0)))
+                        w1 = vmul16(hi16(codes, e * PAIR_BYTES, lut), vload16(bscale, so + o1))
+                        vstore16(acc, o1, vscale_add(w1, v, vload16(acc, o1)))
+                else:
+                    lx = vscale16(lut, v)
+                    for e in range(lo, hi):
+                        o0 = np.intp(seg[np.uint64(2 * e)]) * LANES
+                        o1 = np.intp(seg[np.uint64(2 * e + 1)]) * LANES
+                        vstore16(acc, o0, vadd(vload16(acc, o0), lo16(codes, e * PAIR_BYTES, lx)))
+                        vstore16(acc, o1, vadd(vload16(acc, o1), hi16(codes, e * PAIR_BYTES, lx)))
+            o_b = out[b]
+            for r in range(r0, min(r1, n_out)):
+                o_b[r] = acc[r] * row_scale[r] + bias[r]
+    return colseg
+
+
+colseg_avx512 = kernel(_colseg_source(pair_lo512, pair_hi512))     # where quant.isa()["avx512"]
+colseg_avx2 = kernel(_colseg_source(pair_lo256, pair_hi256))       # where quant.isa()["avx2"]
+
+
+@kernel
+def colseg_scalar(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx, aval, counts, acc_all, out):
+    """The column-segments kernel in plain loops, one lane at a time: the portable build."""
+    width = split.shape[0]
+    nparts = split.shape[1] - 1
+    n_out = out.shape[1]
+    nrb = (n_out + LANES - 1) // LANES
+    lanes = nrb * LANES
+    batch = min(out.shape[0], aidx.shape[0], aval.shape[0], counts.shape[0], (acc_all.shape[0] - LANES) // lanes)
+    kmax = min(aidx.shape[1], aval.shape[1])
+    blocked = bscale.shape[0] > 0
+    for p in prange(batch * nparts):
+        b = p // nparts
+        part = p % nparts
+        r0 = (part * nrb // nparts) * LANES
+        r1 = ((part + 1) * nrb // nparts) * LANES
+        acc = acc_all[b * lanes:(b + 1) * lanes]
+        acc[r0:r1] = 0.0
+        for t in range(min(np.intp(counts[b]), kmax)):
+            j = np.intp(aidx[b, t])
+            v = aval[b, t]
+            if v == 0 or j < 0 or j >= width:
+                continue
+            for e in range(split[j, part], split[j, part + 1]):
+                for half in range(2):
+                    o = np.intp(seg[np.uint64(2 * e + half)]) * LANES
+                    for lane in range(LANES):
+                        c = (codes[np.uint64(e * PAIR_BYTES + lane)] >> (half << 2)) & 15
+                        w = lutf[c] * bscale[(j >> shift) * lanes + o + lane] if blocked else lutf[c]
+                        acc[o + lane] += w * v
+        o_b = out[b]
+        for r in range(r0, min(r1, n_out)):
+            o_b[r] = acc[r] * row_scale[r] + bias[r]
+
+
+COLSEG_ISA = {"avx512": colseg_avx512, "avx2": colseg_avx2}
+
+
+def colseg_kernels() -> dict:
+    """{build name: kernel pair} of the builds this host can run (quant.isa()), fastest first; "scalar" last."""
+    from frugalnet.kernels.quant import isa
+
+    has = isa()
+    return {**{name: k for name, k in COLSEG_ISA.items() if has[name]}, "scalar": colseg_scalar}
+
+
+def scratch(batch: int, n_out: int) -> np.ndarray:
+    """The accumulator scratch the kernels take for `batch` samples of n_out outputs (any contents)."""
+    return np.empty(batch * -(-int(n_out) // LANES) * LANES + LANES, np.float32)
+
+
+# --- the layout: integer codes only -----------------------------------------------------------------------------
+def _part_bounds(nrb: int, nparts: int) -> np.ndarray:
+    return np.array([p * nrb // nparts for p in range(nparts + 1)], np.int64)
+
+
+def to_colseg(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndarray, n_out: int, width: int,
+              nparts: int = 1):
+    """(split, seg, pair_codes) of a sparse 4-bit code matrix given as CSR (ptr (n_out + 1,), idx column indices
+    below width, codes one 4-bit code per entry), leaving out entries whose code is zero (zero[code] True). Each
+    column's nonempty segments, cut into `nparts` parts of whole row blocks, are taken in pairs (a part with an odd
+    count is padded with a segment of zero codes repeating its last id). Pure function of integer codes."""
+    ptr = np.asarray(ptr, np.int64)
+    idx = np.asarray(idx, np.int64)
+    if len(ptr) != n_out + 1 or ptr[0] != 0 or ptr[-1] != len(idx) or (np.diff(ptr) < 0).any() \
+            or len(codes) < len(idx) or (len(idx) and (idx.min() < 0 or idx.max() >= width)) or nparts < 1:
+        raise ValueError("to_colseg takes a valid CSR pattern with column indices below the width, nparts >= 1")
+    code = np.asarray(codes, np.uint8)[:len(idx)] & 15
+    rows = np.repeat(np.arange(n_out, dtype=np.int64), np.diff(ptr))
+    keep = ~np.asarray(zero, np.bool_)[code]
+    rows, cols, code = rows[keep], idx[keep], code[keep]
+    nrb = -(-int(n_out) // LANES)
+    keys, which = np.unique(cols * nrb + rows // LANES, return_inverse=True)    # segments in (column, row block)
+    rb = keys % nrb
+    group = (keys // nrb) * nparts + np.searchsorted(_part_bounds(nrb, nparts), rb, side="right") - 1
+    count = np.bincount(group, minlength=width * nparts)
+    pair_start = np.zeros(width * nparts + 1, np.int64)
+    np.cumsum((count + 1) // 2, out=pair_start[1:])
+    seg_start = np.cumsum(count) - count
+    slot = 2 * pair_start[group] + np.arange(len(keys)) - seg_start[group]
+    seg = np.zeros(2 * int(pair_start[-1]), np.uint16 if nrb <= 65536 else np.uint32)
+    odd = np.nonzero(count % 2)[0]
+    seg[slot] = rb
+    seg[2 * pair_start[odd + 1] - 1] = seg[2 * pair_start[odd + 1] - 2]       # padding: the part's last id again
+    lane = rows % LANES
+    s_of = slot[which]
+    pair_codes = np.zeros(PAIR_BYTES * int(pair_start[-1]), np.uint8)
+    np.bitwise_or.at(pair_codes, (s_of // 2) * PAIR_BYTES + lane, (code << ((s_of % 2) << 2)).astype(np.uint8))
+    split = np.empty((width, nparts + 1), np.int64)
+    split[:, :nparts] = pair_start[:-1].reshape(width, nparts)
+    split[:, nparts] = pair_start[nparts::nparts]
+    return split, seg, pair_codes
+
+
+def colseg_from_csr(ptr, idx, packed, zero, n_out: int, width: int, wscale, blk: int, bias, nparts: int = 1):
+    """(split, seg, codes, row_scale, bias, bscale, shift): the kernels' weight arguments, from 4-bit CSR codes
+    (quant.compress_codes: two codes per byte), for `nparts` row parts, validated by check_colseg. wscale (n_out,
+    n_blocks) float32, blk columns per block (a power of two, n_blocks * blk >= width; blk 0 or one block: one scale
+    per row, applied to each row's sum)."""
+    n_blocks = wscale.shape[1] if wscale.ndim == 2 else 0
+    blocked = bool(blk) and n_blocks > 1
+    if wscale.ndim != 2 or wscale.shape[0] != n_out or (blocked and (blk & (blk - 1) or n_blocks * blk < width)):
+        raise ValueError(f"colseg_from_csr: wscale must be (n_out={n_out}, n_blocks) with blk={blk} a power of two "
+                         f"and n_blocks * blk >= width={width}")
+    codes = np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:len(idx)]
+    split, seg, pair_codes = to_colseg(ptr, idx, codes, zero, n_out, width, nparts)
+    lanes = -(-int(n_out) // LANES) * LANES
+    bscale = np.zeros(0, np.float32)
+    if blocked:
+        full = np.zeros((n_blocks, lanes), np.float32)
+        full[:, :n_out] = wscale.T
+        bscale = full.reshape(-1)
+        row_scale = np.ones(n_out, np.float32)
+    else:
+        row_scale = np.ascontiguousarray(wscale[:, 0], np.float32)
+    shift = blk.bit_length() - 1 if blocked else 0
+    bias = np.ascontiguousarray(bias, np.float32)
+    check_colseg(split, seg, pair_codes, n_out, width, row_scale, bias, bscale, shift)
+    return split, seg, pair_codes, row_scale, bias, bscale, shift
+
+
+def check_colseg(split, seg, codes, n_out: int, width: int, row_scale, bias, bscale, shift: int,
+                 lutf=None) -> None:
+    """ValueError unless the arrays are a valid column-segments layout of n_out rows and `width` input columns
+    (every pointer, segment id, part boundary and block-scale row in range): the kernels may then read them with any
+    active lists, any `out` of n_out columns and a scratch from `scratch`."""
+    def bad(what):
+        raise ValueError(f"column-segments layout: {what}")
+    n_out, width = int(n_out), int(width)
+    nrb = -(-n_out // LANES)
+    if n_out < 1 or width < 1:
+        bad(f"n_out={n_out} and width={width} must be positive")
+    if not isinstance(split, np.ndarray) or split.dtype != np.int64 or split.ndim != 2 or split.shape[0] != width \
+            or split.shape[1] < 2:
+        bad(f"split must be int64 of shape ({width}, nparts + 1)")
+    if not isinstance(seg, np.ndarray) or seg.dtype not in (np.uint16, np.uint32) or seg.ndim != 1 or len(seg) % 2:
+        bad("seg must be a 1-D uint16/uint32 array of even length (two segments per pair)")
+    n_pairs = len(seg) // 2
+    if split[0, 0] != 0 or split[-1, -1] != n_pairs or (split[1:, 0] != split[:-1, -1]).any() \
+            or (np.diff(split, axis=1) < 0).any():
+        bad(f"split must rise from 0 to the number of pairs {n_pairs}, each column starting where the last ended")
+    if n_pairs and int(seg.max()) >= nrb:
+        bad(f"every segment id must be below ceil(n_out / 16) = {nrb}")
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.shape != (PAIR_BYTES * n_pairs,):
+        bad(f"codes must be uint8 of shape ({PAIR_BYTES * n_pairs},)")
+    nparts = split.shape[1] - 1
+    part = np.repeat(np.tile(np.arange(nparts), width), np.diff(split, axis=1).reshape(-1) * 2)
+    bounds = _part_bounds(nrb, nparts)
+    if n_pairs and ((seg < bounds[part]) | (seg >= bounds[part + 1])).any():
+        bad("split must give each part only the segments of its own row blocks")
+    for name, a in (("row_scale", row_scale), ("bias", bias)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != (n_out,):
+            bad(f"{name} must be float32 of shape ({n_out},)")
+    if not isinstance(bscale, np.ndarray) or bscale.dtype != np.float32 or bscale.ndim != 1:
+        bad("bscale must be a 1-D float32 array (empty: no block scales)")
+    if len(bscale) and (not 0 <= shift < 32 or len(bscale) % (nrb * LANES)
+                        or (((width - 1) >> shift) + 1) * nrb * LANES > len(bscale)):
+        bad(f"block scales must hold {nrb * LANES} lanes for every block (column >> {shift}) of the width")
+    if lutf is not None and (not isinstance(lutf, np.ndarray) or lutf.dtype != np.float32 or lutf.shape != (16,)):
+        bad("lutf must be float32 of shape (16,)")
+
+
+def colseg_nbytes(split, seg, codes) -> int:
+    """Bytes of the layout (scales and bias aside)."""
+    return int(split.nbytes + seg.nbytes + codes.nbytes)
