@@ -102,10 +102,10 @@ def test_colseg_layout_decodes_back_to_the_codes():
         for j in range(n):
             for p in range(nparts):
                 for e in range(split[j, p], split[j, p + 1]):
-                    for half in range(2):
-                        s = int(seg[2 * e + half])
+                    for k in range(8):
+                        s = int(seg[8 * e + k])
                         assert bounds[p] <= s < bounds[p + 1]                     # each part its own rows
-                        nib = (codes[16 * e:16 * e + 16] >> (4 * half)) & 15
+                        nib = (codes[64 * e + k // 2:64 * e + 64:4] >> (4 * (k & 1))) & 15
                         assert not (back[16 * s:16 * s + 16, j] & (nib > 0)).any()  # each entry once
                         back[16 * s:16 * s + 16, j] |= nib
         np.testing.assert_array_equal(back[:n_out], np.where(INT4[mat] == 0, 0, mat))
@@ -152,6 +152,7 @@ def _valid():
     (lambda s, g, c: (s[::-1].copy(), g, c), "rise from 0"),
     (lambda s, g, c: (s, g.astype(np.int64), c), "seg must be"),
     (lambda s, g, c: (s, g[:-1], c), "seg must be"),
+    (lambda s, g, c: (s, g[:-8], c), "split must rise"),
     (lambda s, g, c: (s, np.where(np.arange(len(g)) == 3, 3, g).astype(np.uint16), c), "below ceil"),
     (lambda s, g, c: (s, np.where(np.arange(len(g)) == 0, 2, g).astype(np.uint16), c), "its own row blocks"),
     (lambda s, g, c: (s, g, c[:-1]), "codes must be uint8"),

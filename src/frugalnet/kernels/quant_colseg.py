@@ -2,24 +2,29 @@
 sixteen rows of a column at a time by vector work (one table lookup of sixteen 4-bit codes, one vector add into an
 accumulator that stays in L1), instead of one scalar scatter per nonzero (quant.csc_nib).
 
-Layout, per input column j: its nonempty 16-row segments (rows 16 s .. 16 s + 15 holding at least one nonzero code),
-in row order, each as 8 bytes of codes (lane l < 8: low nibble of byte l, lane l >= 8: high nibble of byte l - 8;
-code 0 where the segment has no entry: its value is 0.0 in every 4-bit code table, INT4 SAWB and E2M1) and its row
-block id s (`seg`, uint16). `seg_ptr` (width + 1,) int64 gives each column's first segment; columns are contiguous, so
-a call streams exactly the bytes of its active columns. Size: 10 bytes per segment; at 90% weight sparsity
-1 - 0.9^16 = 81% of the segments are nonempty, each holding ~2 nonzeros: ~5 bytes per nonzero, about the size of
+Layout, per input column j: its nonempty 16-row segments (rows 16 s .. 16 s + 15 holding at least one nonzero code)
+in row order, eight to a group: 64 bytes of codes, 32-bit lane l holding in nibble k the code of row 16 s_k + l
+(code 0 where a segment has no entry: its value is 0.0 in every 4-bit code table, INT4 SAWB and E2M1), and the
+eight row-block ids s_k (`seg`, uint16; a column's last group padded with zero segments repeating its last id).
+`split` (width, nparts + 1) int64 gives each column's groups, per part of the rows; columns are contiguous, so a
+call streams exactly the bytes of its active columns. Size: 10 bytes per segment; at 90% weight sparsity
+1 - 0.9^16 = 81% of the segments are nonempty, each holding ~2 nonzeros: ~5.5 bytes per nonzero, about the size of
 dense 4-bit codes (the windows layout of kernels/quant_sparse.py, ~2.1 bytes per nonzero, stays the compact one).
 It pays more the sparser the weights.
 
 Kernel: for each active input (j, x_j), for each segment of column j: acc[16 s:16 s + 16] += lut[codes] * x_j (the
-table pre-multiplied by x_j once per column), or with block scales along the input (MXFP4: 32 columns, NVFP4: 16)
-acc += (lut[codes] * bscale[block(j), 16 rows]) * x_j; one scale per row (INT4 SAWB) multiplies each finished row
-once. Parallel over (sample, part of the rows): `split` (width, nparts + 1) cuts every column's segments at the
-parts' row-block boundaries, so each thread reads its rows' segments of every active column and writes only its own
-rows (no reduction). Builds: `colseg_avx512` (one vpermps per segment), `colseg_avx2` (four 8-lane vpermps and two
-blends) and `colseg_scalar` (plain loops: any CPU, and the tests' second opinion); `colseg_kernels()` lists the
-ones this host can run, best first. `check_colseg` validates every layout array before a kernel may read it (they do
-no bounds checks); the kernels themselves skip active indices outside the width and never read past the active lists.
+table pre-multiplied by x_j once per column; per segment one shift, one vpermps, the accumulator's load and store),
+or with block scales along the input (MXFP4: 32 columns, NVFP4: 16) acc += (lut[codes] * bscale[block(j), 16 rows])
+* x_j; one scale per row (INT4 SAWB) multiplies each finished row once. Why the groups: with 8 bytes per segment
+its codes had to be spread to 16 lanes (vpmovzxbd, a shuffle, like the lookup): 8 segments in 64 bytes need only
+shifts. On AMD Zen 4 the loop then runs at the accumulator's store rate (a 64-byte store every ~2 cycles): 4096 x
+4096 at 90/90, one thread, about 0.8x the time of our FP32 CSC kernel (kernels.linear.csc_active_rows) and half
+that of quant.csc_nib (benchmarks/lowbit_infer.py). Parallel over (sample, part of the rows): each thread reads its
+rows' groups of every active column and writes only its own rows (no reduction). Builds: `colseg_avx512`
+(vpermps on 16 lanes), `colseg_avx2` (four 8-lane vpermps and two blends) and `colseg_scalar` (plain loops: any
+CPU, and the tests' second opinion); `colseg_kernels()` lists the ones this host can run, best first.
+`check_colseg` validates every layout array before a kernel may read it (they do no bounds checks); the kernels
+themselves skip active indices outside the width and never read past the active lists or the scratch.
 """
 from __future__ import annotations
 
@@ -29,47 +34,82 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from frugalnet.kernels._jit import kernel
-from frugalnet.kernels.quant_simd import (_I8x16, _I32x16, _check_u8, _data_ptr, _lookup256, _lookup512, f32x16, vadd,
-                                          vload16, vmul16, vscale16, vscale_add, vstore16)
+from frugalnet.kernels.quant_simd import (_I32x16, _V16, _data_ptr, _fma, _lookup256, _lookup512, _splat, f32x16,
+                                          vfma16, vload16, vscale16, vstore16, vzero)
 
 LANES = 16          # rows per segment
-PAIR_BYTES = 16     # bytes of codes per pair of segments (two 4-bit codes per row lane)
+GROUP = 8           # segments per group: their codes in 64 bytes
+GROUP_BYTES = 64
+_I64 = ir.IntType(64)
 
 
-def _pair_lookup(lookup, high: bool):
-    def impl(typingctx, codes, offset, table):
-        _check_u8(codes, "pair_lookup")
+def _octet(lookup, scaled: bool):
+    """The intrinsic adding one group of 8 segments into the accumulator (see group_add512)."""
+    def typer(acc, seg, sidx, codes, coff, table):
+        for arr, dt, what in ((acc, (types.float32,), "acc"), (seg, (types.uint16, types.uint32), "seg"),
+                              (codes, (types.uint8,), "codes")):
+            if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype in dt):
+                raise TypeError(f"group_add: {what} must be 1-D {dt}, got {arr}")
 
-        def codegen(context, builder, sig, args):
-            raw = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], _I8x16), align=1)
-            e = builder.zext(raw, _I32x16)
-            if high:
-                e = builder.lshr(e, ir.Constant(_I32x16, [4] * 16))
-            return lookup(builder, args[2], e)      # both lookups read only the low 4 bits of the index
-        return f32x16(codes, types.intp, f32x16), codegen
+    def codegen(context, builder, sig, args):
+        acc, seg, sidx, codes, coff, table = args[:6]
+        words = builder.load(_data_ptr(context, builder, sig.args[3], codes, coff, _I32x16), align=1)
+        seg_ty = ir.IntType(sig.args[1].dtype.bitwidth)
+        if scaled:
+            bscale, soff, v = args[6:9]
+            splat = _splat(context, builder, v, sig.args[8])
+        for k in range(GROUP):
+            # segment k's codes: nibble k of every 32-bit lane; the lookups read only the low 4 bits of the index
+            idx = words if k == 0 else builder.lshr(words, ir.Constant(_I32x16, [4 * k] * LANES))
+            vals = lookup(builder, table, idx)
+            sid = builder.load(_data_ptr(context, builder, sig.args[1], seg,
+                                         builder.add(sidx, ir.Constant(_I64, k)), seg_ty))
+            off = builder.mul(builder.zext(sid, _I64), ir.Constant(_I64, LANES))
+            ptr = _data_ptr(context, builder, sig.args[0], acc, off, _V16)
+            old = builder.load(ptr, align=4)
+            if scaled:
+                bs = builder.load(_data_ptr(context, builder, sig.args[6], bscale, builder.add(soff, off), _V16),
+                                  align=4)
+                new = _fma(builder, builder.fmul(vals, bs), splat, old)
+            else:
+                new = builder.fadd(old, vals)
+            builder.store(new, ptr, align=4)
+        return context.get_dummy_value()
+
+    if scaled:
+        def impl(typingctx, acc, seg, sidx, codes, coff, table, bscale, soff, v):
+            typer(acc, seg, sidx, codes, coff, table)
+            return types.none(acc, seg, types.intp, codes, types.intp, f32x16, bscale, types.intp,
+                              types.float32), codegen
+    else:
+        def impl(typingctx, acc, seg, sidx, codes, coff, table):
+            typer(acc, seg, sidx, codes, coff, table)
+            return types.none(acc, seg, types.intp, codes, types.intp, f32x16), codegen
     return intrinsic(impl)
 
 
-pair_lo512 = _pair_lookup(_lookup512, False)
-pair_lo512.__doc__ = ("table[code] for the low nibbles of codes[offset:offset + 16] (the pair's first segment), "
-                      "`table` 16 float lanes: one vpermps (AVX-512F only)")
-pair_hi512 = _pair_lookup(_lookup512, True)
-pair_hi512.__doc__ = "As pair_lo512 for the high nibbles (the pair's second segment)"
-pair_lo256 = _pair_lookup(_lookup256, False)
-pair_lo256.__doc__ = "As pair_lo512 on AVX2 (four 8-lane vpermps and two blends)"
-pair_hi256 = _pair_lookup(_lookup256, True)
-pair_hi256.__doc__ = "As pair_hi512 on AVX2"
+group_add512 = _octet(_lookup512, False)
+group_add512.__doc__ = ("For k in 0..7: acc[16 s:16 s + 16] += table[nibble k of each 32-bit lane of "
+                        "codes[coff:coff + 64]], s = seg[sidx + k]: one load of the codes, per segment a shift, one "
+                        "vpermps and the accumulator's load and store (AVX-512F only)")
+group_add512s = _octet(_lookup512, True)
+group_add512s.__doc__ = ("group_add512 with block scales: acc += (table[code] * bscale[soff + 16 s:... + 16]) * v "
+                         "(one rounding for the weight, as the simulated layer)")
+group_add256 = _octet(_lookup256, False)
+group_add256.__doc__ = "As group_add512 on AVX2 (each lookup four 8-lane vpermps and two blends)"
+group_add256s = _octet(_lookup256, True)
+group_add256s.__doc__ = "As group_add512s on AVX2"
 
 
-def _colseg_source(lo16, hi16):
+def _colseg_source(group_add, group_add_s):
     def colseg(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx, aval, counts, acc_all, out):
         """out[b, r] = row_scale[r] * sum over active t of sample b of w(r, aidx[b, t]) * aval[b, t] + bias[r],
         w(r, j) = lutf[code of (r, j)] (* bscale[(j >> shift) * L + r] where bscale is not empty; L = 16 row blocks).
-        split (width, nparts + 1) int64: pairs of column j, part p; seg (2 n_pairs,) uint16/uint32 row-block ids;
-        codes (16 n_pairs,) uint8; lutf (16,) float32 code values; row_scale, bias (n_out,) float32; aidx, aval
+        split (width, nparts + 1) int64: groups of column j, part p; seg (8 n_groups,) uint16/uint32 row-block ids;
+        codes (64 n_groups,) uint8; lutf (16,) float32 code values; row_scale, bias (n_out,) float32; aidx, aval
         (B, K) int32 / float32 and counts (B,) int32: the inputs to add (zeros skipped: a dense row with every
-        index also works); acc_all: float32 scratch of at least B * L + 16 (made 64-byte aligned here: a split
-        access costs ~2x); out (B, n_out)."""
+        index also works); acc_all: float32 scratch of at least B * L + 16 (`scratch`; used 64-byte aligned: a
+        vector split over two cache lines costs ~2x); out (B, n_out)."""
         width = split.shape[0]
         nparts = split.shape[1] - 1
         n_out = out.shape[1]
@@ -86,7 +126,8 @@ def _colseg_source(lo16, hi16):
             r0 = (part * nrb // nparts) * LANES
             r1 = ((part + 1) * nrb // nparts) * LANES
             acc = acc_all[a0 + b * lanes:a0 + (b + 1) * lanes]
-            acc[r0:r1] = 0.0
+            for r in range(r0, r1, LANES):
+                vstore16(acc, r, vzero())
             for t in range(min(np.intp(counts[b]), kmax)):
                 j = np.intp(aidx[b, t])
                 v = aval[b, t]
@@ -97,27 +138,23 @@ def _colseg_source(lo16, hi16):
                 if blocked:
                     so = (j >> shift) * lanes
                     for e in range(lo, hi):
-                        o0 = np.intp(seg[np.uint64(2 * e)]) * LANES
-                        o1 = np.intp(seg[np.uint64(2 * e + 1)]) * LANES
-                        w0 = vmul16(lo16(codes, e * PAIR_BYTES, lut), vload16(bscale, so + o0))
-                        vstore16(acc, o0, vscale_add(w0, v, vload16(acc, o0)))
-                        w1 = vmul16(hi16(codes, e * PAIR_BYTES, lut), vload16(bscale, so + o1))
-                        vstore16(acc, o1, vscale_add(w1, v, vload16(acc, o1)))
+                        group_add_s(acc, seg, e * GROUP, codes, e * GROUP_BYTES, lut, bscale, so, v)
                 else:
                     lx = vscale16(lut, v)
                     for e in range(lo, hi):
-                        o0 = np.intp(seg[np.uint64(2 * e)]) * LANES
-                        o1 = np.intp(seg[np.uint64(2 * e + 1)]) * LANES
-                        vstore16(acc, o0, vadd(vload16(acc, o0), lo16(codes, e * PAIR_BYTES, lx)))
-                        vstore16(acc, o1, vadd(vload16(acc, o1), hi16(codes, e * PAIR_BYTES, lx)))
+                        group_add(acc, seg, e * GROUP, codes, e * GROUP_BYTES, lx)
             o_b = out[b]
-            for r in range(r0, min(r1, n_out)):
-                o_b[r] = acc[r] * row_scale[r] + bias[r]
+            r = r0
+            while r + LANES <= min(r1, n_out):
+                vstore16(o_b, r, vfma16(vload16(acc, r), vload16(row_scale, r), vload16(bias, r)))
+                r += LANES
+            for q in range(r, min(r1, n_out)):
+                o_b[q] = acc[q] * row_scale[q] + bias[q]
     return colseg
 
 
-colseg_avx512 = kernel(_colseg_source(pair_lo512, pair_hi512))     # where quant.isa()["avx512"]
-colseg_avx2 = kernel(_colseg_source(pair_lo256, pair_hi256))       # where quant.isa()["avx2"]
+colseg_avx512 = kernel(_colseg_source(group_add512, group_add512s))     # where quant.isa()["avx512"]
+colseg_avx2 = kernel(_colseg_source(group_add256, group_add256s))       # where quant.isa()["avx2"]
 
 
 @kernel
@@ -144,10 +181,10 @@ def colseg_scalar(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx,
             if v == 0 or j < 0 or j >= width:
                 continue
             for e in range(split[j, part], split[j, part + 1]):
-                for half in range(2):
-                    o = np.intp(seg[np.uint64(2 * e + half)]) * LANES
+                for k in range(GROUP):
+                    o = np.intp(seg[np.uint64(e * GROUP + k)]) * LANES
                     for lane in range(LANES):
-                        c = (codes[np.uint64(e * PAIR_BYTES + lane)] >> (half << 2)) & 15
+                        c = (codes[np.uint64(e * GROUP_BYTES + 4 * lane + (k >> 1))] >> ((k & 1) << 2)) & 15
                         w = lutf[c] * bscale[(j >> shift) * lanes + o + lane] if blocked else lutf[c]
                         acc[o + lane] += w * v
         o_b = out[b]
@@ -178,10 +215,11 @@ def _part_bounds(nrb: int, nparts: int) -> np.ndarray:
 
 def to_colseg(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndarray, n_out: int, width: int,
               nparts: int = 1):
-    """(split, seg, pair_codes) of a sparse 4-bit code matrix given as CSR (ptr (n_out + 1,), idx column indices
+    """(split, seg, group_codes) of a sparse 4-bit code matrix given as CSR (ptr (n_out + 1,), idx column indices
     below width, codes one 4-bit code per entry), leaving out entries whose code is zero (zero[code] True). Each
-    column's nonempty segments, cut into `nparts` parts of whole row blocks, are taken in pairs (a part with an odd
-    count is padded with a segment of zero codes repeating its last id). Pure function of integer codes."""
+    column's nonempty segments, cut into `nparts` parts of whole row blocks, are taken eight to a group (a part's
+    last group is padded with segments of zero codes repeating its last id). Group g's codes: 64 bytes, the 32-bit
+    lane l (little-endian) holding in nibble k the code of row 16 seg[8 g + k] + l. Pure function of integer codes."""
     ptr = np.asarray(ptr, np.int64)
     idx = np.asarray(idx, np.int64)
     if len(ptr) != n_out + 1 or ptr[0] != 0 or ptr[-1] != len(idx) or (np.diff(ptr) < 0).any() \
@@ -194,24 +232,28 @@ def to_colseg(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndar
     nrb = -(-int(n_out) // LANES)
     keys, which = np.unique(cols * nrb + rows // LANES, return_inverse=True)    # segments in (column, row block)
     rb = keys % nrb
-    group = (keys // nrb) * nparts + np.searchsorted(_part_bounds(nrb, nparts), rb, side="right") - 1
-    count = np.bincount(group, minlength=width * nparts)
-    pair_start = np.zeros(width * nparts + 1, np.int64)
-    np.cumsum((count + 1) // 2, out=pair_start[1:])
+    part = (keys // nrb) * nparts + np.searchsorted(_part_bounds(nrb, nparts), rb, side="right") - 1
+    count = np.bincount(part, minlength=width * nparts)
+    group_start = np.zeros(width * nparts + 1, np.int64)
+    np.cumsum(-(-count // GROUP), out=group_start[1:])
     seg_start = np.cumsum(count) - count
-    slot = 2 * pair_start[group] + np.arange(len(keys)) - seg_start[group]
-    seg = np.zeros(2 * int(pair_start[-1]), np.uint16 if nrb <= 65536 else np.uint32)
-    odd = np.nonzero(count % 2)[0]
+    slot = GROUP * group_start[part] + np.arange(len(keys)) - seg_start[part]
+    n_slots = GROUP * int(group_start[-1])
+    seg = np.zeros(n_slots, np.uint16 if nrb <= 65536 else np.uint32)
     seg[slot] = rb
-    seg[2 * pair_start[odd + 1] - 1] = seg[2 * pair_start[odd + 1] - 2]       # padding: the part's last id again
+    pad = np.ones(n_slots, np.bool_)
+    pad[slot] = False
+    owner = np.repeat(np.arange(width * nparts), GROUP * np.diff(group_start))          # the (column, part) of a slot
+    seg[pad] = seg[(GROUP * group_start[:-1] + count - 1)[owner[pad]]]                # its last real id again
     lane = rows % LANES
     s_of = slot[which]
-    pair_codes = np.zeros(PAIR_BYTES * int(pair_start[-1]), np.uint8)
-    np.bitwise_or.at(pair_codes, (s_of // 2) * PAIR_BYTES + lane, (code << ((s_of % 2) << 2)).astype(np.uint8))
+    group_codes = np.zeros(GROUP_BYTES * int(group_start[-1]), np.uint8)
+    np.bitwise_or.at(group_codes, (s_of // GROUP) * GROUP_BYTES + 4 * lane + (s_of % GROUP) // 2,
+                     (code << ((s_of % 2) << 2)).astype(np.uint8))
     split = np.empty((width, nparts + 1), np.int64)
-    split[:, :nparts] = pair_start[:-1].reshape(width, nparts)
-    split[:, nparts] = pair_start[nparts::nparts]
-    return split, seg, pair_codes
+    split[:, :nparts] = group_start[:-1].reshape(width, nparts)
+    split[:, nparts] = group_start[nparts::nparts]
+    return split, seg, group_codes
 
 
 def colseg_from_csr(ptr, idx, packed, zero, n_out: int, width: int, wscale, blk: int, bias, nparts: int = 1):
@@ -225,7 +267,7 @@ def colseg_from_csr(ptr, idx, packed, zero, n_out: int, width: int, wscale, blk:
         raise ValueError(f"colseg_from_csr: wscale must be (n_out={n_out}, n_blocks) with blk={blk} a power of two "
                          f"and n_blocks * blk >= width={width}")
     codes = np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:len(idx)]
-    split, seg, pair_codes = to_colseg(ptr, idx, codes, zero, n_out, width, nparts)
+    split, seg, group_codes = to_colseg(ptr, idx, codes, zero, n_out, width, nparts)
     lanes = -(-int(n_out) // LANES) * LANES
     bscale = np.zeros(0, np.float32)
     if blocked:
@@ -237,8 +279,8 @@ def colseg_from_csr(ptr, idx, packed, zero, n_out: int, width: int, wscale, blk:
         row_scale = np.ascontiguousarray(wscale[:, 0], np.float32)
     shift = blk.bit_length() - 1 if blocked else 0
     bias = np.ascontiguousarray(bias, np.float32)
-    check_colseg(split, seg, pair_codes, n_out, width, row_scale, bias, bscale, shift)
-    return split, seg, pair_codes, row_scale, bias, bscale, shift
+    check_colseg(split, seg, group_codes, n_out, width, row_scale, bias, bscale, shift)
+    return split, seg, group_codes, row_scale, bias, bscale, shift
 
 
 def check_colseg(split, seg, codes, n_out: int, width: int, row_scale, bias, bscale, shift: int,
@@ -255,20 +297,20 @@ def check_colseg(split, seg, codes, n_out: int, width: int, row_scale, bias, bsc
     if not isinstance(split, np.ndarray) or split.dtype != np.int64 or split.ndim != 2 or split.shape[0] != width \
             or split.shape[1] < 2:
         bad(f"split must be int64 of shape ({width}, nparts + 1)")
-    if not isinstance(seg, np.ndarray) or seg.dtype not in (np.uint16, np.uint32) or seg.ndim != 1 or len(seg) % 2:
-        bad("seg must be a 1-D uint16/uint32 array of even length (two segments per pair)")
-    n_pairs = len(seg) // 2
-    if split[0, 0] != 0 or split[-1, -1] != n_pairs or (split[1:, 0] != split[:-1, -1]).any() \
+    if not isinstance(seg, np.ndarray) or seg.dtype not in (np.uint16, np.uint32) or seg.ndim != 1 or len(seg) % GROUP:
+        bad(f"seg must be a 1-D uint16/uint32 array, {GROUP} ids per group")
+    n_groups = len(seg) // GROUP
+    if split[0, 0] != 0 or split[-1, -1] != n_groups or (split[1:, 0] != split[:-1, -1]).any() \
             or (np.diff(split, axis=1) < 0).any():
-        bad(f"split must rise from 0 to the number of pairs {n_pairs}, each column starting where the last ended")
-    if n_pairs and int(seg.max()) >= nrb:
+        bad(f"split must rise from 0 to the number of groups {n_groups}, each column starting where the last ended")
+    if n_groups and int(seg.max()) >= nrb:
         bad(f"every segment id must be below ceil(n_out / 16) = {nrb}")
-    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.shape != (PAIR_BYTES * n_pairs,):
-        bad(f"codes must be uint8 of shape ({PAIR_BYTES * n_pairs},)")
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.shape != (GROUP_BYTES * n_groups,):
+        bad(f"codes must be uint8 of shape ({GROUP_BYTES * n_groups},)")
     nparts = split.shape[1] - 1
-    part = np.repeat(np.tile(np.arange(nparts), width), np.diff(split, axis=1).reshape(-1) * 2)
+    part = np.repeat(np.tile(np.arange(nparts), width), np.diff(split, axis=1).reshape(-1) * GROUP)
     bounds = _part_bounds(nrb, nparts)
-    if n_pairs and ((seg < bounds[part]) | (seg >= bounds[part + 1])).any():
+    if n_groups and ((seg < bounds[part]) | (seg >= bounds[part + 1])).any():
         bad("split must give each part only the segments of its own row blocks")
     for name, a in (("row_scale", row_scale), ("bias", bias)):
         if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != (n_out,):
