@@ -1,46 +1,72 @@
 """Sparse 4-bit weights x sparse inputs in a "column segments" layout: only the columns of active inputs are read,
-sixteen rows of a column at a time by vector work (one table lookup of sixteen 4-bit codes, one vector add into an
+eight rows of a column at a time by vector work (one table lookup of eight 4-bit codes, one vector add into an
 accumulator that stays in L1), instead of one scalar scatter per nonzero (quant.csc_nib).
 
-Layout, per input column j: its nonempty 16-row segments (rows 16 s .. 16 s + 15 holding at least one nonzero code)
-in row order, eight to a group: 64 bytes of codes, 32-bit lane l holding in nibble k the code of row 16 s_k + l
-(code 0 where a segment has no entry: its value is 0.0 in every 4-bit code table, INT4 SAWB and E2M1), and the
-eight row-block ids s_k (`seg`, uint16; a column's last group padded with zero segments repeating its last id).
-`split` (width, nparts + 1) int64 gives each column's groups, per part of the rows; columns are contiguous, so a
-call streams exactly the bytes of its active columns. Size: 10 bytes per segment; at 90% weight sparsity
-1 - 0.9^16 = 81% of the segments are nonempty, each holding ~2 nonzeros: ~5.5 bytes per nonzero, about the size of
-dense 4-bit codes (the windows layout of kernels/quant_sparse.py, ~2.1 bytes per nonzero, stays the compact one).
-It pays more the sparser the weights.
+Layout, per input column j: its nonempty 8-row segments (rows 8 s .. 8 s + 7 holding at least one nonzero code) in
+row order, eight to a group: 32 bytes of codes, 32-bit lane l holding in nibble k the code of row 8 s_k + l (code 0
+where a segment has no entry: its value is 0.0 in every 4-bit code table, INT4 SAWB and E2M1), and the eight
+segment ids s_k (`seg`, uint16; a column's last group padded with zero segments repeating its last id). `split`
+(width, nparts + 1) int64 gives each column's groups, per part of the rows; columns are contiguous, so a call
+streams exactly the bytes of its active columns. Size: 6 bytes per segment; at 90% weight sparsity 1 - 0.9^8 = 57%
+of the segments are nonempty, each holding ~1.4 nonzeros: ~4.3 bytes per nonzero, about the size of dense 4-bit
+codes (the windows layout of kernels/quant_sparse.py, ~2.1 bytes per nonzero, stays the compact one). It pays more
+the sparser the weights.
 
-Kernel: for each active input (j, x_j), for each segment of column j: acc[16 s:16 s + 16] += lut[codes] * x_j (the
-table pre-multiplied by x_j once per column; per segment one shift, one vpermps, the accumulator's load and store),
-or with block scales along the input (MXFP4: 32 columns, NVFP4: 16) acc += (lut[codes] * bscale[block(j), 16 rows])
-* x_j; one scale per row (INT4 SAWB) multiplies each finished row once. Why the groups: with 8 bytes per segment
-its codes had to be spread to 16 lanes (vpmovzxbd, a shuffle, like the lookup): 8 segments in 64 bytes need only
-shifts. On AMD Zen 4 the loop then runs at the accumulator's store rate (a 64-byte store every ~2 cycles): 4096 x
-4096 at 90/90, one thread, about 0.8x the time of our FP32 CSC kernel (kernels.linear.csc_active_rows) and half
-that of quant.csc_nib (benchmarks/lowbit_infer.py). Parallel over (sample, part of the rows): each thread reads its
-rows' groups of every active column and writes only its own rows (no reduction). Builds: `colseg_avx512`
-(vpermps on 16 lanes), `colseg_avx2` (four 8-lane vpermps and two blends) and `colseg_scalar` (plain loops: any
-CPU, and the tests' second opinion); `colseg_kernels()` lists the ones this host can run, best first.
-`check_colseg` validates every layout array before a kernel may read it (they do no bounds checks); the kernels
-themselves skip active indices outside the width and never read past the active lists or the scratch.
+Kernel: for each active input (j, x_j), for each segment of column j: acc[8 s:8 s + 8] += lut[codes] * x_j (the
+table pre-multiplied by x_j once per column; per segment one shift, one vpermi2ps, the accumulator's load and
+store), or with block scales along the input (MXFP4: 32 columns, NVFP4: 16) acc += (lut[codes] * bscale[block(j),
+8 rows]) * x_j; one scale per row (INT4 SAWB) multiplies each finished row once. Why this shape, measured on AMD
+Zen 4 (4096 x 4096, 90% sparse weights and inputs, batch 1, one thread, min of repeats on a loaded machine):
+16-row segments with 8 bytes of codes each had to spread the bytes to 16 lanes (vpmovzxbd, a shuffle like the
+lookup): 79 us; eight segments' codes in one 64-byte word need only shifts: 76 us, then bound by the accumulator's
+64-byte stores; 8-row segments store 30% fewer bytes (fewer empty rows per segment): 65 us, against 88 us for our
+FP32 CSC kernel (kernels.linear.csc_active_rows) in the same run. Parallel over (sample, part of the rows; parts
+of whole 16 rows): each thread reads its rows' groups of every active column and writes only its own rows (no
+reduction). Builds: `colseg_avx512` (vpermi2ps on 8 lanes, AVX-512VL), `colseg_avx2` (two vpermps and a blend) and
+`colseg_scalar` (plain loops: any CPU, and the tests' second opinion); `colseg_kernels()` lists the ones this host
+can run, best first. `check_colseg` validates every layout array before a kernel may read it (they do no bounds
+checks); the kernels themselves skip active indices outside the width and never read past the active lists or the
+scratch.
 """
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from frugalnet.kernels._jit import kernel
-from frugalnet.kernels.quant_simd import (_I32x16, _V16, _data_ptr, _fma, _lookup256, _lookup512, _splat, f32x16,
-                                          vfma16, vload16, vscale16, vstore16, vzero)
+from frugalnet.kernels.quant_simd import _data_ptr, f32x16, vfma16, vload16, vscale16, vstore16, vzero
 
-LANES = 16          # rows per segment
-GROUP = 8           # segments per group: their codes in 64 bytes
-GROUP_BYTES = 64
+LANES = 16          # accumulator vector width; parts of the rows are whole multiples of it
+ROWS = 8            # rows per segment
+GROUP = 8           # segments per group: their codes in 32 bytes
+GROUP_BYTES = 4 * ROWS
 _I64 = ir.IntType(64)
+_V8 = ir.VectorType(ir.FloatType(), ROWS)
+_I32x8 = ir.VectorType(ir.IntType(32), ROWS)
+
+
+def _halves(builder, table):
+    return (builder.shuffle_vector(table, table, ir.Constant(_I32x8, list(range(8)))),
+            builder.shuffle_vector(table, table, ir.Constant(_I32x8, list(range(8, 16)))))
+
+
+def _lookup8_512(builder, table, idx):
+    """table[idx & 15] on 8 lanes: one vpermi2ps (AVX-512VL; bit 3 of the index picks the table's half)."""
+    lo, hi = _halves(builder, table)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8, _I32x8, _V8]),
+                                        "llvm.x86.avx512.vpermi2var.ps.256")
+    return builder.call(fn, [lo, idx, hi])
+
+
+def _lookup8_256(builder, table, idx):
+    """table[idx & 15] on 8 lanes with AVX2: vpermps into each half of the table, bit 3 selects."""
+    lo, hi = _halves(builder, table)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8, _I32x8]), "llvm.x86.avx2.permps")
+    high = builder.icmp_unsigned("!=", builder.and_(idx, ir.Constant(_I32x8, [8] * 8)), ir.Constant(_I32x8, [0] * 8))
+    return builder.select(high, builder.call(fn, [hi, idx]), builder.call(fn, [lo, idx]))
 
 
 def _octet(lookup, scaled: bool):
@@ -53,24 +79,28 @@ def _octet(lookup, scaled: bool):
 
     def codegen(context, builder, sig, args):
         acc, seg, sidx, codes, coff, table = args[:6]
-        words = builder.load(_data_ptr(context, builder, sig.args[3], codes, coff, _I32x16), align=1)
+        words = builder.load(_data_ptr(context, builder, sig.args[3], codes, coff, _I32x8), align=1)
         seg_ty = ir.IntType(sig.args[1].dtype.bitwidth)
         if scaled:
             bscale, soff, v = args[6:9]
-            splat = _splat(context, builder, v, sig.args[8])
+            v = context.cast(builder, v, sig.args[8], types.float32)
+            splat = builder.insert_element(ir.Constant(_V8, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
+            splat = builder.shuffle_vector(splat, ir.Constant(_V8, ir.Undefined), ir.Constant(_I32x8, [0] * 8))
         for k in range(GROUP):
             # segment k's codes: nibble k of every 32-bit lane; the lookups read only the low 4 bits of the index
-            idx = words if k == 0 else builder.lshr(words, ir.Constant(_I32x16, [4 * k] * LANES))
+            idx = words if k == 0 else builder.lshr(words, ir.Constant(_I32x8, [4 * k] * ROWS))
             vals = lookup(builder, table, idx)
             sid = builder.load(_data_ptr(context, builder, sig.args[1], seg,
                                          builder.add(sidx, ir.Constant(_I64, k)), seg_ty))
-            off = builder.mul(builder.zext(sid, _I64), ir.Constant(_I64, LANES))
-            ptr = _data_ptr(context, builder, sig.args[0], acc, off, _V16)
+            off = builder.mul(builder.zext(sid, _I64), ir.Constant(_I64, ROWS))
+            ptr = _data_ptr(context, builder, sig.args[0], acc, off, _V8)
             old = builder.load(ptr, align=4)
             if scaled:
-                bs = builder.load(_data_ptr(context, builder, sig.args[6], bscale, builder.add(soff, off), _V16),
+                bs = builder.load(_data_ptr(context, builder, sig.args[6], bscale, builder.add(soff, off), _V8),
                                   align=4)
-                new = _fma(builder, builder.fmul(vals, bs), splat, old)
+                fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8, _V8, _V8]),
+                                                     "llvm.fma.v8f32")
+                new = builder.call(fma, [builder.fmul(vals, bs), splat, old])
             else:
                 new = builder.fadd(old, vals)
             builder.store(new, ptr, align=4)
@@ -88,27 +118,27 @@ def _octet(lookup, scaled: bool):
     return intrinsic(impl)
 
 
-group_add512 = _octet(_lookup512, False)
-group_add512.__doc__ = ("For k in 0..7: acc[16 s:16 s + 16] += table[nibble k of each 32-bit lane of "
-                        "codes[coff:coff + 64]], s = seg[sidx + k]: one load of the codes, per segment a shift, one "
-                        "vpermps and the accumulator's load and store (AVX-512F only)")
-group_add512s = _octet(_lookup512, True)
-group_add512s.__doc__ = ("group_add512 with block scales: acc += (table[code] * bscale[soff + 16 s:... + 16]) * v "
+group_add512 = _octet(_lookup8_512, False)
+group_add512.__doc__ = ("For k in 0..7: acc[8 s:8 s + 8] += table[nibble k of each 32-bit lane of "
+                        "codes[coff:coff + 32]], s = seg[sidx + k], table 16 float lanes: one load of the codes, per "
+                        "segment a shift, one vpermi2ps and the accumulator's load and store (AVX-512VL only)")
+group_add512s = _octet(_lookup8_512, True)
+group_add512s.__doc__ = ("group_add512 with block scales: acc += (table[code] * bscale[soff + 8 s:... + 8]) * v "
                          "(one rounding for the weight, as the simulated layer)")
-group_add256 = _octet(_lookup256, False)
-group_add256.__doc__ = "As group_add512 on AVX2 (each lookup four 8-lane vpermps and two blends)"
-group_add256s = _octet(_lookup256, True)
+group_add256 = _octet(_lookup8_256, False)
+group_add256.__doc__ = "As group_add512 on AVX2 (each lookup two vpermps and a blend)"
+group_add256s = _octet(_lookup8_256, True)
 group_add256s.__doc__ = "As group_add512s on AVX2"
 
 
 def _colseg_source(group_add, group_add_s):
     def colseg(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx, aval, counts, acc_all, out):
         """out[b, r] = row_scale[r] * sum over active t of sample b of w(r, aidx[b, t]) * aval[b, t] + bias[r],
-        w(r, j) = lutf[code of (r, j)] (* bscale[(j >> shift) * L + r] where bscale is not empty; L = 16 row blocks).
-        split (width, nparts + 1) int64: groups of column j, part p; seg (8 n_groups,) uint16/uint32 row-block ids;
-        codes (64 n_groups,) uint8; lutf (16,) float32 code values; row_scale, bias (n_out,) float32; aidx, aval
-        (B, K) int32 / float32 and counts (B,) int32: the inputs to add (zeros skipped: a dense row with every
-        index also works); acc_all: float32 scratch of at least B * L + 16 (`scratch`; used 64-byte aligned: a
+        w(r, j) = lutf[code of (r, j)] (* bscale[(j >> shift) * L + r] where bscale is not empty; L = n_out rounded
+        up to 16). split (width, nparts + 1) int64: groups of column j, part p; seg (8 n_groups,) uint16/uint32
+        8-row block ids; codes (32 n_groups,) uint8; lutf (16,) float32 code values; row_scale, bias (n_out,)
+        float32; aidx, aval (B, K) int32 / float32 and counts (B,) int32: the inputs to add (zeros skipped: a dense
+        row with every index also works); acc_all: float32 scratch of at least B * L + 16 (`scratch`; used 64-byte aligned: a
         vector split over two cache lines costs ~2x); out (B, n_out)."""
         width = split.shape[0]
         nparts = split.shape[1] - 1
@@ -182,8 +212,8 @@ def colseg_scalar(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx,
                 continue
             for e in range(split[j, part], split[j, part + 1]):
                 for k in range(GROUP):
-                    o = np.intp(seg[np.uint64(e * GROUP + k)]) * LANES
-                    for lane in range(LANES):
+                    o = np.intp(seg[np.uint64(e * GROUP + k)]) * ROWS
+                    for lane in range(ROWS):
                         c = (codes[np.uint64(e * GROUP_BYTES + 4 * lane + (k >> 1))] >> ((k & 1) << 2)) & 15
                         w = lutf[c] * bscale[(j >> shift) * lanes + o + lane] if blocked else lutf[c]
                         acc[o + lane] += w * v
@@ -209,8 +239,11 @@ def scratch(batch: int, n_out: int) -> np.ndarray:
 
 
 # --- the layout: integer codes only -----------------------------------------------------------------------------
-def _part_bounds(nrb: int, nparts: int) -> np.ndarray:
-    return np.array([p * nrb // nparts for p in range(nparts + 1)], np.int64)
+def _part_bounds(n_out: int, nparts: int) -> np.ndarray:
+    """Segment ids (8-row blocks) where the parts of the rows start: whole multiples of 16 rows, so that each
+    part zeroes and finishes its rows with 16-lane vectors."""
+    n16 = -(-int(n_out) // LANES)
+    return np.array([(p * n16 // nparts) * (LANES // ROWS) for p in range(nparts + 1)], np.int64)
 
 
 def to_colseg(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndarray, n_out: int, width: int,
@@ -229,10 +262,10 @@ def to_colseg(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndar
     rows = np.repeat(np.arange(n_out, dtype=np.int64), np.diff(ptr))
     keep = ~np.asarray(zero, np.bool_)[code]
     rows, cols, code = rows[keep], idx[keep], code[keep]
-    nrb = -(-int(n_out) // LANES)
-    keys, which = np.unique(cols * nrb + rows // LANES, return_inverse=True)    # segments in (column, row block)
+    nrb = -(-int(n_out) // ROWS)
+    keys, which = np.unique(cols * nrb + rows // ROWS, return_inverse=True)     # segments in (column, row block)
     rb = keys % nrb
-    part = (keys // nrb) * nparts + np.searchsorted(_part_bounds(nrb, nparts), rb, side="right") - 1
+    part = (keys // nrb) * nparts + np.searchsorted(_part_bounds(n_out, nparts), rb, side="right") - 1
     count = np.bincount(part, minlength=width * nparts)
     group_start = np.zeros(width * nparts + 1, np.int64)
     np.cumsum(-(-count // GROUP), out=group_start[1:])
@@ -245,7 +278,7 @@ def to_colseg(ptr: np.ndarray, idx: np.ndarray, codes: np.ndarray, zero: np.ndar
     pad[slot] = False
     owner = np.repeat(np.arange(width * nparts), GROUP * np.diff(group_start))          # the (column, part) of a slot
     seg[pad] = seg[(GROUP * group_start[:-1] + count - 1)[owner[pad]]]                # its last real id again
-    lane = rows % LANES
+    lane = rows % ROWS
     s_of = slot[which]
     group_codes = np.zeros(GROUP_BYTES * int(group_start[-1]), np.uint8)
     np.bitwise_or.at(group_codes, (s_of // GROUP) * GROUP_BYTES + 4 * lane + (s_of % GROUP) // 2,
@@ -291,7 +324,8 @@ def check_colseg(split, seg, codes, n_out: int, width: int, row_scale, bias, bsc
     def bad(what):
         raise ValueError(f"column-segments layout: {what}")
     n_out, width = int(n_out), int(width)
-    nrb = -(-n_out // LANES)
+    nrb = -(-n_out // ROWS)
+    lanes = -(-n_out // LANES) * LANES
     if n_out < 1 or width < 1:
         bad(f"n_out={n_out} and width={width} must be positive")
     if not isinstance(split, np.ndarray) or split.dtype != np.int64 or split.ndim != 2 or split.shape[0] != width \
@@ -304,12 +338,12 @@ def check_colseg(split, seg, codes, n_out: int, width: int, row_scale, bias, bsc
             or (np.diff(split, axis=1) < 0).any():
         bad(f"split must rise from 0 to the number of groups {n_groups}, each column starting where the last ended")
     if n_groups and int(seg.max()) >= nrb:
-        bad(f"every segment id must be below ceil(n_out / 16) = {nrb}")
+        bad(f"every segment id must be below ceil(n_out / {ROWS}) = {nrb}")
     if not isinstance(codes, np.ndarray) or codes.dtype != np.uint8 or codes.shape != (GROUP_BYTES * n_groups,):
         bad(f"codes must be uint8 of shape ({GROUP_BYTES * n_groups},)")
     nparts = split.shape[1] - 1
     part = np.repeat(np.tile(np.arange(nparts), width), np.diff(split, axis=1).reshape(-1) * GROUP)
-    bounds = _part_bounds(nrb, nparts)
+    bounds = _part_bounds(n_out, nparts)
     if n_groups and ((seg < bounds[part]) | (seg >= bounds[part + 1])).any():
         bad("split must give each part only the segments of its own row blocks")
     for name, a in (("row_scale", row_scale), ("bias", bias)):
@@ -317,9 +351,9 @@ def check_colseg(split, seg, codes, n_out: int, width: int, row_scale, bias, bsc
             bad(f"{name} must be float32 of shape ({n_out},)")
     if not isinstance(bscale, np.ndarray) or bscale.dtype != np.float32 or bscale.ndim != 1:
         bad("bscale must be a 1-D float32 array (empty: no block scales)")
-    if len(bscale) and (not 0 <= shift < 32 or len(bscale) % (nrb * LANES)
-                        or (((width - 1) >> shift) + 1) * nrb * LANES > len(bscale)):
-        bad(f"block scales must hold {nrb * LANES} lanes for every block (column >> {shift}) of the width")
+    if len(bscale) and (not 0 <= shift < 32 or len(bscale) % lanes
+                        or (((width - 1) >> shift) + 1) * lanes > len(bscale)):
+        bad(f"block scales must hold {lanes} lanes for every block (column >> {shift}) of the width")
     if lutf is not None and (not isinstance(lutf, np.ndarray) or lutf.dtype != np.float32 or lutf.shape != (16,)):
         bad("lutf must be float32 of shape (16,)")
 
