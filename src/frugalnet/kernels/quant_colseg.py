@@ -138,8 +138,8 @@ def _colseg_source(group_add, group_add_s):
         up to 16). split (width, nparts + 1) int64: groups of column j, part p; seg (8 n_groups,) uint16/uint32
         8-row block ids; codes (32 n_groups,) uint8; lutf (16,) float32 code values; row_scale, bias (n_out,)
         float32; aidx, aval (B, K) int32 / float32 and counts (B,) int32: the inputs to add (zeros skipped: a dense
-        row with every index also works); acc_all: float32 scratch of at least B * L + 16 (`scratch`; used 64-byte aligned: a
-        vector split over two cache lines costs ~2x); out (B, n_out)."""
+        row with every index also works); acc_all: float32 scratch of at least B * L + 16 (`scratch`; used 64-byte
+        aligned: a vector split over two cache lines costs ~2x); out (B, n_out)."""
         width = split.shape[0]
         nparts = split.shape[1] - 1
         n_out = out.shape[1]
