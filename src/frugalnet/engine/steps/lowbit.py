@@ -12,7 +12,8 @@ Variants (picked by timing, like every step): "torch" (reference: the codes deco
 F.linear / F.conv2d), "gemv" / "gemv512" (dense codes, small batches; pshufb / AVX-512 vpermps decoding), "int" /
 "vnni" (integer dot products of 4-bit weight codes with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe
 quantizes activations to integers), "gemm" (dense codes, decoded once per row for the whole batch), and the sparse
-ones of engine/steps/lowbit_sparse.py ("csr", "win512" / "win256", "csc", "colseg"); ":s" serial, ":p" parallel builds.
+ones of engine/steps/lowbit_sparse.py ("csr", "win512" / "win256", "csc", "colseg"); ":s" serial, ":p" parallel
+builds.
 `check()` validates every array against the parameters (call it on steps read from a file: the kernels do no bounds
 checks).
 
