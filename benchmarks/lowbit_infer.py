@@ -253,8 +253,10 @@ def run_case(title: str, weight_sparsity: float, x_sparsity: float, batch: int, 
             continue
         best4 = min(mine, key=lambda k: res[k][0])
         r = spread(samples[best32] / samples[best4])
+        rt = spread(samples["PyTorch FP32"] / samples[best4])
         print(f"-> {best4} vs {best32}: {r[0]:.2f}x (per-round p10-p90 {r[1]:.2f}-{r[2]:.2f}); weight bytes per "
-              f"nonzero {cands[best4][1] / nnz:.2f} vs {cands[best32][1] / nnz:.2f}")
+              f"nonzero {cands[best4][1] / nnz:.2f} vs {cands[best32][1] / nnz:.2f}; vs PyTorch FP32 {rt[0]:.1f}x "
+              f"(per-round p10-p90 {rt[1]:.1f}-{rt[2]:.1f})")
 
 CASES = {"dense": ("dense", 0.0, 0.0), "sparse": ("sparse weights", 0.9, 0.0),
          "sparse-inputs": ("sparse weights and inputs", 0.9, 0.9)}
