@@ -221,3 +221,16 @@ def test_kernels_skip_active_indices_outside_the_width():
         k(split, seg, codes, INT4.astype(np.float32), row_scale, bias, np.zeros(0, np.float32), 0,
           np.zeros((3, 1), np.int32), np.ones((3, 1), np.float32), np.ones(3, np.int32), cs.scratch(1, 40), big)
         assert (big[1:] == -7.0).all()
+
+
+def test_more_than_65536_segments_per_column_use_uint32_ids():
+    n_out = 8 * 65536 + 20                    # segment ids past uint16
+    mat = np.zeros((n_out, 3), np.uint8)
+    rows = np.array([0, 7, 8 * 65536 - 1, 8 * 65536 + 3, n_out - 1])
+    mat[rows, 1] = [1, 2, 3, 4, 5]
+    layout, scale, bias = _layout(mat, INT4)
+    assert layout[1].dtype == np.uint32 and int(layout[1].max()) == (n_out - 1) // 8
+    x = np.array([[0.0, 2.0, 0.0]], np.float32)
+    ref = _reference(mat, INT4, scale, 0, bias, x)
+    for build in [b for b in BUILDS if _available(b)]:
+        assert_close(_run(build, False, layout, INT4, *_compact(x), n_out), ref)
