@@ -93,3 +93,20 @@ def test_engine_compile_picks_a_valid_variant_and_a_colseg_plan_round_trips(tmp_
     loaded = load_engine(path)
     assert loaded.plan_for(2)[first] == "colseg:s"
     _close(loaded(x).numpy(), ref)
+
+
+@pytest.mark.parametrize("build", ["avx2", "scalar"])
+def test_colseg_runs_the_best_build_the_cpu_has(monkeypatch, build):
+    """On a CPU without AVX-512 (or AVX2) the same layout runs through the next build, with the same outputs."""
+    from frugalnet.kernels import quant_colseg as colseg_k
+
+    if build == "avx2" and not colseg_k.colseg_kernels().get("avx2"):
+        pytest.skip("this CPU lacks AVX2")
+    builds = {"avx2": colseg_k.colseg_avx2, "scalar": colseg_k.colseg_scalar}
+    monkeypatch.setattr(colseg_k, "colseg_kernels", lambda: {build: builds[build]})
+    model = _layer(RECIPES["nvfp4"])
+    x = _sparse_input(2, 200, seed=3)
+    step = lowbit_step_for("fc", model[0])
+    with torch.no_grad():
+        ref = model(x)
+    _close(step.run(Act(tuple(x.shape), dense=x.numpy()), "colseg:s").dense(), ref)
