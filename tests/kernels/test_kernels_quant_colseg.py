@@ -29,7 +29,11 @@ def _layout(mat, lut, blk=0, nparts=1, seed=0):
     ptr, idx, packed = q.compress_codes(mat, lut == 0, by_column=False, nibble=True)
     n_out, n = mat.shape
     n_blocks = -(-n // blk) if blk else 1
-    scale = np.random.default_rng(seed).uniform(0.1, 1.0, (n_out, n_blocks)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    if blk == 32:      # powers of two, like MXFP4's: the layout keeps their exponents (uint8)
+        scale = np.ldexp(np.float32(1.0), rng.integers(-20, 8, (n_out, n_blocks))).astype(np.float32)
+    else:
+        scale = rng.uniform(0.1, 1.0, (n_out, n_blocks)).astype(np.float32)
     bias = np.linspace(-1.0, 1.0, n_out).astype(np.float32)
     return cs.colseg_from_csr(ptr, idx, packed, lut == 0, n_out, n, scale, blk, bias, nparts), scale, bias
 
@@ -120,7 +124,12 @@ def test_block_scales_relaid_by_block():
     mat = _codes(rng, 20, 64, 0.7)
     (split, seg, codes, row_scale, _, bscale, shift), scale, _ = _layout(mat, E2M1, blk=32)
     assert shift == 5 and np.all(row_scale == 1) and len(bscale) == 2 * 32
-    np.testing.assert_array_equal(bscale.reshape(2, 32)[:, :20], scale.T)
+    assert bscale.dtype == np.uint8            # powers of two: exponents only, 1 byte per scale
+    np.testing.assert_array_equal(np.ldexp(np.float32(1.0), bscale.reshape(2, 32)[:, :20].astype(int) - 127),
+                                  scale.T)
+    (_, _, _, _, _, b16, shift16), s16, _ = _layout(mat, E2M1, blk=16)
+    assert shift16 == 4 and b16.dtype == np.float32 and len(b16) == 4 * 32      # any other scales: float32
+    np.testing.assert_array_equal(b16.reshape(4, 32)[:, :20], s16.T)
     with pytest.raises(ValueError, match="power of two"):
         cs.colseg_from_csr(*q.compress_codes(mat, E2M1 == 0, False, True), E2M1 == 0, 20, 64,
                            np.ones((20, 2), np.float32), 48, np.zeros(20, np.float32))

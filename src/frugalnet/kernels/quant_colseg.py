@@ -69,6 +69,31 @@ def _lookup8_256(builder, table, idx):
     return builder.select(high, builder.call(fn, [hi, idx]), builder.call(fn, [lo, idx]))
 
 
+def _scales8(context, builder, arrty, bscale, offset):
+    """bscale[offset:offset + 8] as 8 floats: float32 values, or uint8 exponents e standing for 2^(e - 127)
+    (MXFP4's power-of-two scales in a quarter of the bytes; e > 0: built as float bits e << 23)."""
+    if arrty.dtype == types.uint8:
+        e = builder.load(_data_ptr(context, builder, arrty, bscale, offset, ir.VectorType(ir.IntType(8), ROWS)),
+                         align=1)
+        return builder.bitcast(builder.shl(builder.zext(e, _I32x8), ir.Constant(_I32x8, [23] * ROWS)), _V8)
+    return builder.load(_data_ptr(context, builder, arrty, bscale, offset, _V8), align=4)
+
+
+@intrinsic
+def scale_at(typingctx, bscale, i):
+    """bscale[i] as a float32 (uint8 exponents as in _scales8): the scalar build's reading of block scales."""
+    if not (isinstance(bscale, types.Array) and bscale.ndim == 1 and bscale.dtype in (types.float32, types.uint8)):
+        raise TypeError(f"scale_at takes a 1-D float32 or uint8 array, got {bscale}")
+
+    def codegen(context, builder, sig, args):
+        if sig.args[0].dtype == types.uint8:
+            e = builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], ir.IntType(8)))
+            bits = builder.shl(builder.zext(e, ir.IntType(32)), ir.Constant(ir.IntType(32), 23))
+            return builder.bitcast(bits, ir.FloatType())
+        return builder.load(_data_ptr(context, builder, sig.args[0], args[0], args[1], ir.FloatType()))
+    return types.float32(bscale, types.intp), codegen
+
+
 def _octet(lookup, scaled: bool):
     """The intrinsic adding one group of 8 segments into the accumulator (see group_add512)."""
     def typer(acc, seg, sidx, codes, coff, table):
@@ -96,8 +121,7 @@ def _octet(lookup, scaled: bool):
             ptr = _data_ptr(context, builder, sig.args[0], acc, off, _V8)
             old = builder.load(ptr, align=4)
             if scaled:
-                bs = builder.load(_data_ptr(context, builder, sig.args[6], bscale, builder.add(soff, off), _V8),
-                                  align=4)
+                bs = _scales8(context, builder, sig.args[6], bscale, builder.add(soff, off))
                 fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8, _V8, _V8]),
                                                      "llvm.fma.v8f32")
                 new = builder.call(fma, [builder.fmul(vals, bs), splat, old])
@@ -109,6 +133,9 @@ def _octet(lookup, scaled: bool):
     if scaled:
         def impl(typingctx, acc, seg, sidx, codes, coff, table, bscale, soff, v):
             typer(acc, seg, sidx, codes, coff, table)
+            if not (isinstance(bscale, types.Array) and bscale.ndim == 1
+                    and bscale.dtype in (types.float32, types.uint8)):
+                raise TypeError(f"group_add: bscale must be 1-D float32 or uint8, got {bscale}")
             return types.none(acc, seg, types.intp, codes, types.intp, f32x16, bscale, types.intp,
                               types.float32), codegen
     else:
@@ -215,7 +242,7 @@ def colseg_scalar(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx,
                     o = np.intp(seg[np.uint64(e * GROUP + k)]) * ROWS
                     for lane in range(ROWS):
                         c = (codes[np.uint64(e * GROUP_BYTES + 4 * lane + (k >> 1))] >> ((k & 1) << 2)) & 15
-                        w = lutf[c] * bscale[(j >> shift) * lanes + o + lane] if blocked else lutf[c]
+                        w = lutf[c] * scale_at(bscale, (j >> shift) * lanes + o + lane) if blocked else lutf[c]
                         acc[o + lane] += w * v
         o_b = out[b]
         for r in range(r0, min(r1, n_out)):
@@ -307,6 +334,14 @@ def colseg_from_csr(ptr, idx, packed, zero, n_out: int, width: int, wscale, blk:
         full = np.zeros((n_blocks, lanes), np.float32)
         full[:, :n_out] = wscale.T
         bscale = full.reshape(-1)
+        # MXFP4: every scale a nonzero code meets is a normal power of two -> keep exponents only (a quarter of
+        # the bytes); the scales of blocks without entries (MX gives them 2^-128) become 0.0, multiplying zeros
+        rows = np.repeat(np.arange(n_out, dtype=np.int64), np.diff(np.asarray(ptr, np.int64)))
+        keep = ~np.asarray(zero, np.bool_)[codes & 15]
+        met = np.ascontiguousarray(wscale[rows[keep], np.asarray(idx, np.int64)[keep] >> (blk.bit_length() - 1)])
+        if (met.view(np.uint32) & 0x807FFFFF == 0).all() and (met.view(np.uint32) >> 23 > 0).all():
+            fb = bscale.view(np.uint32)
+            bscale = np.where(fb & 0x807FFFFF == 0, fb >> 23, 0).astype(np.uint8)
         row_scale = np.ones(n_out, np.float32)
     else:
         row_scale = np.ascontiguousarray(wscale[:, 0], np.float32)
@@ -349,8 +384,8 @@ def check_colseg(split, seg, codes, n_out: int, width: int, row_scale, bias, bsc
     for name, a in (("row_scale", row_scale), ("bias", bias)):
         if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != (n_out,):
             bad(f"{name} must be float32 of shape ({n_out},)")
-    if not isinstance(bscale, np.ndarray) or bscale.dtype != np.float32 or bscale.ndim != 1:
-        bad("bscale must be a 1-D float32 array (empty: no block scales)")
+    if not isinstance(bscale, np.ndarray) or bscale.dtype not in (np.float32, np.uint8) or bscale.ndim != 1:
+        bad("bscale must be a 1-D float32 array, or uint8 exponents (empty: no block scales)")
     if len(bscale) and (not 0 <= shift < 32 or len(bscale) % lanes
                         or (((width - 1) >> shift) + 1) * lanes > len(bscale)):
         bad(f"block scales must hold {lanes} lanes for every block (column >> {shift}) of the width")
