@@ -340,8 +340,10 @@ class LowbitLinearStep(SparseCodes, Step):
         a = self.arrays
         if self.params.get("float_weights"):
             return a["weight"].nbytes + a["bias"].nbytes
+        if variant.startswith("colseg"):        # its own scales (MXFP4's as exponents: a quarter of wscale)
+            return self.sparse_weight_bytes(variant)
         extra = a["wscale"].nbytes + a["bias"].nbytes
-        if variant.startswith(("csr", "csc", "colseg")) or variant.partition(":")[0] in sparse_k.WINDOW_ISA or \
+        if variant.startswith(("csr", "csc")) or variant.partition(":")[0] in sparse_k.WINDOW_ISA or \
                 (variant == "torch" and self.params["sparse"]):
             return self.sparse_weight_bytes(variant) + extra
         return self._dense_codes().nbytes + extra

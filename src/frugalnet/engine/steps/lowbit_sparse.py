@@ -138,11 +138,12 @@ class SparseCodes:
         raise ValueError(f"unknown low-bit variant {variant!r}")
 
     def sparse_weight_bytes(self, variant: str) -> int:
-        """Bytes of the sparse layout a variant reads (scales and bias aside)."""
+        """Bytes of the sparse layout a variant reads (scales and bias aside, but for colseg: its own)."""
         if variant.partition(":")[0] in sparse_k.WINDOW_ISA:
             return sparse_k.windows_nbytes(*self._windows()[:3])       # its scales: wscale, relaid
         if variant.startswith("colseg"):
-            return colseg_k.colseg_nbytes(*self._colseg(threads() if variant.endswith(":p") else 1)[:3])
+            split, seg, codes, row_scale, bias, bscale, _ = self._colseg(threads() if variant.endswith(":p") else 1)
+            return colseg_k.colseg_nbytes(split, seg, codes) + row_scale.nbytes + bias.nbytes + bscale.nbytes
         if variant.startswith("csc"):
             split, idx, vals = self._csc_split(threads() if variant.endswith(":p") else 1)
             return split.nbytes + idx.nbytes + vals.nbytes
