@@ -15,18 +15,19 @@ the sparser the weights.
 Kernel: for each active input (j, x_j), for each segment of column j: acc[8 s:8 s + 8] += lut[codes] * x_j (the
 table pre-multiplied by x_j once per column; per segment one shift, one vpermi2ps, the accumulator's load and
 store), or with block scales along the input (MXFP4: 32 columns, NVFP4: 16) acc += (lut[codes] * bscale[block(j),
-8 rows]) * x_j; one scale per row (INT4 SAWB) multiplies each finished row once. Why this shape, measured on AMD
+8 rows]) * x_j, the scales relaid block-major (float32, or MXFP4's powers of two as their uint8 exponents: 8 bytes
+per segment instead of 32; in a benchmark run between calls that flush the caches, MXFP4 went from 0.5x to 1.1x our
+FP32 CSC kernel); one scale per row (INT4 SAWB) multiplies each finished row once. Why this shape, measured on AMD
 Zen 4 (4096 x 4096, 90% sparse weights and inputs, batch 1, one thread, min of repeats on a loaded machine):
 16-row segments with 8 bytes of codes each had to spread the bytes to 16 lanes (vpmovzxbd, a shuffle like the
 lookup): 79 us; eight segments' codes in one 64-byte word need only shifts: 76 us, then bound by the accumulator's
 64-byte stores; 8-row segments store 30% fewer bytes (fewer empty rows per segment): 65 us, against 88 us for our
-FP32 CSC kernel (kernels.linear.csc_active_rows) in the same run. Parallel over (sample, part of the rows; parts
-of whole 16 rows): each thread reads its rows' groups of every active column and writes only its own rows (no
-reduction). Builds: `colseg_avx512` (vpermi2ps on 8 lanes, AVX-512VL), `colseg_avx2` (two vpermps and a blend) and
-`colseg_scalar` (plain loops: any CPU, and the tests' second opinion); `colseg_kernels()` lists the ones this host
-can run, best first. `check_colseg` validates every layout array before a kernel may read it (they do no bounds
-checks); the kernels themselves skip active indices outside the width and never read past the active lists or the
-scratch.
+FP32 CSC kernel (kernels.linear.csc_active_rows) in the same run. Parallel over (sample, part of whole 16 rows):
+each thread reads its rows' groups of every active column and writes only its own rows. Builds: `colseg_avx512`
+(vpermi2ps on 8 lanes, AVX-512VL), `colseg_avx2` (two vpermps and a blend), `colseg_scalar` (any CPU; the tests'
+second opinion); `colseg_kernels()` lists the ones this host can run, best first. `check_colseg` validates every
+layout array before a kernel may read it (no bounds checks there); the kernels skip active indices outside the
+width and never read past the active lists or the scratch.
 """
 from __future__ import annotations
 
