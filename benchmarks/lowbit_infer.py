@@ -16,15 +16,17 @@ picks the fastest the same way); each of our outputs is checked against the simu
 (model.eval()(x) after quantize_) before timing. Ratios only mean something within one run: the machine may be shared.
 
 Sparse weights x sparse inputs at batch 1 (issue 19: "90% sparse + 4-bit, 90% sparse inputs: at least 40x PyTorch
-FP32 dense"), measured 2026-12-05, 2-core AMD EPYC (znver4), 2 threads, machine shared (load average ~5):
+FP32 dense"), measured 2026-12-05 05:10 UTC, 2-core AMD EPYC (znver4), 2 threads, machine shared (load average 3.4-4):
 
-    PYTHONPATH=src python benchmarks/lowbit_infer.py --batches 1 --cases sparse-inputs --quick --only csc colseg
+    PYTHONPATH=src python benchmarks/lowbit_infer.py --batches 1 --repeats 31 --cases sparse-inputs --quick \
+        --only csc colseg
 
 int4-w [colseg:s] (kernels/quant_colseg.py: only the active columns' 8-row segments, one vector table lookup each)
-99 us median against PyTorch FP32's 4831 us: 48.6x; 1.67x (per-round p10-p90 1.35-2.37) our FP32 csc_rows:s (165 us);
-the scalar 4-bit CSC kernel csc:s 214 us (22.6x). Its B/nnz counts the bytes of the active columns only (0.42); the
-whole colseg layout is ~4.3 bytes per nonzero, about dense 4-bit's size (the windows layout is the compact one).
-MXFP4 (block scales per 16 rows and 32 columns) colseg:s 233 us; the parallel builds lose on a shared machine.
+98.7 us median against PyTorch FP32's 4977 us: 50.4x (per-round 49.1x, p10-p90 37.1-63.3); 1.49x (p10-p90
+1.27-1.82) our FP32 csc_rows:s (147 us); the scalar 4-bit CSC kernel csc:s 218 us (22.9x). mxfp4-w colseg:s 141 us
+(35x; block scales as uint8 exponents), ibm4-mid colseg:s 150 us (31x: PACT4 quantization of the input each call).
+B/nnz counts the bytes of the active columns only (0.42); the whole colseg layout is ~4.3 bytes per nonzero, about
+dense 4-bit's size (the windows layout is the compact one). The parallel builds lose on this shared machine.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ sparsity, batch 1: about 3.5x the CSR kernels on one core, see that module). "cs
 (quant.csc_nib: only the columns of active inputs are read, one scalar scatter per nonzero). "colseg": sparse 4-bit
 codes x sparse input in kernels.quant_colseg's column-segments layout (only the active columns read, eight rows at a
 time by one vector table lookup; the best build this CPU has: AVX-512, AVX2 or scalar; 4096 x 4096, 90% sparse
-weights and inputs, batch 1: ~1.7x our FP32 CSC kernel and ~2x csc, see benchmarks/lowbit_infer.py). Every layout is
+weights and inputs, batch 1: ~1.5x our FP32 CSC kernel and ~2.2x csc, see benchmarks/lowbit_infer.py). Every layout is
 derived in memory from the CSR arrays that `LowbitLinearStep.check` validated, and checked again before a kernel
 sees it.
 """
