@@ -7,27 +7,24 @@ row order, eight to a group: 32 bytes of codes, 32-bit lane l holding in nibble 
 where a segment has no entry: its value is 0.0 in every 4-bit code table, INT4 SAWB and E2M1), and the eight
 segment ids s_k (`seg`, uint16; a column's last group padded with zero segments repeating its last id). `split`
 (width, nparts + 1) int64 gives each column's groups, per part of the rows; columns are contiguous, so a call
-streams exactly the bytes of its active columns. Size: 6 bytes per segment; at 90% weight sparsity 1 - 0.9^8 = 57%
-of the segments are nonempty, each holding ~1.4 nonzeros: ~4.3 bytes per nonzero, about the size of dense 4-bit
-codes (the windows layout of kernels/quant_sparse.py, ~2.1 bytes per nonzero, stays the compact one). It pays more
-the sparser the weights.
+streams exactly the bytes of its active columns. Size: 6 bytes per segment; at 90% weight sparsity 57% of them are
+nonempty (1 - 0.9^8), ~1.4 nonzeros each: ~4.3 bytes per nonzero, about dense 4-bit's size (kernels/quant_sparse.py's
+windows, ~2 bytes per nonzero, stay the compact layout); it pays more the sparser the weights.
 
-Kernel: for each active input (j, x_j), for each segment of column j: acc[8 s:8 s + 8] += lut[codes] * x_j (the
-table pre-multiplied by x_j once per column; per segment one shift, one vpermi2ps, the accumulator's load and
-store), or with block scales along the input (MXFP4: 32 columns, NVFP4: 16) acc += (lut[codes] * bscale[block(j),
-8 rows]) * x_j, the scales relaid block-major (float32, or MXFP4's powers of two as their uint8 exponents: 8 bytes
-per segment instead of 32; in a benchmark run between calls that flush the caches, MXFP4 went from 0.5x to 1.1x our
-FP32 CSC kernel); one scale per row (INT4 SAWB) multiplies each finished row once. Why this shape, measured on AMD
-Zen 4 (4096 x 4096, 90% sparse weights and inputs, batch 1, one thread, min of repeats on a loaded machine):
-16-row segments with 8 bytes of codes each had to spread the bytes to 16 lanes (vpmovzxbd, a shuffle like the
-lookup): 79 us; eight segments' codes in one 64-byte word need only shifts: 76 us, then bound by the accumulator's
-64-byte stores; 8-row segments store 30% fewer bytes (fewer empty rows per segment): 65 us, against 88 us for our
-FP32 CSC kernel (kernels.linear.csc_active_rows) in the same run. Parallel over (sample, part of whole 16 rows):
-each thread reads its rows' groups of every active column and writes only its own rows. Builds: `colseg_avx512`
-(vpermi2ps on 8 lanes, AVX-512VL), `colseg_avx2` (two vpermps and a blend), `colseg_scalar` (any CPU; the tests'
-second opinion); `colseg_kernels()` lists the ones this host can run, best first. `check_colseg` validates every
-layout array before a kernel may read it (no bounds checks there); the kernels skip active indices outside the
-width and never read past the active lists or the scratch.
+Kernel: for each active input (j, x_j), for each segment of column j: acc[8 s:8 s + 8] += lut[codes] * x_j (table
+pre-multiplied by x_j once per column; per segment a shift, one vpermi2ps, the accumulator's load and store), or with
+block scales along the input (MXFP4: 32 columns, NVFP4: 16) acc += (lut[codes] * bscale[block(j), 8 rows]) * x_j,
+scales relaid block-major (float32, or MXFP4's powers of two as uint8 exponents: 8 bytes per segment, not 32; MXFP4
+0.5x -> 1.1x our FP32 CSC kernel in lowbit_infer.py); one scale per row (INT4) multiplies each finished row once.
+Why this shape, on AMD Zen 4 (4096 x 4096, 90% sparse weights and inputs, batch 1, one thread, min of repeats):
+16-row segments of 8 bytes each had to spread the bytes to 16 lanes (vpmovzxbd, a shuffle like the lookup): 79 us;
+eight segments' codes in one 64-byte word need only shifts: 76 us, then bound by the accumulator's 64-byte stores;
+8-row segments store 30% fewer bytes: 65 us, against 88 us for our FP32 CSC kernel (csc_active_rows), same run.
+Parallel over (sample, part of whole 16 rows): each thread reads its rows' groups of every active column and writes
+only its own rows. Builds: `colseg_avx512` (vpermi2ps, AVX-512VL), `colseg_avx2` (two vpermps and a blend),
+`colseg_scalar` (any CPU; the tests' second opinion); `colseg_kernels()`: those this host runs, best first.
+`check_colseg` validates every layout array before a kernel may read it (no bounds checks there); the kernels skip
+active indices outside the width and never read past the active lists or the scratch.
 """
 from __future__ import annotations
 
@@ -50,8 +47,7 @@ _I32x8 = ir.VectorType(ir.IntType(32), ROWS)
 
 
 def _halves(builder, table):
-    return (builder.shuffle_vector(table, table, ir.Constant(_I32x8, list(range(8)))),
-            builder.shuffle_vector(table, table, ir.Constant(_I32x8, list(range(8, 16)))))
+    return [builder.shuffle_vector(table, table, ir.Constant(_I32x8, list(h))) for h in (range(8), range(8, 16))]
 
 
 def _lookup8_512(builder, table, idx):
@@ -167,7 +163,11 @@ def _colseg_source(group_add, group_add_s):
         8-row block ids; codes (32 n_groups,) uint8; lutf (16,) float32 code values; row_scale, bias (n_out,)
         float32; aidx, aval (B, K) int32 / float32 and counts (B,) int32: the inputs to add (zeros skipped: a dense
         row with every index also works); acc_all: float32 scratch of at least B * L + 16 (`scratch`; used 64-byte
-        aligned: a vector split over two cache lines costs ~2x); out (B, n_out)."""
+        aligned: a vector split over two cache lines costs ~2x); out (B, n_out). Vector-read arrays: C-contiguous."""
+        if not (seg.flags.c_contiguous and codes.flags.c_contiguous and lutf.flags.c_contiguous
+                and row_scale.flags.c_contiguous and bias.flags.c_contiguous and bscale.flags.c_contiguous
+                and acc_all.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("colseg kernels take C-contiguous seg, codes, lutf, row_scale, bias, bscale, scratch, out")
         width = split.shape[0]
         nparts = split.shape[1] - 1
         n_out = out.shape[1]
