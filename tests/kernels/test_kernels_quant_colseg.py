@@ -245,13 +245,19 @@ def test_more_than_65536_segments_per_column_use_uint32_ids():
         assert_close(_run(build, False, layout, INT4, *_compact(x), n_out), ref)
 
 
-@pytest.mark.parametrize("build", [b for b in BUILDS if b != "scalar"])
-def test_vector_builds_refuse_strided_arrays(build):
+@pytest.mark.parametrize("build", list(BUILDS))
+def test_builds_refuse_strided_arrays_they_read_by_pointer(build):
     if not _available(build):
         pytest.skip(f"this CPU lacks {build}")
     split, seg, codes, row_scale, bias = _valid()
     x = np.ones((1, 60), np.float32)
     wide = np.zeros((1, 80), np.float32)
+    strided_scales = np.ones(2 * 2 * 48, np.float32)[::2]
+    k = BUILDS[build].pick(False)
     with pytest.raises(ValueError, match="C-contiguous"):
-        BUILDS[build].pick(False)(split, seg, codes, INT4.astype(np.float32), row_scale, bias, np.zeros(0, np.float32),
-                                  0, *_compact(x), cs.scratch(1, 40), wide[:, ::2])
+        k(split, seg, codes, INT4.astype(np.float32), row_scale, bias, strided_scales, 5, *_compact(x),
+          cs.scratch(1, 40), np.zeros((1, 40), np.float32))
+    if build != "scalar":
+        with pytest.raises(ValueError, match="C-contiguous"):
+            k(split, seg, codes, INT4.astype(np.float32), row_scale, bias, np.zeros(0, np.float32), 0, *_compact(x),
+              cs.scratch(1, 40), wide[:, ::2])

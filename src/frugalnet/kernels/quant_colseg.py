@@ -35,7 +35,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from frugalnet.kernels._jit import kernel
-from frugalnet.kernels.quant_simd import _data_ptr, f32x16, vfma16, vload16, vscale16, vstore16, vzero
+from frugalnet.kernels.quant_simd import _data_ptr, f32x16, isa, vfma16, vload16, vscale16, vstore16, vzero
 
 LANES = 16          # accumulator vector width; parts of the rows are whole multiples of it
 ROWS = 8            # rows per segment
@@ -218,6 +218,8 @@ colseg_avx2 = kernel(_colseg_source(group_add256, group_add256s))       # where 
 @kernel
 def colseg_scalar(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx, aval, counts, acc_all, out):
     """The column-segments kernel in plain loops, one lane at a time: the portable build."""
+    if not bscale.flags.c_contiguous:
+        raise ValueError("colseg kernels take a C-contiguous bscale")      # (scale_at reads it by pointer)
     width = split.shape[0]
     nparts = split.shape[1] - 1
     n_out = out.shape[1]
@@ -255,8 +257,6 @@ COLSEG_ISA = {"avx512": colseg_avx512, "avx2": colseg_avx2}
 
 def colseg_kernels() -> dict:
     """{build name: kernel pair} of the builds this host can run (quant.isa()), fastest first; "scalar" last."""
-    from frugalnet.kernels.quant import isa
-
     has = isa()
     return {**{name: k for name, k in COLSEG_ISA.items() if has[name]}, "scalar": colseg_scalar}
 
@@ -335,8 +335,7 @@ def colseg_from_csr(ptr, idx, packed, zero, n_out: int, width: int, wscale, blk:
         full = np.zeros((n_blocks, lanes), np.float32)
         full[:, :n_out] = wscale.T
         bscale = full.reshape(-1)
-        # MXFP4: every scale a nonzero code meets is a normal power of two -> keep exponents only (a quarter of
-        # the bytes); the scales of blocks without entries (MX gives them 2^-128) become 0.0, multiplying zeros
+        # every scale a nonzero code meets a normal power of two (MXFP4): exponents only; entry-less blocks' -> 0
         rows = np.repeat(np.arange(n_out, dtype=np.int64), np.diff(np.asarray(ptr, np.int64)))
         keep = ~np.asarray(zero, np.bool_)[codes & 15]
         met = np.ascontiguousarray(wscale[rows[keep], np.asarray(idx, np.int64)[keep] >> (blk.bit_length() - 1)])
