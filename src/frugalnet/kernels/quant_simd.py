@@ -369,7 +369,7 @@ nib_hi16p = _nibbles_perm(True)
 nib_hi16p.__doc__ = "As nib_hi16 with a float32 table looked up by one vpermps (AVX-512F only)"
 
 
-# --- stores and lanewise products (kernels/quant_colseg.py) ------------------------------------------------------
+# --- stores (kernels/quant_colseg.py) ----------------------------------------------------------------------------
 @intrinsic
 def vstore16(typingctx, arr, offset, v):
     """arr[offset:offset + 16] = v (arr 1-D float32; the caller keeps the offset in range)."""
@@ -381,10 +381,3 @@ def vstore16(typingctx, arr, offset, v):
         return context.get_dummy_value()
     return types.none(arr, types.intp, f32x16), codegen
 
-
-@intrinsic
-def vmul16(typingctx, a, b):
-    """a * b lanewise."""
-    def codegen(context, builder, sig, args):
-        return builder.fmul(args[0], args[1])
-    return f32x16(f32x16, f32x16), codegen
