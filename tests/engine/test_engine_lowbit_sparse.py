@@ -91,7 +91,8 @@ def test_steps_from_a_packed_file_run_the_window_variants(tmp_path):
        value=st.integers(0, 2 ** 32 - 1))
 def test_mutated_sparse_arrays_are_refused_or_read_safely(array, where, value):
     """One value of the stored CSR arrays changed (as in a crafted engine file): the step's check() raises
-    ValueError, or its window variants build their layout and run (indices checked before any kernel)."""
+    ValueError, or its window and column-segments variants build their layouts and run (indices checked before any
+    kernel)."""
     step = lowbit_step_for("fc", _layer(W4, n_in=64, n_out=20)[0])
     a = step.arrays[array].copy()
     i = min(len(a) - 1, int(where * len(a)))
@@ -103,5 +104,5 @@ def test_mutated_sparse_arrays_are_refused_or_read_safely(array, where, value):
     except ValueError:
         return
     x = np.ones((1, 64), np.float32)
-    for v in step.window_variants():
+    for v in step.window_variants() + step.colseg_variants():
         assert np.isfinite(step.run(Act(x.shape, dense=x), v).dense()).all()

@@ -138,7 +138,7 @@ VARIANTS = {   # variant bases each step kind can run (a plan naming another is 
     "conv2d": {"torch", "onednn", "im2col", "im2col_csr", "torch_conv", "sparse_w", "direct", "active_dense", "active_sparse"},
     "kwinners": {"torch", "numba"}, "pool": {"torch", "numba"}, "complementary": {"torch", "packed"},
     "relu": {"torch"}, "flatten": {"torch"}, "affine": {"torch"},
-    "lowbit_linear": {"torch", "gemv", "int", "vnni", "gemm", "csr", "csc", "win512", "win256", "gemv512"},
+    "lowbit_linear": {"torch", "gemv", "int", "vnni", "gemm", "csr", "csc", "win512", "win256", "gemv512", "colseg"},
     "lowbit_conv2d": {"torch", "gemv", "int", "vnni", "gemm", "csr", "csc", "win512", "win256", "gemv512"}}
 
 

@@ -126,15 +126,26 @@ def vmla(typingctx, w, arr, offset, acc):
     return f32x16(f32x16, arr, types.intp, f32x16), codegen
 
 
+def _splat(context, builder, s, sty):
+    s = context.cast(builder, s, sty, types.float32)
+    splat = builder.insert_element(ir.Constant(_V16, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(splat, ir.Constant(_V16, ir.Undefined), ir.Constant(_IDX16, [0] * LANES16))
+
+
 @intrinsic
 def vscale_add(typingctx, v, s, acc):
     """acc + v * s (s a scalar), fused."""
     def codegen(context, builder, sig, args):
-        s = context.cast(builder, args[1], sig.args[1], types.float32)
-        splat = builder.insert_element(ir.Constant(_V16, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(splat, ir.Constant(_V16, ir.Undefined), ir.Constant(_IDX16, [0] * LANES16))
-        return _fma(builder, args[0], splat, args[2])
+        return _fma(builder, args[0], _splat(context, builder, args[1], sig.args[1]), args[2])
     return f32x16(f32x16, types.float32, f32x16), codegen
+
+
+@intrinsic
+def vscale16(typingctx, v, s):
+    """v * s (s a scalar) lanewise."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], _splat(context, builder, args[1], sig.args[1]))
+    return f32x16(f32x16, types.float32), codegen
 
 
 @intrinsic
@@ -356,3 +367,17 @@ nib_lo16p.__doc__ = ("As nib_lo16 with a float32 table (16 values) looked up by 
                      "codes to float lanes instead of pshufb + sign extension + conversion (AVX-512F only)")
 nib_hi16p = _nibbles_perm(True)
 nib_hi16p.__doc__ = "As nib_hi16 with a float32 table looked up by one vpermps (AVX-512F only)"
+
+
+# --- stores (kernels/quant_colseg.py) ----------------------------------------------------------------------------
+@intrinsic
+def vstore16(typingctx, arr, offset, v):
+    """arr[offset:offset + 16] = v (arr 1-D float32; the caller keeps the offset in range)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1):
+        raise TypeError(f"vstore16 takes a 1-D float32 array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _data_ptr(context, builder, sig.args[0], args[0], args[1], _V16), align=4)
+        return context.get_dummy_value()
+    return types.none(arr, types.intp, f32x16), codegen
+

@@ -12,7 +12,8 @@ Variants (picked by timing, like every step): "torch" (reference: the codes deco
 F.linear / F.conv2d), "gemv" / "gemv512" (dense codes, small batches; pshufb / AVX-512 vpermps decoding), "int" /
 "vnni" (integer dot products of 4-bit weight codes with 8-bit activation codes, AVX2 / AVX-512 VNNI, where the recipe
 quantizes activations to integers), "gemm" (dense codes, decoded once per row for the whole batch), and the sparse
-ones of engine/steps/lowbit_sparse.py ("csr", "win512" / "win256", "csc"); ":s" serial, ":p" parallel builds.
+ones of engine/steps/lowbit_sparse.py ("csr", "win512" / "win256", "csc", "colseg"); ":s" serial, ":p" parallel
+builds.
 `check()` validates every array against the parameters (call it on steps read from a file: the kernels do no bounds
 checks).
 
@@ -235,7 +236,7 @@ class LowbitLinearStep(SparseCodes, Step):
         if self.params["sparse"]:
             out += ["csr:s", "csr:p"] + self.window_variants()
             if act.density() < 0.5:
-                out += ["csc:s", "csc:p"]
+                out += ["csc:s", "csc:p"] + self.colseg_variants()
         else:
             isa = quant_k.isa()
             out += ["gemv:s", "gemv:p"] + (["gemv512:s", "gemv512:p"] if self.params["nibble"] and isa["avx512"]
@@ -326,7 +327,7 @@ class LowbitLinearStep(SparseCodes, Step):
                 ki(codes, lut, rowsum, xc, off, sc, b, out)
                 return out
             return f
-        if base in ("csr", "csc") or base in sparse_k.WINDOW_ISA:
+        if base in ("csr", "csc", "colseg") or base in sparse_k.WINDOW_ISA:
             return self.sparse_matmul(variant, rows)
         raise ValueError(f"unknown low-bit variant {variant!r}")
 
@@ -339,6 +340,8 @@ class LowbitLinearStep(SparseCodes, Step):
         a = self.arrays
         if self.params.get("float_weights"):
             return a["weight"].nbytes + a["bias"].nbytes
+        if variant.startswith("colseg"):        # its own scales (MXFP4's as exponents: a quarter of wscale)
+            return self.sparse_weight_bytes(variant)
         extra = a["wscale"].nbytes + a["bias"].nbytes
         if variant.startswith(("csr", "csc")) or variant.partition(":")[0] in sparse_k.WINDOW_ISA or \
                 (variant == "torch" and self.params["sparse"]):

@@ -4,8 +4,12 @@ layouts, built from the step's validated CSR codes, and their variants.
 "csr": sparse codes x dense input (quant.csr_nib, any packed format). "win512" / "win256": sparse 4-bit codes (INT4,
 MXFP4, NVFP4) x dense input in kernels.quant_sparse's windows layout (AVX-512 / AVX2 builds; 4096 x 4096 at 90%
 sparsity, batch 1: about 3.5x the CSR kernels on one core, see that module). "csc": sparse codes x sparse input
-(quant.csc_nib: only the columns of active inputs are read). Every layout is derived in memory from the CSR arrays
-that `LowbitLinearStep.check` validated, and checked again before a kernel sees it.
+(quant.csc_nib: only the columns of active inputs are read, one scalar scatter per nonzero). "colseg": sparse 4-bit
+codes x sparse input in kernels.quant_colseg's column-segments layout (only the active columns read, eight rows at a
+time by one vector table lookup; the best build this CPU has: AVX-512, AVX2 or scalar; 4096 x 4096, 90% sparse
+weights and inputs, batch 1: ~1.5x our FP32 CSC kernel and ~2.2x csc, see benchmarks/lowbit_infer.py). Every layout is
+derived in memory from the CSR arrays that `LowbitLinearStep.check` validated, and checked again before a kernel
+sees it.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 
 from frugalnet.engine.act import Act
 from frugalnet.kernels import linear as linear_k, quant as quant_k, quant_sparse as sparse_k
+from frugalnet.kernels import quant_colseg as colseg_k
 from frugalnet.kernels._jit import threads
 from frugalnet.kernels.layouts import Compressed
 
@@ -52,6 +57,18 @@ class SparseCodes:
         return self.prepared("windows", lambda: sparse_k.windows_from_csr(
             *self._csr(), self._zero(), p["n_out"], p["k"], a["wscale"] if p["block_scales"] else a["wscale"][:, :1],
             p["blk"] if p["block_scales"] else 0, a["bias"]))
+
+    def colseg_variants(self) -> list[str]:
+        """The column-segments variants (sparse 4-bit codes, code 0 worth 0.0, like the windows layout)."""
+        return ["colseg:s", "colseg:p"] if self.window_eligible() else []
+
+    def _colseg(self, nparts: int):
+        """The column-segments kernels' weight arguments for `nparts` row parts (kernels.quant_colseg), checked."""
+        p, a = self.params, self.arrays
+        return self.prepared(f"colseg{nparts}", lambda: colseg_k.colseg_from_csr(
+            *self._csr(), self._zero(), p["n_out"], p["cols"],
+            a["wscale"] if p["block_scales"] else a["wscale"][:, :1], p["blk"] if p["block_scales"] else 0,
+            a["bias"], nparts))
 
     def _csr_scale(self) -> np.ndarray:
         return self.arrays["wscale"] if self.params["block_scales"] else self.arrays["wscale"][:, :1].copy()
@@ -98,12 +115,35 @@ class SparseCodes:
                 ks(split, idx, vals, lutf, nibble, cs_t, shift, aidx, aval, counts, b, out)
                 return out
             return f
+        if base == "colseg":
+            if not self.window_eligible():
+                raise ValueError(f"low-bit step {self.name!r}: {variant!r} needs sparse 4-bit codes")
+            split, seg, codes, row_scale, cbias, bscale, bshift = self._colseg(threads() if par else 1)
+            kk = next(iter(colseg_k.colseg_kernels().values())).pick(par)      # the best build this CPU has
+            cols = p["cols"]
+            # a dense input goes in as is (every index; the kernel skips zeros): no scan-and-compact pass
+            every = np.ascontiguousarray(np.broadcast_to(np.arange(cols, dtype=np.int32), (rows, cols)))
+            full = np.full(rows, cols, np.int32)
+
+            def f(x, act=None):
+                out = empty((rows, n_out), np.float32)
+                if act is not None and act.is_sparse and x is act.dense():    # unquantized input: its active list
+                    aidx, aval, counts = act.active()
+                else:
+                    aidx, aval, counts = every, np.ascontiguousarray(x), full
+                kk(split, seg, codes, lutf, row_scale, cbias, bscale, bshift, aidx, aval, counts,
+                   colseg_k.scratch(rows, n_out), out)
+                return out
+            return f
         raise ValueError(f"unknown low-bit variant {variant!r}")
 
     def sparse_weight_bytes(self, variant: str) -> int:
-        """Bytes of the sparse layout a variant reads (scales and bias aside)."""
+        """Bytes of the sparse layout a variant reads (scales and bias aside, but for colseg: its own)."""
         if variant.partition(":")[0] in sparse_k.WINDOW_ISA:
             return sparse_k.windows_nbytes(*self._windows()[:3])       # its scales: wscale, relaid
+        if variant.startswith("colseg"):
+            split, seg, codes, row_scale, bias, bscale, _ = self._colseg(threads() if variant.endswith(":p") else 1)
+            return colseg_k.colseg_nbytes(split, seg, codes) + row_scale.nbytes + bias.nbytes + bscale.nbytes
         if variant.startswith("csc"):
             split, idx, vals = self._csc_split(threads() if variant.endswith(":p") else 1)
             return split.nbytes + idx.nbytes + vals.nbytes
