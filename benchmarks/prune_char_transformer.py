@@ -37,11 +37,12 @@ from frugalnet.models.small import CharTransformer, char_corpus
 from frugalnet.sparsity import MagnitudeConfig, RandomFanInConfig, sparsify_
 from frugalnet.sparsity.dynamic import RigL
 from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
+from frugalnet.sparsity.targets import get_mask, masked_targets
 from frugalnet.utils.seeding import make_generator
 
 CONTEXT, WIDTH, LAYERS, BATCH, LR = 64, 64, 2, 32, 3e-3     # LR: the lowbit study's lm_lr
 DENSE_LR = 1e-2   # 600 dense steps, tuning seed 10: 57.2% / val loss 1.613 at 1e-2, 53.4% / 1.757 at LR (2e-2: 57.1%)
-METHODS = ("dense-start", "dense", "oneshot", "oneshot-global", "random", "gradual", "rigl")
+METHODS = ("dense-start", "dense", "oneshot", "oneshot-global", "random", "gradual", "gradual-train", "rigl")
 
 
 def data():
@@ -74,12 +75,15 @@ def evaluate(model, val, batches: int = 16) -> dict:
     return {"val_loss": loss / batches, "acc": correct / n}
 
 
-def train(model, train_ids, steps: int, lr: float, seed: int, callbacks=(), warmup: int | None = None) -> None:
-    """The lowbit study's loop: AdamW (decay 0.1 on matrices), linear warm-up (steps // 20 unless given), cosine
-    decay to 0 at the last step, gradient clipping at 1."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
+def train(model, train_ids, steps: int, lr: float, seed: int, callbacks=(), warmup: int | None = None,
+          pruned_decay: float = 0.1) -> None:
+    """The lowbit study's loop: AdamW (decay 0.1 on matrices; `pruned_decay` on the blocks' matrices, the ones the
+    sparse arms prune), linear warm-up (steps // 20 unless given), cosine decay to 0 at the last step, gradient
+    clipping at 1."""
+    groups = {0.1: [], pruned_decay: [], 0.0: []}
+    for name, p in model.named_parameters():
+        groups[(pruned_decay if name.startswith("blocks.") else 0.1) if p.dim() >= 2 else 0.0].append(p)
+    opt = torch.optim.AdamW([{"params": ps, "weight_decay": d} for d, ps in groups.items() if ps],
                             lr=lr, betas=(0.9, 0.95))
     for cb in callbacks:
         if hasattr(cb, "optimizer"):
@@ -99,6 +103,15 @@ def train(model, train_ids, steps: int, lr: float, seed: int, callbacks=(), warm
         opt.step()
         for cb in callbacks:
             cb.step()
+
+
+@torch.no_grad()
+def rescale_init_(model) -> None:
+    """Scale each masked weight by 1 / sqrt(its density): a sparse layer's outputs then start with the variance the
+    dense initialization gives (fan-in shrinks with density)."""
+    for t in masked_targets(model):
+        mask = get_mask(t)
+        t.weight.mul_((mask.numel() / max(1, int(mask.sum()))) ** 0.5)
 
 
 def blocks_only(module, name: str) -> bool:
@@ -148,19 +161,44 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
     if "random" in a.methods:
         res["random"] = with_sparsity(sparsify_(from_start(), RandomFanInConfig(sparsity=a.sparsity, seed=seed),
                                                 blocks_only))
+    for sp in a.curve if state is not None else ():     # one-shot without fine-tuning along the sparsity axis
+        res[f"oneshot@{sp:g}"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(sparsity=sp), blocks_only))
+        res[f"oneshot-global@{sp:g}"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(
+            sparsity=sp, scope="global"), blocks_only))
+        res[f"random@{sp:g}"] = with_sparsity(sparsify_(from_start(), RandomFanInConfig(sparsity=sp, seed=seed),
+                                                        blocks_only))
+    if a.curve and state is not None:                     # the floor: blocks' matrices all zero (bigram model)
+        m = from_start()
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.startswith("blocks.") and p.dim() >= 2:
+                    p.zero_()
+        res["blocks-zeroed"] = evaluate(m, val)
     if "gradual" in a.methods:
         m = from_start()
         end = max(1, int(a.prune_end * a.finetune))
         pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, scope=a.scope,
                                         frequency=max(1, a.prune_every), filter_fn=blocks_only)
-        train(m, train_ids, a.finetune, a.finetune_lr, seed + 1, callbacks=[pruner], warmup=a.finetune_warmup)
+        train(m, train_ids, a.finetune, a.finetune_lr, seed + 1, callbacks=[pruner], warmup=a.finetune_warmup,
+              pruned_decay=a.sparse_decay)
         res["gradual"] = with_sparsity(m)
+    if "gradual-train" in a.methods:
+        torch.manual_seed(seed)
+        m = CharTransformer(vocab, CONTEXT, WIDTH, LAYERS)
+        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=int(a.train_prune_begin * total),
+                                        end_step=max(int(a.train_prune_begin * total) + 1,
+                                                     int(a.train_prune_end * total)),
+                                        scope=a.scope, frequency=max(1, a.prune_every), filter_fn=blocks_only)
+        train(m, train_ids, total, a.train_prune_lr, seed, callbacks=[pruner], pruned_decay=a.sparse_decay)
+        res["gradual-train"] = with_sparsity(m)
     if "rigl" in a.methods:
         torch.manual_seed(seed)
         m = sparsify_(CharTransformer(vocab, CONTEXT, WIDTH, LAYERS),
                       RandomFanInConfig(sparsity=a.sparsity, erk=a.erk, seed=seed), blocks_only)
+        if a.rigl_rescale:
+            rescale_init_(m)
         rigl = RigL(m, delta_t=a.delta_t, end_step=max(1, int(a.rigl_end * total)), alpha=a.alpha, seed=seed)
-        train(m, train_ids, total, a.rigl_lr, seed, callbacks=[rigl])
+        train(m, train_ids, total, a.rigl_lr, seed, callbacks=[rigl], pruned_decay=a.sparse_decay)
         rigl.remove()
         res["rigl"] = with_sparsity(m)
     return res
@@ -183,12 +221,22 @@ def main() -> None:
     g.add_argument("--prune-end", type=float, default=0.5, help="pruning ends at this fraction of the fine-tuning")
     g.add_argument("--prune-every", type=int, default=1, help="steps between pruning events")
     g.add_argument("--scope", choices=("layer", "global"), default="global")
+    t = p.add_argument_group("gradual-train recipe (pruning during one dense-schedule run of steps + finetune)")
+    t.add_argument("--train-prune-begin", type=float, default=0.1, help="pruning starts at this fraction of training")
+    t.add_argument("--train-prune-end", type=float, default=0.6, help="pruning ends at this fraction of training")
+    t.add_argument("--train-prune-lr", type=float, default=DENSE_LR, help="peak LR (the dense schedule's shape)")
     r = p.add_argument_group("RigL recipe")
     r.add_argument("--rigl-lr", type=float, default=2e-2, help="peak LR of RigL (same schedule as the dense model)")
     r.add_argument("--delta-t", type=int, default=25, help="RigL steps between updates")
     r.add_argument("--alpha", type=float, default=0.3, help="RigL initial drop fraction (cosine-decayed)")
     r.add_argument("--rigl-end", type=float, default=0.75, help="RigL updates stop at this fraction of training")
+    r.add_argument("--rigl-rescale", action=argparse.BooleanOptionalAction, default=False,
+                   help="scale the initial weights by 1/sqrt(layer density)")
     r.add_argument("--erk", action=argparse.BooleanOptionalAction, default=True, help="ERK layer densities")
+    p.add_argument("--curve", type=float, nargs="*", default=[], help="also one-shot (per layer, global) and random "
+                   "masking, no fine-tuning, at these sparsities, and the blocks-zeroed floor")
+    p.add_argument("--sparse-decay", type=float, default=0.1, help="AdamW weight decay of the pruned (blocks') "
+                   "matrices in the sparse arms (gradual, gradual-train, rigl); the dense models keep 0.1")
     p.add_argument("--cache", default="", help="folder for dense checkpoints shared between runs (tuning)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
@@ -209,13 +257,11 @@ def main() -> None:
     ref = next((m for m in ("dense", "dense-start") if m in runs[0]), None)
     d_loss = statistics.mean(r[ref]["val_loss"] for r in runs) if ref else float("nan")
     d_acc = 100 * statistics.mean(r[ref]["acc"] for r in runs) if ref else float("nan")
-    print(f"{'method':15s} {'val loss':>16s} {'next-char acc %':>16s}   vs {ref} (mean)")
-    for method in METHODS:
-        if method not in runs[0]:
-            continue
+    print(f"{'method':20s} {'val loss':>16s} {'next-char acc %':>16s}   vs {ref} (mean)")
+    for method in runs[0]:
         loss = [r[method]["val_loss"] for r in runs]
         acc = [100 * r[method]["acc"] for r in runs]
-        print(f"{method:15s} {statistics.mean(loss):8.4f} ± {sd(loss):.4f} {statistics.mean(acc):8.2f} ± "
+        print(f"{method:20s} {statistics.mean(loss):8.4f} ± {sd(loss):.4f} {statistics.mean(acc):8.2f} ± "
               f"{sd(acc):.2f}   {100 * (statistics.mean(loss) / d_loss - 1):+6.1f}% loss "
               f"{statistics.mean(acc) - d_acc:+6.2f} pts")
 
