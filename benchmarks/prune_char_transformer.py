@@ -222,9 +222,9 @@ def main() -> None:
     g.add_argument("--prune-every", type=int, default=1, help="steps between pruning events")
     g.add_argument("--scope", choices=("layer", "global"), default="global")
     t = p.add_argument_group("gradual-train recipe (pruning during one dense-schedule run of steps + finetune)")
-    t.add_argument("--train-prune-begin", type=float, default=0.1, help="pruning starts at this fraction of training")
-    t.add_argument("--train-prune-end", type=float, default=0.6, help="pruning ends at this fraction of training")
-    t.add_argument("--train-prune-lr", type=float, default=DENSE_LR, help="peak LR (the dense schedule's shape)")
+    t.add_argument("--train-prune-begin", type=float, default=0.3, help="pruning starts at this fraction of training")
+    t.add_argument("--train-prune-end", type=float, default=0.8, help="pruning ends at this fraction of training")
+    t.add_argument("--train-prune-lr", type=float, default=2e-2, help="peak LR (the dense schedule's shape)")
     r = p.add_argument_group("RigL recipe")
     r.add_argument("--rigl-lr", type=float, default=2e-2, help="peak LR of RigL (same schedule as the dense model)")
     r.add_argument("--delta-t", type=int, default=25, help="RigL steps between updates")
@@ -233,9 +233,9 @@ def main() -> None:
     r.add_argument("--rigl-rescale", action=argparse.BooleanOptionalAction, default=False,
                    help="scale the initial weights by 1/sqrt(layer density)")
     r.add_argument("--erk", action=argparse.BooleanOptionalAction, default=True, help="ERK layer densities")
-    p.add_argument("--curve", type=float, nargs="*", default=[], help="also one-shot (per layer, global) and random "
+    p.add_argument("--curve", type=float, nargs="*", default=[0.5, 0.7, 0.8], help="also one-shot (per layer, global) and random "
                    "masking, no fine-tuning, at these sparsities, and the blocks-zeroed floor")
-    p.add_argument("--sparse-decay", type=float, default=0.1, help="AdamW weight decay of the pruned (blocks') "
+    p.add_argument("--sparse-decay", type=float, default=0.0, help="AdamW weight decay of the pruned (blocks') "
                    "matrices in the sparse arms (gradual, gradual-train, rigl); the dense models keep 0.1")
     p.add_argument("--cache", default="", help="folder for dense checkpoints shared between runs (tuning)")
     p.add_argument("--threads", type=int, default=1)
