@@ -56,7 +56,7 @@ class PruneConfig(StudyConfig):
     lr_gamma: float = 0.85
     gradual_end: float = field(default=0.667, metadata={"help": "gradual pruning reaches the target sparsity at this "
                                                                 "fraction of the fine-tuning steps"})
-    train_prune: tuple = field(default=(0.2, 0.6), metadata={"help": "gradual-train: pruning starts / ends at these "
+    train_prune: tuple = field(default=(0.1, 0.4), metadata={"help": "gradual-train: pruning starts / ends at these "
                                                                      "fractions of the whole budget"})
     methods: tuple = field(default=PRUNED, metadata={"help": "pruning methods: " + " ".join(PRUNED)})
     scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
