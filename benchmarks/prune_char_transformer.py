@@ -7,16 +7,22 @@ Arms (validation loss and next-character accuracy on fixed windows, per seed, me
 - dense-start: dense, `--steps` steps (what one-shot and gradual pruning start from);
 - dense: dense, `--steps + --finetune` steps: the reference every pruned arm is judged against;
 - oneshot / oneshot-global: one-shot magnitude pruning of dense-start, per layer / one global threshold, NO
-  fine-tuning; random: random fixed-fan-in masks over dense-start's weights, no fine-tuning;
+  fine-tuning; random: random fixed-fan-in masks over dense-start's weights, no fine-tuning; with `--curve`, the
+  same three at other sparsities, and blocks-zeroed (every pruned matrix zero: the embeddings + head bigram floor);
 - gradual: Zhu & Gupta's cubic schedule during `--finetune` steps of fine-tuning from dense-start (warm-up, cosine
   LR decay to 0; pruning ends at `--prune-end` of the fine-tuning, the rest is a recovery tail);
+- gradual-train: the same schedule inside ONE run of `--steps + --finetune` steps with the dense model's LR schedule
+  (pruning from `--train-prune-begin` to `--train-prune-end` of it): no restart, which alone costs the fine-tuned
+  arms ~2 points (dense-start fine-tuned 200 steps without pruning: 55.0% against dense-600 57.2%, seed 10);
 - rigl: RigL from scratch (ERK densities), `--steps + --finetune` steps, the dense reference's schedule.
-Default recipes were chosen on seed 10 (reported seeds start at 0): dense LR 1e-2 (the lowbit study's 3e-3 gives a
-weaker dense reference at 600 steps: 53.4% against 57.2%); gradual: fine-tuning peak LR 1e-2, one global magnitude
-threshold, pruning every step until half the fine-tuning; RigL: peak LR 2e-2 (3e-3: 42.1%, 1e-2: 52.1%, 2e-2:
-55.7% on seed 10: the sparse network needs a higher LR than the dense one), delta-T 25, alpha 0.3, ERK.
-Only the transformer blocks' Linear layers are pruned (sparsity is measured over them); the token / position
-embeddings, LayerNorms and the output head stay dense and are reported apart.
+Default recipes: dense LR 1e-2 (the lowbit study's 3e-3 gives a weaker dense reference at 600 steps: 53.4% against
+57.2%, seed 10); sparse arms without weight decay on the pruned matrices (`--sparse-decay 0`; the dense models keep
+AdamW's 0.1); gradual: peak LR 1e-2, one global threshold, pruning every step until half the fine-tuning;
+gradual-train: pruning from 20% to 70% of training at the dense LR (at 2e-2 and 30-80% two seeds of three fell to
+42-45%); RigL: peak LR 3e-2, delta-T 25, alpha 0.3, ERK (seeds 0-2: 2e-2 55.15% ± 0.21, 3e-2 56.39% ± 0.06; with
+--rigl-rescale 55.61% / 56.14%; delta-T 50 55.18%). Only the transformer blocks' Linear layers are pruned (qkv,
+attention output, both MLP layers; sparsity is measured over them); the token / position embeddings, LayerNorms
+and the output head stay dense and are reported apart.
 
     python benchmarks/prune_char_transformer.py                      # 90%, 3 seeds, 400 + 200 steps
     python benchmarks/prune_char_transformer.py --sparsity 0.8 --seeds 1 --steps 100 --finetune 50
@@ -114,6 +120,15 @@ def rescale_init_(model) -> None:
         t.weight.mul_((mask.numel() / max(1, int(mask.sum()))) ** 0.5)
 
 
+def model_sparsity(model) -> dict:
+    """Zero fraction over every parameter ("model") and over every parameter but the two embeddings ("non_emb")."""
+    out = {}
+    for key, keep in (("model", lambda n: True), ("non_emb", lambda n: not n.startswith(("tok.", "pos.")))):
+        ps = [p.detach() for n, p in model.named_parameters() if keep(n)]
+        out[f"{key}_sparsity"] = sum(int((p == 0).sum()) for p in ps) / sum(p.numel() for p in ps)
+    return out
+
+
 def blocks_only(module, name: str) -> bool:
     return name.startswith("blocks.")
 
@@ -149,7 +164,7 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
         return m
 
     def with_sparsity(m):
-        return {**evaluate(m, val), "sparsity": measured_sparsity(m)["total"]}
+        return {**evaluate(m, val), "sparsity": measured_sparsity(m)["total"], **model_sparsity(m)}
 
     if "dense" in a.methods:
         res["dense"] = evaluate(dense_model(seed, total, a, train_ids, vocab), val)
@@ -222,11 +237,11 @@ def main() -> None:
     g.add_argument("--prune-every", type=int, default=1, help="steps between pruning events")
     g.add_argument("--scope", choices=("layer", "global"), default="global")
     t = p.add_argument_group("gradual-train recipe (pruning during one dense-schedule run of steps + finetune)")
-    t.add_argument("--train-prune-begin", type=float, default=0.3, help="pruning starts at this fraction of training")
-    t.add_argument("--train-prune-end", type=float, default=0.8, help="pruning ends at this fraction of training")
-    t.add_argument("--train-prune-lr", type=float, default=2e-2, help="peak LR (the dense schedule's shape)")
+    t.add_argument("--train-prune-begin", type=float, default=0.2, help="pruning starts at this fraction of training")
+    t.add_argument("--train-prune-end", type=float, default=0.7, help="pruning ends at this fraction of training")
+    t.add_argument("--train-prune-lr", type=float, default=DENSE_LR, help="peak LR (the dense schedule's shape)")
     r = p.add_argument_group("RigL recipe")
-    r.add_argument("--rigl-lr", type=float, default=2e-2, help="peak LR of RigL (same schedule as the dense model)")
+    r.add_argument("--rigl-lr", type=float, default=3e-2, help="peak LR of RigL (same schedule as the dense model)")
     r.add_argument("--delta-t", type=int, default=25, help="RigL steps between updates")
     r.add_argument("--alpha", type=float, default=0.3, help="RigL initial drop fraction (cosine-decayed)")
     r.add_argument("--rigl-end", type=float, default=0.75, help="RigL updates stop at this fraction of training")
@@ -253,6 +268,16 @@ def main() -> None:
     print(f"\nsparsity {a.sparsity} of the blocks' Linear weights (embeddings, LayerNorms, head dense), seeds "
           f"{a.first_seed}..{a.first_seed + a.seeds - 1}; dense-start {a.steps} steps, dense reference and RigL "
           f"{total}, gradual {a.steps} + {a.finetune} ({time.perf_counter() - t0:.0f} s)")
+    counts = CharTransformer(vocab, CONTEXT, WIDTH, LAYERS)
+    n = {k: sum(p.numel() for name, p in counts.named_parameters() if name.startswith(k)) for k in ("blocks.", "tok.",
+                                                                                                    "pos.", "")}
+    print(f"parameters: {n['']} in all, {n['blocks.']} in the blocks (LayerNorms and biases included), embeddings "
+          f"{n['tok.'] + n['pos.']} (token {n['tok.']}, position {n['pos.']}), head {counts.head.weight.numel()}")
+    for method in runs[0]:
+        if "model_sparsity" in runs[0][method]:
+            print(f"{method}: sparsity over the pruned matrices {100 * runs[0][method]['sparsity']:.1f}%, over the "
+                  f"whole model {100 * runs[0][method]['model_sparsity']:.1f}%, over all but the embeddings "
+                  f"{100 * runs[0][method]['non_emb_sparsity']:.1f}% (seed {a.first_seed})")
     sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
     ref = next((m for m in ("dense", "dense-start") if m in runs[0]), None)
     d_loss = statistics.mean(r[ref]["val_loss"] for r in runs) if ref else float("nan")
