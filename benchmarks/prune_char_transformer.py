@@ -248,8 +248,8 @@ def main() -> None:
     r.add_argument("--rigl-rescale", action=argparse.BooleanOptionalAction, default=False,
                    help="scale the initial weights by 1/sqrt(layer density)")
     r.add_argument("--erk", action=argparse.BooleanOptionalAction, default=True, help="ERK layer densities")
-    p.add_argument("--curve", type=float, nargs="*", default=[0.5, 0.7, 0.8], help="also one-shot (per layer, global) and random "
-                   "masking, no fine-tuning, at these sparsities, and the blocks-zeroed floor")
+    p.add_argument("--curve", type=float, nargs="*", default=[0.5, 0.7, 0.8], help="also one-shot (per layer, "
+                   "global) and random masking, no fine-tuning, at these sparsities, and the blocks-zeroed floor")
     p.add_argument("--sparse-decay", type=float, default=0.0, help="AdamW weight decay of the pruned (blocks') "
                    "matrices in the sparse arms (gradual, gradual-train, rigl); the dense models keep 0.1")
     p.add_argument("--cache", default="", help="folder for dense checkpoints shared between runs (tuning)")

@@ -13,7 +13,8 @@ def test_prune_tiny_end_to_end_and_resume(tmp_path):
     assert main(["run", "prune", "--tiny", "--quiet", "--runs-dir", str(tmp_path)]) == 0
     run_dir = next((tmp_path / "prune").iterdir())
     summary = json.loads((run_dir / "results.json").read_text())["results"]["summary"]
-    for method in ("dense", "dense-ref", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl"):
+    for method in ("dense", "dense-ref", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual",
+                   "gradual-train", "rigl"):
         assert method in summary
     for method in ("oneshot", "gradual", "rigl", "random"):
         v = summary[method]["0.9"]

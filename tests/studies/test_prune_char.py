@@ -32,7 +32,8 @@ def test_rescale_init_restores_the_dense_output_scale(bench):
 
 def test_sparse_arms_run_with_the_recipe_options(bench, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "6", "--finetune", "4", "--methods", "dense",
-                                      "oneshot", "gradual-train", "rigl", "--curve", "0.5", "--sparse-decay", "0", "--rigl-rescale",
+                                      "oneshot", "gradual-train", "rigl", "--curve", "0.5", "--sparse-decay", "0",
+                                      "--rigl-rescale",
                                       "--train-prune-begin", "0.2", "--train-prune-end", "0.6", "--delta-t", "2"])
     bench.main()
     out = capsys.readouterr().out
