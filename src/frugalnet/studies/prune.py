@@ -11,7 +11,8 @@ recipe). Then for each sparsity:
   pruning from `train_prune[0]` to `train_prune[1]` of its steps: on CNN-2 / mnist-5k, 90%, seeds 0-2, 98.53% ±
   0.12 / val loss 0.0432 ± 0.0037 against the same-budget dense 98.70% / 0.0410 (+5.3%), where gradual pruning of
   the finished dense model gave 98.60% / 0.0477 (+16%, earlier session); over 20-60%: 0.0423 on seed 0 (10-40%:
-  0.0390);
+  0.0390). The dense reference does not overfit here: its val loss is lowest at its last epoch in all three seeds
+  (0.0397 / 0.0402 / 0.0432), so its best-epoch and final figures are the same;
 - RigL from scratch with ERK layer densities, trained like the dense reference (epochs + finetune_epochs).
 Fine-tuning decays its LR by lr_gamma per epoch, or to 0 along a cosine (finetune_schedule="cosine": on CNN-2 /
 mnist-5k, seeds 0-2, gradual 98.60% / val loss 0.0485 against 98.60% / 0.0477 with the default, fine-tuned one-shot
