@@ -13,7 +13,8 @@ def test_prune_tiny_end_to_end_and_resume(tmp_path):
     assert main(["run", "prune", "--tiny", "--quiet", "--runs-dir", str(tmp_path)]) == 0
     run_dir = next((tmp_path / "prune").iterdir())
     summary = json.loads((run_dir / "results.json").read_text())["results"]["summary"]
-    for method in ("dense", "dense-ref", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "rigl"):
+    for method in ("dense", "dense-ref", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual",
+                   "gradual-train", "rigl"):
         assert method in summary
     for method in ("oneshot", "gradual", "rigl", "random"):
         v = summary[method]["0.9"]
@@ -57,3 +58,19 @@ def test_cosine_lr_decays_to_zero_and_resumes():
     again.load_state_dict({"step_count": 1})
     again.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_gradual_train_prunes_during_the_dense_budget(tmp_path):
+    """gradual-train: pruning while the dense recipe trains (tiny run: dense, dense reference and the one arm)."""
+    assert main(["run", "prune", "--tiny", "--quiet", "--runs-dir", str(tmp_path), "--methods", "gradual-train",
+                 "--train-prune", "0.0", "0.5"]) == 0
+    summary = json.loads(next((tmp_path / "prune").iterdir()).joinpath("results.json").read_text())["results"]
+    v = summary["summary"]["gradual-train"]["0.9"]
+    assert v["sparsity_mean"] == pytest.approx(0.9, abs=0.01) and 0.0 <= v["test_acc_mean"] <= 1.0
+    assert set(summary["summary"]) == {"dense", "dense-ref", "gradual-train"}
+
+
+@pytest.mark.parametrize("value", [(0.6, 0.2), (0.1,), (-0.1, 0.5), (0.2, 1.5)])
+def test_prune_config_rejects_bad_train_prune(value):
+    with pytest.raises(ValueError, match="train_prune"):
+        PruneConfig(train_prune=value)

@@ -12,9 +12,10 @@ a hook on its output keeps the gradient that flows back, and the weight gradient
 gradient cannot be formed this way (attention projections) regrow at random. Call `.step()` after
 `optimizer.step()`; `state_dict()` carries the step count and the random state for resume.
 
-Recipe note (benchmarks/prune_char_transformer.py, 90% sparse char Transformer, 600 steps): a sparse network from
-scratch wants a higher peak learning rate than its dense counterpart (2e-2 against the dense optimum near 1e-2);
-at the dense LR RigL ended 5 points lower.
+Recipe note (benchmarks/prune_char_transformer.py, 90% sparse char Transformer, 600 steps, seeds 0-2): a sparse
+network from scratch wants a higher peak learning rate than its dense counterpart and no weight decay on its sparse
+matrices: 56.39% ± 0.06 at 3e-2 without decay, 55.15% at 2e-2, against the dense optimum 57.33% at 1e-2 (at the
+dense LR RigL ended 5 points lower, seed 10).
 """
 from __future__ import annotations
 

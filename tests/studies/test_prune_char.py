@@ -1,0 +1,42 @@
+"""benchmarks/prune_char_transformer.py: its recipe options run end to end on a few steps."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prune_char_transformer.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("prune_char_transformer", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rescale_init_restores_the_dense_output_scale(bench):
+    from frugalnet.sparsity import RandomFanInConfig, sparsify_
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(400, 50, bias=False))
+    x = torch.randn(256, 400)
+    dense_std = float(layer(x).detach().std())
+    sparsify_(layer, RandomFanInConfig(sparsity=0.75, seed=123))
+    sparse_std = float(layer(x).detach().std())
+    bench.rescale_init_(layer)
+    assert sparse_std == pytest.approx(dense_std / 2, rel=0.15)      # a quarter of the fan-in: half the std
+    assert float(layer(x).detach().std()) == pytest.approx(dense_std, rel=0.15)
+
+
+def test_sparse_arms_run_with_the_recipe_options(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "6", "--finetune", "4", "--methods", "dense",
+                                      "oneshot", "gradual-train", "rigl", "--curve", "0.5", "--sparse-decay", "0",
+                                      "--rigl-rescale",
+                                      "--train-prune-begin", "0.2", "--train-prune-end", "0.6", "--delta-t", "2"])
+    bench.main()
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if " pts" in line}
+    assert {"dense", "oneshot", "gradual-train", "rigl", "oneshot@0.5", "oneshot-global@0.5", "random@0.5",
+            "blocks-zeroed"} <= set(rows)
