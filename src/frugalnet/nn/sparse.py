@@ -24,7 +24,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from frugalnet.nn.masks import fixed_fan_in, nonzeros_per_unit
 from frugalnet.nn.sparse_conv_functional import sparse_conv2d
 from frugalnet.nn.sparse_functional import sparse_linear
-from frugalnet.utils.seeding import make_generator
+from frugalnet.utils.seeding import mask_generator
 
 _LIVE: "weakref.WeakSet[SparseWeightMixin]" = weakref.WeakSet()
 _HOOK_HANDLE = None
@@ -159,7 +159,7 @@ class SparseWeightMixin:
 
     def _setup_mask(self, mask: Tensor | None, sparsity: float, seed: int | None) -> None:
         if mask is None:
-            gen = make_generator(seed) if seed is not None else None
+            gen = mask_generator(seed) if seed is not None else None
             mask = fixed_fan_in(tuple(self.weight.shape), sparsity, gen)
         else:
             mask = torch.as_tensor(mask).to(torch.bool)

@@ -25,7 +25,7 @@ from frugalnet.sparsity.activations import convert_activations, legacy_relu_to_k
 from frugalnet.sparsity.config import (GivenMasksConfig, KWinnersConfig, MagnitudeConfig, NMConfig,
                                        RandomFanInConfig)
 from frugalnet.sparsity.targets import Target, attach_mask, find_targets, shared_parameters
-from frugalnet.utils.seeding import make_generator
+from frugalnet.utils.seeding import mask_generator
 from frugalnet.utils.validation import check_fraction
 
 log = logging.getLogger("frugalnet.sparsity")
@@ -66,7 +66,7 @@ def _random_masks(cfg: RandomFanInConfig, targets: list[Target]) -> dict[str, Te
         offset = t.legacy_index if t.legacy_index >= 0 else 1_000_000 + extra
         extra += t.legacy_index < 0
         shape = tuple(_fan_in_view(t).shape)
-        out[t.name] = _back(t, M.fixed_fan_in(shape, sp[t.name], make_generator(cfg.seed + offset)))
+        out[t.name] = _back(t, M.fixed_fan_in(shape, sp[t.name], mask_generator(cfg.seed + offset)))
     return out
 
 
@@ -261,7 +261,7 @@ def _keyword_form(model, weight_sparsity, activation_sparsity, exclude, seed, su
         for t in chosen:
             ws = weight_sparsity[t.name] if isinstance(weight_sparsity, Mapping) else weight_sparsity
             shape = tuple(t.weight.shape)
-            mask = M.fixed_fan_in(shape, ws, make_generator(seed + t.legacy_index))
+            mask = M.fixed_fan_in(shape, ws, mask_generator(seed + t.legacy_index))
             _apply(model, t, mask)
             summary["weights"][t.name] = {"kind": t.kind, "sparsity": 1.0 - float(mask.float().mean())}
     if activation_sparsity is not None:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from frugalnet.sparsity.targets import Target, get_mask, masked_targets, set_mask
 from frugalnet.utils.validation import check_fraction, check_positive_int
+from frugalnet.utils.seeding import mask_generator
 
 _GRADIENT_KINDS = ("sparse", "linear", "conv2d", "conv1d", "linear_subclass")
 
@@ -50,7 +51,7 @@ class DynamicSparsity:
         if compact:
             raise ValueError(f"dynamic sparse training changes masks, which compact layers cannot ({compact}): call "
                              "layer.compact_(False) on them first")
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = mask_generator(seed)
         self.step_count = 0
         self._inputs: dict[str, Tensor] = {}
         self._grads: dict[str, Tensor] = {}
