@@ -37,6 +37,13 @@ class LMConfig:
     anchor_max_deg: float = 30.0     # larger mismatches are not corrected (they are evidence against)
     score_floor: float = -1.0        # per-step evidence is clipped to [score_floor, 1]: one bad sensation costs this
     new_object_score: float = 0.3    # below this mean evidence per step no model fits: a new object
+    reseed_after: int = 0            # re-localise an object whose best pose scored below reseed_below this many
+    reseed_below: float = 0.0        # ... steps in a row (0: never): see EvidenceLM._relocalise
+    reseed_window: int = 4           # past sensations a re-seeded pose must explain
+    reseed_min: float = 0.5          # ... with at least this mean score
+    reseed_max: int = 16             # at most this many re-seeded poses per object
+    reseed_cost: float = 2.0         # re-seeded poses start this far below the object's best evidence
+    reseed_span: float = 20.0        # only objects within this much evidence of the leader are re-localised
 
     def validate(self) -> None:
         for name in ("voxel", "radius", "feature_sigma"):
@@ -56,6 +63,16 @@ class LMConfig:
             raise ValueError(f"LMConfig.score_floor must be in [-1, 0], got {self.score_floor}")
         if self.plane_tol <= 0:
             raise ValueError(f"LMConfig.plane_tol must be > 0, got {self.plane_tol}")
+        for name in ("reseed_after", "reseed_window", "reseed_max"):
+            if int(getattr(self, name)) < 0 or (name != "reseed_after" and int(getattr(self, name)) < 1):
+                raise ValueError(f"LMConfig.{name} must be >= {0 if name == 'reseed_after' else 1}, got "
+                                 f"{getattr(self, name)}")
+        for name in ("reseed_below", "reseed_min"):
+            if not -1 <= getattr(self, name) <= 1:
+                raise ValueError(f"LMConfig.{name} must be in [-1, 1], got {getattr(self, name)}")
+        for name in ("reseed_cost", "reseed_span"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LMConfig.{name} must be >= 0, got {getattr(self, name)}")
         if int(self.keep_per_object) < 0:
             raise ValueError(f"LMConfig.keep_per_object must be >= 0, got {self.keep_per_object}")
 
