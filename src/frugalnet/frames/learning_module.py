@@ -106,6 +106,7 @@ class EvidenceLM:
         self.loc = np.zeros((0, 3))
         self.rot = np.zeros((0, 3, 3))
         self.ev = np.zeros(0)
+        self.born = np.zeros(0, np.int64)     # step each hypothesis was proposed at (re-seeded ones get a grace)
         self.sensed: list[np.ndarray] = []
         self.history: list[np.ndarray] = []   # best evidence per object after each step
         self.hypotheses: list[int] = []       # hypotheses alive after each step (pruning at work)
@@ -125,6 +126,7 @@ class EvidenceLM:
         if objs:
             self.obj, self.loc = np.concatenate(objs), np.concatenate(locs)
             self.rot, self.ev = np.concatenate(rots), np.concatenate(evs)
+            self.born = np.zeros(len(self.ev), np.int64)
         self._prune()
 
     def _score(self, obs: Observation) -> np.ndarray:
@@ -132,7 +134,7 @@ class EvidenceLM:
         object at once in the `Atlas`; then sensory anchoring."""
         cfg = self.config
         at = self._atlas()
-        score, j, n_obj = match(at, self.loc + at.offsets[self.obj], self.rot, obs, cfg)
+        score, j, n_obj = match(at, at.place(self.obj, self.loc, cfg.radius), self.rot, obs, cfg)
         if cfg.anchor > 0:
             ok = j < len(at)
             every = np.arange(len(self.ev))
@@ -191,7 +193,7 @@ class EvidenceLM:
             good = np.flatnonzero(total >= len(past) * cfg.reseed_min)
             if len(good) == 0:
                 continue
-            good = good[np.argsort(total[good])[::-1][: cfg.reseed_max]]
+            good = good[np.argsort(total[good], kind="stable")[::-1][: cfg.reseed_max]]
             drop.append(np.flatnonzero((self.obj == o) & (score < cfg.reseed_below)))
             objs.append(np.full(len(good), o))
             locs.append(loc[good])
@@ -204,6 +206,7 @@ class EvidenceLM:
         self.loc = np.concatenate([self.loc[keep]] + locs)
         self.rot = np.concatenate([self.rot[keep]] + rots)
         self.ev = np.concatenate([self.ev[keep]] + evs)
+        self.born = np.concatenate([self.born[keep], np.full(len(self.ev) - len(keep), self.steps)])
         return len(objs)
 
     def _anchor(self, sel: np.ndarray, n_sensed: np.ndarray, n_stored: np.ndarray, p_stored: np.ndarray,
@@ -253,10 +256,13 @@ class EvidenceLM:
         ok = self.ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)
         if cfg.keep_per_object > 0 and not ok.all():
             ok |= self._object_rank(np.arange(len(self.ev))) < cfg.keep_per_object
+        if cfg.reseed_after > 0:                # re-seeded poses get reseed_window steps to sort themselves out
+            ok |= (self.born > 0) & (self.born >= self.steps - cfg.reseed_window)
         keep = np.flatnonzero(ok)
         if len(keep) > cfg.max_hypotheses:
             keep = self._cap(keep)
         self.obj, self.loc, self.rot, self.ev = self.obj[keep], self.loc[keep], self.rot[keep], self.ev[keep]
+        self.born = self.born[keep]
 
     def _object_rank(self, idx: np.ndarray) -> np.ndarray:
         """Rank of each hypothesis in `idx` among those of its object in `idx` (0: the object's best)."""
@@ -320,21 +326,14 @@ class EvidenceLM:
         if len(self.ev) == 0 or len(obj) == 0:
             return
         cos_tol = np.cos(np.deg2rad(cfg.pose_tolerance_deg * 1.5))
-        bonus = np.zeros(len(self.ev))
-        for o in np.unique(self.obj):
-            vsel = np.flatnonzero(obj == o)
-            if len(vsel) == 0:
-                continue
-            sel = np.flatnonzero(self.obj == o)
-            k = min(8, len(vsel))
-            dist, idx = cKDTree(loc[vsel]).query(self.loc[sel], k=k, distance_upper_bound=cfg.radius)
-            dist, idx = dist.reshape(len(sel), -1), idx.reshape(len(sel), -1)
-            found = np.isfinite(dist)
-            vrot = np.concatenate([rot[vsel], np.zeros((1, 3, 3))])[idx]             # (h, k, 3, 3)
-            tr = np.einsum("hij,hkij->hk", self.rot[sel], vrot)
-            agree = found & ((tr - 1) / 2 >= cos_tol)
-            bonus[sel] = agree.any(axis=1)
-        self.ev = self.ev + cfg.vote_weight * share * bonus
+        at = self._atlas()                               # objects placed apart: one look-up for all of them
+        dist, idx = cKDTree(at.place(obj, loc, cfg.radius)).query(at.place(self.obj, self.loc, cfg.radius),
+                                                                  k=min(8, len(obj)), distance_upper_bound=cfg.radius)
+        dist, idx = dist.reshape(len(self.ev), -1), idx.reshape(len(self.ev), -1)
+        vrot = np.concatenate([rot, np.zeros((1, 3, 3))])[idx]                   # (h, k, 3, 3)
+        tr = np.einsum("hij,hkij->hk", self.rot, vrot)
+        agree = np.isfinite(dist) & ((tr - 1) / 2 >= cos_tol)
+        self.ev = self.ev + cfg.vote_weight * share * agree.any(axis=1)
 
     # --- read-out ---------------------------------------------------------------------------------------------
     def object_evidence(self) -> np.ndarray:

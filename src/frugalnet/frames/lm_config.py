@@ -41,7 +41,8 @@ class LMConfig:
     reseed_below: float = 0.0        # ... steps in a row (0: never): see EvidenceLM._relocalise
     reseed_window: int = 4           # past sensations a re-seeded pose must explain
     reseed_min: float = 0.5          # ... with at least this mean score
-    reseed_max: int = 16             # at most this many re-seeded poses per object
+    reseed_max: int = 64             # at most this many re-seeded poses per object (16 kept only wrong ones on
+                                     # a flat face of an L block in the test)
     reseed_cost: float = 2.0         # re-seeded poses start this far below the object's best evidence
     reseed_span: float = 20.0        # only objects within this much evidence of the leader are re-localised
 

@@ -112,6 +112,15 @@ class Atlas:
         self._points_pad = np.concatenate([pts, np.zeros((1, 3))])
         self.raw_pad = np.concatenate([m.points for m in models] + [np.zeros((1, 3))])
         self.keys = tuple(id(m) for m in models)
+        self.lo, self.hi, self.margin = lo, hi, margin
+
+    def place(self, obj: np.ndarray, loc: np.ndarray, radius: float) -> np.ndarray:
+        """Locations (H, 3) of hypotheses of objects `obj` (H,) moved to their object's place in the atlas. A
+        location that drifted off its object is first clipped to the object's box grown by 1.5 `radius` (still no
+        stored point within `radius`), so it can never reach another object's points."""
+        if 1.5 * radius >= self.margin:
+            raise ValueError(f"radius {radius} is too large for the atlas margin {self.margin}")
+        return np.clip(loc, self.lo[obj] - 1.5 * radius, self.hi[obj] + 1.5 * radius) + self.offsets[obj]
 
     def __len__(self) -> int:
         return len(self._points_pad) - 1
