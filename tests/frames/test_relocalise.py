@@ -101,3 +101,20 @@ def test_votes_raise_exactly_the_hypotheses_they_support(models):
         want[h] = 0.5 * cfg.vote_weight * (near & agree).any()
     np.testing.assert_allclose(lm.ev, want)
     assert want[pick[1:]].min() > 0 and want[pick[0]] == 0
+
+
+def test_votes_are_each_running_objects_best_within_the_margin(models):
+    cfg = LMConfig(voxel=VOX, radius=1.5 * VOX, vote_max=5, vote_margin=2.0, prune_margin=3.0, prune_frac=0.0)
+    rng = np.random.default_rng(5)
+    lm = EvidenceLM(models, cfg)
+    n = 120
+    lm.obj = np.repeat(np.arange(3), 40)
+    lm.ev = np.concatenate([rng.uniform(8, 10, 40), rng.uniform(6, 9.5, 40), rng.uniform(0, 5, 40)])
+    lm.loc, lm.rot = rng.normal(size=(n, 3)), random_rotations(n, rng)
+    obj, loc, _ = lm.votes()
+    assert set(obj) == {0, 1}                                # object 2 is out of the running (best < 10 - 3)
+    for o in (0, 1):
+        sel = np.flatnonzero(lm.obj == o)
+        top = sel[lm.ev[sel] >= lm.ev[sel].max() - 2.0]
+        want = top[np.argsort(lm.ev[top])[-5:]]
+        np.testing.assert_allclose(np.sort(loc[obj == o], axis=0), np.sort(lm.loc[want], axis=0))

@@ -310,13 +310,10 @@ class EvidenceLM:
         cfg = self.config
         if len(self.ev) == 0:
             return self.obj, self.loc, self.rot
-        out = []
         ev, best = self.object_evidence(), self.ev.max()
-        for o in np.flatnonzero(ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)):
-            sel = np.flatnonzero(self.obj == o)
-            top = sel[self.ev[sel] >= self.ev[sel].max() - cfg.vote_margin]
-            out.append(top[np.argsort(self.ev[top])[-cfg.vote_max:]])
-        sel = np.concatenate(out)
+        running = ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)
+        sel = np.flatnonzero(running[self.obj] & (self.ev >= ev[self.obj] - cfg.vote_margin))
+        sel = sel[self._object_rank(sel) < cfg.vote_max]
         return self.obj[sel], self.loc[sel], self.rot[sel]
 
     def receive_votes(self, obj: np.ndarray, loc: np.ndarray, rot: np.ndarray, share: float = 1.0) -> None:
