@@ -118,3 +118,48 @@ def test_votes_are_each_running_objects_best_within_the_margin(models):
         top = sel[lm.ev[sel] >= lm.ev[sel].max() - 2.0]
         want = top[np.argsort(lm.ev[top])[-5:]]
         np.testing.assert_allclose(np.sort(loc[obj == o], axis=0), np.sort(lm.loc[want], axis=0))
+
+
+def test_votes_of_several_columns_in_one_call_count_each_column(models):
+    cfg = LMConfig(voxel=VOX, radius=1.5 * VOX)
+    rng = np.random.default_rng(6)
+
+    def column():
+        lm = EvidenceLM(models, cfg)
+        lm.obj = np.repeat(np.arange(3), 30)
+        lm.loc = np.random.default_rng(1).uniform(-0.5, 0.5, (90, 3))
+        lm.rot = random_rotations(90, np.random.default_rng(2))
+        lm.ev, lm.born = np.zeros(90), np.zeros(90, np.int64)
+        return lm
+
+    votes = []
+    for s in range(3):                                       # 3 senders, each backing 5 hypotheses (some shared)
+        pick = rng.choice(90, 5, replace=False)
+        votes.append((np.repeat(np.arange(3), 30)[pick], column().loc[pick] + 0.01, column().rot[pick]))
+    one_by_one, together = column(), column()
+    for obj, loc, rot in votes:
+        one_by_one.receive_votes(obj, loc, rot, share=0.25)
+    together.receive_votes(*(np.concatenate(v) for v in zip(*votes)), share=0.25,
+                           sender=np.repeat([0, 1, 2], 5))
+    np.testing.assert_allclose(together.ev, one_by_one.ev)
+    assert together.ev.max() > 0
+
+
+def test_reseed_objects_caps_relocalisations_per_step(models):
+    counts = {}
+    for cap in (0, 1):
+        lm = EvidenceLM(models, LMConfig(voxel=VOX, radius=1.5 * VOX, reseed_after=1, reseed_span=1e9,
+                                         reseed_below=1.0, reseed_min=-1.0, reseed_objects=cap))
+        rng = np.random.default_rng(4)
+        sensor = SurfaceSensor(make_object("l_block", SP, 99), random_rotations(1, rng)[0], np.zeros(3),
+                               make_policy("random"), SensorNoise(), rng=rng)
+        for step in range(8):
+            obs, disp = sensor.sense()
+            lm.step(obs[0], disp[0])
+            sensor.move()
+        counts[cap] = max(lm.reseeded)
+    assert counts[0] > 1 and counts[1] == 1
+    with pytest.raises(ValueError, match="vote_every"):
+        LMConfig(vote_every=0).validate()
+    with pytest.raises(ValueError, match="reseed_objects"):
+        LMConfig(reseed_objects=-1).validate()

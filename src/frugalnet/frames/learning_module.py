@@ -168,6 +168,8 @@ class EvidenceLM:
         self._lost = np.where(step_best < cfg.reseed_below, self._lost + 1, 0)
         evidence = self.object_evidence()
         due = np.flatnonzero((self._lost >= cfg.reseed_after) & (evidence >= evidence.max() - cfg.reseed_span))
+        if 0 < cfg.reseed_objects < len(due):           # the longest lost first; the others wait their turn
+            due = due[np.lexsort((-evidence[due], -self._lost[due]))[: cfg.reseed_objects]]
         past = self._recent[-2::-1]
         if len(due) == 0 or not past:
             return 0
@@ -316,21 +318,29 @@ class EvidenceLM:
         sel = sel[self._object_rank(sel) < cfg.vote_max]
         return self.obj[sel], self.loc[sel], self.rot[sel]
 
-    def receive_votes(self, obj: np.ndarray, loc: np.ndarray, rot: np.ndarray, share: float = 1.0) -> None:
+    def receive_votes(self, obj: np.ndarray, loc: np.ndarray, rot: np.ndarray, share: float = 1.0,
+                      sender: np.ndarray | None = None) -> None:
         """Raise hypotheses that a vote supports: same object, location within `radius`, rotation within the pose
-        tolerance. `loc` must already be moved to this column's sensor (sender location + R^T offset)."""
+        tolerance. `loc` must already be moved to this column's sensor (sender location + R^T offset). With
+        `sender` (one id per vote), votes of several columns come in one call and a hypothesis gets `share` for
+        each column that supports it (as one call per column would), with one look-up instead of one per column."""
         cfg = self.config
         if len(self.ev) == 0 or len(obj) == 0:
             return
+        sender = np.zeros(len(obj), np.int64) if sender is None else np.asarray(sender)
+        ids = np.unique(sender)
         cos_tol = np.cos(np.deg2rad(cfg.pose_tolerance_deg * 1.5))
         at = self._atlas()                               # objects placed apart: one look-up for all of them
         dist, idx = cKDTree(at.place(obj, loc, cfg.radius)).query(at.place(self.obj, self.loc, cfg.radius),
-                                                                  k=min(8, len(obj)), distance_upper_bound=cfg.radius)
+                                                                  k=min(8 * len(ids), len(obj)),
+                                                                  distance_upper_bound=cfg.radius)
         dist, idx = dist.reshape(len(self.ev), -1), idx.reshape(len(self.ev), -1)
         vrot = np.concatenate([rot, np.zeros((1, 3, 3))])[idx]                   # (h, k, 3, 3)
         tr = np.einsum("hij,hkij->hk", self.rot, vrot)
         agree = np.isfinite(dist) & ((tr - 1) / 2 >= cos_tol)
-        self.ev = self.ev + cfg.vote_weight * share * agree.any(axis=1)
+        who = np.concatenate([sender, [-1]])[idx]
+        support = sum((agree & (who == i)).any(axis=1) for i in ids)
+        self.ev = self.ev + cfg.vote_weight * share * support
 
     # --- read-out ---------------------------------------------------------------------------------------------
     def object_evidence(self) -> np.ndarray:

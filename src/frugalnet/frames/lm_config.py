@@ -32,6 +32,7 @@ class LMConfig:
     vote_weight: float = 1.0
     vote_margin: float = 2.0
     vote_max: int = 200
+    vote_every: int = 1              # columns vote every this many steps (each vote then counts this many)
     anchor: float = 0.5              # fraction of the sensed-vs-stored normal mismatch corrected per step
     anchor_dir: float = 0.0          # fraction of the sensed-vs-stored curvature-direction mismatch corrected per step
     anchor_max_deg: float = 30.0     # larger mismatches are not corrected (they are evidence against)
@@ -45,12 +46,14 @@ class LMConfig:
                                      # a flat face of an L block in the test)
     reseed_cost: float = 2.0         # re-seeded poses start this far below the object's best evidence
     reseed_span: float = 20.0        # only objects within this much evidence of the leader are re-localised
+    reseed_objects: int = 0          # ... and at most this many per step, longest lost first (0: no limit)
 
     def validate(self) -> None:
         for name in ("voxel", "radius", "feature_sigma"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"LMConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("neighbours", "n_rotations", "max_hypotheses", "min_steps", "symmetry_steps", "vote_max"):
+        for name in ("neighbours", "n_rotations", "max_hypotheses", "min_steps", "symmetry_steps", "vote_max",
+                     "vote_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LMConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_lead < 0:
@@ -64,10 +67,10 @@ class LMConfig:
             raise ValueError(f"LMConfig.score_floor must be in [-1, 0], got {self.score_floor}")
         if self.plane_tol <= 0:
             raise ValueError(f"LMConfig.plane_tol must be > 0, got {self.plane_tol}")
-        for name in ("reseed_after", "reseed_window", "reseed_max"):
-            if int(getattr(self, name)) < 0 or (name != "reseed_after" and int(getattr(self, name)) < 1):
-                raise ValueError(f"LMConfig.{name} must be >= {0 if name == 'reseed_after' else 1}, got "
-                                 f"{getattr(self, name)}")
+        for name in ("reseed_after", "reseed_window", "reseed_max", "reseed_objects"):
+            least = 0 if name in ("reseed_after", "reseed_objects") else 1
+            if int(getattr(self, name)) < least:
+                raise ValueError(f"LMConfig.{name} must be >= {least}, got {getattr(self, name)}")
         for name in ("reseed_below", "reseed_min"):
             if not -1 <= getattr(self, name) <= 1:
                 raise ValueError(f"LMConfig.{name} must be in [-1, 1], got {getattr(self, name)}")
