@@ -89,6 +89,8 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0, help="step cap per episode (0: the study's mesh_max_steps)")
     p.add_argument("--lm", nargs="*", default=[], metavar="KEY=VALUE",
                    help="learning-module knobs over the 'meshes' preset, e.g. --lm min_lead=8 min_lead_steps=5")
+    p.add_argument("--voting-lm", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="knobs of the columns-voting run over --lm (default: lm_config.VOTING_KNOBS['meshes'])")
     p.add_argument("--replay", action="store_true",
                    help="tuning: record evidence traces of the episodes to --max-steps without deciding, then print "
                         "the decision rules of a small grid replayed on them (nothing else is run)")
@@ -150,8 +152,14 @@ def main() -> None:
 
     if a.columns > 1 and "voting" in a.parts:
         print(f"\n{len(names)} objects, the same {a.episodes} episodes with {a.columns} columns voting:")
-        vrecs = ev.run_episodes(names, models, s, a.episodes, a.columns, a.seed, 10)
+        from frugalnet.frames.lm_config import VOTING_KNOBS
+
+        vknobs = a.voting_lm if a.voting_lm is not None else [f"{k}={v}" for k, v in VOTING_KNOBS["meshes"].items()]
+        sv = with_overrides(s, vknobs, 0)
+        print(f"  voting knobs: {' '.join(vknobs) or '(none)'}")
+        vrecs = ev.run_episodes(names, models, sv, a.episodes, a.columns, a.seed, 10)
         out["voting"], out["voting_episodes"] = ev.summarise(vrecs), ev.diagnose(vrecs)
+        out["voting"]["knobs"] = vknobs
         show(f"{a.columns} columns voting", out["voting"])
 
     if a.views and "baselines" in a.parts and recs:
