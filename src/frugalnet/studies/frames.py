@@ -179,8 +179,10 @@ def _object_set(ctx, cfg: FramesConfig, si: int, set_name: str, seed: int) -> di
     if mesh and cfg.mesh_columns > 1 and cfg.mesh_columns != cfg.columns:
         c = cfg.mesh_columns
         sv = replace(s, lm=replace(s.lm, **VOTING_KNOBS["meshes"]))          # columns: cheaper steps
-        out["voting"] = ev.summarise(ctx.unit(f"3d-{label}-c{c}-s{seed}", lambda: ev.run_episodes(
-            names, models, sv, cfg.episodes, c, seed, 10 + si, ctx.progress, f"3d {label}, {c} columns")))
+        m = min(3, c)                  # stop when 3 columns are decided (1: 0.775, 3: 0.900 on 40 tuning episodes)
+        out["voting"] = ev.summarise(ctx.unit(f"3d-{label}-c{c}-m{m}-s{seed}", lambda: ev.run_episodes(
+            names, models, sv, cfg.episodes, c, seed, 10 + si, ctx.progress, f"3d {label}, {c} columns",
+            min_lms_match=m)))
         out["voting"]["columns"] = c
     if mesh:
         full = {**out["evidence_lm"], "stored_points": int(sum(len(m) for m in models))}   # the run above
