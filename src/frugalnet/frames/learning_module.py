@@ -15,6 +15,11 @@ the leader are pruned (each object may keep its best `keep_per_object`, and a sh
 the first sensation, so that one noisy sensation or a bad streak cannot drop the true object for good). The module
 stops when one object leads the next by `x_percent` of its evidence and its leading poses agree (or the object has
 led for `symmetry_steps` steps without them agreeing: a symmetric object).
+
+Every object is scored in one look-up (`matching.Atlas`: the models placed apart in one kd-tree). An object whose
+best pose keeps scoring badly (`reseed_after`) is re-localised: new poses from the current sensation that also
+explain the last few, carrying the object's evidence (`_relocalise`); on meshes this is what lets the true object
+recover when its first poses were off or lost track.
 """
 from __future__ import annotations
 
