@@ -101,7 +101,8 @@ class LMConfig:
 # 150 steps. Tuned on seed 2 (77 objects once each, 150 steps at most, replayed decision rules): 0.818 -> 0.935
 # (wrong 8 -> 1) with min_lead 12 (median 72 steps); min_lead 8 held 2 gives the same 0.935 at median 62 steps.
 # The reported run (seed 0, 100 episodes, not tuned on): 0.800 -> 0.850, median 54 steps, 3.93 CPU s per episode
-# (load 4; re-localisation costs about as much as the atlas saved); 7 wrong, 15 undecided at 150 steps.
+# (1.98 before; 63.6 ms per step against about 31, not side by side, load 4 now: re-localisation costs more than
+# the atlas saved); 7 wrong, 15 undecided at 150 steps.
 PRESETS: dict[str, dict] = {
     "shapes": {},
     "meshes": {"feature_sigma": 1.0, "prune_margin": 5.0, "min_lead": 8.0, "min_steps": 20, "plane_distance": True,
