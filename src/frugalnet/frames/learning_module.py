@@ -16,10 +16,8 @@ the first sensation, so that one noisy sensation or a bad streak cannot drop the
 stops when one object leads the next by `x_percent` of its evidence and its leading poses agree (or the object has
 led for `symmetry_steps` steps without them agreeing: a symmetric object).
 
-Every object is scored in one look-up (`matching.Atlas`: the models placed apart in one kd-tree). An object whose
-best pose keeps scoring badly (`reseed_after`) is re-localised: new poses from the current sensation that also
-explain the last few, carrying the object's evidence (`_relocalise`); on meshes this is what lets the true object
-recover when its first poses were off or lost track.
+Every object is scored in one look-up (`matching.Atlas`). An object whose best pose keeps scoring badly is
+re-localised (`_relocalise`): new poses from this sensation that explain the last few, keeping the object's evidence.
 """
 from __future__ import annotations
 
@@ -30,7 +28,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from frugalnet.frames.lm_config import PRESETS, LMConfig, lm_preset
-from frugalnet.frames.matching import Atlas, match, seed_poses
+from frugalnet.frames.matching import Atlas, match, rotation_angle_deg, seed_poses
 from frugalnet.frames.objects3d import voxel_thin
 from frugalnet.frames.observations import Observation
 
@@ -79,12 +77,6 @@ class ObjectModel:
                            np.concatenate([self.pose, other.pose[new]]),
                            np.concatenate([self.features, other.features[new]]),
                            np.concatenate([self.pose_defined, other.pose_defined[new]]))
-
-
-def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle of a^T b for rotations a (3, 3) and b (..., 3, 3), in degrees."""
-    tr = np.einsum("ij,...ij->...", a, b)
-    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
 
 
 class EvidenceLM:

@@ -23,6 +23,12 @@ def about_normal(pose: np.ndarray, angles: np.ndarray) -> np.ndarray:
     return np.stack([np.broadcast_to(n, e1.shape), e1, e2], axis=2)
 
 
+def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle of a^T b for rotations a (3, 3) and b (..., 3, 3), in degrees."""
+    tr = np.einsum("ij,...ij->...", a, b)
+    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
+
+
 def feature_score(sensed: np.ndarray, stored: np.ndarray, sigma: float) -> np.ndarray:
     d2 = ((sensed - stored) ** 2).sum(-1)
     return 2 * np.exp(-d2 / (2 * sigma**2)) - 1
