@@ -57,3 +57,17 @@ def two_boxes() -> str:
     out += ["f " + " ".join(str(int(t.split("/")[0]) + 8 if not t.startswith("-") else 16)
                             for t in ln.split()[1:]) for ln in fb]
     return "\n".join(out) + "\n"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mesh_cache_in_tmp(tmp_path_factory):
+    """Tests never write the user's mesh cache: it goes to a session temporary folder."""
+    import os
+
+    old = os.environ.get("FRUGALNET_MESH_CACHE")
+    os.environ["FRUGALNET_MESH_CACHE"] = str(tmp_path_factory.mktemp("mesh_cache"))
+    yield
+    if old is None:
+        os.environ.pop("FRUGALNET_MESH_CACHE", None)
+    else:
+        os.environ["FRUGALNET_MESH_CACHE"] = old

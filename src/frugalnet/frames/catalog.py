@@ -8,7 +8,8 @@ Named sets:
 
 Your own meshes: `add_mesh_folder("my_objects/")` registers every `*.obj` in the folder under its file name (stem)
 and returns the names; `object_set("folder:my_objects/")` does the same and returns them as a set, which is what the
-`frames` study's `--mesh-dir` uses. Every file is validated when first sampled (`meshes.read_obj`).
+`frames` study's `--mesh-dir` uses. Every file is validated when first sampled (`meshes.read_obj`); sampled surfaces
+are cached on disk, checksummed (`mesh_cache`; `FRUGALNET_MESH_CACHE=off` turns that off).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from frugalnet.frames.mesh_cache import cached_surface
 from frugalnet.frames.meshes import read_obj, surface_from_mesh
 from frugalnet.frames.objects3d import DISTINCT, SIMILAR, SurfaceCloud, available_shapes
 from frugalnet.frames.objects3d import make_object as make_shape
@@ -98,11 +100,13 @@ def available_objects() -> list[str]:
 
 @lru_cache(maxsize=512)
 def _mesh_object(path: Path, name: str, spacing: float, seed: int) -> SurfaceCloud:
-    v, f = read_obj(path)
-    try:
-        return surface_from_mesh(name, v, f, spacing, seed)
-    except ValueError as e:
-        raise ValueError(f"mesh file {str(path)!r}: {e}") from None
+    def sample() -> SurfaceCloud:
+        v, f = read_obj(path)
+        try:
+            return surface_from_mesh(name, v, f, spacing, seed)
+        except ValueError as e:
+            raise ValueError(f"mesh file {str(path)!r}: {e}") from None
+    return cached_surface(path, name, spacing, seed, sample)
 
 
 def make_object(name: str, spacing: float = 0.02, seed: int = 0) -> SurfaceCloud:

@@ -15,6 +15,9 @@ the leader are pruned (each object may keep its best `keep_per_object`, and a sh
 the first sensation, so that one noisy sensation or a bad streak cannot drop the true object for good). The module
 stops when one object leads the next by `x_percent` of its evidence and its leading poses agree (or the object has
 led for `symmetry_steps` steps without them agreeing: a symmetric object).
+
+Every object is scored in one look-up (`matching.Atlas`). An object whose best pose keeps scoring badly is
+re-localised (`_relocalise`): new poses from this sensation that explain the last few, keeping the object's evidence.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from frugalnet.frames.lm_config import PRESETS, LMConfig, lm_preset
+from frugalnet.frames.matching import Atlas, match, rotation_angle_deg, seed_poses
 from frugalnet.frames.objects3d import voxel_thin
 from frugalnet.frames.observations import Observation
 
@@ -75,20 +79,6 @@ class ObjectModel:
                            np.concatenate([self.pose_defined, other.pose_defined[new]]))
 
 
-def _about_normal(pose: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """Pose frames (N, 3, 3) turned about their normal by each angle -> (N, A, 3, 3)."""
-    c, s = np.cos(angles)[None, :, None], np.sin(angles)[None, :, None]
-    n, d1, d2 = pose[:, None, 0], pose[:, None, 1], pose[:, None, 2]
-    e1, e2 = c * d1 + s * d2, -s * d1 + c * d2
-    return np.stack([np.broadcast_to(n, e1.shape), e1, e2], axis=2)
-
-
-def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle of a^T b for rotations a (3, 3) and b (..., 3, 3), in degrees."""
-    tr = np.einsum("ij,...ij->...", a, b)
-    return np.degrees(np.arccos(np.clip((tr - 1) / 2, -1, 1)))
-
-
 class EvidenceLM:
     """One column: evidence for (object, location, rotation) hypotheses, updated sensation by sensation."""
 
@@ -113,77 +103,110 @@ class EvidenceLM:
         self.loc = np.zeros((0, 3))
         self.rot = np.zeros((0, 3, 3))
         self.ev = np.zeros(0)
+        self.born = np.zeros(0, np.int64)     # step each hypothesis was proposed at (re-seeded ones get a grace)
         self.sensed: list[np.ndarray] = []
         self.history: list[np.ndarray] = []   # best evidence per object after each step
         self.hypotheses: list[int] = []       # hypotheses alive after each step (pruning at work)
+        self.reseeded: list[int] = []         # objects re-localised at each step
         self._lead_steps = 0
+        self._recent: list[Observation] = []  # the last reseed_window + 1 sensations
+        self._lost = np.zeros(len(self.models), np.int64)
 
     def _initialise(self, obs: Observation) -> None:
-        cfg = self.config
-        angles = np.linspace(0, 2 * np.pi, cfg.n_rotations, endpoint=False)
         objs, locs, rots, evs = [], [], [], []
-        sensed_turned = _about_normal(obs.pose[None], angles)[0]          # (A, 3, 3)
         for o, m in enumerate(self.models):
-            fs = self._feature_score(obs.features[None], m.features)
-            ok = fs >= cfg.init_feature_min
-            both = ok & m.pose_defined & obs.pose_defined
-            one = ok & ~both
-            rot_both = np.einsum("ji,najk->naik", obs.pose, _about_normal(m.pose[both], np.array([0.0, np.pi])))
-            rot_one = np.einsum("aji,njk->naik", sensed_turned, m.pose[one])
-            for sel, r in ((both, rot_both), (one, rot_one)):
-                if not sel.any():
-                    continue
-                k = r.shape[1]
-                objs.append(np.full(len(r) * k, o))
-                locs.append(np.repeat(m.points[sel], k, axis=0))
-                rots.append(r.reshape(-1, 3, 3))
-                evs.append(np.repeat(fs[sel], k))
+            loc, rot, fs = seed_poses(m, obs, self.config)
+            objs.append(np.full(len(loc), o))
+            locs.append(loc)
+            rots.append(rot)
+            evs.append(fs)
         if objs:
             self.obj, self.loc = np.concatenate(objs), np.concatenate(locs)
             self.rot, self.ev = np.concatenate(rots), np.concatenate(evs)
+            self.born = np.zeros(len(self.ev), np.int64)
         self._prune()
 
-    def _feature_score(self, sensed: np.ndarray, stored: np.ndarray) -> np.ndarray:
-        d2 = ((sensed - stored) ** 2).sum(-1)
-        return 2 * np.exp(-d2 / (2 * self.config.feature_sigma**2)) - 1
-
     def _score(self, obs: Observation) -> np.ndarray:
-        """Evidence of this sensation for every hypothesis, in [-1, 1]."""
+        """Evidence of this sensation for every hypothesis, in [-1, 1] (times the sensation's confidence): every
+        object at once in the `Atlas`; then sensory anchoring."""
         cfg = self.config
-        score = np.full(len(self.ev), -1.0)
-        n_obj = np.einsum("hji,j->hi", self.rot, obs.pose[0])          # sensed normal in each hypothesis' frame
-        d_obj = np.einsum("hji,j->hi", self.rot, obs.pose[1])
-        for o in np.unique(self.obj):
-            sel = np.flatnonzero(self.obj == o)
-            m = self.models[o]
-            dist, idx = m.tree.query(self.loc[sel], k=cfg.neighbours, distance_upper_bound=cfg.radius)
-            dist, idx = dist.reshape(len(sel), -1), idx.reshape(len(sel), -1)
-            found = np.isfinite(dist)
-            cos_n = np.einsum("hi,hki->hk", n_obj[sel], m._pose[idx, 0])
-            pose_sim = cos_n
-            if obs.pose_defined:
-                cos_d = np.abs(np.einsum("hi,hki->hk", d_obj[sel], m._pose[idx, 1]))
-                both = m._defined[idx]
-                pose_sim = np.where(both, 0.7 * cos_n + 0.3 * (2 * cos_d - 1), cos_n)
-            feat = self._feature_score(obs.features[None, None], m._features[idx])
-            if cfg.plane_distance:
-                gap = np.abs(np.einsum("hki,hki->hk", self.loc[sel][:, None] - m._points_pad[idx], m._pose[idx, 0]))
-                penalty = np.where(found, gap, 0) / cfg.plane_tol
-            else:
-                penalty = np.where(found, dist, 0) / cfg.radius
-            w = cfg.feature_weight
-            s = (1 - w) * pose_sim + w * feat - penalty
-            s = np.where(found, s, -np.inf)
-            best = s.max(axis=1)
-            score[sel] = np.where(np.isfinite(best), np.clip(best, -1, 1), -1.0)
-            if cfg.anchor > 0:
-                j = idx[np.arange(len(sel)), s.argmax(axis=1)]
-                self._anchor(sel, n_obj[sel], m._pose[j, 0], m._points_pad[j], np.isfinite(best))
-                if cfg.anchor_dir > 0 and obs.pose_defined:
-                    self._anchor_dir(sel, obs.pose[1], m._pose[j], np.isfinite(best) & m._defined[j])
+        at = self._atlas()
+        score, j, n_obj = match(at, at.place(self.obj, self.loc, cfg.radius), self.rot, obs, cfg)
+        if cfg.anchor > 0:
+            ok = j < len(at)
+            every = np.arange(len(self.ev))
+            self._anchor(every, n_obj, at._pose[j, 0], at.raw_pad[j], ok)
+            if cfg.anchor_dir > 0 and obs.pose_defined:
+                self._anchor_dir(every, obs.pose[1], at._pose[j], ok & at._defined[j])
         if cfg.score_floor > -1:
             score = np.maximum(score, cfg.score_floor)
         return score * obs.confidence
+
+    def _atlas(self) -> Atlas:
+        """The models in one kd-tree, rebuilt when the list of models changed."""
+        if self.__dict__.get("_atlas_cache") is None or self._atlas_cache.keys != tuple(id(m) for m in self.models):
+            self._atlas_cache = Atlas(self.models)
+        return self._atlas_cache
+
+    def _relocalise(self, obs: Observation, score: np.ndarray) -> int:
+        """Re-localisation: an object whose best pose scored below `reseed_below` for `reseed_after` sensations in
+        a row has lost track (a rotation error grown into a location error, or no good pose from the first
+        sensation). Its poses are proposed afresh from this sensation (`seed_poses`) and kept if they also explain
+        the last `reseed_window` sensations (mean score >= `reseed_min`, checked most recent first so that most
+        proposals are dropped after one look-up); the best `reseed_max` replace the object's lost poses and start
+        at its best evidence less `reseed_cost`, so the evidence the object gathered is kept, not its pose.
+        Returns how many objects were re-localised."""
+        cfg = self.config
+        if len(self._lost) != len(self.models):
+            self._lost = np.zeros(len(self.models), np.int64)
+        step_best = np.full(len(self.models), np.inf)
+        step_best[np.unique(self.obj)] = -np.inf
+        np.maximum.at(step_best, self.obj, score)
+        self._lost = np.where(step_best < cfg.reseed_below, self._lost + 1, 0)
+        evidence = self.object_evidence()
+        due = np.flatnonzero((self._lost >= cfg.reseed_after) & (evidence >= evidence.max() - cfg.reseed_span))
+        if 0 < cfg.reseed_objects < len(due):           # the longest lost first; the others wait their turn
+            due = due[np.lexsort((-evidence[due], -self._lost[due]))[: cfg.reseed_objects]]
+        past = self._recent[-2::-1]
+        if len(due) == 0 or not past:
+            return 0
+        drop, objs, locs, rots, evs = [], [], [], [], []
+        for o in due:
+            self._lost[o] = 0
+            m = self.models[o]
+            loc, rot, _ = seed_poses(m, obs, cfg)
+            total = np.zeros(len(loc))
+            for k, ob in enumerate(past if len(loc) else (), 1):
+                there = loc + np.einsum("hji,j->hi", rot, ob.location - obs.location)
+                if k == 1:                   # most proposals land off the surface: one cheap look-up drops them
+                    near = np.isfinite(m.tree.query(there, distance_upper_bound=cfg.radius)[0])
+                    loc, rot, total, there = loc[near], rot[near], total[near], there[near]
+                    if len(loc) == 0:
+                        break
+                s_k, _, _ = match(m, there, rot, ob, cfg)
+                total = total + s_k
+                keep = total >= k * cfg.reseed_min - 1.0
+                loc, rot, total = loc[keep], rot[keep], total[keep]
+                if len(loc) == 0:
+                    break
+            good = np.flatnonzero(total >= len(past) * cfg.reseed_min)
+            if len(good) == 0:
+                continue
+            good = good[np.argsort(total[good], kind="stable")[::-1][: cfg.reseed_max]]
+            drop.append(np.flatnonzero((self.obj == o) & (score < cfg.reseed_below)))
+            objs.append(np.full(len(good), o))
+            locs.append(loc[good])
+            rots.append(rot[good])
+            evs.append(np.full(len(good), evidence[o] - cfg.reseed_cost))
+        if not objs:
+            return 0
+        keep = np.setdiff1d(np.arange(len(self.ev)), np.concatenate(drop))
+        self.obj = np.concatenate([self.obj[keep]] + objs)
+        self.loc = np.concatenate([self.loc[keep]] + locs)
+        self.rot = np.concatenate([self.rot[keep]] + rots)
+        self.ev = np.concatenate([self.ev[keep]] + evs)
+        self.born = np.concatenate([self.born[keep], np.full(len(self.ev) - len(keep), self.steps)])
+        return len(objs)
 
     def _anchor(self, sel: np.ndarray, n_sensed: np.ndarray, n_stored: np.ndarray, p_stored: np.ndarray,
                 ok: np.ndarray) -> None:
@@ -232,10 +255,13 @@ class EvidenceLM:
         ok = self.ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)
         if cfg.keep_per_object > 0 and not ok.all():
             ok |= self._object_rank(np.arange(len(self.ev))) < cfg.keep_per_object
+        if cfg.reseed_after > 0:                # re-seeded poses get reseed_window steps to sort themselves out
+            ok |= (self.born > 0) & (self.born >= self.steps - cfg.reseed_window)
         keep = np.flatnonzero(ok)
         if len(keep) > cfg.max_hypotheses:
             keep = self._cap(keep)
         self.obj, self.loc, self.rot, self.ev = self.obj[keep], self.loc[keep], self.rot[keep], self.ev[keep]
+        self.born = self.born[keep]
 
     def _object_rank(self, idx: np.ndarray) -> np.ndarray:
         """Rank of each hypothesis in `idx` among those of its object in `idx` (0: the object's best)."""
@@ -260,12 +286,18 @@ class EvidenceLM:
     def step(self, obs: Observation, displacement: np.ndarray) -> None:
         """Take in one sensation and the body-frame displacement that led to it."""
         self.sensed.append(obs.location.copy())
+        self._recent = (self._recent + [obs])[-(self.config.reseed_window + 1):]
+        n_reseeded = 0
         if self.steps == 0:
             self._initialise(obs)
         elif len(self.ev):
             self.loc = self.loc + np.einsum("hji,j->hi", self.rot, np.asarray(displacement, float))
-            self.ev = self.ev + self._score(obs)
+            score = self._score(obs)
+            self.ev = self.ev + score
+            if self.config.reseed_after > 0:
+                n_reseeded = self._relocalise(obs, score)
             self._prune()
+        self.reseeded.append(n_reseeded)
         self.steps += 1
         self.history.append(self.object_evidence())
         self.hypotheses.append(len(self.ev))
@@ -277,37 +309,35 @@ class EvidenceLM:
         cfg = self.config
         if len(self.ev) == 0:
             return self.obj, self.loc, self.rot
-        out = []
         ev, best = self.object_evidence(), self.ev.max()
-        for o in np.flatnonzero(ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)):
-            sel = np.flatnonzero(self.obj == o)
-            top = sel[self.ev[sel] >= self.ev[sel].max() - cfg.vote_margin]
-            out.append(top[np.argsort(self.ev[top])[-cfg.vote_max:]])
-        sel = np.concatenate(out)
+        running = ev >= best - cfg.prune_margin - cfg.prune_frac * max(best, 0)
+        sel = np.flatnonzero(running[self.obj] & (self.ev >= ev[self.obj] - cfg.vote_margin))
+        sel = sel[self._object_rank(sel) < cfg.vote_max]
         return self.obj[sel], self.loc[sel], self.rot[sel]
 
-    def receive_votes(self, obj: np.ndarray, loc: np.ndarray, rot: np.ndarray, share: float = 1.0) -> None:
+    def receive_votes(self, obj: np.ndarray, loc: np.ndarray, rot: np.ndarray, share: float = 1.0,
+                      sender: np.ndarray | None = None) -> None:
         """Raise hypotheses that a vote supports: same object, location within `radius`, rotation within the pose
-        tolerance. `loc` must already be moved to this column's sensor (sender location + R^T offset)."""
+        tolerance. `loc` must already be moved to this column's sensor (sender location + R^T offset). With
+        `sender` (one id per vote), votes of several columns come in one call and a hypothesis gets `share` for
+        each column that supports it (as one call per column would), with one look-up instead of one per column."""
         cfg = self.config
         if len(self.ev) == 0 or len(obj) == 0:
             return
+        sender = np.zeros(len(obj), np.int64) if sender is None else np.asarray(sender)
+        ids = np.unique(sender)
         cos_tol = np.cos(np.deg2rad(cfg.pose_tolerance_deg * 1.5))
-        bonus = np.zeros(len(self.ev))
-        for o in np.unique(self.obj):
-            vsel = np.flatnonzero(obj == o)
-            if len(vsel) == 0:
-                continue
-            sel = np.flatnonzero(self.obj == o)
-            k = min(8, len(vsel))
-            dist, idx = cKDTree(loc[vsel]).query(self.loc[sel], k=k, distance_upper_bound=cfg.radius)
-            dist, idx = dist.reshape(len(sel), -1), idx.reshape(len(sel), -1)
-            found = np.isfinite(dist)
-            vrot = np.concatenate([rot[vsel], np.zeros((1, 3, 3))])[idx]             # (h, k, 3, 3)
-            tr = np.einsum("hij,hkij->hk", self.rot[sel], vrot)
-            agree = found & ((tr - 1) / 2 >= cos_tol)
-            bonus[sel] = agree.any(axis=1)
-        self.ev = self.ev + cfg.vote_weight * share * bonus
+        at = self._atlas()                               # objects placed apart: one look-up for all of them
+        dist, idx = cKDTree(at.place(obj, loc, cfg.radius)).query(at.place(self.obj, self.loc, cfg.radius),
+                                                                  k=min(8 * len(ids), len(obj)),
+                                                                  distance_upper_bound=cfg.radius)
+        dist, idx = dist.reshape(len(self.ev), -1), idx.reshape(len(self.ev), -1)
+        vrot = np.concatenate([rot, np.zeros((1, 3, 3))])[idx]                   # (h, k, 3, 3)
+        tr = np.einsum("hij,hkij->hk", self.rot, vrot)
+        agree = np.isfinite(dist) & ((tr - 1) / 2 >= cos_tol)
+        who = np.concatenate([sender, [-1]])[idx]
+        support = sum((agree & (who == i)).any(axis=1) for i in ids)
+        self.ev = self.ev + cfg.vote_weight * share * support
 
     # --- read-out ---------------------------------------------------------------------------------------------
     def object_evidence(self) -> np.ndarray:

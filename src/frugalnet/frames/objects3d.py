@@ -12,7 +12,7 @@ their profile). Every object is scaled so that its diameter (largest point dista
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Callable
 
 import numpy as np
@@ -179,8 +179,10 @@ class SurfaceCloud:
     def normals(self) -> np.ndarray:
         return self.pose[:, 0]
 
-    @property
+    @cached_property
     def features(self) -> np.ndarray:
+        """Log curvatures (N, 2), computed once: the sensors read one row per step (recomputing the whole array
+        each time made learning the 77 meshes quadratic, 26 of its 40 CPU s)."""
         return log_curvature(self.curvatures)
 
     def __len__(self) -> int:

@@ -33,20 +33,30 @@ class ColumnEnsemble:
             raise ValueError(f"got {len(observations)} observations for {len(self.columns)} columns")
         for col, obs, disp in zip(self.columns, observations, displacements):
             col.step(obs, disp)
-        if self.vote and len(self.columns) > 1 and self.columns[0].steps > 1:
+        every = self.columns[0].config.vote_every
+        steps = self.columns[0].steps
+        if self.vote and len(self.columns) > 1 and steps > 1 and steps % every == 0:
             self._vote(observations)
 
     def _vote(self, observations: list[Observation]) -> None:
+        """Every column sends its votes to every other, all senders in one call per receiver; a vote every
+        `vote_every` steps counts that many steps' worth (the evidence a column gets from voting stays the same)."""
         sent = [c.votes() for c in self.columns]
         n = len(self.columns)
+        every = self.columns[0].config.vote_every
         for r, receiver in enumerate(self.columns):
+            objs, locs, rots, ids = [], [], [], []
             for s in range(n):
                 if s == r:
                     continue
                 obj, loc, rot = sent[s]
                 offset = observations[r].location - observations[s].location
-                moved = loc + np.einsum("hji,j->hi", rot, offset)
-                receiver.receive_votes(obj, moved, rot, share=1.0 / (n - 1))
+                objs.append(obj)
+                locs.append(loc + np.einsum("hji,j->hi", rot, offset))
+                rots.append(rot)
+                ids.append(np.full(len(obj), s))
+            receiver.receive_votes(np.concatenate(objs), np.concatenate(locs), np.concatenate(rots),
+                                   share=every / (n - 1), sender=np.concatenate(ids))
 
     def decided(self) -> bool:
         flags = [c.decided() for c in self.columns]
