@@ -21,6 +21,10 @@ dense PyTorch model.
 
 Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per-round medians, interquartile
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
+  quiet (load ~1, nothing else running), --rounds 9, 2026-12-05 05:53 UTC: dense MLP 50.6 ms; sparse KWinners
+    2.11x (2.02-2.12); compact 2.61x (2.50-2.63); top-k 1.94x; kernel_mode=dense 0.76x. Dense CNN-2 21.2 ms;
+    channels_last 1.31x; sparse 1.09x; compact fc1 1.13x (1.12-1.15). On a quiet machine PyTorch's dense GEMMs
+    run about twice as fast as at load 2.7, so the loaded ratios below overstate the gain.
   load 2.7, --only mlp --rounds 21: dense MLP 97.8 ms; sparse KWinners 2.89x (2.87-2.92); sparse KWinners,
     compact 3.55x (3.48-3.57); top-k 2.36x; kernel_mode=dense 0.72x.
   load 2.7, --only cnn --rounds 21: dense CNN-2 38.5 ms; channels_last 1.36x (1.31-1.39); sparse 1.37x
