@@ -16,7 +16,8 @@ def interleaved_samples(fns: Mapping[str, Callable[[], object]], repeats: int = 
     """Per function, the seconds per call of each round. A round times a block of calls of every function (the block
     grows until it lasts at least `min_time` seconds), in rotating order, so that load changes on a shared machine
     hit all candidates alike. Stops early, after at least `min_rounds` rounds, once `max_seconds` have passed.
-    `before`, when given, runs untimed before every call (e.g. `cache_evictor`), and each call is timed alone.
+    `before`, when given, runs untimed before every call (e.g. `cache_evictor`), and each call is timed alone
+    (`min_time` does not apply).
     The one timer of the engine's compiler, its speedup figures and `frugalnet bench`."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -25,19 +26,7 @@ def interleaved_samples(fns: Mapping[str, Callable[[], object]], repeats: int = 
         for n in names:
             fns[n]()
     inner = {n: 1 for n in names}
-    if before is not None:
-        samples_b: dict[str, list[float]] = {n: [] for n in names}
-        start = time.perf_counter()
-        for r in range(repeats):
-            for n in names[r % len(names):] + names[:r % len(names)]:
-                before()
-                t0 = time.perf_counter()
-                fns[n]()
-                samples_b[n].append(time.perf_counter() - t0)
-            if r >= min(repeats, min_rounds) - 1 and time.perf_counter() - start > max_seconds:
-                break
-        return samples_b
-    if min_time > 0:
+    if min_time > 0 and before is None:
         for n in names:
             while True:
                 t0 = time.perf_counter()
@@ -51,6 +40,8 @@ def interleaved_samples(fns: Mapping[str, Callable[[], object]], repeats: int = 
     for r in range(repeats):
         for n in names[r % len(names):] + names[:r % len(names)]:
             f, k = fns[n], inner[n]
+            if before is not None:
+                before()
             t0 = time.perf_counter()
             for _ in range(k):
                 f()
