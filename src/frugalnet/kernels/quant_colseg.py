@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from frugalnet.kernels._jit import kernel
+from frugalnet.kernels._jit import JIT, kernel
 from frugalnet.kernels.quant_simd import _data_ptr, f32x16, isa, vfma16, vload16, vscale16, vstore16, vzero
 
 LANES = 16          # accumulator vector width; parts of the rows are whole multiples of it
@@ -155,6 +155,22 @@ group_add256s = _octet(_lookup8_256, True)
 group_add256s.__doc__ = "As group_add512s on AVX2"
 
 
+@njit(**JIT, inline="always")
+def _extent(split, out, aidx, aval, counts, acc_all):
+    """Sizes every build takes from its arguments; samples clamped so that no array is used past its end."""
+    n_out = out.shape[1]
+    nrb = (n_out + LANES - 1) // LANES
+    lanes = nrb * LANES
+    batch = min(out.shape[0], aidx.shape[0], aval.shape[0], counts.shape[0], (acc_all.shape[0] - LANES) // lanes)
+    return split.shape[0], split.shape[1] - 1, n_out, nrb, lanes, batch, min(aidx.shape[1], aval.shape[1])
+
+
+@njit(**JIT, inline="always")
+def _part_rows(part, nparts, nrb):
+    """The rows [r0, r1) of one part: whole multiples of 16 rows."""
+    return (part * nrb // nparts) * LANES, ((part + 1) * nrb // nparts) * LANES
+
+
 def _colseg_source(group_add, group_add_s):
     def colseg(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx, aval, counts, acc_all, out):
         """out[b, r] = row_scale[r] * sum over active t of sample b of w(r, aidx[b, t]) * aval[b, t] + bias[r],
@@ -168,21 +184,14 @@ def _colseg_source(group_add, group_add_s):
                 and row_scale.flags.c_contiguous and bias.flags.c_contiguous and bscale.flags.c_contiguous
                 and acc_all.flags.c_contiguous and out.flags.c_contiguous):
             raise ValueError("colseg kernels take C-contiguous seg, codes, lutf, row_scale, bias, bscale, scratch, out")
-        width = split.shape[0]
-        nparts = split.shape[1] - 1
-        n_out = out.shape[1]
-        nrb = (n_out + LANES - 1) // LANES
-        lanes = nrb * LANES
-        batch = min(out.shape[0], aidx.shape[0], aval.shape[0], counts.shape[0], (acc_all.shape[0] - LANES) // lanes)
-        kmax = min(aidx.shape[1], aval.shape[1])
+        width, nparts, n_out, nrb, lanes, batch, kmax = _extent(split, out, aidx, aval, counts, acc_all)
         blocked = bscale.shape[0] > 0
         lut = vload16(lutf, 0)
         a0 = (-(acc_all.ctypes.data >> 2)) & (LANES - 1)       # first 64-byte aligned float
         for p in prange(batch * nparts):
             b = p // nparts
             part = p % nparts
-            r0 = (part * nrb // nparts) * LANES
-            r1 = ((part + 1) * nrb // nparts) * LANES
+            r0, r1 = _part_rows(part, nparts, nrb)
             acc = acc_all[a0 + b * lanes:a0 + (b + 1) * lanes]
             for r in range(r0, r1, LANES):
                 vstore16(acc, r, vzero())
@@ -220,19 +229,12 @@ def colseg_scalar(split, seg, codes, lutf, row_scale, bias, bscale, shift, aidx,
     """The column-segments kernel in plain loops, one lane at a time: the portable build."""
     if not bscale.flags.c_contiguous:
         raise ValueError("colseg kernels take a C-contiguous bscale")      # (scale_at reads it by pointer)
-    width = split.shape[0]
-    nparts = split.shape[1] - 1
-    n_out = out.shape[1]
-    nrb = (n_out + LANES - 1) // LANES
-    lanes = nrb * LANES
-    batch = min(out.shape[0], aidx.shape[0], aval.shape[0], counts.shape[0], (acc_all.shape[0] - LANES) // lanes)
-    kmax = min(aidx.shape[1], aval.shape[1])
+    width, nparts, n_out, nrb, lanes, batch, kmax = _extent(split, out, aidx, aval, counts, acc_all)
     blocked = bscale.shape[0] > 0
     for p in prange(batch * nparts):
         b = p // nparts
         part = p % nparts
-        r0 = (part * nrb // nparts) * LANES
-        r1 = ((part + 1) * nrb // nparts) * LANES
+        r0, r1 = _part_rows(part, nparts, nrb)
         acc = acc_all[b * lanes:(b + 1) * lanes]
         acc[r0:r1] = 0.0
         for t in range(min(np.intp(counts[b]), kmax)):
