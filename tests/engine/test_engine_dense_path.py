@@ -7,7 +7,7 @@ from torch import nn
 
 import frugalnet.engine as E
 from frugalnet.engine.act import Act
-from frugalnet.engine.compiler import pick
+from frugalnet.engine.choice import pick
 from frugalnet.engine.profile import format_profile, summarize
 from frugalnet.engine.steps import ConvStep, LinearStep
 from frugalnet.engine.steps.conv import ONEDNN

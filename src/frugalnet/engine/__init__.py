@@ -8,7 +8,8 @@ the measured weight/activation sparsity makes them faster, and PyTorch's own ops
 capture (torch.export; k-WTA, complementary and quantized layers kept whole) -> lower (a program of steps and
 fallback aten ops; BatchNorm folded, conv + max pool fused) -> per-step choice by timing on the step's real input.
 """
-from frugalnet.engine.compiler import Engine, LayerChoice, compile, resize_batch
+from frugalnet.engine.choice import LayerChoice
+from frugalnet.engine.compiler import Engine, compile, resize_batch
 from frugalnet.engine.speedup import measure_speedup
 
 load = Engine.load

@@ -197,7 +197,7 @@ def _build(path, spec, z, warmup, Engine, LayerChoice, set_threads):
 
 def _verify_plans(path, engine) -> None:
     """Every plan against the all-PyTorch plan on one seeded input: equal to float rounding, or refused."""
-    from frugalnet.engine.compiler import _close
+    from frugalnet.engine.choice import _close
 
     reference = ["torch"] * len(engine.steps)
     for b, plan in engine.plans.items():
@@ -209,7 +209,7 @@ def _verify_plans(path, engine) -> None:
 
 
 def _plan_matches(path, engine, b: int, plan: list[str], reference: list[str], seed: int) -> bool:
-    from frugalnet.engine.compiler import _close
+    from frugalnet.engine.choice import _close
     from frugalnet.engine.program import as_tensor
 
     g = torch.Generator().manual_seed(seed)
