@@ -89,3 +89,8 @@ def test_engine_forced_to_gemv_and_im2col_csr_saves_loads_and_matches(tmp_path):
     back = E.load(eng.save(tmp_path / "m.engine.npz"))
     assert back.plans[1] == forced
     torch.testing.assert_close(back(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cold_cache_must_be_a_bool_or_none():
+    with pytest.raises(TypeError, match="cold_cache must be True, False or None"):
+        E.compile(nn.Linear(4, 2), torch.randn(1, 4), cold_cache="yes")

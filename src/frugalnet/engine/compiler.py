@@ -220,6 +220,8 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
         sitting in L2/L3) would be chosen over a sparse one that reads a third of the bytes (a GPT decode step's
         768 x 768 projections: 0.05 ms warm, 0.23 ms with its weights in DRAM). Layers under 256 KB are timed warm.
     """
+    if cold_cache is not None and not isinstance(cold_cache, bool):
+        raise TypeError(f"cold_cache must be True, False or None (automatic), got {cold_cache!r}")
     if not 0.0 <= tie_margin < 10.0:
         raise ValueError(f"tie_margin must be in [0, 10), got {tie_margin!r}")
     if not isinstance(model, nn.Module):
