@@ -40,3 +40,13 @@ def test_sparse_arms_run_with_the_recipe_options(bench, monkeypatch, capsys):
     rows = {line.split()[0]: line for line in out.splitlines() if " pts" in line}
     assert {"dense", "oneshot", "gradual-train", "rigl", "oneshot@0.5", "oneshot-global@0.5", "random@0.5",
             "blocks-zeroed"} <= set(rows)
+
+
+def test_gradual_long_prunes_the_finished_dense_model(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "4", "--finetune", "2", "--methods", "dense",
+                                      "gradual-long", "dense-long", "--long-steps", "6", "--curve"])
+    bench.main()
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if " pts" in line}
+    assert {"dense", "gradual-long", "dense-long"} <= set(rows)
+    assert "gradual-long: sparsity over the pruned matrices 90.0%" in out
