@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from frugalnet.bench.harness import machine_summary
 from frugalnet.models.small import CharTransformer, char_corpus
 from frugalnet.sparsity import MagnitudeConfig, RandomFanInConfig, sparsify_
+from frugalnet.sparsity.calibrated import prune_activation_magnitude_, prune_reconstruct_
 from frugalnet.sparsity.dynamic import RigL
 from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
 from frugalnet.sparsity.targets import get_mask, masked_targets
@@ -65,7 +66,7 @@ from frugalnet.utils.seeding import make_generator
 CONTEXT, WIDTH, LAYERS, BATCH, LR = 64, 64, 2, 32, 3e-3     # LR: the lowbit study's lm_lr
 DENSE_LR = 1e-2   # 600 dense steps, tuning seed 10: 57.2% / val loss 1.613 at 1e-2, 53.4% / 1.757 at LR (2e-2: 57.1%)
 METHODS = ("dense-start", "dense", "oneshot", "oneshot-global", "random", "gradual", "gradual-train", "rigl",
-           "gradual-long", "dense-long")
+           "gradual-long", "dense-long", "oneshot-wanda", "oneshot-lsq")
 
 
 def data():
@@ -146,6 +147,12 @@ def model_sparsity(model) -> dict:
     return out
 
 
+def calibration(train_ids, seed: int, count: int) -> list:
+    """`count` training batches (inputs only) for the calibrated one-shot criteria, drawn apart from training's."""
+    gen = make_generator(seed + 777)
+    return [batch(train_ids, gen)[0] for _ in range(count)]
+
+
 def blocks_only(module, name: str) -> bool:
     return name.startswith("blocks.")
 
@@ -170,7 +177,8 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
     total = a.steps + a.finetune
     res = {}
     state = None
-    if set(a.methods) & {"dense-start", "oneshot", "oneshot-global", "random", "gradual"}:
+    if set(a.methods) & {"dense-start", "oneshot", "oneshot-global", "random", "gradual", "oneshot-wanda",
+                         "oneshot-lsq"}:
         start = dense_model(seed, a.steps, a, train_ids, vocab)
         state = {k: v.clone() for k, v in start.state_dict().items()}
         res["dense-start"] = evaluate(start, val)
@@ -187,6 +195,12 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
         res["dense"] = evaluate(dense_model(seed, total, a, train_ids, vocab), val)
     if "oneshot" in a.methods:
         res["oneshot"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(sparsity=a.sparsity), blocks_only))
+    calib = calibration(train_ids, seed, a.calib_batches)
+    if "oneshot-wanda" in a.methods:
+        res["oneshot-wanda"] = with_sparsity(prune_activation_magnitude_(from_start(), a.sparsity, calib,
+                                                                         blocks_only))
+    if "oneshot-lsq" in a.methods:
+        res["oneshot-lsq"] = with_sparsity(prune_reconstruct_(from_start(), a.sparsity, calib, blocks_only))
     if "oneshot-global" in a.methods:
         res["oneshot-global"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(sparsity=a.sparsity,
                                                                                       scope="global"), blocks_only))
@@ -197,6 +211,11 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
         res[f"oneshot@{sp:g}"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(sparsity=sp), blocks_only))
         res[f"oneshot-global@{sp:g}"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(
             sparsity=sp, scope="global"), blocks_only))
+        if "oneshot-wanda" in a.methods:
+            res[f"oneshot-wanda@{sp:g}"] = with_sparsity(prune_activation_magnitude_(from_start(), sp, calib,
+                                                                                     blocks_only))
+        if "oneshot-lsq" in a.methods:
+            res[f"oneshot-lsq@{sp:g}"] = with_sparsity(prune_reconstruct_(from_start(), sp, calib, blocks_only))
         res[f"random@{sp:g}"] = with_sparsity(sparsify_(from_start(), RandomFanInConfig(sparsity=sp, seed=seed),
                                                         blocks_only))
     if a.curve and state is not None:                     # the floor: blocks' matrices all zero (bigram model)
@@ -283,6 +302,8 @@ def main() -> None:
     r.add_argument("--erk", action=argparse.BooleanOptionalAction, default=True, help="ERK layer densities")
     p.add_argument("--curve", type=float, nargs="*", default=[0.5, 0.7, 0.8], help="also one-shot (per layer, "
                    "global) and random masking, no fine-tuning, at these sparsities, and the blocks-zeroed floor")
+    p.add_argument("--calib-batches", type=int, default=8, help="training batches (32 x 64 characters) that "
+                   "oneshot-wanda and oneshot-lsq calibrate on (no labels, no gradient steps)")
     p.add_argument("--sparse-decay", type=float, default=0.0, help="AdamW weight decay of the pruned (blocks') "
                    "matrices in the sparse arms (gradual, gradual-train, rigl); the dense models keep 0.1")
     p.add_argument("--cache", default="", help="folder for dense checkpoints shared between runs (tuning)")

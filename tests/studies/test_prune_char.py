@@ -32,14 +32,15 @@ def test_rescale_init_restores_the_dense_output_scale(bench):
 
 def test_sparse_arms_run_with_the_recipe_options(bench, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "6", "--finetune", "4", "--methods", "dense",
-                                      "oneshot", "gradual-train", "rigl", "--curve", "0.5", "--sparse-decay", "0",
+                                      "oneshot", "gradual-train", "rigl", "oneshot-wanda", "oneshot-lsq",
+                                      "--calib-batches", "2", "--curve", "0.5", "--sparse-decay", "0",
                                       "--rigl-rescale",
                                       "--train-prune-begin", "0.2", "--train-prune-end", "0.6", "--delta-t", "2"])
     bench.main()
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if " pts" in line}
     assert {"dense", "oneshot", "gradual-train", "rigl", "oneshot@0.5", "oneshot-global@0.5", "random@0.5",
-            "blocks-zeroed"} <= set(rows)
+            "blocks-zeroed", "oneshot-wanda", "oneshot-lsq", "oneshot-wanda@0.5", "oneshot-lsq@0.5"} <= set(rows)
 
 
 def test_gradual_long_prunes_the_finished_dense_model(bench, monkeypatch, capsys):

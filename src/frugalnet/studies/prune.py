@@ -60,6 +60,9 @@ class PruneConfig(StudyConfig):
     finetune_schedule: str = field(default="exponential", metadata={"help": "fine-tuning LR: exponential (lr_gamma per "
                                                                             "epoch) or cosine (finetune_lr to 0)"})
     lr_gamma: float = 0.85
+    train_schedule: str = field(default="exponential", metadata={"help": "LR of the runs from scratch (dense, "
+                                                                         "dense-ref, gradual-train, rigl): exponential "
+                                                                         "(lr_gamma per epoch) or cosine (lr to 0)"})
     gradual_end: float = field(default=0.667, metadata={"help": "gradual pruning reaches the target sparsity at this "
                                                                 "fraction of the fine-tuning steps"})
     train_prune: tuple = field(default=(0.1, 0.4), metadata={"help": "gradual-train: pruning starts / ends at these "
@@ -96,8 +99,9 @@ class PruneConfig(StudyConfig):
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.scope not in ("global", "layer"):
             raise ValueError(f"scope must be 'global' or 'layer', got {self.scope!r}")
-        if self.finetune_schedule not in SCHEDULES:
-            raise ValueError(f"finetune_schedule must be one of {SCHEDULES}, got {self.finetune_schedule!r}")
+        for name in ("finetune_schedule", "train_schedule"):
+            if getattr(self, name) not in SCHEDULES:
+                raise ValueError(f"{name} must be one of {SCHEDULES}, got {getattr(self, name)!r}")
         if len(self.train_prune) != 2 or not 0 <= self.train_prune[0] < self.train_prune[1] <= 1:
             raise ValueError(f"train_prune must be (begin, end) fractions with 0 <= begin < end <= 1, got "
                              f"{self.train_prune}")
@@ -180,9 +184,9 @@ class _Job:
         return model
 
     def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=(), finetune: bool = False) -> None:
-        """Train with the dense recipe (SGD, lr_gamma per epoch), or, with `finetune` and the cosine schedule, with
-        the learning rate decayed from `lr` to 0 over the run."""
-        cosine = finetune and self.cfg.finetune_schedule == "cosine"
+        """Train with the dense recipe (SGD, lr_gamma per epoch), or, under the cosine schedule (finetune_schedule
+        for fine-tuning, train_schedule for runs from scratch), with the learning rate decayed from `lr` to 0."""
+        cosine = (self.cfg.finetune_schedule if finetune else self.cfg.train_schedule) == "cosine"
         cfg = FitConfig(epochs=epochs, batch_size=self.cfg.batch_size, lr=lr,
                         lr_gamma=1.0 if cosine else self.cfg.lr_gamma, boost_decay=False)
         opt = make_optimizer(cfg, model.parameters())
