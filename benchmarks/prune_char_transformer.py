@@ -9,6 +9,10 @@ Arms (validation loss and next-character accuracy on fixed windows, per seed, me
 - oneshot / oneshot-global: one-shot magnitude pruning of dense-start, per layer / one global threshold, NO
   fine-tuning; random: random fixed-fan-in masks over dense-start's weights, no fine-tuning; with `--curve`, the
   same three at other sparsities, and blocks-zeroed (every pruned matrix zero: the embeddings + head bigram floor);
+- oneshot-wanda / oneshot-lsq: calibrated one-shot pruning of dense-start, NO fine-tuning and no gradient step
+  (frugalnet.sparsity.calibrated, `--calib-batches` training batches, inputs only): |W| x input-feature norm per
+  output row (Wanda-style), and that mask with each row's kept weights and bias refitted by least squares to the
+  dense layer's outputs, layer by layer (with `--curve`, also at the other sparsities);
 - gradual: Zhu & Gupta's cubic schedule during `--finetune` steps of fine-tuning from dense-start (warm-up, cosine
   LR decay to 0; pruning ends at `--prune-end` of the fine-tuning, the rest is a recovery tail);
 - gradual-train: the same schedule inside ONE run of `--steps + --finetune` steps with the dense model's LR schedule
@@ -35,6 +39,13 @@ dense-600 57.33% ± 0.37 (val loss 1.617); RigL 56.25% ± 0.07 (-1.08 points, va
 global / random masks: 50% 48.3 / 47.5 / 28.5; 70% 38.4 / 36.1 / 19.0; 80% 29.4 / 24.5 / 20.6; 90% 16.5 / 18.3 /
 22.3 (seed sd 4-8 points), where zeroing every pruned matrix (embeddings + head alone) gives 25.1%: magnitude order
 keeps the blocks useful to 70-80% and breaks between 80% and 90% on this 64-wide model.
+Calibrated one-shot (`--methods dense-start dense oneshot oneshot-global random oneshot-wanda oneshot-lsq`, seeds
+0-2, from dense-start 50.91% ± 0.69, no fine-tuning; per-row pruning keeps round(0.1 fan-in) = 90.4% measured):
+90%: magnitude per layer 16.46 ± 4.03, global 18.29 ± 4.17, Wanda-style 28.24 ± 5.64, least-squares 38.91 ± 0.49,
+random 25.52 ± 7.37, blocks-zeroed floor 25.13 ± 4.04; 80%: 29.39 / 24.52 / 34.70 / 46.28 / random 20.79; 70%: 38.36
+/ 36.09 / 42.64 / 49.05 / 22.64; 50%: 48.30 / 47.54 / 48.64 / 50.62 / 25.37. Magnitude alone (per layer or global)
+stays at or below the floor at 90%; the least-squares refit is 13 points above random there and loses 12 of
+dense-start's points (random loses 25).
 gradual-long (`--methods dense gradual-long dense-long --curve`, 600 + 600 steps, seeds 0-2): 58.22% ± 0.18, val
 loss 1.567 (-3.1%), against the dense-600 model it was pruned from 57.33% / 1.617: +0.90 points, but against dense
 trained the same 1200 steps 62.77% / 1.392: -4.55 points. The model is far from converged at 600 steps (dense-400
