@@ -111,14 +111,15 @@ def evaluate(model, val, batches: int = 16) -> dict:
 
 
 def train(model, train_ids, steps: int, lr: float, seed: int, callbacks=(), warmup: int | None = None,
-          pruned_decay: float = 0.1) -> None:
+          pruned_decay: float = 0.1, pruned_lr_scale=None) -> None:
     """The lowbit study's loop: AdamW (decay 0.1 on matrices; `pruned_decay` on the blocks' matrices, the ones the
     sparse arms prune), linear warm-up (steps // 20 unless given), cosine decay to 0 at the last step, gradient
-    clipping at 1."""
-    groups = {0.1: [], pruned_decay: [], 0.0: []}
+    clipping at 1. `pruned_lr_scale()`, if given, multiplies the blocks' matrices' LR at every step."""
+    groups = {"dense": [], "pruned": [], "other": []}
     for name, p in model.named_parameters():
-        groups[(pruned_decay if name.startswith("blocks.") else 0.1) if p.dim() >= 2 else 0.0].append(p)
-    opt = torch.optim.AdamW([{"params": ps, "weight_decay": d} for d, ps in groups.items() if ps],
+        groups[("pruned" if name.startswith("blocks.") else "dense") if p.dim() >= 2 else "other"].append(p)
+    decay = {"dense": 0.1, "pruned": pruned_decay, "other": 0.0}
+    opt = torch.optim.AdamW([{"params": ps, "weight_decay": decay[k], "kind": k} for k, ps in groups.items() if ps],
                             lr=lr, betas=(0.9, 0.95))
     for cb in callbacks:
         if hasattr(cb, "optimizer"):
@@ -128,8 +129,9 @@ def train(model, train_ids, steps: int, lr: float, seed: int, callbacks=(), warm
     model.train()
     for step in range(steps):
         cur = lr * (step + 1) / w if step < w else lr * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, steps - w)))
+        scale = pruned_lr_scale() if pruned_lr_scale is not None else 1.0
         for g in opt.param_groups:
-            g["lr"] = cur
+            g["lr"] = cur * scale if g["kind"] == "pruned" else cur
         x, y = batch(train_ids, gen)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
@@ -156,6 +158,16 @@ def model_sparsity(model) -> dict:
         ps = [p.detach() for n, p in model.named_parameters() if keep(n)]
         out[f"{key}_sparsity"] = sum(int((p == 0).sum()) for p in ps) / sum(p.numel() for p in ps)
     return out
+
+
+def scope_kwargs(scope: str) -> dict:
+    return {"scope": "layer", "erk": True} if scope == "erk" else {"scope": scope}
+
+
+def density_lr(pruner):
+    """LR factor 1 / sqrt(density) for the pruned matrices, following the pruner's current sparsity: a unit's
+    output moves by ~ LR x sqrt(live fan-in) per Adam step, so this keeps that pace as the fan-in shrinks."""
+    return lambda: (1.0 - pruner.current) ** -0.5
 
 
 def calibration(train_ids, seed: int, count: int) -> list:
@@ -239,7 +251,7 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
     if "gradual" in a.methods:
         m = from_start()
         end = max(1, int(a.prune_end * a.finetune))
-        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, scope=a.scope,
+        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, **scope_kwargs(a.scope),
                                         frequency=max(1, a.prune_every), filter_fn=blocks_only)
         train(m, train_ids, a.finetune, a.finetune_lr, seed + 1, callbacks=[pruner], warmup=a.finetune_warmup,
               pruned_decay=a.sparse_decay)
@@ -250,16 +262,18 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
         pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=int(a.train_prune_begin * total),
                                         end_step=max(int(a.train_prune_begin * total) + 1,
                                                      int(a.train_prune_end * total)),
-                                        scope=a.scope, frequency=max(1, a.prune_every), filter_fn=blocks_only)
-        train(m, train_ids, total, a.train_prune_lr, seed, callbacks=[pruner], pruned_decay=a.sparse_decay)
+                                        **scope_kwargs(a.scope), frequency=max(1, a.prune_every),
+                                        filter_fn=blocks_only)
+        train(m, train_ids, total, a.train_prune_lr, seed, callbacks=[pruner], pruned_decay=a.sparse_decay,
+              pruned_lr_scale=density_lr(pruner) if a.density_lr else None)
         res["gradual-train"] = with_sparsity(m)
     if "gradual-long" in a.methods:    # Zhu & Gupta from the finished dense reference, LR restarted, recovery tail
         m = dense_model(seed, total, a, train_ids, vocab)
         end = max(1, int(a.long_prune_end * a.long_steps))
-        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, scope=a.scope,
+        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, **scope_kwargs(a.scope),
                                         frequency=max(1, a.prune_every), filter_fn=blocks_only)
         train(m, train_ids, a.long_steps, a.long_lr, seed + 2, callbacks=[pruner], warmup=a.finetune_warmup,
-              pruned_decay=a.sparse_decay)
+              pruned_decay=a.sparse_decay, pruned_lr_scale=density_lr(pruner) if a.density_lr else None)
         res["gradual-long"] = with_sparsity(m)
     if "dense-long" in a.methods:      # dense with gradual-long's whole budget
         res["dense-long"] = evaluate(dense_model(seed, total + a.long_steps, a, train_ids, vocab), val)
@@ -292,7 +306,8 @@ def main() -> None:
     g.add_argument("--finetune-warmup", type=int, default=10, help="linear warm-up steps of the fine-tuning")
     g.add_argument("--prune-end", type=float, default=0.5, help="pruning ends at this fraction of the fine-tuning")
     g.add_argument("--prune-every", type=int, default=1, help="steps between pruning events")
-    g.add_argument("--scope", choices=("layer", "global"), default="global")
+    g.add_argument("--scope", choices=("layer", "global", "erk"), default="global", help="gradual pruners: one "
+                   "global threshold, every layer at the sparsity, or each layer at its ERK sparsity")
     t = p.add_argument_group("gradual-train recipe (pruning during one dense-schedule run of steps + finetune)")
     t.add_argument("--train-prune-begin", type=float, default=0.2, help="pruning starts at this fraction of training")
     t.add_argument("--train-prune-end", type=float, default=0.7, help="pruning ends at this fraction of training")
@@ -313,6 +328,8 @@ def main() -> None:
     r.add_argument("--erk", action=argparse.BooleanOptionalAction, default=True, help="ERK layer densities")
     p.add_argument("--curve", type=float, nargs="*", default=[0.5, 0.7, 0.8], help="also one-shot (per layer, "
                    "global) and random masking, no fine-tuning, at these sparsities, and the blocks-zeroed floor")
+    p.add_argument("--density-lr", action=argparse.BooleanOptionalAction, default=False, help="gradual-train / "
+                   "gradual-long: scale the pruned matrices' LR by 1/sqrt(density) as pruning proceeds")
     p.add_argument("--calib-batches", type=int, default=8, help="training batches (32 x 64 characters) that "
                    "oneshot-wanda and oneshot-lsq calibrate on (no labels, no gradient steps)")
     p.add_argument("--sparse-decay", type=float, default=0.0, help="AdamW weight decay of the pruned (blocks') "

@@ -58,11 +58,12 @@ def _ensure_masks(model: nn.Module, filter_fn, exclude) -> list[Target]:
 
 
 class GradualMagnitudePruner:
-    """Prune `model` gradually to `final_sparsity` (per layer, or one global threshold with scope="global")."""
+    """Prune `model` gradually to `final_sparsity` (per layer, or one global threshold with scope="global"; with
+    erk=True and scope="layer", each layer ends at its ERK sparsity, the total at `final_sparsity`)."""
 
     def __init__(self, model: nn.Module, final_sparsity: float, begin_step: int, end_step: int,
                  frequency: int = 100, initial_sparsity: float = 0.0, scope: str = "layer",
-                 filter_fn: Callable | None = None, exclude=()) -> None:
+                 filter_fn: Callable | None = None, exclude=(), erk: bool = False) -> None:
         check_fraction("final_sparsity", final_sparsity)
         check_fraction("initial_sparsity", initial_sparsity)
         if initial_sparsity > final_sparsity:
@@ -74,9 +75,15 @@ class GradualMagnitudePruner:
             raise ValueError(f"end_step must be an integer > begin_step ({begin_step}), got {end_step!r}")
         if scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+        if erk and scope != "layer":
+            raise ValueError("erk=True sets each layer's final sparsity itself: use it with scope='layer'")
         self.model, self.final, self.initial = model, float(final_sparsity), float(initial_sparsity)
         self.begin, self.end, self.frequency, self.scope = begin_step, end_step, frequency, scope
         self.targets = _ensure_masks(model, filter_fn, exclude)
+        self.layer_final = {t.name: self.final for t in self.targets}
+        if erk:      # ERK final densities (RigL's): small layers keep more; the total still ends at final_sparsity
+            dens = M.erk_densities({t.name: tuple(t.weight.shape) for t in self.targets}, 1.0 - self.final)
+            self.layer_final = {k: 1.0 - d for k, d in dens.items()}
         self.step_count = 0
         self.current = 0.0
 
@@ -95,8 +102,10 @@ class GradualMagnitudePruner:
         weights = {t.name: t.weight.detach() * get_mask(t) for t in self.targets}
         if self.scope == "global":
             new = M.global_magnitude(weights, sparsity)
-        else:
-            new = {k: M.magnitude(w, sparsity) for k, w in weights.items()}
+        else:        # each layer at its share: its final sparsity scaled like the overall schedule
+            ratio = sparsity / self.final if self.final > 0 else 0.0
+            new = {k: M.magnitude(w, min(self.layer_final.get(k, self.final) * ratio,
+                                         1.0 - 1.0 / w.numel())) for k, w in weights.items()}
         for t in self.targets:
             set_mask(t, new[t.name].to(get_mask(t).device) & get_mask(t))
         self.current = sparsity
