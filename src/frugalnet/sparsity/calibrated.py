@@ -17,9 +17,10 @@ next-character accuracy, 90% of its blocks' Linear weights, seeds 0-2, 8 calibra
 characters, no fine-tuning): magnitude 16.5%, Wanda-style 28.2%, least-squares reconstruction 38.9% ± 0.5, random
 masks 25.5%, every block matrix zeroed 25.1%; at 80%: 29.4 / 34.7 / 46.3 / random 20.8.
 
-Only nn.Linear layers (also within attention blocks built from them) are pruned; layers are returned as
+Only plain nn.Linear layers are pruned (not nn.MultiheadAttention's packed projections); they are returned as
 SparseLinear with their masks, like `sparsify_`. Statistics are accumulated in float64 over the batches, batch by
-batch, so memory stays at one (fan_in + 1)^2 matrix per layer whatever the calibration size.
+batch, so memory stays at one (fan_in + 1)^2 matrix per layer whatever the calibration size; the price is two
+forward passes over the calibration batches per pruned layer (the pruned-so-far model and the dense copy).
 """
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def _row_mask(weight: Tensor, norms: Tensor, sparsity: float) -> Tensor:
     keep = M.keep_count(weight.shape[1], sparsity)
     mask = torch.zeros(weight.shape, dtype=torch.bool)
     mask.scatter_(1, scores.topk(keep, dim=1).indices, True)
-    return mask
+    return mask.to(weight.device)
 
 
 def _forward_order(model: nn.Module, batches: list[Tensor], layers: dict[str, nn.Linear]) -> list[str]:
@@ -130,7 +131,8 @@ def _refit(layer: nn.Linear, mask: Tensor, gram: Tensor, cross: Tensor, damping:
     """Ridge least squares per output row over its kept inputs plus the bias column."""
     n_in = layer.in_features
     gram = gram + damping * gram.diagonal().mean() * torch.eye(n_in + 1, dtype=gram.dtype)
-    keep = mask.sum(1)[0].item()
+    mask = mask.cpu()
+    keep = int(mask.sum(1)[0])
     idx = mask.nonzero()[:, 1].view(mask.shape[0], keep)                 # every row keeps `keep` inputs
     idx = torch.cat([idx, torch.full((mask.shape[0], 1), n_in)], 1)       # + the bias column
     weight = torch.zeros(layer.weight.shape, dtype=torch.float64)
