@@ -54,7 +54,9 @@ gradual-train with --density-lr (the pruned matrices' LR x 1/sqrt(density) as pr
 gradual-long (`--methods dense gradual-long dense-long --curve`, 600 + 600 steps, seeds 0-2): 58.22% ± 0.18, val
 loss 1.567 (-3.1%), against the dense-600 model it was pruned from 57.33% / 1.617: +0.90 points, but against dense
 trained the same 1200 steps 62.77% / 1.392: -4.55 points. The model is far from converged at 600 steps (dense-400
-50.3%, dense-600 57.3%, dense-1200 62.8%), so every extra step helps the dense model too.
+50.3%, dense-600 57.3%, dense-1200 62.8%), so every extra step helps the dense model too. With --density-lr:
+58.90% ± 0.43 (val loss 1.543) after 600 steps (+1.58 points on dense-600, -3.87 on dense-1200), 54.67% ± 0.42
+after 200 (`--long-steps 200`: -2.66 on dense-600).
 
     python benchmarks/prune_char_transformer.py                      # 90%, 3 seeds, 400 + 200 steps
     python benchmarks/prune_char_transformer.py --sparsity 0.8 --seeds 1 --steps 100 --finetune 50
