@@ -48,9 +48,12 @@ stays at or below the floor at 90%; the least-squares refit is 13 points above r
 dense-start's points (random loses 25).
 gradual-train with --density-lr (the pruned matrices' LR x 1/sqrt(density) as pruning proceeds, i.e. x3.16 at
 90%, the pace RigL's 3e-2 gets; `--methods dense gradual-train --density-lr --curve`, seeds 0-2): 54.84% ± 0.67
-(-2.48 points, val loss 1.712, +5.9%) against 53.11% without it. Tried on seed 10 (dense-600 57.15%) with
---density-lr: pruning windows 0.2-0.7 54.79, 0.1-0.5 54.15, 0.0-0.4 54.87; per-layer 54.62, ERK layer sparsities
-(--scope erk) 54.53; peak LR 1.5e-2 54.46, 5e-3 54.13; without --density-lr: 3e-2 40.42, 2e-2 52.66.
+(-2.48 points, val loss 1.712, +5.9%) against 53.11% without it; adding AdamW decay 0.1 on the pruned matrices
+(`--density-lr --sparse-decay 0.1`, which sets it for every sparse arm): 55.21% ± 0.48 (-2.11, val loss 1.692,
++4.6%), the best same-budget gradual figure here. Tried on seed 10 (dense-600 57.15%) with --density-lr: pruning
+windows 0.2-0.7 54.79, 0.1-0.5 54.15, 0.0-0.4 54.87; per-layer 54.62, ERK layer sparsities (--scope erk) 54.53;
+peak LR 1.5e-2 54.46, 5e-3 54.13; --prune-every 10 54.39; --sparse-decay 0.1 55.34, 0.3 55.17, 1.0 53.48; without
+--density-lr: 3e-2 40.42, 2e-2 52.66.
 gradual-long (`--methods dense gradual-long dense-long --curve`, 600 + 600 steps, seeds 0-2): 58.22% ± 0.18, val
 loss 1.567 (-3.1%), against the dense-600 model it was pruned from 57.33% / 1.617: +0.90 points, but against dense
 trained the same 1200 steps 62.77% / 1.392: -4.55 points. The model is far from converged at 600 steps (dense-400
