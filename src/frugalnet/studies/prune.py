@@ -74,6 +74,8 @@ class PruneConfig(StudyConfig):
                                                                      "fractions of the whole budget"})
     methods: tuple = field(default=PRUNED, metadata={"help": "pruning methods: " + " ".join(PRUNED)})
     scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
+    sparse_decay: float = field(default=0.0, metadata={"help": "SGD weight decay of the sparse runs from scratch "
+                                                                 "(gradual-train, rigl); the dense recipe has none"})
     rigl_delta_t: int = field(default=50, metadata={"help": "RigL: steps between drop-and-regrow"})
     rigl_alpha: float = field(default=0.3, metadata={"help": "RigL: initial drop fraction"})
     train_subset: int = field(default=0, metadata={"help": "first N training samples (0: all)"})
@@ -100,6 +102,8 @@ class PruneConfig(StudyConfig):
         for name in ("lr", "finetune_lr", "engine_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not isinstance(self.sparse_decay, (int, float)) or not 0 <= self.sparse_decay < 1:
+            raise ValueError(f"sparse_decay must be a number in [0, 1), got {self.sparse_decay!r}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if self.scope not in ("global", "layer"):
@@ -188,11 +192,12 @@ class _Job:
         model.load_state_dict(load_checkpoint(self.ctx.checkpoint_path(f"dense-seed{self.seed}-final")))
         return model
 
-    def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=(), finetune: bool = False) -> None:
+    def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=(), finetune: bool = False,
+            weight_decay: float = 0.0) -> None:
         """Train with the dense recipe (SGD, lr_gamma per epoch), or, under the cosine schedule (finetune_schedule
         for fine-tuning, train_schedule for runs from scratch), with the learning rate decayed from `lr` to 0."""
         cosine = (self.cfg.finetune_schedule if finetune else self.cfg.train_schedule) == "cosine"
-        cfg = FitConfig(epochs=epochs, batch_size=self.cfg.batch_size, lr=lr,
+        cfg = FitConfig(epochs=epochs, batch_size=self.cfg.batch_size, lr=lr, weight_decay=weight_decay,
                         lr_gamma=1.0 if cosine else self.cfg.lr_gamma, boost_decay=False)
         opt = make_optimizer(cfg, model.parameters())
         for cb in callbacks:            # RigL resets the optimizer state of regrown weights
@@ -238,7 +243,7 @@ class _Job:
                 b, e = (int(f * steps) for f in cfg.train_prune)
                 cb = GradualMagnitudePruner(model, s, begin_step=b, end_step=max(b + 1, e),
                                             frequency=max(1, (e - b) // 30), scope=cfg.scope)
-            self.fit(model, key, total, cfg.lr, callbacks=[cb])
+            self.fit(model, key, total, cfg.lr, callbacks=[cb], weight_decay=cfg.sparse_decay)
             getattr(cb, "remove", lambda: None)()
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
         model = self.trained_dense()
