@@ -17,7 +17,7 @@ recipe). Then for each sparsity:
   0.0036 against dense 98.67% / 0.0415 (+5.4%; per seed +1.0%, +3.1%, +11.8%: the 1,000 test digits make the val
   loss swing by ~5% from seed to seed). Pruning over 5-30% (`--train-prune 0.05 0.3`): 98.53% / 0.0460 (+10.9%); the
   cosine schedule for every run from scratch (`--train-schedule cosine`): 98.50% / 0.0452 against dense 98.43% /
-  0.0425 (+6.2%);
+  0.0425 (+6.2%); SGD weight decay 5e-4 on the sparse run (`--sparse-decay 0.0005`): 98.53% / 0.0439 (+5.8%);
 - RigL from scratch with ERK layer densities, trained like the dense reference (epochs + finetune_epochs).
 Fine-tuning decays its LR by lr_gamma per epoch, or to 0 along a cosine (finetune_schedule="cosine": on CNN-2 /
 mnist-5k, seeds 0-2, gradual 98.60% / val loss 0.0485 against 98.60% / 0.0477 with the default, fine-tuned one-shot
