@@ -9,12 +9,20 @@ Arms (validation loss and next-character accuracy on fixed windows, per seed, me
 - oneshot / oneshot-global: one-shot magnitude pruning of dense-start, per layer / one global threshold, NO
   fine-tuning; random: random fixed-fan-in masks over dense-start's weights, no fine-tuning; with `--curve`, the
   same three at other sparsities, and blocks-zeroed (every pruned matrix zero: the embeddings + head bigram floor);
+- oneshot-wanda / oneshot-lsq: calibrated one-shot pruning of dense-start, NO fine-tuning and no gradient step
+  (frugalnet.sparsity.calibrated, `--calib-batches` training batches, inputs only): |W| x input-feature norm per
+  output row (Wanda-style), and that mask with each row's kept weights and bias refitted by least squares to the
+  dense layer's outputs, layer by layer (with `--curve`, also at the other sparsities);
 - gradual: Zhu & Gupta's cubic schedule during `--finetune` steps of fine-tuning from dense-start (warm-up, cosine
   LR decay to 0; pruning ends at `--prune-end` of the fine-tuning, the rest is a recovery tail);
 - gradual-train: the same schedule inside ONE run of `--steps + --finetune` steps with the dense model's LR schedule
   (pruning from `--train-prune-begin` to `--train-prune-end` of it): no restart, which alone costs the fine-tuned
   arms ~2 points (dense-start fine-tuned 200 steps without pruning: 55.0% against dense-600 57.2%, seed 10);
-- rigl: RigL from scratch (ERK densities), `--steps + --finetune` steps, the dense reference's schedule.
+- rigl: RigL from scratch (ERK densities), `--steps + --finetune` steps, the dense reference's schedule;
+- gradual-long: Zhu & Gupta's recipe proper: the finished dense reference (`--steps + --finetune`) pruned along the
+  cubic schedule over the first `--long-prune-end` of `--long-steps` more steps of fine-tuning (LR restarted: warm-up,
+  cosine decay to 0), the rest a recovery tail at the final sparsity. Its budget is `--steps + --finetune +
+  --long-steps`; dense-long is a dense model trained that many steps (the same-budget reference).
 Default recipes: dense LR 1e-2 (the lowbit study's 3e-3 gives a weaker dense reference at 600 steps: 53.4% against
 57.2%, seed 10); sparse arms without weight decay on the pruned matrices (`--sparse-decay 0`; the dense models keep
 AdamW's 0.1); gradual: peak LR 1e-2, one global threshold, pruning every step until half the fine-tuning;
@@ -31,6 +39,27 @@ dense-600 57.33% ± 0.37 (val loss 1.617); RigL 56.25% ± 0.07 (-1.08 points, va
 global / random masks: 50% 48.3 / 47.5 / 28.5; 70% 38.4 / 36.1 / 19.0; 80% 29.4 / 24.5 / 20.6; 90% 16.5 / 18.3 /
 22.3 (seed sd 4-8 points), where zeroing every pruned matrix (embeddings + head alone) gives 25.1%: magnitude order
 keeps the blocks useful to 70-80% and breaks between 80% and 90% on this 64-wide model.
+Calibrated one-shot (`--methods dense-start dense oneshot oneshot-global random oneshot-wanda oneshot-lsq`, seeds
+0-2, from dense-start 50.91% ± 0.69, no fine-tuning; per-row pruning keeps round(0.1 fan-in) = 90.4% measured):
+90%: magnitude per layer 16.46 ± 4.03, global 18.29 ± 4.17, Wanda-style 28.24 ± 5.64, least-squares 38.91 ± 0.49,
+random 25.52 ± 7.37, blocks-zeroed floor 25.13 ± 4.04; 80%: 29.39 / 24.52 / 34.70 / 46.28 / random 20.79; 70%: 38.36
+/ 36.09 / 42.64 / 49.05 / 22.64; 50%: 48.30 / 47.54 / 48.64 / 50.62 / 25.37. Magnitude alone (per layer or global)
+stays at or below the floor at 90%; the least-squares refit is 13 points above random there and loses 12 of
+dense-start's points (random loses 25).
+gradual-train with --density-lr (the pruned matrices' LR x 1/sqrt(density) as pruning proceeds, i.e. x3.16 at
+90%, the pace RigL's 3e-2 gets; `--methods dense gradual-train --density-lr --curve`, seeds 0-2): 54.84% ± 0.67
+(-2.48 points, val loss 1.712, +5.9%) against 53.11% without it; adding AdamW decay 0.1 on the pruned matrices
+(`--density-lr --sparse-decay 0.1`, which sets it for every sparse arm): 55.21% ± 0.48 (-2.11, val loss 1.692,
++4.6%), the best same-budget gradual figure here. Tried on seed 10 (dense-600 57.15%) with --density-lr: pruning
+windows 0.2-0.7 54.79, 0.1-0.5 54.15, 0.0-0.4 54.87; per-layer 54.62, ERK layer sparsities (--scope erk) 54.53;
+peak LR 1.5e-2 54.46, 5e-3 54.13; --prune-every 10 54.39; --sparse-decay 0.1 55.34, 0.3 55.17, 1.0 53.48; without
+--density-lr: 3e-2 40.42, 2e-2 52.66.
+gradual-long (`--methods dense gradual-long dense-long --curve`, 600 + 600 steps, seeds 0-2): 58.22% ± 0.18, val
+loss 1.567 (-3.1%), against the dense-600 model it was pruned from 57.33% / 1.617: +0.90 points, but against dense
+trained the same 1200 steps 62.77% / 1.392: -4.55 points. The model is far from converged at 600 steps (dense-400
+50.3%, dense-600 57.3%, dense-1200 62.8%), so every extra step helps the dense model too. With --density-lr:
+58.90% ± 0.43 (val loss 1.543) after 600 steps (+1.58 points on dense-600, -3.87 on dense-1200), 54.67% ± 0.42
+after 200 (`--long-steps 200`: -2.66 on dense-600).
 
     python benchmarks/prune_char_transformer.py                      # 90%, 3 seeds, 400 + 200 steps
     python benchmarks/prune_char_transformer.py --sparsity 0.8 --seeds 1 --steps 100 --finetune 50
@@ -49,6 +78,7 @@ import torch.nn.functional as F
 from frugalnet.bench.harness import machine_summary
 from frugalnet.models.small import CharTransformer, char_corpus
 from frugalnet.sparsity import MagnitudeConfig, RandomFanInConfig, sparsify_
+from frugalnet.sparsity.calibrated import prune_activation_magnitude_, prune_reconstruct_
 from frugalnet.sparsity.dynamic import RigL
 from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
 from frugalnet.sparsity.targets import get_mask, masked_targets
@@ -56,7 +86,8 @@ from frugalnet.utils.seeding import make_generator
 
 CONTEXT, WIDTH, LAYERS, BATCH, LR = 64, 64, 2, 32, 3e-3     # LR: the lowbit study's lm_lr
 DENSE_LR = 1e-2   # 600 dense steps, tuning seed 10: 57.2% / val loss 1.613 at 1e-2, 53.4% / 1.757 at LR (2e-2: 57.1%)
-METHODS = ("dense-start", "dense", "oneshot", "oneshot-global", "random", "gradual", "gradual-train", "rigl")
+METHODS = ("dense-start", "dense", "oneshot", "oneshot-global", "random", "gradual", "gradual-train", "rigl",
+           "gradual-long", "dense-long", "oneshot-wanda", "oneshot-lsq")
 
 
 def data():
@@ -90,14 +121,15 @@ def evaluate(model, val, batches: int = 16) -> dict:
 
 
 def train(model, train_ids, steps: int, lr: float, seed: int, callbacks=(), warmup: int | None = None,
-          pruned_decay: float = 0.1) -> None:
+          pruned_decay: float = 0.1, pruned_lr_scale=None) -> None:
     """The lowbit study's loop: AdamW (decay 0.1 on matrices; `pruned_decay` on the blocks' matrices, the ones the
     sparse arms prune), linear warm-up (steps // 20 unless given), cosine decay to 0 at the last step, gradient
-    clipping at 1."""
-    groups = {0.1: [], pruned_decay: [], 0.0: []}
+    clipping at 1. `pruned_lr_scale()`, if given, multiplies the blocks' matrices' LR at every step."""
+    groups = {"dense": [], "pruned": [], "other": []}
     for name, p in model.named_parameters():
-        groups[(pruned_decay if name.startswith("blocks.") else 0.1) if p.dim() >= 2 else 0.0].append(p)
-    opt = torch.optim.AdamW([{"params": ps, "weight_decay": d} for d, ps in groups.items() if ps],
+        groups[("pruned" if name.startswith("blocks.") else "dense") if p.dim() >= 2 else "other"].append(p)
+    decay = {"dense": 0.1, "pruned": pruned_decay, "other": 0.0}
+    opt = torch.optim.AdamW([{"params": ps, "weight_decay": decay[k], "kind": k} for k, ps in groups.items() if ps],
                             lr=lr, betas=(0.9, 0.95))
     for cb in callbacks:
         if hasattr(cb, "optimizer"):
@@ -107,8 +139,9 @@ def train(model, train_ids, steps: int, lr: float, seed: int, callbacks=(), warm
     model.train()
     for step in range(steps):
         cur = lr * (step + 1) / w if step < w else lr * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, steps - w)))
+        scale = pruned_lr_scale() if pruned_lr_scale is not None else 1.0
         for g in opt.param_groups:
-            g["lr"] = cur
+            g["lr"] = cur * scale if g["kind"] == "pruned" else cur
         x, y = batch(train_ids, gen)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
@@ -137,6 +170,22 @@ def model_sparsity(model) -> dict:
     return out
 
 
+def scope_kwargs(scope: str) -> dict:
+    return {"scope": "layer", "erk": True} if scope == "erk" else {"scope": scope}
+
+
+def density_lr(pruner):
+    """LR factor 1 / sqrt(density) for the pruned matrices, following the pruner's current sparsity: a unit's
+    output moves by ~ LR x sqrt(live fan-in) per Adam step, so this keeps that pace as the fan-in shrinks."""
+    return lambda: (1.0 - pruner.current) ** -0.5
+
+
+def calibration(train_ids, seed: int, count: int) -> list:
+    """`count` training batches (inputs only) for the calibrated one-shot criteria, drawn apart from training's."""
+    gen = make_generator(seed + 777)
+    return [batch(train_ids, gen)[0] for _ in range(count)]
+
+
 def blocks_only(module, name: str) -> bool:
     return name.startswith("blocks.")
 
@@ -161,7 +210,8 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
     total = a.steps + a.finetune
     res = {}
     state = None
-    if set(a.methods) & {"dense-start", "oneshot", "oneshot-global", "random", "gradual"}:
+    if set(a.methods) & {"dense-start", "oneshot", "oneshot-global", "random", "gradual", "oneshot-wanda",
+                         "oneshot-lsq"}:
         start = dense_model(seed, a.steps, a, train_ids, vocab)
         state = {k: v.clone() for k, v in start.state_dict().items()}
         res["dense-start"] = evaluate(start, val)
@@ -178,6 +228,12 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
         res["dense"] = evaluate(dense_model(seed, total, a, train_ids, vocab), val)
     if "oneshot" in a.methods:
         res["oneshot"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(sparsity=a.sparsity), blocks_only))
+    calib = calibration(train_ids, seed, a.calib_batches)
+    if "oneshot-wanda" in a.methods:
+        res["oneshot-wanda"] = with_sparsity(prune_activation_magnitude_(from_start(), a.sparsity, calib,
+                                                                         blocks_only))
+    if "oneshot-lsq" in a.methods:
+        res["oneshot-lsq"] = with_sparsity(prune_reconstruct_(from_start(), a.sparsity, calib, blocks_only))
     if "oneshot-global" in a.methods:
         res["oneshot-global"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(sparsity=a.sparsity,
                                                                                       scope="global"), blocks_only))
@@ -188,6 +244,11 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
         res[f"oneshot@{sp:g}"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(sparsity=sp), blocks_only))
         res[f"oneshot-global@{sp:g}"] = with_sparsity(sparsify_(from_start(), MagnitudeConfig(
             sparsity=sp, scope="global"), blocks_only))
+        if "oneshot-wanda" in a.methods:
+            res[f"oneshot-wanda@{sp:g}"] = with_sparsity(prune_activation_magnitude_(from_start(), sp, calib,
+                                                                                     blocks_only))
+        if "oneshot-lsq" in a.methods:
+            res[f"oneshot-lsq@{sp:g}"] = with_sparsity(prune_reconstruct_(from_start(), sp, calib, blocks_only))
         res[f"random@{sp:g}"] = with_sparsity(sparsify_(from_start(), RandomFanInConfig(sparsity=sp, seed=seed),
                                                         blocks_only))
     if a.curve and state is not None:                     # the floor: blocks' matrices all zero (bigram model)
@@ -200,7 +261,7 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
     if "gradual" in a.methods:
         m = from_start()
         end = max(1, int(a.prune_end * a.finetune))
-        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, scope=a.scope,
+        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, **scope_kwargs(a.scope),
                                         frequency=max(1, a.prune_every), filter_fn=blocks_only)
         train(m, train_ids, a.finetune, a.finetune_lr, seed + 1, callbacks=[pruner], warmup=a.finetune_warmup,
               pruned_decay=a.sparse_decay)
@@ -211,9 +272,21 @@ def run_seed(seed: int, a, train_ids, val, vocab) -> dict:
         pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=int(a.train_prune_begin * total),
                                         end_step=max(int(a.train_prune_begin * total) + 1,
                                                      int(a.train_prune_end * total)),
-                                        scope=a.scope, frequency=max(1, a.prune_every), filter_fn=blocks_only)
-        train(m, train_ids, total, a.train_prune_lr, seed, callbacks=[pruner], pruned_decay=a.sparse_decay)
+                                        **scope_kwargs(a.scope), frequency=max(1, a.prune_every),
+                                        filter_fn=blocks_only)
+        train(m, train_ids, total, a.train_prune_lr, seed, callbacks=[pruner], pruned_decay=a.sparse_decay,
+              pruned_lr_scale=density_lr(pruner) if a.density_lr else None)
         res["gradual-train"] = with_sparsity(m)
+    if "gradual-long" in a.methods:    # Zhu & Gupta from the finished dense reference, LR restarted, recovery tail
+        m = dense_model(seed, total, a, train_ids, vocab)
+        end = max(1, int(a.long_prune_end * a.long_steps))
+        pruner = GradualMagnitudePruner(m, a.sparsity, begin_step=0, end_step=end, **scope_kwargs(a.scope),
+                                        frequency=max(1, a.prune_every), filter_fn=blocks_only)
+        train(m, train_ids, a.long_steps, a.long_lr, seed + 2, callbacks=[pruner], warmup=a.finetune_warmup,
+              pruned_decay=a.sparse_decay, pruned_lr_scale=density_lr(pruner) if a.density_lr else None)
+        res["gradual-long"] = with_sparsity(m)
+    if "dense-long" in a.methods:      # dense with gradual-long's whole budget
+        res["dense-long"] = evaluate(dense_model(seed, total + a.long_steps, a, train_ids, vocab), val)
     if "rigl" in a.methods:
         torch.manual_seed(seed)
         m = sparsify_(CharTransformer(vocab, CONTEXT, WIDTH, LAYERS),
@@ -243,11 +316,18 @@ def main() -> None:
     g.add_argument("--finetune-warmup", type=int, default=10, help="linear warm-up steps of the fine-tuning")
     g.add_argument("--prune-end", type=float, default=0.5, help="pruning ends at this fraction of the fine-tuning")
     g.add_argument("--prune-every", type=int, default=1, help="steps between pruning events")
-    g.add_argument("--scope", choices=("layer", "global"), default="global")
+    g.add_argument("--scope", choices=("layer", "global", "erk"), default="global", help="gradual pruners: one "
+                   "global threshold, every layer at the sparsity, or each layer at its ERK sparsity")
     t = p.add_argument_group("gradual-train recipe (pruning during one dense-schedule run of steps + finetune)")
     t.add_argument("--train-prune-begin", type=float, default=0.2, help="pruning starts at this fraction of training")
     t.add_argument("--train-prune-end", type=float, default=0.7, help="pruning ends at this fraction of training")
     t.add_argument("--train-prune-lr", type=float, default=DENSE_LR, help="peak LR (the dense schedule's shape)")
+    lg = p.add_argument_group("gradual-long recipe (pruning while fine-tuning the finished dense reference)")
+    lg.add_argument("--long-steps", type=int, default=600, help="fine-tuning steps of gradual-long (its budget: "
+                    "steps + finetune + long-steps; dense-long trains that many dense steps)")
+    lg.add_argument("--long-lr", type=float, default=DENSE_LR, help="peak LR of gradual-long's fine-tuning")
+    lg.add_argument("--long-prune-end", type=float, default=0.5, help="gradual-long's pruning ends at this fraction "
+                    "of its fine-tuning")
     r = p.add_argument_group("RigL recipe")
     r.add_argument("--rigl-lr", type=float, default=3e-2, help="peak LR of RigL (same schedule as the dense model)")
     r.add_argument("--delta-t", type=int, default=25, help="RigL steps between updates")
@@ -258,6 +338,10 @@ def main() -> None:
     r.add_argument("--erk", action=argparse.BooleanOptionalAction, default=True, help="ERK layer densities")
     p.add_argument("--curve", type=float, nargs="*", default=[0.5, 0.7, 0.8], help="also one-shot (per layer, "
                    "global) and random masking, no fine-tuning, at these sparsities, and the blocks-zeroed floor")
+    p.add_argument("--density-lr", action=argparse.BooleanOptionalAction, default=False, help="gradual-train / "
+                   "gradual-long: scale the pruned matrices' LR by 1/sqrt(density) as pruning proceeds")
+    p.add_argument("--calib-batches", type=int, default=8, help="training batches (32 x 64 characters) that "
+                   "oneshot-wanda and oneshot-lsq calibrate on (no labels, no gradient steps)")
     p.add_argument("--sparse-decay", type=float, default=0.0, help="AdamW weight decay of the pruned (blocks') "
                    "matrices in the sparse arms (gradual, gradual-train, rigl); the dense models keep 0.1")
     p.add_argument("--cache", default="", help="folder for dense checkpoints shared between runs (tuning)")

@@ -57,3 +57,18 @@ def test_pruner_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         GradualMagnitudePruner(mlp(), **args)
+
+
+def test_gradual_pruning_to_erk_layer_sparsities():
+    from frugalnet.nn import masks as M
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 16))
+    pruner = GradualMagnitudePruner(model, 0.9, begin_step=0, end_step=4, frequency=1, erk=True)
+    for _ in range(4):
+        pruner.step()
+    got = measured_sparsity(model)
+    want = M.erk_densities({"0": (256, 64), "2": (16, 256)}, 0.1)
+    assert got["0"] == pytest.approx(1 - want["0"], abs=1e-3) and got["2"] == pytest.approx(1 - want["2"], abs=1e-3)
+    assert got["2"] < got["0"] and got["total"] == pytest.approx(0.9, abs=2e-3)
+    with pytest.raises(ValueError, match="erk"):
+        GradualMagnitudePruner(model, 0.9, begin_step=0, end_step=4, scope="global", erk=True)

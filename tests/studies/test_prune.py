@@ -38,7 +38,8 @@ def test_tiny_flag_sets_the_smoke_settings():
 
 @pytest.mark.parametrize("field,value", [("sparsities", (0.0,)), ("sparsities", (1.0,)), ("epochs", 0),
                                          ("finetune_lr", 0.0), ("rigl_alpha", 1.5), ("scope", "net"),
-                                         ("finetune_schedule", "linear"), ("gradual_end", 0.0), ("gradual_end", 1.5),
+                                         ("finetune_schedule", "linear"), ("train_schedule", "step"),
+                                         ("sparse_decay", -0.1), ("gradual_end", 0.0), ("gradual_end", 1.5),
                                          ("methods", ()), ("methods", ("oneshot", "lottery"))])
 def test_prune_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):

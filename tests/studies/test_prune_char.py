@@ -32,11 +32,44 @@ def test_rescale_init_restores_the_dense_output_scale(bench):
 
 def test_sparse_arms_run_with_the_recipe_options(bench, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "6", "--finetune", "4", "--methods", "dense",
-                                      "oneshot", "gradual-train", "rigl", "--curve", "0.5", "--sparse-decay", "0",
+                                      "oneshot", "gradual-train", "rigl", "oneshot-wanda", "oneshot-lsq",
+                                      "--calib-batches", "2", "--curve", "0.5", "--sparse-decay", "0",
                                       "--rigl-rescale",
                                       "--train-prune-begin", "0.2", "--train-prune-end", "0.6", "--delta-t", "2"])
     bench.main()
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if " pts" in line}
     assert {"dense", "oneshot", "gradual-train", "rigl", "oneshot@0.5", "oneshot-global@0.5", "random@0.5",
-            "blocks-zeroed"} <= set(rows)
+            "blocks-zeroed", "oneshot-wanda", "oneshot-lsq", "oneshot-wanda@0.5", "oneshot-lsq@0.5"} <= set(rows)
+
+
+def test_gradual_long_prunes_the_finished_dense_model(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "4", "--finetune", "2", "--methods", "dense",
+                                      "gradual-long", "dense-long", "--long-steps", "6", "--curve",
+                                      "--density-lr"])
+    bench.main()
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if " pts" in line}
+    assert {"dense", "gradual-long", "dense-long"} <= set(rows)
+    assert "gradual-long: sparsity over the pruned matrices 90.0%" in out
+
+
+def test_density_lr_follows_the_pruner_and_scales_only_the_pruned_matrices(bench):
+    from frugalnet.sparsity import GradualMagnitudePruner
+    torch.manual_seed(0)
+    model = bench.CharTransformer(20, bench.CONTEXT, 16, 1, heads=2)
+    pruner = GradualMagnitudePruner(model, 0.9, begin_step=0, end_step=4, filter_fn=bench.blocks_only)
+    scale = bench.density_lr(pruner)
+    assert scale() == pytest.approx(1.0)
+    pruner.prune_to(0.9)
+    assert scale() == pytest.approx(10 ** 0.5)
+    seen = {}
+
+    class Spy:
+        optimizer = None
+
+        def step(self):
+            seen.update({g["kind"]: g["lr"] for g in self.optimizer.param_groups})
+    ids = torch.randint(0, 20, (500,))
+    bench.train(model, ids, 1, 1e-2, 0, callbacks=[Spy()], warmup=1, pruned_lr_scale=scale)
+    assert seen["pruned"] == pytest.approx(seen["dense"] * 10 ** 0.5) and seen["other"] == seen["dense"]
