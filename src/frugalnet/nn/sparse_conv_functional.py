@@ -39,6 +39,15 @@ def _channels_last(gy: Tensor) -> np.ndarray:
     return gy.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def _masked(t: Tensor, mask: Tensor) -> Tensor:
+    """t where the bool mask is set, exactly 0 elsewhere, contiguous, in one pass (t * mask first converts the
+    bool mask to float: a second pass and an allocation per call)."""
+    return torch.where(mask, t, _ZERO, out=torch.empty(tuple(t.shape), dtype=t.dtype))
+
+
+_ZERO = torch.zeros((), dtype=torch.float32)
+
+
 def _dense_channels_last(x: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
     """PyTorch's convolution with a channels-last output. A one-channel input is the same memory in either layout:
     given channels-last strides (and weight) the convolution writes channels-last itself, instead of an NCHW
@@ -62,21 +71,23 @@ class SparseConv2dFunction(torch.autograd.Function):
         if flat is not None:   # a compact layer's (nnz,) values at the flat positions `flat` of the mask
             wm = torch.zeros(mask.numel(), dtype=weight.dtype).index_put_((flat,), weight.detach()).view(mask.shape)
         else:
-            wm = weight.detach() * mask
+            wm = _masked(weight.detach(), mask)
         b, c, h, w = x.shape
         n_o, _, kh, kw = wm.shape
         oh, ow = h - kh + 1, w - kw + 1
         xkey = SF.density_bucket(x.reshape(b, -1)) if mode != "dense" else -1
+        winners = _kwta_winners(x) if mode != "dense" else None
         x = x.contiguous()
         cands = {}
+        wt = None
         if mode != "sparse":
             cands["dense"] = lambda: _dense_channels_last(x, wm, bias)
         if mode != "dense":
             xn = x.detach().numpy()
             bn = np.zeros(n_o, np.float32) if bias is None else bias.detach().numpy()
+            wt = np.ascontiguousarray(wm.numpy().transpose(1, 2, 3, 0))   # (C, KH, KW, O), kept for backward
 
             def active(par):
-                wt = np.ascontiguousarray(wm.numpy().transpose(1, 2, 3, 0))
                 out = np.empty((b, oh, ow, n_o), np.float32)
                 CT.conv_fwd_active.pick(par)(xn, wt, bn, out)
                 return torch.from_numpy(out).permute(0, 3, 1, 2)
@@ -86,6 +97,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         ctx.save_for_backward(x, mask)
         ctx.flat = flat
         ctx.wm, ctx.mode, ctx.xkey, ctx.has_bias = wm, mode, xkey, bias is not None
+        ctx.wt, ctx.winners = wt, winners
         return y
 
     @staticmethod
@@ -99,7 +111,9 @@ class SparseConv2dFunction(torch.autograd.Function):
         def gy_cl() -> np.ndarray:          # made by each candidate that needs it, so timings charge it fairly
             return _channels_last(gy)
         gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
+        if ctx.winners is not None and ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            gx, gw = _winner_grads(ctx, gy, x, mask, shapes)
+        elif ctx.needs_input_grad[0]:
             cands = {}
             if mode != "sparse":
                 cands["dense"] = lambda: _conv_backward(gy, x, wm, (True, False, False))[0]
@@ -114,10 +128,10 @@ class SparseConv2dFunction(torch.autograd.Function):
                     return torch.from_numpy(out)
                 cands["gemm"] = gemm
             gx = SF._pick(("conv_gx",) + shapes + (mode,), cands)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and gw is None:
             cands = {}
             if mode != "sparse":
-                cands["dense"] = lambda: _conv_backward(gy, x, wm, (False, True, False))[1].mul_(mask)
+                cands["dense"] = lambda: _masked(_conv_backward(gy, x, wm, (False, True, False))[1], mask)
             if mode != "dense":
                 xn = x.detach().numpy()
 
@@ -125,8 +139,7 @@ class SparseConv2dFunction(torch.autograd.Function):
                     n_o, c, kh, kw = wm.shape
                     gwt = np.empty((c, kh, kw, n_o), np.float32)
                     CT.conv_gw_active.pick(par)(xn, gy_cl(), gwt)
-                    gw = torch.empty(tuple(wm.shape), dtype=wm.dtype)   # masked and made contiguous in one pass
-                    return torch.mul(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask, out=gw)
+                    return _masked(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask)
                 for par in SF._parallel_options():
                     cands[f"active/{int(par)}"] = lambda par=par: active(par)
 
@@ -136,15 +149,77 @@ class SparseConv2dFunction(torch.autograd.Function):
                     cols = np.empty((g.shape[0] * g.shape[1] * g.shape[2], c * kh * kw), np.float32)
                     CT.im2col_rows.pick(SF._parallel_default())(xn, kh, kw, cols)
                     gw = torch.from_numpy(g.reshape(-1, n_o)).t() @ torch.from_numpy(cols)
-                    return gw.view(tuple(wm.shape)).mul_(mask)
+                    return _masked(gw.view(tuple(wm.shape)), mask)
                 cands["im2col"] = im2col
             gw = SF._pick(("conv_gw",) + shapes + (ctx.xkey, mode), cands)
-            if ctx.flat is not None:
-                gw = gw.reshape(-1)[ctx.flat]
+        if gw is not None and ctx.flat is not None:
+            gw = gw.reshape(-1)[ctx.flat]
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gy.reshape(gy.shape[0], gy.shape[1], -1).sum(2).sum(0)   # inner dim first: 3x faster than
             # gy.sum((0, 2, 3)) on (64, 32, 24, 24) (that reduction is strided in PyTorch)
         return gx, gw, gb, None, None, None
+
+
+def _kwta_winners(x: Tensor) -> np.ndarray | None:
+    """The winners' flat indices (B, k) into each sample's (C, H, W) when x is, unchanged, the output of a k-WTA
+    (KWinners2d on the selection kernel, whose backward passes gradient to its winners only); else None.
+
+    Then the input gradient this convolution returns is consumed only at those winners (x's sole gradient consumer
+    is that k-WTA's backward, which zeroes the rest), so it is computed there alone: the gradients of every
+    parameter and of the k-WTA's input equal PyTorch's. Not taken when x carries a tensor hook (which would see
+    the gradient at the losers too) or was written in place since the k-WTA made it."""
+    from frugalnet.nn.kwinners_functional import KWTAFunction
+
+    try:
+        node = x.grad_fn
+    except RuntimeError:    # a view written in place: autograd refuses it (and so will the convolution)
+        return None
+    cls = getattr(KWTAFunction, "_backward_cls", None)
+    if cls is None or not isinstance(node, cls) or x._version != 0 or x._backward_hooks:
+        return None
+    aidx, n, shape = getattr(node, "aidx", None), getattr(node, "n", None), getattr(node, "shape", None)
+    b, c, h, w = x.shape
+    if (not isinstance(aidx, np.ndarray) or aidx.dtype != np.int32 or aidx.ndim != 2 or aidx.shape[0] != b
+            or n != c * h * w or tuple(shape or ()) != tuple(x.shape) or not x.is_contiguous()):
+        return None
+    return aidx
+
+
+def _winner_grads(ctx, gy: Tensor, x: Tensor, mask: Tensor, shapes: tuple) -> tuple[Tensor, Tensor]:
+    """(gx at the k-WTA winners and 0 elsewhere, masked weight gradient) of a convolution whose input came from a
+    k-WTA: one fused kernel pass over the input's nonzeros (kernels.kwta_conv), against PyTorch's backward of both,
+    chosen by timing."""
+    from frugalnet.kernels import conv_train as CT, kwta_conv as KC
+
+    wm, mode = ctx.wm, ctx.mode
+    cands = {}
+    if mode != "sparse":
+        def dense():
+            gx, gw, _ = _conv_backward(gy, x, wm, (True, True, False))
+            return gx, _masked(gw, mask)
+        cands["dense"] = dense
+    if mode != "dense":
+        xn, wt, aidx = x.detach().numpy(), ctx.wt, ctx.winners
+
+        def fused(par):
+            n_o, c, kh, kw = wm.shape
+            g = _channels_last(gy)
+            gwt = np.empty((c, kh, kw, n_o), np.float32)
+            gx = np.empty(tuple(x.shape), np.float32)
+            KC.conv_grads_active.pick(par)(xn, g, wt, gwt, gx)
+            KC.conv_gx_at_zero_winners.serial(xn, aidx, g, wt, gx)
+            return torch.from_numpy(gx), _masked(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask)
+        def split(par):   # PyTorch's input gradient (all positions), the active weight-gradient kernel
+            n_o, c, kh, kw = wm.shape
+            gwt = np.empty((c, kh, kw, n_o), np.float32)
+            CT.conv_gw_active.pick(par)(xn, _channels_last(gy), gwt)
+            return (_conv_backward(gy, x, wm, (True, False, False))[0],
+                    _masked(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask))
+        for par in SF._parallel_options():
+            cands[f"fused/{int(par)}"] = lambda par=par: fused(par)
+            if mode != "sparse":
+                cands[f"split/{int(par)}"] = lambda par=par: split(par)
+    return SF._pick(("conv_grads_winners",) + shapes + (ctx.xkey, mode), cands)
 
 
 def kernel_applies(module, x: Tensor) -> bool:
