@@ -87,11 +87,12 @@ class TopKFlat(nn.Module):
         return (flat * torch.zeros_like(flat).scatter_(1, idx, 1.0)).view_as(x)
 
 
-def compact(model: nn.Module) -> nn.Module:
-    """The model with every SparseLinear in compact storage (only the mask's values are trained)."""
+def compact(model: nn.Module, convs: bool = False) -> nn.Module:
+    """The model with every SparseLinear (and SparseConv2d with `convs`) in compact storage (only the mask's
+    values are trained)."""
     from frugalnet.nn.sparse_compact import compact_layers_
 
-    compact_layers_(model)
+    compact_layers_(model, convs=convs)
     return model
 
 
@@ -206,9 +207,9 @@ def demo_steps(rounds: int, warmup: int) -> None:
     ys = [bundle.train.y[i * 64:(i + 1) * 64] for i in range(16)]
 
     def make(kind):
-        model = build_model(kind.removesuffix("-compact"), bundle, cfg, seed=0)
-        if kind.endswith("-compact"):
-            compact(model)
+        model = build_model(kind.split("-")[0], bundle, cfg, seed=0)
+        if "-compact" in kind:
+            compact(model, convs=kind.endswith("-all"))
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         count = [0]
 
@@ -220,7 +221,8 @@ def demo_steps(rounds: int, warmup: int) -> None:
             opt.step()
         return step
     steps = {"dense CNN-2 (demo)": make("dense"), "sparse CNN-2 (demo recipe)": make("sparse"),
-             "sparse CNN-2 (demo), compact fc1": make("sparse-compact")}
+             "sparse CNN-2 (demo), compact fc1": make("sparse-compact"),
+             "sparse CNN-2 (demo), compact all": make("sparse-compact-all")}
     for fn in steps.values():
         for _ in range(max(warmup, len(xs))):
             fn()
@@ -290,6 +292,7 @@ def main() -> None:
                        dense_cnn2().to(memory_format=cl), x.contiguous(memory_format=cl), y),
                    "sparse CNN-2": make_step(sparse_cnn2(), x, y),
                    "sparse CNN-2, compact fc1": make_step(compact(sparse_cnn2()), x, y),
+                   "sparse CNN-2, compact fc1 and convs": make_step(compact(sparse_cnn2(), convs=True), x, y),
                    "sparse CNN-2, top-k k-WTA (sparse layers' share)": make_step(cnn_sparse_topk(), x, y)}
         if not args.no_compile:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))
