@@ -7,9 +7,12 @@ Per product (y = conv(x, W * mask) + b; gx and gW its gradients):
   gW       dense (PyTorch's weight gradient x mask) | active/0|1 (x's nonzeros times gy's channel vectors)
            | im2col (gy^T @ patches, one GEMM: CNN-2's one-channel conv1, where PyTorch's own is slow)
   gx       dense (PyTorch's input gradient)        | gemm (gy x W as one matrix product, then a numba fold)
+  gx + gW  when x is, unchanged, a KWinners2d output (CNN-2's conv2): fused/0|1 (kernels.kwta_conv: gx at the
+           winners only, in the same pass as gW) | split/0|1 (PyTorch's gx, active gW) | dense (PyTorch's both).
+           Only the winners carry gradient back through the k-WTA, so gx elsewhere is never read.
 
-Outputs are channels-last tensors on every path (the kernels' a permuted view, no copy; the dense path's one copy,
-included in its timing): PyTorch's CPU max-pool is several times faster on them (max_pool2d of (64, 32, 24, 24),
+The dense paths run oneDNN with every operand channels-last (mixed layouts cost it a reorder). Outputs are
+channels-last tensors on every path (the kernels' a permuted view, no copy): PyTorch's CPU max-pool is several times faster on them (max_pool2d of (64, 32, 24, 24),
 2 threads, one interleaved run on the loaded machine: 14.7 ms NCHW, 3.0 ms channels-last), batch norm keeps the
 layout, and the gradients then come back channels-last, which the kernels read without a copy (that layout gain is
 not sparsity's: benchmarks/train_step.py shows a channels-last dense CNN-2 beside it). The weight gradient is
@@ -29,15 +32,14 @@ from torch.autograd.function import once_differentiable
 from frugalnet.nn import sparse_functional as SF
 
 
-def _conv_backward(gy: Tensor, x: Tensor, w: Tensor, which: tuple[bool, bool, bool]):
+def _conv_backward(gy: Tensor, ops: "_Operands", which: tuple[bool, bool, bool]):
     """PyTorch's convolution backward with every operand channels-last (gx then comes back channels-last): oneDNN
     reorders mixed layouts first (CNN-2's conv2, batch 64, 20% nonzero input, one thread, CPU time, loaded
     machine: both gradients 9.4 ms all channels-last against 10.4 ms for a channels-last gy with NCHW x and
     weight; the input gradient alone 5.1 against 6.2 ms)."""
     cl = torch.channels_last
-    return torch.ops.aten.convolution_backward(gy.contiguous(memory_format=cl), x.contiguous(memory_format=cl),
-                                               w.contiguous(memory_format=cl), None, [1, 1], [0, 0], [1, 1],
-                                               False, [0, 0], 1, list(which))
+    return torch.ops.aten.convolution_backward(gy.contiguous(memory_format=cl), ops.x_cl(), ops.wm_cl(), None,
+                                               [1, 1], [0, 0], [1, 1], False, [0, 0], 1, list(which))
 
 
 def _channels_last(gy: Tensor) -> np.ndarray:
@@ -54,7 +56,7 @@ def _masked(t: Tensor, mask: Tensor) -> Tensor:
 _ZERO = torch.zeros((), dtype=torch.float32)
 
 
-def _dense_channels_last(x: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
+def _dense_channels_last(x: Tensor, wm: Tensor, bias: Tensor | None, ops: "_Operands | None" = None) -> Tensor:
     """PyTorch's convolution with a channels-last output. A one-channel input is the same memory in either layout:
     given channels-last strides (and weight) the convolution writes channels-last itself, instead of an NCHW
     output and a copy (CNN-2's conv1, batch 64, CPU time, 2 threads: 0.85 ms against 1.67 ms)."""
@@ -63,8 +65,36 @@ def _dense_channels_last(x: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
         _, _, h, w = x.shape
         return F.conv2d(x.as_strided(tuple(x.shape), (h * w, 1, w, 1)), wm.contiguous(memory_format=cl),
                         bias).contiguous(memory_format=cl)
-    return F.conv2d(x.contiguous(memory_format=cl), wm.contiguous(memory_format=cl),   # oneDNN's native layout:
-                    bias).contiguous(memory_format=cl)   # its output is channels-last already (no copy)
+    ops = ops or _Operands(x, wm)
+    return F.conv2d(ops.x_cl(), ops.wm_cl(), bias).contiguous(memory_format=cl)   # oneDNN's native layout: its
+    # output is channels-last already (no copy)
+
+
+class _Operands:
+    """The other layouts of one call's x and masked weight that its candidate paths use, each made on first use
+    and kept for the backward: the kernels' transposed weight (C, KH, KW, O), and channels-last copies of x and
+    the weight for oneDNN (made once per step instead of once in the forward and again in the backward)."""
+
+    def __init__(self, x: Tensor, wm: Tensor) -> None:
+        self.x, self.wm = x, wm
+        self._wt: np.ndarray | None = None
+        self._x_cl: Tensor | None = None
+        self._wm_cl: Tensor | None = None
+
+    def wt(self) -> np.ndarray:
+        if self._wt is None:
+            self._wt = np.ascontiguousarray(self.wm.numpy().transpose(1, 2, 3, 0))
+        return self._wt
+
+    def x_cl(self) -> Tensor:
+        if self._x_cl is None:
+            self._x_cl = self.x.detach().contiguous(memory_format=torch.channels_last)
+        return self._x_cl
+
+    def wm_cl(self) -> Tensor:
+        if self._wm_cl is None:
+            self._wm_cl = self.wm.contiguous(memory_format=torch.channels_last)
+        return self._wm_cl
 
 
 class SparseConv2dFunction(torch.autograd.Function):
@@ -85,18 +115,17 @@ class SparseConv2dFunction(torch.autograd.Function):
         xkey = SF.density_bucket(x.reshape(b, -1)) if mode != "dense" else -1
         winners = _kwta_winners(x) if mode != "dense" else None
         x = x.contiguous()
+        ops = _Operands(x, wm)
         cands = {}
-        wt = None
         if mode != "sparse":
-            cands["dense"] = lambda: _dense_channels_last(x, wm, bias)
+            cands["dense"] = lambda: _dense_channels_last(x, wm, bias, ops)
         if mode != "dense":
             xn = x.detach().numpy()
             bn = np.zeros(n_o, np.float32) if bias is None else bias.detach().numpy()
-            wt = np.ascontiguousarray(wm.numpy().transpose(1, 2, 3, 0))   # (C, KH, KW, O), kept for backward
 
             def active(par):
                 out = np.empty((b, oh, ow, n_o), np.float32)
-                CT.conv_fwd_active.pick(par)(xn, wt, bn, out)
+                CT.conv_fwd_active.pick(par)(xn, ops.wt(), bn, out)
                 return torch.from_numpy(out).permute(0, 3, 1, 2)
             for par in SF._parallel_options():
                 cands[f"active/{int(par)}"] = lambda par=par: active(par)
@@ -104,7 +133,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         ctx.save_for_backward(x, mask)
         ctx.flat = flat
         ctx.wm, ctx.mode, ctx.xkey, ctx.has_bias = wm, mode, xkey, bias is not None
-        ctx.wt, ctx.winners = wt, winners
+        ctx.ops, ctx.winners = ops, winners
         return y
 
     @staticmethod
@@ -123,7 +152,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         elif ctx.needs_input_grad[0]:
             cands = {}
             if mode != "sparse":
-                cands["dense"] = lambda: _conv_backward(gy, x, wm, (True, False, False))[0]
+                cands["dense"] = lambda: _conv_backward(gy, ctx.ops, (True, False, False))[0]
             if mode != "dense":
                 def gemm():
                     n_o, c, kh, kw = wm.shape
@@ -138,7 +167,7 @@ class SparseConv2dFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1] and gw is None:
             cands = {}
             if mode != "sparse":
-                cands["dense"] = lambda: _masked(_conv_backward(gy, x, wm, (False, True, False))[1], mask)
+                cands["dense"] = lambda: _masked(_conv_backward(gy, ctx.ops, (False, True, False))[1], mask)
             if mode != "dense":
                 xn = x.detach().numpy()
 
@@ -194,33 +223,36 @@ def _kwta_winners(x: Tensor) -> np.ndarray | None:
 
 def _winner_grads(ctx, gy: Tensor, x: Tensor, mask: Tensor, shapes: tuple) -> tuple[Tensor, Tensor]:
     """(gx at the k-WTA winners and 0 elsewhere, masked weight gradient) of a convolution whose input came from a
-    k-WTA: one fused kernel pass over the input's nonzeros (kernels.kwta_conv), against PyTorch's backward of both,
-    chosen by timing."""
+    k-WTA: one fused kernel pass over the input's nonzeros (kernels.kwta_conv), against PyTorch's input gradient
+    with the active weight-gradient kernel, and PyTorch's backward of both, chosen by timing. Measured (conv2 of
+    CNN-2, batch 64, one thread, CPU time, loaded machine): at 9.5% nonzero input fused 5.3 ms against 3.0 + 2.5
+    split; at 20% 8.8 against 5.4 + 2.7: oneDNN's dense input gradient runs near peak, so the winners-only one
+    pays only at low density."""
     from frugalnet.kernels import conv_train as CT, kwta_conv as KC
 
     wm, mode = ctx.wm, ctx.mode
     cands = {}
     if mode != "sparse":
         def dense():
-            gx, gw, _ = _conv_backward(gy, x, wm, (True, True, False))
+            gx, gw, _ = _conv_backward(gy, ctx.ops, (True, True, False))
             return gx, _masked(gw, mask)
         cands["dense"] = dense
     if mode != "dense":
-        xn, wt, aidx = x.detach().numpy(), ctx.wt, ctx.winners
+        xn, aidx = x.detach().numpy(), ctx.winners
 
         def fused(par):
             n_o, c, kh, kw = wm.shape
             g = _channels_last(gy)
             gwt = np.empty((c, kh, kw, n_o), np.float32)
             gx = np.empty(tuple(x.shape), np.float32)
-            KC.conv_grads_active.pick(par)(xn, g, wt, gwt, gx)
-            KC.conv_gx_at_zero_winners.serial(xn, aidx, g, wt, gx)
+            KC.conv_grads_active.pick(par)(xn, g, ctx.ops.wt(), gwt, gx)
+            KC.conv_gx_at_zero_winners.serial(xn, aidx, g, ctx.ops.wt(), gx)
             return torch.from_numpy(gx), _masked(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask)
         def split(par):   # PyTorch's input gradient (all positions), the active weight-gradient kernel
             n_o, c, kh, kw = wm.shape
             gwt = np.empty((c, kh, kw, n_o), np.float32)
             CT.conv_gw_active.pick(par)(xn, _channels_last(gy), gwt)
-            return (_conv_backward(gy, x, wm, (True, False, False))[0],
+            return (_conv_backward(gy, ctx.ops, (True, False, False))[0],
                     _masked(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask))
         for par in SF._parallel_options():
             cands[f"fused/{int(par)}"] = lambda par=par: fused(par)
