@@ -172,6 +172,9 @@ def test_hooked_or_modified_kwta_output_takes_the_full_input_gradient(monkeypatc
     hooked = act(x)
     hooked.register_hook(lambda g: g)
     assert _kwta_winners(hooked) is None
+    retained = act(x)
+    retained.retain_grad()
+    assert _kwta_winners(retained) is None
     written = act(x)
     with torch.no_grad():
         written.mul_(2)

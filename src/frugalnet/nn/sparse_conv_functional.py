@@ -202,8 +202,9 @@ def _kwta_winners(x: Tensor) -> np.ndarray | None:
 
     Then the input gradient this convolution returns is consumed only at those winners (x's sole gradient consumer
     is that k-WTA's backward, which zeroes the rest), so it is computed there alone: the gradients of every
-    parameter and of the k-WTA's input equal PyTorch's. Not taken when x carries a tensor hook (which would see
-    the gradient at the losers too) or was written in place since the k-WTA made it."""
+    parameter and of the k-WTA's input equal PyTorch's. Not taken when x carries a tensor hook or retains its
+    gradient (either would see the gradient at the losers too) or was written in place since the k-WTA made it.
+    (torch.autograd.grad asked for x itself would still get the losers' entries as 0.)"""
     from frugalnet.nn.kwinners_functional import KWTAFunction
 
     try:
@@ -211,7 +212,7 @@ def _kwta_winners(x: Tensor) -> np.ndarray | None:
     except RuntimeError:    # a view written in place: autograd refuses it (and so will the convolution)
         return None
     cls = getattr(KWTAFunction, "_backward_cls", None)
-    if cls is None or not isinstance(node, cls) or x._version != 0 or x._backward_hooks:
+    if cls is None or not isinstance(node, cls) or x._version != 0 or x._backward_hooks or x.retains_grad:
         return None
     aidx, n, shape = getattr(node, "aidx", None), getattr(node, "n", None), getattr(node, "shape", None)
     b, c, h, w = x.shape
