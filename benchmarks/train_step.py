@@ -34,6 +34,17 @@ range in brackets; the machine is shared, so each figure carries the load averag
   Under heavier load (3-6.5) the same ratios moved by up to 15% either way between runs (MLP compact 2.81x-3.31x,
     CNN-2 compact fc1 1.24x-1.45x, demo compact 1.07x): dense GEMMs and the sparse kernels suffer from
     contention differently, and the timed kernel choices (3 repeats each) vary.
+  CNN-2 after the winners-only conv2 backward (nn.sparse_conv_functional: conv2's input gradient only at
+    KWinners2d's winners, fused with its weight gradient; oneDNN paths all channels-last; masks by torch.where),
+    --only cnn --rounds 9, 2026-12-05 07:12 UTC, load 1.4-1.6 (another helper's job on the second core): dense
+    CNN-2 42.5 ms; channels_last 1.33x (1.30-1.36); sparse 1.47x (1.38-1.54); compact fc1 1.58x (1.44-1.60);
+    compact fc1 and convs 1.55x (1.54-1.63); conv2 alone 1.27x. Chosen for conv2's backward: fused/0 4.97 ms
+    against split (PyTorch's gx + active gW) 7.63 and PyTorch's both 8.97. One thread, CPU time per module
+    (thread_time around each module's forward and backward, load 2.1): the sparse step's k-WTA layers cost 3.7 ms
+    where ReLU costs 0.6, and SparseLinear fc1 (12.5% input, 70% sparse weights) costs what dense fc1 does, so
+    the sparse model's gain is conv2's.
+    --only demo (k-WTA 20% on: conv2's input is too dense for the kernels, all of conv2 runs on oneDNN), load 2.7,
+    --rounds 11: CPU per step dense 36.8 ms, sparse compact fc1 36.6 ms (1.01x), compact all 37.1 ms (0.99x).
   Before compact storage, on a quiet machine (load 0.1), --only mlp --rounds 9: sparse KWinners 2.65x; that
     run's chosen kernels summed to 11.8 ms of a 36.8 ms step (the rest: dense-gradient writes, value gathers,
     transposes, the optimizer over full tensors, k-WTA); compact storage removes the first, second and fourth of
