@@ -12,9 +12,9 @@ Per product (y = conv(x, W * mask) + b; gx and gW its gradients):
            Only the winners carry gradient back through the k-WTA, so gx elsewhere is never read.
 
 The dense paths run oneDNN with every operand channels-last (mixed layouts cost it a reorder). Outputs are
-channels-last tensors on every path (the kernels' a permuted view, no copy): PyTorch's CPU max-pool is several times faster on them (max_pool2d of (64, 32, 24, 24),
-2 threads, one interleaved run on the loaded machine: 14.7 ms NCHW, 3.0 ms channels-last), batch norm keeps the
-layout, and the gradients then come back channels-last, which the kernels read without a copy (that layout gain is
+channels-last tensors on every path (the kernels' a permuted view, no copy): PyTorch's CPU max-pool is several
+times faster on them (max_pool2d of (64, 32, 24, 24), 2 threads, one interleaved run on the loaded machine:
+14.7 ms NCHW, 3.0 ms channels-last), batch norm keeps the layout, and the gradients then come back channels-last, which the kernels read without a copy (that layout gain is
 not sparsity's: benchmarks/train_step.py shows a channels-last dense CNN-2 beside it). The weight gradient is
 exactly zero outside the mask on every path, and results equal PyTorch's masked-dense ones to float rounding
 (summation order differs; zero inputs are skipped, so an inf/NaN in gy does not reach the weight gradient through
