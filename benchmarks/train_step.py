@@ -43,6 +43,11 @@ range in brackets; the machine is shared, so each figure carries the load averag
     (thread_time around each module's forward and backward, load 2.1): the sparse step's k-WTA layers cost 3.7 ms
     where ReLU costs 0.6, and SparseLinear fc1 (12.5% input, 70% sparse weights) costs what dense fc1 does, so
     the sparse model's gain is conv2's.
+    Same command at 07:38, load 2.5: compact fc1 1.40x (1.36-1.44), compact fc1 and convs 1.45x, channels_last
+    1.36x; at 07:42, load 1.2-1.3 while the paths were timed (dense CNN-2 still 42.7 ms, so not quiet while
+    stepping): compact fc1 1.35x (1.19-1.37), channels_last 1.32x; there conv2's backward fused/1 2.95 ms against
+    split/1 4.09 and PyTorch's both 4.80, and conv2's forward active/1 2.18 against oneDNN channels-last 2.17:
+    near quiet, oneDNN on channels-last operands matches the scatter kernel at 9.5% input density.
     --only demo (k-WTA 20% on: conv2's input is too dense for the kernels, all of conv2 runs on oneDNN), load 2.7,
     --rounds 11: CPU per step dense 36.8 ms, sparse compact fc1 36.6 ms (1.01x), compact all 37.1 ms (0.99x).
   Before compact storage, on a quiet machine (load 0.1), --only mlp --rounds 9: sparse KWinners 2.65x; that
