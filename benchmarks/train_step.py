@@ -34,6 +34,22 @@ range in brackets; the machine is shared, so each figure carries the load averag
   Under heavier load (3-6.5) the same ratios moved by up to 15% either way between runs (MLP compact 2.81x-3.31x,
     CNN-2 compact fc1 1.24x-1.45x, demo compact 1.07x): dense GEMMs and the sparse kernels suffer from
     contention differently, and the timed kernel choices (3 repeats each) vary.
+  CNN-2 after the winners-only conv2 backward (nn.sparse_conv_functional: conv2's input gradient only at
+    KWinners2d's winners, fused with its weight gradient; oneDNN paths all channels-last; masks by torch.where),
+    --only cnn --rounds 9, 2026-12-05 07:12 UTC, load 1.4-1.6 (another helper's job on the second core): dense
+    CNN-2 42.5 ms; channels_last 1.33x (1.30-1.36); sparse 1.47x (1.38-1.54); compact fc1 1.58x (1.44-1.60);
+    compact fc1 and convs 1.55x (1.54-1.63); conv2 alone 1.27x. Chosen for conv2's backward: fused/0 4.97 ms
+    against split (PyTorch's gx + active gW) 7.63 and PyTorch's both 8.97. One thread, CPU time per module
+    (thread_time around each module's forward and backward, load 2.1): the sparse step's k-WTA layers cost 3.7 ms
+    where ReLU costs 0.6, and SparseLinear fc1 (12.5% input, 70% sparse weights) costs what dense fc1 does, so
+    the sparse model's gain is conv2's.
+    Same command at 07:38, load 2.5: compact fc1 1.40x (1.36-1.44), compact fc1 and convs 1.45x, channels_last
+    1.36x; at 07:42, load 1.2-1.3 while the paths were timed (dense CNN-2 still 42.7 ms, so not quiet while
+    stepping): compact fc1 1.35x (1.19-1.37), channels_last 1.32x; there conv2's backward fused/1 2.95 ms against
+    split/1 4.09 and PyTorch's both 4.80, and conv2's forward active/1 2.18 against oneDNN channels-last 2.17:
+    near quiet, oneDNN on channels-last operands matches the scatter kernel at 9.5% input density.
+    --only demo (k-WTA 20% on: conv2's input is too dense for the kernels, all of conv2 runs on oneDNN), load 2.7,
+    --rounds 11: CPU per step dense 36.8 ms, sparse compact fc1 36.6 ms (1.01x), compact all 37.1 ms (0.99x).
   Before compact storage, on a quiet machine (load 0.1), --only mlp --rounds 9: sparse KWinners 2.65x; that
     run's chosen kernels summed to 11.8 ms of a 36.8 ms step (the rest: dense-gradient writes, value gathers,
     transposes, the optimizer over full tensors, k-WTA); compact storage removes the first, second and fourth of
@@ -87,11 +103,12 @@ class TopKFlat(nn.Module):
         return (flat * torch.zeros_like(flat).scatter_(1, idx, 1.0)).view_as(x)
 
 
-def compact(model: nn.Module) -> nn.Module:
-    """The model with every SparseLinear in compact storage (only the mask's values are trained)."""
+def compact(model: nn.Module, convs: bool = False) -> nn.Module:
+    """The model with every SparseLinear (and SparseConv2d with `convs`) in compact storage (only the mask's
+    values are trained)."""
     from frugalnet.nn.sparse_compact import compact_layers_
 
-    compact_layers_(model)
+    compact_layers_(model, convs=convs)
     return model
 
 
@@ -206,9 +223,9 @@ def demo_steps(rounds: int, warmup: int) -> None:
     ys = [bundle.train.y[i * 64:(i + 1) * 64] for i in range(16)]
 
     def make(kind):
-        model = build_model(kind.removesuffix("-compact"), bundle, cfg, seed=0)
-        if kind.endswith("-compact"):
-            compact(model)
+        model = build_model(kind.split("-")[0], bundle, cfg, seed=0)
+        if "-compact" in kind:
+            compact(model, convs=kind.endswith("-all"))
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         count = [0]
 
@@ -220,7 +237,8 @@ def demo_steps(rounds: int, warmup: int) -> None:
             opt.step()
         return step
     steps = {"dense CNN-2 (demo)": make("dense"), "sparse CNN-2 (demo recipe)": make("sparse"),
-             "sparse CNN-2 (demo), compact fc1": make("sparse-compact")}
+             "sparse CNN-2 (demo), compact fc1": make("sparse-compact"),
+             "sparse CNN-2 (demo), compact all": make("sparse-compact-all")}
     for fn in steps.values():
         for _ in range(max(warmup, len(xs))):
             fn()
@@ -290,6 +308,7 @@ def main() -> None:
                        dense_cnn2().to(memory_format=cl), x.contiguous(memory_format=cl), y),
                    "sparse CNN-2": make_step(sparse_cnn2(), x, y),
                    "sparse CNN-2, compact fc1": make_step(compact(sparse_cnn2()), x, y),
+                   "sparse CNN-2, compact fc1 and convs": make_step(compact(sparse_cnn2(), convs=True), x, y),
                    "sparse CNN-2, top-k k-WTA (sparse layers' share)": make_step(cnn_sparse_topk(), x, y)}
         if not args.no_compile:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))

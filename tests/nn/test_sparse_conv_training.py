@@ -94,3 +94,89 @@ def test_dense_path_output_is_channels_last_and_exact_for_one_channel():
     y = _dense_channels_last(x, w, b)
     assert y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, F.conv2d(x, w, b))
+
+
+@pytest.mark.parametrize("density", [0.2, 1.0, 0.0])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_fused_winner_grads_kernel_equals_torch(density, parallel):
+    from frugalnet.kernels import kwta_conv as KC
+
+    gen = torch.Generator().manual_seed(2)
+    b, c, h, w, o, k = 3, 4, 9, 8, 5, 3
+    x = torch.randn(b, c, h, w, generator=gen) * (torch.rand(b, c, h, w, generator=gen) < density)
+    wt = torch.randn(o, c, k, k, generator=gen)
+    gy = torch.randn(b, o, h - k + 1, w - k + 1, generator=gen)
+    gx_ref, gw_ref, _ = torch.ops.aten.convolution_backward(gy, x, wt, None, [1, 1], [0, 0], [1, 1], False,
+                                                            [0, 0], 1, [True, True, False])
+    gycl = gy.permute(0, 2, 3, 1).contiguous().numpy()
+    wtn = np.ascontiguousarray(wt.numpy().transpose(1, 2, 3, 0))
+    gwt = np.full((c, k, k, o), np.nan, np.float32)
+    gx = np.full(x.shape, np.nan, np.float32)
+    KC.conv_grads_active.pick(parallel)(x.numpy(), gycl, wtn, gwt, gx)
+    np.testing.assert_allclose(gwt.transpose(3, 0, 1, 2), gw_ref.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gx, (gx_ref * (x != 0)).numpy(), rtol=1e-4, atol=1e-4)
+    # every place listed as a winner gets its gradient, zero-valued ones included
+    aidx = np.stack([np.arange(0, c * h * w, 3, dtype=np.int32)] * b)
+    KC.conv_gx_at_zero_winners.pick(parallel)(x.numpy(), aidx, gycl, wtn, gx)
+    listed = np.zeros(x.shape, bool).reshape(b, -1)
+    listed[:, aidx[0]] = True
+    want = (gx_ref * torch.from_numpy(listed.reshape(x.shape) | (x != 0).numpy())).numpy()
+    np.testing.assert_allclose(gx, want, rtol=1e-4, atol=1e-4)
+
+
+def _kwta_conv_pair(mode: str, seed: int = 0):
+    from frugalnet.nn import KWinners2d
+
+    torch.manual_seed(seed)
+    act = KWinners2d(8, 0.2, boost_strength=1.5)
+    conv = SparseConv2d(8, 16, 5, 0.5, seed=seed)
+    conv.kernel_mode = mode
+    return act, conv
+
+
+@pytest.mark.parametrize("zeros", [False, True])
+def test_conv_after_kwinners2d_grads_equal_masked_dense(zeros, monkeypatch):
+    """KWinners2d -> SparseConv2d: the input gradient computed at the winners only gives the k-WTA's input, the
+    weight and the bias the gradients of PyTorch's masked-dense convolution (zero-valued winners included)."""
+    monkeypatch.setattr(SF, "MIN_KERNEL_WORK", 0)
+    SF.clear_choices()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 8, 12, 12, generator=gen)
+    if zeros:   # most of the input 0: zeros tie for the last winning places and carry gradient
+        x = torch.relu(x) * (torch.rand(x.shape, generator=gen) < 0.15)
+    gy = torch.randn(6, 16, 8, 8, generator=gen)
+    grads = []
+    for mode in ("sparse", "dense"):
+        act, conv = _kwta_conv_pair(mode)
+        xi = x.clone().requires_grad_(True)
+        a = act(xi)
+        conv(a).mul(gy).sum().backward()
+        grads.append((xi.grad, conv.weight.grad, conv.bias.grad))
+    assert any(k[0] == "conv_grads_winners" for k in SF.choices()), "the winners-only backward was not taken"
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    act, conv = _kwta_conv_pair("dense")
+    xr = x.clone().requires_grad_(True)
+    a = act(xr)
+    F.conv2d(a, conv.weight * conv.weight_mask, conv.bias).mul(gy).sum().backward()
+    torch.testing.assert_close(grads[0][0], xr.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_hooked_or_modified_kwta_output_takes_the_full_input_gradient(monkeypatch):
+    from frugalnet.nn.sparse_conv_functional import _kwta_winners
+
+    monkeypatch.setattr(SF, "MIN_KERNEL_WORK", 0)
+    act, _ = _kwta_conv_pair("sparse")
+    x = torch.randn(4, 8, 12, 12, requires_grad=True)   # large enough for the selection kernel
+    assert _kwta_winners(act(x)) is not None
+    hooked = act(x)
+    hooked.register_hook(lambda g: g)
+    assert _kwta_winners(hooked) is None
+    retained = act(x)
+    retained.retain_grad()
+    assert _kwta_winners(retained) is None
+    written = act(x)
+    with torch.no_grad():
+        written.mul_(2)
+    assert _kwta_winners(written) is None
+    assert _kwta_winners(torch.relu(x)) is None

@@ -109,3 +109,24 @@ def test_epoch_meter_sums_checkpointed_epochs():
             {"energy_j": 3.0, "cpu_s": 1.5, "energy_estimated": False, "energy_source": "s"}]
     total = EpochMeter.total(hist)   # epochs done before a resume are in the history, so they count
     assert total["energy_j"] == 5.0 and total["estimated"] and total["epochs_metered"] == 2
+
+
+def test_warm_up_leaves_the_model_alone():
+    import torch
+
+    from frugalnet.data.core import DataBundle, Split
+    from frugalnet.studies.sparse_vs_dense import build_model
+    from frugalnet.studies.sparse_vs_dense_meter import warm_up
+
+    cfg = SparseVsDenseConfig(name="t", hidden=16, channels=(4, 8), batch_size=8)
+    gen = torch.Generator().manual_seed(0)
+    train = Split(torch.rand(12, 1, 28, 28, generator=gen), torch.randint(0, 10, (12,), generator=gen))
+    bundle = DataBundle(name="t", train=train, test=train, num_classes=10, input_shape=(1, 28, 28), mean=0.1,
+                        std=0.3)
+    for kind in ("dense", "sparse"):
+        model = build_model(kind, bundle, cfg, seed=0)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        assert warm_up(model, train, bundle, cfg) >= 0.0
+        after = model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)   # weights, duty cycles, BN statistics
+        assert all(p.grad is None for p in model.parameters())

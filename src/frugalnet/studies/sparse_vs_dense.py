@@ -21,7 +21,7 @@ from torch import nn
 
 from frugalnet.data import add_pixel_noise, load
 from frugalnet.data.core import DataBundle, Split
-from frugalnet.energy import Ledger, Meter, model_cost
+from frugalnet.energy import Ledger, model_cost
 from frugalnet.lowbit.convert import quantize_
 from frugalnet.lowbit.recipes import RECIPES
 from frugalnet.models import dense_cnn2, sparse_cnn2
@@ -31,6 +31,7 @@ from frugalnet.report.document import mean_sd
 from frugalnet.experiment.registry import StudyConfig, register_study
 from frugalnet.experiment.runner import RunContext
 from frugalnet.experiment.training import FitConfig, evaluate, fit, predict
+from frugalnet.studies.sparse_vs_dense_meter import EpochMeter, warm_up
 from frugalnet.studies.sparse_vs_dense_report import print_headline, write_report  # noqa: F401  (re-exported)
 from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 
@@ -182,33 +183,6 @@ def _subset(split: Split, n: int) -> Split:
     return split if n <= 0 or n >= len(split) else split.subset(slice(0, n))
 
 
-class EpochMeter:
-    """Meters each training epoch on its own (a Meter from the start of an epoch to its end, evaluation left out), so
-    the energy lives in the epoch records that `fit` checkpoints: a resumed run still counts the epochs done before
-    the interruption (one Meter around `fit` counted only the time after a resume)."""
-
-    def __init__(self, meter_kwargs: dict) -> None:
-        self.kwargs = meter_kwargs
-        self.meter: Meter | None = None
-
-    def start(self) -> None:
-        self.meter = Meter(**self.kwargs).__enter__()
-
-    def stop(self) -> dict:
-        """{"energy_j", "cpu_s", "energy_estimated", "energy_source"} of the epoch just ended."""
-        assert self.meter is not None, "EpochMeter.stop() before start()"
-        self.meter.__exit__(None, None, None)
-        r, self.meter = self.meter.result, None
-        return {"energy_j": r.energy_j, "cpu_s": r.cpu_s, "energy_estimated": r.estimated, "energy_source": r.source}
-
-    @staticmethod
-    def total(history: list[dict]) -> dict:
-        """Energy of all epochs in a fit history, as a JSON-able summary."""
-        return {"energy_j": sum(h["energy_j"] for h in history), "cpu_s": sum(h["cpu_s"] for h in history),
-                "estimated": any(h["energy_estimated"] for h in history),
-                "source": history[-1]["energy_source"] if history else "", "epochs_metered": len(history)}
-
-
 def train_and_measure(ctx: RunContext, kind: str, seed: int, bundle: DataBundle, train: Split, test: Split) -> dict:
     cfg: SparseVsDenseConfig = ctx.config
     model = build_model(kind, bundle, cfg, seed)
@@ -224,6 +198,9 @@ def train_and_measure(ctx: RunContext, kind: str, seed: int, bundle: DataBundle,
                         lr_gamma=cfg.lr_gamma)
     key = f"{kind}-seed{seed}"
     compact = compact_layers_(model) if kind == "sparse" else []   # train only the masks' values (nn.sparse_compact)
+    rng = torch.get_rng_state()
+    warmup_cpu_s = warm_up(model, train, bundle, cfg) if ctx.device.type == "cpu" else 0.0
+    torch.set_rng_state(rng)      # the warm-up leaves the run's random stream as it found it
     meter.start()
     try:
         trained = fit(model, train, fit_cfg, seed=seed, transform=bundle.normalize,
@@ -244,7 +221,8 @@ def train_and_measure(ctx: RunContext, kind: str, seed: int, bundle: DataBundle,
         "train_seconds": trained["train_seconds"], "history": trained["history"],
         "activation_sparsity": activation_sparsity(model, test.x[:500], bundle.normalize),
         **weight_counts(model),
-        "train_energy": EpochMeter.total(trained["history"]), "cost_per_step": cost.to_dict(),
+        "train_energy": {**EpochMeter.total(trained["history"]), "warmup_cpu_s": warmup_cpu_s},
+        "cost_per_step": cost.to_dict(),
     }
     if ctx.is_main:
         atomic_torch_save(model.state_dict(), ctx.checkpoint_path(f"{key}-final"))
@@ -312,8 +290,13 @@ def _add_energy(ledger: Ledger, base: list[dict], run: list[dict], note: str) ->
     spread = {"low": min(ratios), "high": max(ratios), "spread": f"min-max of {len(ratios)} per-seed ratios",
               "flag": "wide spread" if max(ratios) > 2 * min(ratios) else ""} if len(ratios) > 1 else {}
     source = base[0]["train_energy"].get("source", "")
+    warm = [max((r["train_energy"].get("warmup_cpu_s", 0.0) for r in rs), default=0.0) for rs in (base, run)]
+    warm_note = (f"; not metered: one warm-up step per network before training (kernel loading and per-shape "
+                 f"path choice), at most {warm[0]:.2f} s CPU baseline, {warm[1]:.2f} s this one"
+                 if any(warm) else "")
     ledger.add("metered training energy", energy[0], energy[1], kind="estimated" if estimated else "measured",
-               unit="J", in_product=False, note=f"each training epoch metered ({source}); {note}", **spread)
+               unit="J", in_product=False, note=f"each training epoch metered ({source}); {note}{warm_note}",
+               **spread)
 
 
 def build_ledger(runs: list[dict], engine: dict | None = None) -> Ledger:
