@@ -69,9 +69,20 @@ def replay_grid(names, models, s, a) -> None:
 
     from frugalnet.frames.tracing import replay, trace_episodes
 
-    traces = trace_episodes(names, models, s, range(a.episodes), a.seed, s.max_steps, n_poses=a.episodes)
+    def save(traces: list[dict]) -> None:       # after every episode, for replaying other rules later
+        import numpy as np
+
+        if a.save_traces:                       # written whole, then renamed: a reader never sees half a file
+            tmp = a.save_traces + ".partial.npz"
+            np.savez_compressed(tmp, evidence=np.stack([t["evidence"] for t in traces]),
+                                settled=np.stack([t["settled"] for t in traces]),
+                                true=np.array([t["true"] for t in traces]), names=np.array(list(names)))
+            os.replace(tmp, a.save_traces)
+
+    traces = trace_episodes(names, models, s, range(a.episodes), a.seed, s.max_steps, n_poses=a.episodes,
+                            on_episode=save)
     lm, rows = s.lm, []
-    now = replay(traces, s.max_steps, lm.min_steps, lm.x_percent, lm.min_lead, 0.0, lm.min_lead_steps,
+    now = replay(traces, s.max_steps, lm.min_steps, lm.x_percent, lm.min_lead, lm.lead_per_step, lm.min_lead_steps,
                  lm.symmetry_steps)
     print(f"{a.episodes} traces of {s.max_steps} steps; the preset's rule (min_lead {lm.min_lead}, held "
           f"{lm.min_lead_steps}): {now}")
@@ -115,6 +126,8 @@ def main() -> None:
     p.add_argument("--replay", action="store_true",
                    help="tuning: record evidence traces of the episodes to --max-steps without deciding, then print "
                         "the decision rules of a small grid replayed on them (nothing else is run)")
+    p.add_argument("--save-traces", default="", metavar="PATH.npz",
+                   help="with --replay: also save the traces (evidence, settled, true object) here")
     p.add_argument("--json", default="", help="also write every summary and the per-episode diagnostics here")
     a = p.parse_args()
 

@@ -24,6 +24,7 @@ class LMConfig:
     feature_weight: float = 0.5      # weight of feature agreement (the pose agreement gets 1 - this)
     x_percent: float = 0.2           # lead (fraction of best evidence) over the next object that decides it
     min_lead: float = 0.0            # ... and at least this much evidence ahead (many similar objects need it)
+    lead_per_step: float = 0.0       # ... and at least this much per step taken (a later decision needs a larger lead)
     min_steps: int = 8
     min_lead_steps: int = 2         # steps an object must lead before it can be decided
     symmetry_steps: int = 25         # fallback: decide after leading this long even if poses still differ
@@ -56,8 +57,9 @@ class LMConfig:
                      "vote_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LMConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.min_lead < 0:
-            raise ValueError(f"LMConfig.min_lead must be >= 0, got {self.min_lead}")
+        for name in ("min_lead", "lead_per_step"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"LMConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.x_percent < 1:
             raise ValueError(f"LMConfig.x_percent must be in (0, 1), got {self.x_percent}")
         for name in ("object_quota", "feature_weight", "anchor", "anchor_dir"):
