@@ -40,7 +40,8 @@ Tuning the decision rule cannot reach 95%: on 77 seed-1 traces to 200 steps (pre
 --save-traces) the true object led at 150 steps in 0.896 of episodes and at 200 in 0.883, so longer episodes do not
 help; the best replayed rule (min_lead 8 held 5, cap 150) gave 0.896 against the preset's 0.870.
 Several random_urdfs meshes are near-duplicates at this sampling (symmetric chamfer after ICP from 48 starts, in
-object sizes: urdf083/urdf643 0.024, urdf115/urdf464 0.026, urdf359/urdf910 0.028, urdf000/urdf188 0.029; two samples of one mesh: 0.019-0.024; most confused pairs 0.035-0.05).
+object sizes: urdf083/urdf643 0.024, urdf115/urdf464 0.026, urdf359/urdf910 0.028, urdf000/urdf188 0.029;
+two samples of one mesh: 0.019-0.024; most confused pairs 0.035-0.05).
 """
 from __future__ import annotations
 
