@@ -20,6 +20,11 @@ knobs were chosen on seeds 1 and 2). The meshes preset of the third session (fea
     of them answered right). seed 3: 0.890, median 64 steps, 4.54 CPU s (max 13.47; 74.1 ms per step; load 2.3), 3
     wrong, 22 undecided (14 answered right).
 
+    PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 15 python benchmarks/frames_meshes.py --parts scaling --scaling 10 25 50
+    Scaling (seed 0, 40 episodes each, load 1-1.5): 10 objects 1.000, median 32 steps, 1.73 CPU s; 25: 0.975, 44,
+    2.25 s; 50: 0.925, 60, 3.19 s (previous preset: 1.000, 31, 1.14 s; 1.000, 32, 1.56 s; 0.925, 56, 2.67 s): the
+    wider tolerance seeds more first-step hypotheses (10 objects: 41797 -> 80000, the cap) and costs small sets steps.
+
 With the previous preset (feature_sigma 1.0, plane_tol 0.02; second session, load 3-4):
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 15 python benchmarks/frames_meshes.py --episodes 100 --columns 1 \
