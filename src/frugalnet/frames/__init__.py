@@ -22,6 +22,7 @@ from frugalnet.frames.catalog import (add_mesh, add_mesh_folder, available_objec
 from frugalnet.frames.meshes import read_obj, surface_from_mesh
 from frugalnet.frames.objects3d import DISTINCT, SIMILAR, SurfaceCloud, available_shapes
 from frugalnet.frames.observations import Observation
+from frugalnet.frames.similarity import near_duplicates, shape_distance
 from frugalnet.frames.sensors import CurvatureFollow, RandomWalk, SensorNoise, SurfaceSensor, random_rotations
 from frugalnet.frames.voting import ColumnEnsemble
 
@@ -32,5 +33,5 @@ __all__ = [
     "EvidenceLM", "LMConfig", "ObjectModel", "lm_preset", "add_s", "refine_pose", "DISTINCT", "SIMILAR", "SurfaceCloud",
     "available_shapes", "make_object", "object_set", "add_mesh", "add_mesh_folder", "available_objects", "mesh_set",
     "read_obj", "surface_from_mesh", "Observation", "CurvatureFollow", "RandomWalk", "SensorNoise",
-    "SurfaceSensor", "random_rotations", "ColumnEnsemble",
+    "SurfaceSensor", "random_rotations", "ColumnEnsemble", "near_duplicates", "shape_distance",
 ]

@@ -367,7 +367,7 @@ class EvidenceLM:
         order = np.argsort(ev)[::-1]
         e1 = ev[order[0]]
         e2 = ev[order[1]] if len(ev) > 1 else -np.inf
-        if not e1 - e2 > max(cfg.x_percent * max(abs(e1), 1.0), cfg.min_lead):
+        if not e1 - e2 > max(cfg.x_percent * max(abs(e1), 1.0), cfg.min_lead, cfg.lead_per_step * self.steps):
             self._lead_steps = 0
             return False
         self._lead_steps += 1

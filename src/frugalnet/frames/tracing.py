@@ -7,7 +7,7 @@ episodes as `evaluate.run_episodes` (same poses, sensor start, walk and noise fo
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -19,10 +19,12 @@ from frugalnet.frames.sensors import SurfaceSensor, make_policy
 
 
 def trace_episodes(names: Sequence[str], models: list[ObjectModel], s: Setting, episodes: Sequence[int], seed: int,
-                   steps: int, tag: int = 10, n_poses: int | None = None) -> list[dict]:
+                   steps: int, tag: int = 10, n_poses: int | None = None,
+                   on_episode: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """For each episode index: {"episode", "true", "object", "evidence": (steps, objects) best evidence per object
     (-1e9 where pruned), "settled": (steps,) whether the leader's poses agreed}. `n_poses` (default: max index + 1)
-    must equal the episode count of the run being mirrored, because poses are drawn for all episodes at once."""
+    must equal the episode count of the run being mirrored, because poses are drawn for all episodes at once.
+    `on_episode` is called with the traces so far after each episode (to save them as they come)."""
     if s.policy != "random":
         raise ValueError(f"traces replay only for the 'random' policy (it ignores hypotheses), got {s.policy!r}")
     tests = [make_object(name, s.spacing, seed + 1000) for name in names]
@@ -47,6 +49,8 @@ def trace_episodes(names: Sequence[str], models: list[ObjectModel], s: Setting, 
             sensor.move()
         out.append({"episode": int(e), "true": o, "object": names[o], "evidence": np.stack(evidence),
                     "settled": np.array(settled)})
+        if on_episode is not None:
+            on_episode(out)
     return out
 
 
