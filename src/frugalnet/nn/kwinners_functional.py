@@ -32,31 +32,41 @@ def kernel_eligible(x: Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dense output (R, n), winners' indices (R, k)) of the rows of xn."""
+def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dense output (R, n), winners' indices (R, k), their raw values (R, k)) of the rows of xn."""
     from frugalnet.kernels import kwta as K
 
     aidx = np.empty((xn.shape[0], k), np.int32)
+    aval = np.empty((xn.shape[0], k), np.float32)
     out = np.empty(xn.shape, np.float32)
-    K.kwta_rows_dense.serial(xn, boost, k, aidx, out, 1)
-    return out, aidx
+    K.kwta_rows_train.serial(xn, boost, k, aidx, aval, out, 1)
+    return out, aidx, aval
+
+
+def _output(out: np.ndarray, shape: tuple, aidx: np.ndarray, aval: np.ndarray) -> Tensor:
+    """The output tensor; a 2-D one (rows = samples) carries its winners' lists for the next sparse layer."""
+    from frugalnet.nn.active_lists import tag
+
+    t = torch.from_numpy(out).view(shape)
+    return tag(t, aidx, aval) if len(shape) == 2 else t
 
 
 class KWTAFunction(torch.autograd.Function):
     """out = x at the k winners of each row of n entries of x (any shape, rows in its logical order) by score
-    x * boost (boost (n,) float32 numpy), else 0, shaped and laid out contiguous like x; the winners' indices are
-    appended to `sink` (the duty cycle counts them). The input gradient takes x's memory format: a channels-last
-    max-pool's backward fed an NCHW gradient took 2.9 ms against 0.6 ms fed a channels-last one ((64, 32, 24, 24),
-    CPU time, 2 threads)."""
+    x * boost (boost (n,) float32 numpy), else 0, shaped and laid out contiguous like x; the winners' (indices,
+    values) are appended to `sink` (the duty cycle counts them). For 2-D x the output and the input gradient carry
+    their per-sample active lists (nn.active_lists) for the sparse layers around. The input gradient takes x's
+    memory format: a channels-last max-pool's backward fed an NCHW gradient took 2.9 ms against 0.6 ms fed a
+    channels-last one ((64, 32, 24, 24), CPU time, 2 threads)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, n: int, boost: np.ndarray, k: int, sink: list):
-        out, aidx = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
+        out, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
         ctx.aidx, ctx.n, ctx.shape = aidx, n, tuple(x.shape)
         ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
                              and x.is_contiguous(memory_format=torch.channels_last))
-        sink.append(aidx)
-        return torch.from_numpy(out).view(x.shape)
+        sink.append((aidx, aval))
+        return _output(out, tuple(x.shape), aidx, aval)
 
     @staticmethod
     @once_differentiable
@@ -65,6 +75,10 @@ class KWTAFunction(torch.autograd.Function):
 
         g = gy.contiguous().reshape(-1, ctx.n)
         gx = np.empty(tuple(g.shape), np.float32)
+        if len(ctx.shape) == 2:
+            gval = np.empty(ctx.aidx.shape, np.float32)
+            K.winners_grad_lists.serial(g.numpy(), ctx.aidx, gx, gval)
+            return _output(gx, ctx.shape, ctx.aidx, gval), None, None, None, None
         K.winners_grad.serial(g.numpy(), ctx.aidx, gx)
         out = torch.from_numpy(gx).view(ctx.shape)
         if ctx.channels_last:
@@ -78,12 +92,12 @@ def kwta_train(x: Tensor, n: int, boost: np.ndarray, k: int, wins: np.ndarray | 
     if torch.is_grad_enabled() and x.requires_grad:
         sink: list = []
         out = KWTAFunction.apply(x, n, boost, k, sink)
-        aidx = sink[0]
+        aidx, aval = sink[0]
     else:
-        o, aidx = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
-        out = torch.from_numpy(o).view(x.shape)
+        o, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
+        out = _output(o, tuple(x.shape), aidx, aval)
     if wins is not None:
-        from frugalnet.kernels.kwta import count_positive_wins
+        from frugalnet.kernels.kwta import count_positive_values
 
-        count_positive_wins(aidx, out.detach().reshape(-1, n).numpy(), group, wins)
+        count_positive_values(aidx, aval, group, wins)
     return out

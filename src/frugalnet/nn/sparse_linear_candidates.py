@@ -104,17 +104,19 @@ def _forward_candidates(x: Tensor, xp: "_Transposed", vals: _Values, mask: Tenso
 def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n_out: int, names) -> dict:
     """The two sparse ways to compute a @ M^T for a (B, n) array `a.a` and a sparse M given both by rows (ptr, idx,
     values()) and by columns cut for the threads (split, idx, values()): row dot products over a's transpose
-    (`a.t`), or a scatter of a's nonzeros (`a.active`) down M's columns; each serial and parallel. The forward
-    (M = W) and the input gradient (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
+    (`a.t`; the result written in (B, n_out) order by the kernel, no transposing copy), or a scatter of a's
+    nonzeros (`a.active`) down M's columns; each serial and parallel. The forward (M = W) and the input gradient
+    (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
     from frugalnet.kernels import linear as K
+    from frugalnet.kernels import train_active as A
 
     cands = {}
     batch = a.a.shape[0]
     for par in _parallel_options():
         def by_rows(par=par):
-            out_t = np.empty((n_out, batch), np.float32)
-            K.csr_rows_t.pick(par)(rows[0], rows[1], rows[2](), a.t, bias, out_t)
-            return torch.from_numpy(out_t).t().contiguous()
+            out = np.empty((batch, n_out), np.float32)
+            A.csr_rows_tt.pick(par)(rows[0], rows[1], rows[2](), a.t, bias, out)
+            return torch.from_numpy(out)
 
         def by_cols(par=par):
             aidx, aval, counts = a.active
@@ -127,13 +129,28 @@ def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n
 
 
 class _Transposed:
-    """A (B, n) array, its C-contiguous transpose and its nonzeros per row, each made on first use and shared by
-    the products that need them (forward and weight gradient for x; both gradients for gy)."""
+    """A (B, n) array, its C-contiguous transpose, its nonzeros per row and those grouped per unit, each made on
+    first use and shared by the products that need them (forward and weight gradient for x; both gradients for gy).
+    `lists` (aidx, aval, counts), when the tensor carried them (nn.active_lists: k-WTA's winners), stand in for the
+    nonzero scan; `tagged` says so."""
 
-    def __init__(self, a: np.ndarray) -> None:
+    def __init__(self, a: np.ndarray, lists=None) -> None:
         self.a = a
-        self._t = None
-        self._active = None
+        self.tagged = lists is not None
+        self._lists = lists
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was made on use."""
+        self.restore((None, self._lists, None))
+
+    def snapshot(self) -> tuple:
+        """What has been made so far; `restore` returns to it, so that a timed choice charges each candidate for
+        the preprocessing it makes itself but not for what earlier products made and share."""
+        return (self._t, self._active, self._units)
+
+    def restore(self, snap: tuple) -> None:
+        self._t, self._active, self._units = snap
 
     @property
     def t(self) -> np.ndarray:
@@ -148,6 +165,22 @@ class _Transposed:
         if self._active is None:
             self._active = _active(self.a)
         return self._active
+
+    @property
+    def units(self):
+        """The nonzeros grouped per unit (column): (ptr (n + 1), sample rows, values), samples ascending."""
+        if self._units is None:
+            from frugalnet.kernels.train_active import by_unit
+
+            aidx, aval, counts = self.active
+            n = self.a.shape[1]
+            total = int(counts.sum())
+            ptr = np.empty(n + 1, np.int64)
+            rows = np.empty(total, np.int32)
+            vals = np.empty(total, np.float32)
+            by_unit(aidx, aval, counts, n, ptr, rows, vals)
+            self._units = (ptr, rows, vals)
+        return self._units
 
 
 def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Tensor, mode: str) -> dict:
@@ -169,6 +202,7 @@ def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transp
     """The weight gradient's candidates: dense (out, in) with zeros outside the mask, or with `compact` the (nnz,)
     values in CSR order (no dense tensor is formed by the kernels then)."""
     from frugalnet.kernels import train as T
+    from frugalnet.kernels import train_active as A
 
     layout = lay.layout
 
@@ -203,7 +237,23 @@ def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transp
                 T.sddmm_sparse_both.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, aidx, aval, counts, vals,
                                               numba.get_num_threads() if par else 1)
                 return finish(vals, par)
-            cands[f"sddmm_both/{int(par)}"] = sddmm_both
+            def lists(par=par):
+                vals = np.empty(layout.nnz, np.float32)
+                A.sddmm_lists.pick(par)(layout.csr_ptr, layout.csr_idx, *gyp.units, xp.a, vals)
+                return finish(vals, par)
+
+            def lists_both(par=par):
+                import numba
+
+                vals = np.empty(layout.nnz, np.float32)
+                aidx, aval, counts = xp.active
+                A.sddmm_lists_both.pick(par)(layout.csr_ptr, layout.csr_idx, *gyp.units, aidx, aval, counts,
+                                             layout.shape[1], vals, numba.get_num_threads() if par else 1)
+                return finish(vals, par)
+            cands[f"sddmm_lists/{int(par)}"] = lists
+            cands[f"sddmm_lists_both/{int(par)}"] = lists_both
+            if not xp.tagged:   # its accumulator is as wide as the lists (a scan's are in_features wide)
+                cands[f"sddmm_both/{int(par)}"] = sddmm_both
             cands[f"sddmm/{int(par)}"] = sddmm
             cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
     return cands
