@@ -9,9 +9,11 @@ the PyTorch path and 6.04 ms for a bare torch.topk + scatter. Used for float32 C
 KERNEL_MIN_NUMEL entries outside tracing/export/compile (small inputs keep PyTorch: there the call overhead is the
 cost, and tests of toy models never load numba).
 
-The serial builds are used: on the shared 2-core machine the parallel selection was no faster at best (1.12 ms
-against 1.08 ms, 256 x 2048, k = 102) and 5x slower at the median (6.9 ms against 1.25 ms, 20 interleaved
-rounds), whenever the second thread waited on a descheduled core.
+Serial or parallel build: chosen per shape by timing both on the first call (the lower minimum of three interleaved
+repeats, as sparse_functional chooses its kernels). On the shared 2-core machine the parallel selection was no
+faster at best (1.12 ms against 1.08 ms, 256 x 2048, k = 102) and 5x slower at the median whenever the second
+thread waited on a descheduled core; on a quiet machine it halves the time. Rows smaller than PARALLEL_MIN_NUMEL
+entries in all stay serial. `clear_choices()` forgets the choices (e.g. after changing the number of threads).
 """
 from __future__ import annotations
 
@@ -21,6 +23,43 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 KERNEL_MIN_NUMEL = 1 << 12
+PARALLEL_MIN_NUMEL = 1 << 16
+_TUNE_REPEATS = 3
+_PARALLEL: dict[tuple, bool] = {}
+
+
+def clear_choices() -> None:
+    _PARALLEL.clear()
+
+
+def choices() -> dict[tuple, bool]:
+    """The serial/parallel choices so far: (kernel, rows, n, k) -> parallel."""
+    return dict(_PARALLEL)
+
+
+def _run_chosen(key: tuple, numel: int, run) -> None:
+    """run(parallel) with the build chosen for `key`: timed on the first call when threads > 1 and the work is
+    large enough (the last call's results are the outputs)."""
+    import time
+
+    import numba
+
+    par = _PARALLEL.get(key)
+    if par is None:
+        if numel < PARALLEL_MIN_NUMEL or numba.get_num_threads() < 2:
+            par = False
+        else:
+            times = {False: [], True: []}
+            for p in (False, True):
+                run(p)
+            for _ in range(_TUNE_REPEATS):
+                for p in (False, True):
+                    t0 = time.perf_counter()
+                    run(p)
+                    times[p].append(time.perf_counter() - t0)
+            par = min(times[True]) < min(times[False])
+        _PARALLEL[key] = par
+    run(par)
 
 
 def kernel_eligible(x: Tensor) -> bool:
@@ -39,8 +78,17 @@ def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     aidx = np.empty((xn.shape[0], k), np.int32)
     aval = np.empty((xn.shape[0], k), np.float32)
     out = np.empty(xn.shape, np.float32)
-    K.kwta_rows_train.serial(xn, boost, k, aidx, aval, out, 1)
+
+    def run(par: bool) -> None:
+        K.kwta_rows_train.pick(par)(xn, boost, k, aidx, aval, out, _threads() if par else 1)
+    _run_chosen(("select",) + xn.shape + (k,), xn.size, run)
     return out, aidx, aval
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _output(out: np.ndarray, shape: tuple, aidx: np.ndarray, aval: np.ndarray) -> Tensor:
@@ -77,7 +125,11 @@ class KWTAFunction(torch.autograd.Function):
         gx = np.empty(tuple(g.shape), np.float32)
         if len(ctx.shape) == 2:
             gval = np.empty(ctx.aidx.shape, np.float32)
-            K.winners_grad_lists.serial(g.numpy(), ctx.aidx, gx, gval)
+            gn = g.numpy()
+
+            def run(par: bool) -> None:
+                K.winners_grad_lists.pick(par)(gn, ctx.aidx, gx, gval)
+            _run_chosen(("grad",) + gn.shape + (ctx.aidx.shape[1],), gn.size, run)
             return _output(gx, ctx.shape, ctx.aidx, gval), None, None, None, None
         K.winners_grad.serial(g.numpy(), ctx.aidx, gx)
         out = torch.from_numpy(gx).view(ctx.shape)

@@ -36,7 +36,7 @@ class _Values:
         self._csc = None
         self._masked = None
 
-    def csr(self) -> np.ndarray:
+    def csr(self, parallel: bool = False) -> np.ndarray:
         if self._csr is None:
             from frugalnet.kernels.train import gather
 
@@ -45,13 +45,14 @@ class _Values:
             gather.serial(self.weight.detach().reshape(-1).numpy(), flat, self._csr)
         return self._csr
 
-    def csc(self) -> np.ndarray:
+    def csc(self, parallel: bool = False) -> np.ndarray:
+        """The CSC values (gathered once a step; the candidate that first needs them picks the build)."""
         if self._csc is None:
             from frugalnet.kernels.train import gather
 
             perm = self.lay.layout.csc_from_csr
             self._csc = np.empty(perm.shape[0], np.float32)
-            gather.serial(self.csr(), perm, self._csc)
+            gather.pick(parallel)(self.csr(), perm, self._csc)
         return self._csc
 
     def masked(self, mask: Tensor) -> Tensor:
@@ -115,13 +116,13 @@ def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n
     for par in _parallel_options():
         def by_rows(par=par):
             out = np.empty((batch, n_out), np.float32)
-            A.csr_rows_tt.pick(par)(rows[0], rows[1], rows[2](), a.t, bias, out)
+            A.csr_rows_tt.pick(par)(rows[0], rows[1], rows[2](par), a.t, bias, out)
             return torch.from_numpy(out)
 
         def by_cols(par=par):
             aidx, aval, counts = a.active
             out = np.empty((batch, n_out), np.float32)
-            K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](), aidx, aval, counts, bias, out)
+            K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](par), aidx, aval, counts, bias, out)
             return torch.from_numpy(out)
         cands[f"{names[0]}/{int(par)}"] = by_rows
         cands[f"{names[1]}/{int(par)}"] = by_cols
