@@ -117,3 +117,26 @@ def test_kwta_rows_train_gives_the_dense_kernels_winners_and_their_values(parall
     KW.count_positive_values(aidx, aval2, 1, wins)
     KW.count_positive_wins(aidx, out, 1, wins_ref)
     np.testing.assert_array_equal(wins, wins_ref)
+
+
+@pytest.mark.parametrize("shape", [(37, 29, 13, 3), (64, 130, 8, 20), (5, 3, 1, 1), (70, 50, 33, 9)])
+@pytest.mark.parametrize("parallel,block", [(False, 1), (False, 64), (True, 5), (True, 64)])
+def test_csc_lists_blocked_equals_linear_and_the_per_sample_kernel(shape, parallel, block):
+    from frugalnet.kernels import linear as L
+
+    n_out, n_in, batch, k = shape
+    mask = _mask(n_out, n_in, 0.3, seed=8)
+    g = torch.Generator().manual_seed(9)
+    w = torch.randn(n_out, n_in, generator=g) * mask
+    b = torch.randn(n_out, generator=g)
+    aidx, aval, xs = _lists(batch, n_in, k, seed=10, zero_some=True)
+    counts = np.full(batch, k, np.int32)
+    lay = T.mask_layout(mask.numpy())
+    csc = w.numpy().reshape(-1)[lay.csc_flat]
+    out = np.full((batch, n_out), np.nan, np.float32)
+    A.csc_lists_blocked.pick(parallel)(lay.csc_ptr, lay.csc_idx, csc, aidx, aval, counts, b.numpy(), out, block)
+    ref = torch.nn.functional.linear(torch.from_numpy(xs).double(), w.double(), b.double()).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    per_sample = np.empty_like(out)
+    L.csc_active_rows.serial(lay.csc_split, lay.csc_idx, csc, aidx, aval, counts, b.numpy(), per_sample)
+    np.testing.assert_array_equal(out, per_sample)      # the same terms in the same order

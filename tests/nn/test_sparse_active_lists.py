@@ -103,3 +103,39 @@ def test_an_edited_kwta_output_is_read_as_a_dense_input(monkeypatch):
     assert lists_of(a1) is None
     ref = nn.functional.linear(a1, model[2].weight * model[2].weight_mask, model[2].bias)
     torch.testing.assert_close(model[2](a1), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_every_candidate_with_listed_operands_equals_masked_dense(compact):
+    layer = SparseLinear(90, 70, 0.8, seed=2, compact=compact)
+    g = np.random.default_rng(11)
+    lists = []
+    for n, k in ((90, 9), (70, 7)):
+        aidx = np.sort(np.stack([g.choice(n, k, replace=False) for _ in range(24)]), 1).astype(np.int32)
+        aval = g.standard_normal((24, k)).astype(np.float32)
+        dense = np.zeros((24, n), np.float32)
+        np.put_along_axis(dense, aidx, aval, axis=1)
+        lists.append((torch.from_numpy(dense), (aidx, aval, np.full(24, k, np.int32))))
+    (x, xl), (gy, gl) = lists
+    w = layer.weight.detach() * layer.weight_mask     # a compact layer builds its dense weight
+    xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    y_ref = nn.functional.linear(xr, wr, layer.bias.detach())
+    y_ref.backward(gy)
+    lay = SF.layout_of(layer)
+    params = layer.weight_values if compact else layer.weight
+    vals = SF._Values(params, lay)
+    xp, gyp = SF._Transposed(x.numpy(), xl), SF._Transposed(gy.numpy(), gl)
+    fwd = SF._forward_candidates(x, xp, vals, layer.weight_mask, layer.bias, "auto")
+    gx = SF._grad_input_candidates(gy, gyp, vals, layer.weight_mask, "auto")
+    gw = SF._grad_weight_candidates(gy, gyp, x, xp, lay, layer.weight_mask, "auto", compact)
+    assert {"csc_blk/0", "csc_blk/1"} <= set(fwd) and {"scatter_blk/0"} <= set(gx)
+    assert {"sddmm_lists/0", "sddmm_lists_both/1"} <= set(gw) and not any(n.startswith("sddmm_both") for n in gw)
+    gw_ref = wr.grad * layer.weight_mask
+    if compact:
+        gw_ref = gw_ref.reshape(-1)[torch.from_numpy(lay.layout.csr_flat)]
+    for name, fn in fwd.items():
+        torch.testing.assert_close(fn(), y_ref.detach(), rtol=1e-5, atol=1e-5, msg=f"forward {name}")
+    for name, fn in gx.items():
+        torch.testing.assert_close(fn(), xr.grad, rtol=1e-5, atol=1e-5, msg=f"grad_input {name}")
+    for name, fn in gw.items():
+        torch.testing.assert_close(fn(), gw_ref, rtol=1e-5, atol=1e-5, msg=f"grad_weight {name}")

@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from frugalnet.kernels._jit import JIT, kernel
+from frugalnet.kernels.linear import scatter_column
 from frugalnet.kernels.simd import axpy_segments
 
 
@@ -170,3 +171,55 @@ def csr_rows_tt(ptr, idx, val, xt, bias, out):
             o = out[b]
             for rr in range(nr):
                 o[r0 + rr] = buf[rr, b]
+
+
+@kernel
+def csc_lists_blocked(ptr, idx, val, aidx, aval, counts, bias, out, block):
+    """out (B, n_out) = x M^T + b for x given as per-sample lists (aidx, aval, counts; indices < n_in) and M by
+    columns (ptr (n_in + 1), idx, val: W's CSC for the forward, W's CSR for the input gradient gy W). Samples go
+    in blocks of `block`: a block's active (sample, value) pairs are grouped by column (a counting sort), and each
+    active column is read once and scattered into every sample of the block that uses it, where a per-sample loop
+    (linear.csc_active_rows) reads it once per sample. Zero values are skipped. Each output sums its terms in
+    ascending column order, as csc_active_rows does with ascending lists. Parallel over blocks."""
+    batch = aidx.shape[0]
+    n_in = ptr.shape[0] - 1
+    n_out = out.shape[1]
+    block = max(1, block)
+    nblocks = (batch + block - 1) // block
+    for blk in prange(nblocks):
+        b0 = blk * block
+        b1 = min(batch, b0 + block)
+        cptr = np.zeros(n_in + 1, np.int32)
+        for b in range(b0, b1):
+            ab = aidx[b]
+            for t in range(counts[b]):
+                cptr[ab[t] + 1] += 1
+        for i in range(n_in):
+            cptr[i + 1] += cptr[i]
+        fill = cptr[:-1].copy()
+        total = cptr[n_in]
+        rows = np.empty(max(total, 1), np.int32)
+        vals = np.empty(max(total, 1), np.float32)
+        for b in range(b0, b1):
+            ab = aidx[b]
+            av = aval[b]
+            o = out[b]
+            for r in range(n_out):
+                o[r] = bias[r]
+            for t in range(counts[b]):
+                i = ab[t]
+                q = fill[i]
+                rows[q] = b
+                vals[q] = av[t]
+                fill[i] = q + 1
+        for i in range(n_in):
+            q0 = cptr[i]
+            q1 = cptr[i + 1]
+            if q0 == q1:
+                continue
+            lo = ptr[i]
+            hi = ptr[i + 1]
+            for q in range(q0, q1):
+                v = vals[q]
+                if v != 0:
+                    scatter_column(out[rows[q]], idx, val, lo, hi, v)

@@ -98,15 +98,16 @@ def _forward_candidates(x: Tensor, xp: "_Transposed", vals: _Values, mask: Tenso
     if mode != "dense":
         cands.update(_sparse_product_candidates(
             xp, (lay.csr_ptr, lay.csr_idx, vals.csr),
-            (lay.csc_split, lay.csc_idx, vals.csc), bn, n_out, ("csr", "csc")))
+            (lay.csc_split, lay.csc_idx, vals.csc, lay.csc_ptr), bn, n_out, ("csr", "csc")))
     return cands
 
 
 def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n_out: int, names) -> dict:
     """The two sparse ways to compute a @ M^T for a (B, n) array `a.a` and a sparse M given both by rows (ptr, idx,
-    values()) and by columns cut for the threads (split, idx, values()): row dot products over a's transpose
+    values()) and by columns (split cut for the threads, idx, values(), ptr): row dot products over a's transpose
     (`a.t`; the result written in (B, n_out) order by the kernel, no transposing copy), or a scatter of a's
-    nonzeros (`a.active`) down M's columns; each serial and parallel. The forward (M = W) and the input gradient
+    nonzeros (`a.active`) down M's columns, per sample or (when a's lists came from k-WTA, "_blk") per block of
+    BLOCK samples, each column read once for the block; each serial and parallel. The forward (M = W) and the input gradient
     (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
     from frugalnet.kernels import linear as K
     from frugalnet.kernels import train_active as A
@@ -124,9 +125,22 @@ def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n
             out = np.empty((batch, n_out), np.float32)
             K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](par), aidx, aval, counts, bias, out)
             return torch.from_numpy(out)
+        def by_col_blocks(par=par):
+            aidx, aval, counts = a.active
+            out = np.empty((batch, n_out), np.float32)
+            A.csc_lists_blocked.pick(par)(cols[3], cols[1], cols[2](par), aidx, aval, counts, bias, out, BLOCK)
+            return torch.from_numpy(out)
         cands[f"{names[0]}/{int(par)}"] = by_rows
         cands[f"{names[1]}/{int(par)}"] = by_cols
+        if a.tagged:
+            cands[f"{names[1]}_blk/{int(par)}"] = by_col_blocks
     return cands
+
+
+# samples per block of csc_lists_blocked: their output rows (64 x 2048 floats) stay in a core's 1 MB L2 cache
+# while the block's active columns stream through once (2048 x 2048 at 10%, 5% active inputs, batch 256, one
+# thread: 3.3 ms against 3.8 ms per sample, bitwise equal)
+BLOCK = 64
 
 
 class _Transposed:
@@ -193,7 +207,7 @@ def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Te
         cands["dense"] = lambda: gy @ vals.masked(mask)
     if mode != "dense":
         cands.update(_sparse_product_candidates(
-            gyp, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr),
+            gyp, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr, lay.csr_ptr),
             zeros, n_in, ("csc_t", "scatter")))
     return cands
 
