@@ -118,18 +118,23 @@ def key_lower_bound(keys, n, k, work, hist, low):
 
 
 @njit(**JIT)
-def _kwta_row(row, boost, k, oi, ov, bi, bk, work, hist):
+def _kwta_row(row, boost, k, oi, ov, bi, bk, work, hist, hint):
     """Winners of one row (score row x boost) into oi / ov (k each), in index order; bi, bk, work (n + 1 each) and
-    hist (2^KEY_HIST_BITS) are scratch. A plain function shared by the serial and the parallel build of
-    kwta_rows, so its body is compiled once.
+    hist (2^KEY_HIST_BITS) are scratch; hint (1,) carries a threshold guess from row to row (0: none). A plain
+    function shared by the serial and the parallel builds, so its body is compiled once.
 
     1. Every score's order key (a vectorised pass).
-    2. Rows of 2 x SAMPLE or more: a systematic sample of about SAMPLE keys gives a threshold a few standard
-       deviations below the k-th largest, and a branch-free compaction keeps the entries at or above it (for CNN-2's
-       6,272-wide first layer about 1,200 of them for k = 894). Should fewer than k pass (an unlucky sample),
-       every entry is kept instead.
+    2. Rows of 2 x SAMPLE or more: a threshold guess a few standard deviations below the k-th largest. First the
+       previous row's guess (rows of a batch are alike): one vectorised counting pass checks that between k and
+       3k entries reach it. Otherwise a systematic sample of about SAMPLE keys gives one (its bits below
+       GUESS_LOW_BIT cleared: a guess needs no more). A branch-free compaction keeps the indices of the entries at
+       or above it (for CNN-2's 6,272-wide first layer about 1,200 of them for k = 894). Should fewer than k pass
+       (an unlucky sample), every entry is kept instead. The previous row's guess spared the sample in 255 of 256
+       rows of i.i.d. normal scores (256 x 2048, k = 102: 0.69 -> 0.47 ms a batch, one thread, loaded machine);
+       storing only indices in the compaction (keys gathered after) took 0.29 -> 0.22 ms of it.
     3. The exact k-th largest key among the kept entries; those above it win, and ties at it go to the lowest
-       indices, as topk_mask's stable sort does."""
+       indices, as topk_mask's stable sort does. The guess only decides which entries are looked at, so the
+       winners never depend on it."""
     n = row.shape[0]
     if k >= n:
         for i in range(n):
@@ -140,22 +145,32 @@ def _kwta_row(row, boost, k, oi, ov, bi, bk, work, hist):
         bk[i] = _order_key(row[i] * boost[i])
     cand, scratch, c = bk, work, n               # the kept entries' keys (bi: their indices), and kth's scratch
     if n >= 2 * SAMPLE:
-        step = (n // SAMPLE) | 1                 # odd, so it does not fall in step with even channel/row sizes
-        m = 0
-        for i in range(0, n, step):
-            work[m] = bk[i]
-            m += 1
-        f = k / n
-        r = int(f * m + 3.0 * np.sqrt(f * (1.0 - f) * m)) + 2
-        if r < m:
-            guess = key_lower_bound(work, m, r, work, hist, GUESS_LOW_BIT)
+        guess = hint[0]
+        if guess != 0:
+            cnt = 0
+            for i in range(n):
+                cnt += np.int32(bk[i] >= guess)
+            if cnt < k or cnt > 3 * k:
+                guess = np.uint32(0)
+        if guess == 0:
+            step = (n // SAMPLE) | 1             # odd, so it does not fall in step with even channel/row sizes
+            m = 0
+            for i in range(0, n, step):
+                work[m] = bk[i]
+                m += 1
+            f = k / n
+            r = int(f * m + 3.0 * np.sqrt(f * (1.0 - f) * m)) + 2
+            if r < m:
+                guess = max(np.uint32(1), key_lower_bound(work, m, r, work, hist, GUESS_LOW_BIT))
+        hint[0] = guess
+        if guess != 0:
             kept = 0
-            for i in range(n):                   # compaction into work, leaving bk whole
-                key = bk[i]
+            for i in range(n):                   # compaction of the indices, leaving bk whole
                 bi[kept] = i
-                work[kept] = key
-                kept += np.int32(key >= guess)
+                kept += np.int32(bk[i] >= guess)
             if kept >= k:
+                for j in range(kept):
+                    work[j] = bk[bi[j]]
                 cand, scratch, c = work, bk, kept
             # else the guess failed: every entry stays in play
     if c == n:
@@ -188,8 +203,9 @@ def kwta_rows(x, boost, k, aidx, aval, nchunks):
         bi = np.empty(n + 1, np.int32)
         bk = np.empty(n + 1, np.uint32)
         work = np.empty(n + 1, np.uint32)
+        hint = np.zeros(1, np.uint32)
         for b in range((c * batch) // nchunks, ((c + 1) * batch) // nchunks):
-            _kwta_row(x[b], boost, k, aidx[b], aval[b], bi, bk, work, hist)
+            _kwta_row(x[b], boost, k, aidx[b], aval[b], bi, bk, work, hist, hint)
 
 
 @kernel
@@ -204,9 +220,10 @@ def kwta_rows_dense(x, boost, k, aidx, out, nchunks):
         bk = np.empty(n + 1, np.uint32)
         work = np.empty(n + 1, np.uint32)
         val = np.empty(k, np.float32)
+        hint = np.zeros(1, np.uint32)
         for b in range((c * batch) // nchunks, ((c + 1) * batch) // nchunks):
             ai = aidx[b]
-            _kwta_row(x[b], boost, k, ai, val, bi, bk, work, hist)
+            _kwta_row(x[b], boost, k, ai, val, bi, bk, work, hist, hint)
             o = out[b]
             for i in range(n):
                 o[i] = 0.0
@@ -225,10 +242,11 @@ def kwta_rows_train(x, boost, k, aidx, aval, out, nchunks):
         bi = np.empty(n + 1, np.int32)
         bk = np.empty(n + 1, np.uint32)
         work = np.empty(n + 1, np.uint32)
+        hint = np.zeros(1, np.uint32)
         for b in range((c * batch) // nchunks, ((c + 1) * batch) // nchunks):
             ai = aidx[b]
             av = aval[b]
-            _kwta_row(x[b], boost, k, ai, av, bi, bk, work, hist)
+            _kwta_row(x[b], boost, k, ai, av, bi, bk, work, hist, hint)
             o = out[b]
             for i in range(n):
                 o[i] = 0.0
