@@ -140,3 +140,13 @@ def test_csc_lists_blocked_equals_linear_and_the_per_sample_kernel(shape, parall
     per_sample = np.empty_like(out)
     L.csc_active_rows.serial(lay.csc_split, lay.csc_idx, csc, aidx, aval, counts, b.numpy(), per_sample)
     np.testing.assert_array_equal(out, per_sample)      # the same terms in the same order
+
+
+def test_unit_sums_equal_column_sums_of_the_dense_array():
+    aidx, aval, dense = _lists(21, 50, 7, seed=12, zero_some=True)
+    ptr, rows, vals = _units(aidx, aval, 50)
+    out, ref = np.full(50, np.nan, np.float32), np.empty(50, np.float32)
+    A.unit_sums(ptr, vals, out)
+    T.column_sums.serial(dense, ref)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_allclose(out, dense.astype(np.float64).sum(0), rtol=1e-5, atol=1e-6)

@@ -46,6 +46,17 @@ def by_unit(aidx, aval, counts, n, ptr, rows, vals):
             fill[u] = q + 1
 
 
+@njit(**JIT)
+def unit_sums(ptr, vals, out):
+    """out[u] = the sum of unit u's list vals[ptr[u]:ptr[u + 1]] (by_unit), in order: a bias gradient from the
+    per-unit lists of gy, B x k terms instead of column sums over the dense (B, n) gy."""
+    for u in range(out.shape[0]):
+        acc = np.float32(0.0)
+        for q in range(ptr[u], ptr[u + 1]):
+            acc += vals[q]
+        out[u] = acc
+
+
 @kernel
 def sddmm_lists(ptr, idx, gptr, grows, gvals, x, out):
     """out (nnz,) = (gy^T x) at the mask (CSR ptr, idx), in CSR order, for dense x (B, in) and gy given as per-unit

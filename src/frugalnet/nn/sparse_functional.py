@@ -228,9 +228,13 @@ class SparseLinearFunction(torch.autograd.Function):
                 lay.clean_grad = (gw.data_ptr(), gw._version)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             from frugalnet.kernels.train import column_sums
+            from frugalnet.kernels.train_active import unit_sums
 
             gb = torch.empty(n_out, dtype=gy.dtype)
-            column_sums.serial(gyp.a, gb.numpy())
+            if gyp.tagged:   # the sums of gy's per-unit lists: the same terms in the same (sample) order
+                unit_sums(gyp.units[0], gyp.units[2], gb.numpy())
+            else:
+                column_sums.serial(gyp.a, gb.numpy())
         return gx, gw, gb, None, None, None, None
 
 
