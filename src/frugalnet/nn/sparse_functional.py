@@ -12,9 +12,16 @@ chosen by timing each candidate once for the layer's shape, batch and the measur
 (rounded to a power-of-two bucket), like the inference engine's per-layer choice, and cached for the process:
 
   forward  dense (x @ (W * mask)^T) | csr (sparse W rows x dense x) | csc (sparse W columns x nonzero inputs)
+                                     | csc_blk (the same per block of samples, each column read once a block)
   gx       dense (gy @ (W * mask))  | csc_t (W^T as rows x dense gy) | scatter (rows of W for nonzero gy only)
+                                     | scatter_blk (per block of samples)
   gW       dense ((gy^T x) * mask)  | sddmm (dot products at the mask) | sddmm_gy (skips zero gy entries)
                                      | sddmm_both (skips zero gy and zero x entries)
+                                     | sddmm_lists, sddmm_lists_both (gy as per-unit lists: no transpose of gy)
+
+When x is a k-WTA output, or gy the gradient a k-WTA passed back, the tensor carries its per-sample winners
+(nn.active_lists) and the kernels take them instead of scanning for nonzeros (the _blk candidates only then);
+the choice keys record whether they did.
 
 each kernel in a serial and a parallel (numba prange) build. A compact layer (SparseLinear(compact=True), see
 nn.sparse_compact) passes its (nnz,) values instead of the dense weight: the kernels read them as they are and the
