@@ -9,11 +9,11 @@ the PyTorch path and 6.04 ms for a bare torch.topk + scatter. Used for float32 C
 KERNEL_MIN_NUMEL entries outside tracing/export/compile (small inputs keep PyTorch: there the call overhead is the
 cost, and tests of toy models never load numba).
 
-Serial or parallel build: chosen per shape by timing both on the first call (the lower minimum of three interleaved
+Serial or parallel build, for KWinners' 2-D (per-sample) rows: chosen per shape by timing both on the first call (the lower minimum of three interleaved
 repeats, as sparse_functional chooses its kernels). On the shared 2-core machine the parallel selection was no
 faster at best (1.12 ms against 1.08 ms, 256 x 2048, k = 102) and 5x slower at the median whenever the second
 thread waited on a descheduled core; on a quiet machine it halves the time. Rows smaller than PARALLEL_MIN_NUMEL
-entries in all stay serial. `clear_choices()` forgets the choices (e.g. after changing the number of threads).
+entries in all, and KWinners2d's maps, stay serial. `clear_choices()` forgets the choices (e.g. after changing the number of threads).
 """
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ def kernel_eligible(x: Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dense output (R, n), winners' indices (R, k), their raw values (R, k)) of the rows of xn."""
+def _select(xn: np.ndarray, boost: np.ndarray, k: int, timed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dense output (R, n), winners' indices (R, k), their raw values (R, k)) of the rows of xn; `timed`: the
+    build chosen by timing (KWinners' per-sample rows), else serial (KWinners2d's maps, as before)."""
     from frugalnet.kernels import kwta as K
 
     aidx = np.empty((xn.shape[0], k), np.int32)
@@ -81,7 +82,10 @@ def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
     def run(par: bool) -> None:
         K.kwta_rows_train.pick(par)(xn, boost, k, aidx, aval, out, _threads() if par else 1)
-    _run_chosen(("select",) + xn.shape + (k,), xn.size, run)
+    if timed:
+        _run_chosen(("select",) + xn.shape + (k,), xn.size, run)
+    else:
+        run(False)
     return out, aidx, aval
 
 
@@ -109,7 +113,7 @@ class KWTAFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, n: int, boost: np.ndarray, k: int, sink: list):
-        out, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
+        out, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, x.dim() == 2)
         ctx.aidx, ctx.n, ctx.shape = aidx, n, tuple(x.shape)
         ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
                              and x.is_contiguous(memory_format=torch.channels_last))
@@ -146,7 +150,7 @@ def kwta_train(x: Tensor, n: int, boost: np.ndarray, k: int, wins: np.ndarray | 
         out = KWTAFunction.apply(x, n, boost, k, sink)
         aidx, aval = sink[0]
     else:
-        o, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
+        o, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, x.dim() == 2)
         out = _output(o, tuple(x.shape), aidx, aval)
     if wins is not None:
         from frugalnet.kernels.kwta import count_positive_values
