@@ -112,6 +112,15 @@ def density_bucket(t: Tensor, rows: int = 32) -> int:
     return 0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))
 
 
+def _bucket(t: Tensor, lists) -> tuple[int, bool]:
+    """The choice key of an operand: its density bucket (from k-WTA's lists when it has them: B x k entries of
+    B x n, no scan) and whether it has them."""
+    if lists is None:
+        return density_bucket(t), False
+    d = lists[0].shape[1] / max(1, t.shape[1])
+    return (0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))), True
+
+
 def _pick(key: tuple, candidates: dict[str, Callable[[], object]], operands: tuple = ()):
     """Run the cached choice for `key`, or time every candidate (one untimed call each, then interleaved repeats;
     the lowest minimum wins) and remember it. The minimum, not the median: on a shared machine other work only
@@ -200,7 +209,7 @@ class SparseLinearFunction(torch.autograd.Function):
                 x_lists=None):
         vals = _Values(weight, lay)
         n_out, n_in = lay.layout.shape
-        xkey = (density_bucket(x), x_lists is not None) if mode != "dense" else -1
+        xkey = _bucket(x, x_lists) if mode != "dense" else -1
         # x's transpose / lists, made once for the forward and the weight gradient
         xp = _Transposed(x.detach().numpy(), x_lists)
         y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode, vals.compact),
@@ -222,7 +231,7 @@ class SparseLinearFunction(torch.autograd.Function):
         gy = gy.contiguous()
         vals, mode, lay = ctx.vals, ctx.mode, ctx.lay
         n_out, n_in = lay.layout.shape
-        gykey = (density_bucket(gy), gy_lists is not None) if mode != "dense" else -1
+        gykey = _bucket(gy, gy_lists) if mode != "dense" else -1
         gyp = _Transposed(gy.detach().numpy(), gy_lists)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
