@@ -47,7 +47,8 @@ def test_by_unit_groups_each_units_samples_in_order():
         np.testing.assert_array_equal(vals[ptr[u]:ptr[u + 1]], dense[ref_rows, u])
 
 
-@pytest.mark.parametrize("shape", [(37, 29, 13, 3), (64, 130, 8, 20), (5, 3, 1, 1), (70, 50, 33, 9)])
+@pytest.mark.parametrize("shape", [(37, 29, 13, 3), (64, 130, 8, 20), (5, 3, 1, 1), (70, 50, 33, 9),
+                                   (40, 600, 6, 2)])   # the last: few touched inputs, re-zeroed one by one
 @pytest.mark.parametrize("parallel,chunks", [(False, 1), (True, 3), (True, 100)])
 def test_sddmm_lists_kernels_equal_masked_dense_product(shape, parallel, chunks):
     n_out, n_in, batch, k = shape

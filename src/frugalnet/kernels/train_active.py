@@ -132,16 +132,22 @@ def sddmm_lists_both(ptr, idx, gptr, grows, gvals, aidx, aval, counts, n_in, out
                 for j in range(ptr[o], ptr[o + 1]):
                     out[j] = 0.0
                 continue
+            touched = 0
             for q in range(q0, q1):
                 b = grows[q]
                 _scatter_list(acc, aidx[b], aval[b], gvals[q], counts[b])
+                touched += counts[b]
             for j in range(ptr[o], ptr[o + 1]):
                 out[j] = acc[idx[j]]
-            for q in range(q0, q1):     # zero what was touched (a few hundred entries, not all of in_features)
-                b = grows[q]
-                ab = aidx[b]
-                for t in range(counts[b]):
-                    acc[ab[t]] = 0.0
+            if 8 * touched >= n_in:     # a vectorised pass over all of it beats scalar stores at the touched
+                for i in range(n_in):   # (MLP 2048 x 2048, ~1,300 touched a row: 3.3 -> 2.2 ms, one thread)
+                    acc[i] = 0.0
+            else:
+                for q in range(q0, q1):
+                    b = grows[q]
+                    ab = aidx[b]
+                    for t in range(counts[b]):
+                        acc[ab[t]] = 0.0
 
 
 TILE = 16   # output rows per tile of csr_rows_tt: one 64-byte line of each sample's output row
