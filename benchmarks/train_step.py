@@ -21,6 +21,11 @@ dense PyTorch model.
 
 Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per-round medians, interquartile
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
+  With k-WTA's winners handed to the sparse layers as active lists (nn.active_lists: no nonzero scans, no
+    transposes of gy or of the first layer's output, per-block column scatter, faster k-WTA), --only mlp
+    --rounds 9, 2026-12-05: load 1.2-2.2 (one other process at nice 15), dense MLP 102.8 ms; sparse KWinners
+    3.16x (3.08-3.44); compact 4.36x (3.34-4.45). Load 3.6-4.4: dense 209.2 ms; sparse 3.52x (3.50-3.66);
+    compact 4.58x (4.47-4.66). Before these changes, at load 2.8 the same command gave compact 3.23x.
   quiet (load ~1, nothing else running), --rounds 9, 2026-12-05 05:53 UTC: dense MLP 50.6 ms; sparse KWinners
     2.11x (2.02-2.12); compact 2.61x (2.50-2.63); top-k 1.94x; kernel_mode=dense 0.76x. Dense CNN-2 21.2 ms;
     channels_last 1.31x; sparse 1.09x; compact fc1 1.13x (1.12-1.15). On a quiet machine PyTorch's dense GEMMs
