@@ -190,14 +190,41 @@ def csr_rows_tt(ptr, idx, val, xt, bias, out):
                 o[r0 + rr] = buf[rr, b]
 
 
+@njit(**JIT)
+def _scatter_column4(o0, o1, o2, o3, idx, val, lo, hi, v0, v1, v2, v3):
+    """o_s[idx[j]] += v_s * val[j] (j in lo..hi) for four samples' output rows at once: the column's index and value
+    are loaded once for four read-modify-writes (ten memory operations instead of sixteen)."""
+    ci = idx[lo:hi]
+    cv = val[lo:hi]
+    for j in range(hi - lo):
+        r = ci[j]
+        w = cv[j]
+        o0[r] += v0 * w
+        o1[r] += v1 * w
+        o2[r] += v2 * w
+        o3[r] += v3 * w
+
+
+@njit(**JIT)
+def _scatter_column2(o0, o1, idx, val, lo, hi, v0, v1):
+    ci = idx[lo:hi]
+    cv = val[lo:hi]
+    for j in range(hi - lo):
+        r = ci[j]
+        w = cv[j]
+        o0[r] += v0 * w
+        o1[r] += v1 * w
+
+
 @kernel
 def csc_lists_blocked(ptr, idx, val, aidx, aval, counts, bias, out, block):
     """out (B, n_out) = x M^T + b for x given as per-sample lists (aidx, aval, counts; indices < n_in) and M by
     columns (ptr (n_in + 1), idx, val: W's CSC for the forward, W's CSR for the input gradient gy W). Samples go
-    in blocks of `block`: a block's active (sample, value) pairs are grouped by column (a counting sort), and each
-    active column is read once and scattered into every sample of the block that uses it, where a per-sample loop
-    (linear.csc_active_rows) reads it once per sample. Zero values are skipped. Each output sums its terms in
-    ascending column order, as csc_active_rows does with ascending lists. Parallel over blocks."""
+    in blocks of `block`: a block's nonzero (sample, value) pairs are grouped by column (a counting sort), and
+    each active column is read once and scattered into every sample of the block that uses it, four samples at
+    a time (`_scatter_column4`), where a per-sample loop (linear.csc_active_rows) reads it once per sample. Zero
+    values are skipped. Each output sums its terms in ascending column order, as csc_active_rows does with
+    ascending lists (bitwise equal). Parallel over blocks."""
     batch = aidx.shape[0]
     n_in = ptr.shape[0] - 1
     n_out = out.shape[1]
@@ -209,8 +236,9 @@ def csc_lists_blocked(ptr, idx, val, aidx, aval, counts, bias, out, block):
         cptr = np.zeros(n_in + 1, np.int32)
         for b in range(b0, b1):
             ab = aidx[b]
+            av = aval[b]
             for t in range(counts[b]):
-                cptr[ab[t] + 1] += 1
+                cptr[ab[t] + 1] += np.int32(av[t] != 0)
         for i in range(n_in):
             cptr[i + 1] += cptr[i]
         fill = cptr[:-1].copy()
@@ -224,19 +252,26 @@ def csc_lists_blocked(ptr, idx, val, aidx, aval, counts, bias, out, block):
             for r in range(n_out):
                 o[r] = bias[r]
             for t in range(counts[b]):
-                i = ab[t]
-                q = fill[i]
-                rows[q] = b
-                vals[q] = av[t]
-                fill[i] = q + 1
+                v = av[t]
+                if v != 0:
+                    i = ab[t]
+                    q = fill[i]
+                    rows[q] = b
+                    vals[q] = v
+                    fill[i] = q + 1
         for i in range(n_in):
-            q0 = cptr[i]
+            q = cptr[i]
             q1 = cptr[i + 1]
-            if q0 == q1:
+            if q == q1:
                 continue
             lo = ptr[i]
             hi = ptr[i + 1]
-            for q in range(q0, q1):
-                v = vals[q]
-                if v != 0:
-                    scatter_column(out[rows[q]], idx, val, lo, hi, v)
+            while q + 4 <= q1:
+                _scatter_column4(out[rows[q]], out[rows[q + 1]], out[rows[q + 2]], out[rows[q + 3]], idx, val, lo,
+                                 hi, vals[q], vals[q + 1], vals[q + 2], vals[q + 3])
+                q += 4
+            if q + 2 <= q1:
+                _scatter_column2(out[rows[q]], out[rows[q + 1]], idx, val, lo, hi, vals[q], vals[q + 1])
+                q += 2
+            if q < q1:
+                scatter_column(out[rows[q]], idx, val, lo, hi, vals[q])
