@@ -26,8 +26,9 @@ range in brackets; the machine is shared, so each figure carries the load averag
     --rounds 9, 2026-12-05 07:27 UTC, load 4.0 (two other processes at nice 15): dense MLP 132.0 ms; sparse
     KWinners 3.63x (3.30-3.74); compact 30.4 ms, 4.35x (4.27-4.59). At 07:13, load 1.2-2.2 (before the last
     kernel changes): dense 102.8 ms, compact 4.36x (3.34-4.45). Before these changes, at load 2.8, compact 3.23x.
-    Process CPU time per step (both threads, the energy the meter counts), interleaved, load 3.7: dense 109.7 ms,
-    compact 23.3 ms (4.70x); the code before these changes, load 4.3: dense 106.5 ms, compact 31.8 ms (3.35x).
+    Process CPU time per step (both threads; the MLP section's second table), 07:28 UTC, load 3.5-3.7: dense
+    103.9 ms, compact 21.5 ms (4.83x); the code before these changes measured the same way (a scratch copy of
+    that table), load 4.3: dense 106.5 ms, compact 31.8 ms (3.35x).
     No quiet (load < 1) figure yet: the machine stayed loaded.
   quiet (load ~1, nothing else running), --rounds 9, 2026-12-05 05:53 UTC: dense MLP 50.6 ms; sparse KWinners
     2.11x (2.02-2.12); compact 2.61x (2.50-2.63); top-k 1.94x; kernel_mode=dense 0.76x. Dense CNN-2 21.2 ms;
@@ -159,6 +160,34 @@ def report(title: str, times: dict, baseline: str) -> None:
         ratio = base / t
         q1, q3 = np.percentile(ratio, [25, 75])
         print(f"  {n:46s} {np.median(t) * 1e3:10.2f} {np.median(ratio):23.2f}x  ({q1:.2f}-{q3:.2f})")
+
+
+def mlp_cpu_time(rounds: int, warmup: int) -> None:
+    """Wall and process CPU time (all threads) per training step of the dense MLP and the compact sparse MLP,
+    interleaved (order alternated each round): CPU time is what a CPU-time energy meter counts, and it is less
+    distorted than wall time by other processes on a shared machine."""
+    import time
+
+    x, y = torch.rand(256, 784), torch.randint(0, 10, (256,))
+    steps = {"dense MLP (PyTorch)": make_step(mlp_dense(), x, y),
+             "sparse MLP, KWinners, compact": make_step(mlp_sparse("kwinners", compact=True), x, y)}
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    wall = {n: [] for n in steps}
+    cpu = {n: [] for n in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            c0, t0 = time.process_time(), time.perf_counter()
+            steps[n]()
+            cpu[n].append(time.process_time() - c0)
+            wall[n].append(time.perf_counter() - t0)
+    base = names[0]
+    print("\nMLP training step, wall and process CPU time (all threads), medians over interleaved rounds")
+    for n in names:
+        print(f"  {n:30s} wall {np.median(wall[n]) * 1e3:8.2f} ms   CPU {np.median(cpu[n]) * 1e3:8.2f} ms   "
+              f"CPU ratio dense/this {np.median(cpu[base]) / np.median(cpu[n]):.2f}x")
 
 
 def mask_enforcement(rounds: int) -> None:
@@ -316,6 +345,7 @@ def main() -> None:
                run(configs, args.rounds, args.warmup), "nn.Conv2d(32, 64, 5)")
 
     if args.only in (None, "mlp"):
+        mlp_cpu_time(args.rounds, args.warmup)
         mask_enforcement(args.rounds)
 
     if args.only == "demo":
