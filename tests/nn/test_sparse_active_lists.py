@@ -139,3 +139,17 @@ def test_every_candidate_with_listed_operands_equals_masked_dense(compact):
         torch.testing.assert_close(fn(), xr.grad, rtol=1e-5, atol=1e-5, msg=f"grad_input {name}")
     for name, fn in gw.items():
         torch.testing.assert_close(fn(), gw_ref, rtol=1e-5, atol=1e-5, msg=f"grad_weight {name}")
+
+
+def test_listed_tensors_save_and_load_with_weights_only_and_entries_go_with_them(monkeypatch, tmp_path):
+    from frugalnet.nn import active_lists as AL
+
+    monkeypatch.setattr(KF, "KERNEL_MIN_NUMEL", 1)
+    kw = KWinners(40, 0.1)
+    out = kw(torch.randn(8, 40, generator=torch.Generator().manual_seed(5)))
+    assert lists_of(out) is not None
+    torch.save(out, tmp_path / "act.pt")
+    torch.testing.assert_close(torch.load(tmp_path / "act.pt", weights_only=True), out)
+    before = len(AL._TABLE)
+    del out
+    assert len(AL._TABLE) == before - 1
