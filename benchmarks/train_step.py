@@ -23,13 +23,12 @@ Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
   With k-WTA's winners handed to the sparse layers as active lists (nn.active_lists: no nonzero scans, no
     transposes of gy or of the first layer's output, per-block column scatter, faster k-WTA), --only mlp
-    --rounds 9, 2026-12-05 07:27 UTC, load 4.0 (two other processes at nice 15): dense MLP 132.0 ms; sparse
-    KWinners 3.63x (3.30-3.74); compact 30.4 ms, 4.35x (4.27-4.59). At 07:13, load 1.2-2.2 (before the last
-    kernel changes): dense 102.8 ms, compact 4.36x (3.34-4.45). Before these changes, at load 2.8, compact 3.23x.
-    Process CPU time per step (both threads; the MLP section's second table), 07:28 UTC, load 3.5-3.7: dense
-    103.9 ms, compact 21.5 ms (4.83x); the code before these changes measured the same way (a scratch copy of
-    that table), load 4.3: dense 106.5 ms, compact 31.8 ms (3.35x).
-    No quiet (load < 1) figure yet: the machine stayed loaded.
+    --rounds 9, 2026-12-05 07:30 UTC, load 2.9-3.0 (two other processes at nice 10 and 15): dense MLP 97.0 ms;
+    sparse KWinners 3.82x (3.70-3.83); compact 18.9 ms, 5.16x (5.14-5.23); process CPU time per step (the
+    second table) dense 98.7 ms, compact 19.2 ms (5.13x); wall was about CPU time for both, so each had about
+    one core. At 07:27, load 4.0: compact 4.35x (4.27-4.59). Before these changes, at load 2.8, compact 3.23x;
+    its CPU time measured the same way (a scratch copy of the second table), load 4.3: dense 106.5 ms, compact
+    31.8 ms (3.35x). No quiet (load < 1) figure yet: the machine stayed loaded.
   quiet (load ~1, nothing else running), --rounds 9, 2026-12-05 05:53 UTC: dense MLP 50.6 ms; sparse KWinners
     2.11x (2.02-2.12); compact 2.61x (2.50-2.63); top-k 1.94x; kernel_mode=dense 0.76x. Dense CNN-2 21.2 ms;
     channels_last 1.31x; sparse 1.09x; compact fc1 1.13x (1.12-1.15). On a quiet machine PyTorch's dense GEMMs
