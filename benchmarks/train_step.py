@@ -23,12 +23,16 @@ Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
   With k-WTA's winners handed to the sparse layers as active lists (nn.active_lists: no nonzero scans, no
     transposes of gy or of the first layer's output, per-block column scatter, faster k-WTA), --only mlp
-    --rounds 9, 2026-12-05 07:30 UTC, load 2.9-3.0 (two other processes at nice 10 and 15): dense MLP 97.0 ms;
+    --rounds 9: quiet, 2026-12-05 07:50 UTC, load 0.85-1.04 with no other process running: dense MLP 58.1 ms;
+    sparse KWinners 24.0 ms, 2.41x (2.40-2.51); compact 17.7 ms, 3.29x (3.25-3.36); process CPU time per step
+    dense 104.1 ms, compact 24.7 ms (4.22x; wall 56.3 and 16.7 ms: the kernels' parallel builds gain less from
+    the second core than PyTorch's GEMMs, so the quiet wall ratio is the lowest of these figures).
+    07:30 UTC, load 2.9-3.0 (two other processes at nice 10 and 15): dense MLP 97.0 ms;
     sparse KWinners 3.82x (3.70-3.83); compact 18.9 ms, 5.16x (5.14-5.23); process CPU time per step (the
     second table) dense 98.7 ms, compact 19.2 ms (5.13x); wall was about CPU time for both, so each had about
     one core. At 07:27, load 4.0: compact 4.35x (4.27-4.59). Before these changes, at load 2.8, compact 3.23x;
     its CPU time measured the same way (a scratch copy of the second table), load 4.3: dense 106.5 ms, compact
-    31.8 ms (3.35x). No quiet (load < 1) figure yet: the machine stayed loaded.
+    31.8 ms (3.35x). The code before these changes, quiet (05:53 UTC, below): compact 2.61x.
   quiet (load ~1, nothing else running), --rounds 9, 2026-12-05 05:53 UTC: dense MLP 50.6 ms; sparse KWinners
     2.11x (2.02-2.12); compact 2.61x (2.50-2.63); top-k 1.94x; kernel_mode=dense 0.76x. Dense CNN-2 21.2 ms;
     channels_last 1.31x; sparse 1.09x; compact fc1 1.13x (1.12-1.15). On a quiet machine PyTorch's dense GEMMs
