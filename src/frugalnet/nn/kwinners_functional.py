@@ -9,11 +9,13 @@ the PyTorch path and 6.04 ms for a bare torch.topk + scatter. Used for float32 C
 KERNEL_MIN_NUMEL entries outside tracing/export/compile (small inputs keep PyTorch: there the call overhead is the
 cost, and tests of toy models never load numba).
 
-Serial or parallel build, for KWinners' 2-D (per-sample) rows: chosen per shape by timing both on the first call (the lower minimum of three interleaved
-repeats, as sparse_functional chooses its kernels). On the shared 2-core machine the parallel selection was no
-faster at best (1.12 ms against 1.08 ms, 256 x 2048, k = 102) and 5x slower at the median whenever the second
-thread waited on a descheduled core; on a quiet machine it halves the time. Rows smaller than PARALLEL_MIN_NUMEL
-entries in all, and KWinners2d's maps, stay serial. `clear_choices()` forgets the choices (e.g. after changing the number of threads).
+Serial or parallel build, for KWinners' 2-D (per-sample) rows: chosen per shape by timing both on the first
+call (the lower minimum of three interleaved repeats, as sparse_functional chooses its kernels). On the shared
+2-core machine the parallel selection was no faster at best (1.12 ms against 1.08 ms, 256 x 2048, k = 102) and
+5x slower at the median whenever the second thread waited on a descheduled core; on the quiet machine (load
+0.9) the timing took the parallel selection and the serial gradient. Rows smaller than PARALLEL_MIN_NUMEL
+entries in all, and KWinners2d's maps, stay serial. `clear_choices()` forgets the choices (e.g. after changing
+the number of threads).
 """
 from __future__ import annotations
 

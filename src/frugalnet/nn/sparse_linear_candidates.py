@@ -109,8 +109,8 @@ def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n
     values()) and by columns (split cut for the threads, idx, values(), ptr): row dot products over a's transpose
     (`a.t`; the result written in (B, n_out) order by the kernel, no transposing copy), or a scatter of a's
     nonzeros (`a.active`) down M's columns, per sample or (when a's lists came from k-WTA, "_blk") per block of
-    BLOCK samples, each column read once for the block; each serial and parallel. The forward (M = W) and the input gradient
-    (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
+    BLOCK samples, each column read once for the block; each serial and parallel. The forward (M = W) and the
+    input gradient (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
     from frugalnet.kernels import linear as K
     from frugalnet.kernels import train_active as A
 
