@@ -87,8 +87,11 @@ def kernel_mode() -> str:
 
 def clear_choices() -> None:
     """Forget the timed choices (e.g. after changing the number of threads)."""
+    from frugalnet.nn.sparse_linear_candidates import _GATHER_BUILDS
+
     _CHOICES.clear()
     _TIMINGS.clear()
+    _GATHER_BUILDS.clear()
 
 
 def choices() -> dict[tuple, str]:

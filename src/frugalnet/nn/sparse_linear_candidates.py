@@ -46,15 +46,17 @@ class _Values:
         return self._csr
 
     def csc(self, parallel: bool = False) -> np.ndarray:
-        """The CSC values, gathered once a step on the serial build whatever the candidate's (`parallel` is
-        accepted for the candidates' uniform call): a memory-bound gather, which on two threads of the shared
-        machine took 1.7 ms in a step's profile against about 0.3 ms serial (kernels.train.gather)."""
+        """The CSC values, gathered once a step; the gather's build is timed once per size (`_gather_build`),
+        whatever the candidate's (`parallel` is accepted for the candidates' uniform call): a memory-bound
+        gather, which on two threads of the loaded machine took 1.7 ms in a step's profile against about 0.3 ms
+        serial (kernels.train.gather), and may still gain from the second core of a quiet one."""
         if self._csc is None:
             from frugalnet.kernels.train import gather
 
             perm = self.lay.layout.csc_from_csr
             self._csc = np.empty(perm.shape[0], np.float32)
-            gather.serial(self.csr(), perm, self._csc)
+            src = self.csr()
+            gather.pick(_gather_build(src, perm, self._csc))(src, perm, self._csc)
         return self._csc
 
     def masked(self, mask: Tensor) -> Tensor:
@@ -64,6 +66,35 @@ class _Values:
             else:
                 self._masked = self.weight.detach() * mask
         return self._masked
+
+
+_GATHER_BUILDS: dict[int, bool] = {}
+
+
+def _gather_build(src: np.ndarray, perm: np.ndarray, out: np.ndarray) -> bool:
+    """Whether the parallel gather is the faster for this size: both builds timed on the first call (three
+    interleaved repeats each after one untimed call, the lower minimum wins), then remembered; serial with one
+    thread."""
+    import time
+
+    from frugalnet.kernels.train import gather
+
+    n = int(perm.shape[0])
+    par = _GATHER_BUILDS.get(n)
+    if par is None:
+        par = False
+        if _parallel_default():
+            times = {False: [], True: []}
+            for p in (False, True):
+                gather.pick(p)(src, perm, out)
+            for _ in range(3):
+                for p in (False, True):
+                    t0 = time.perf_counter()
+                    gather.pick(p)(src, perm, out)
+                    times[p].append(time.perf_counter() - t0)
+            par = min(times[True]) < min(times[False])
+        _GATHER_BUILDS[n] = par
+    return par
 
 
 def expand(layout, values: np.ndarray, parallel: bool = False) -> Tensor:
