@@ -23,10 +23,12 @@ Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
   With k-WTA's winners handed to the sparse layers as active lists (nn.active_lists: no nonzero scans, no
     transposes of gy or of the first layer's output, per-block column scatter, faster k-WTA), --only mlp
-    --rounds 9: quiet, 2026-12-05 07:50 UTC, load 0.85-1.04 with no other process running: dense MLP 58.1 ms;
-    sparse KWinners 24.0 ms, 2.41x (2.40-2.51); compact 17.7 ms, 3.29x (3.25-3.36); process CPU time per step
-    dense 104.1 ms, compact 24.7 ms (4.22x; wall 56.3 and 16.7 ms: the kernels' parallel builds gain less from
-    the second core than PyTorch's GEMMs, so the quiet wall ratio is the lowest of these figures).
+    --rounds 9: quiet, 2026-12-05 07:52 UTC (final kernels), load 0.83-0.94 with no other process running:
+    dense MLP 53.6 ms; sparse KWinners 18.8 ms, 2.84x (2.74-2.90); compact 14.6 ms, 3.69x (3.34-3.89); process
+    CPU time per step dense 101.6 ms, compact 20.8 ms (4.89x; wall 53.7 and 13.1 ms). Two minutes earlier
+    (07:50, load 0.85-1.04, nothing else running, before the timed gather build): dense 58.1 ms, compact 17.7 ms,
+    3.29x (3.25-3.36). The quiet wall ratio is the lowest of these figures: PyTorch's GEMMs gain more from the
+    second core than the kernels' parallel builds.
     07:30 UTC, load 2.9-3.0 (two other processes at nice 10 and 15): dense MLP 97.0 ms;
     sparse KWinners 3.82x (3.70-3.83); compact 18.9 ms, 5.16x (5.14-5.23); process CPU time per step (the
     second table) dense 98.7 ms, compact 19.2 ms (5.13x); wall was about CPU time for both, so each had about
