@@ -25,7 +25,8 @@ range in brackets; the machine is shared, so each figure carries the load averag
     transposes of gy or of the first layer's output, per-block column scatter, faster k-WTA), --only mlp
     --rounds 9: quiet, 2026-12-05 07:52 UTC (final kernels), load 0.83-0.94 with no other process running:
     dense MLP 53.6 ms; sparse KWinners 18.8 ms, 2.84x (2.74-2.90); compact 14.6 ms, 3.69x (3.34-3.89); process
-    CPU time per step dense 101.6 ms, compact 20.8 ms (4.89x; wall 53.7 and 13.1 ms). Two minutes earlier
+    CPU time per step dense 101.6 ms, compact 20.8 ms (4.89x; wall 53.7 and 13.1 ms). Repeated at once with
+    --rounds 15 (load 0.79-1.06): dense 53.4 ms, compact 13.5 ms, 3.96x (3.80-4.01); CPU 4.78x. Two minutes earlier
     (07:50, load 0.85-1.04, nothing else running, before the timed gather build): dense 58.1 ms, compact 17.7 ms,
     3.29x (3.25-3.36). The quiet wall ratio is the lowest of these figures: PyTorch's GEMMs gain more from the
     second core than the kernels' parallel builds.
