@@ -21,6 +21,21 @@ dense PyTorch model.
 
 Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per-round medians, interquartile
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
+  With k-WTA's winners handed to the sparse layers as active lists (nn.active_lists: no nonzero scans, no
+    transposes of gy or of the first layer's output, per-block column scatter, faster k-WTA), --only mlp
+    --rounds 9: quiet, 2026-12-05 07:52 UTC (final kernels), load 0.83-0.94 with no other process running:
+    dense MLP 53.6 ms; sparse KWinners 18.8 ms, 2.84x (2.74-2.90); compact 14.6 ms, 3.69x (3.34-3.89); process
+    CPU time per step dense 101.6 ms, compact 20.8 ms (4.89x; wall 53.7 and 13.1 ms). Repeated at once with
+    --rounds 15 (load 0.79-1.06): dense 53.4 ms, compact 13.5 ms, 3.96x (3.80-4.01); CPU 4.78x. Two minutes earlier
+    (07:50, load 0.85-1.04, nothing else running, before the timed gather build): dense 58.1 ms, compact 17.7 ms,
+    3.29x (3.25-3.36). The quiet wall ratio is the lowest of these figures: PyTorch's GEMMs gain more from the
+    second core than the kernels' parallel builds.
+    07:30 UTC, load 2.9-3.0 (two other processes at nice 10 and 15): dense MLP 97.0 ms;
+    sparse KWinners 3.82x (3.70-3.83); compact 18.9 ms, 5.16x (5.14-5.23); process CPU time per step (the
+    second table) dense 98.7 ms, compact 19.2 ms (5.13x); wall was about CPU time for both, so each had about
+    one core. At 07:27, load 4.0: compact 4.35x (4.27-4.59). Before these changes, at load 2.8, compact 3.23x;
+    its CPU time measured the same way (a scratch copy of the second table), load 4.3: dense 106.5 ms, compact
+    31.8 ms (3.35x). The code before these changes, quiet (05:53 UTC, below): compact 2.61x.
   quiet (load ~1, nothing else running), --rounds 9, 2026-12-05 05:53 UTC: dense MLP 50.6 ms; sparse KWinners
     2.11x (2.02-2.12); compact 2.61x (2.50-2.63); top-k 1.94x; kernel_mode=dense 0.76x. Dense CNN-2 21.2 ms;
     channels_last 1.31x; sparse 1.09x; compact fc1 1.13x (1.12-1.15). On a quiet machine PyTorch's dense GEMMs
@@ -168,6 +183,34 @@ def report(title: str, times: dict, baseline: str) -> None:
         ratio = base / t
         q1, q3 = np.percentile(ratio, [25, 75])
         print(f"  {n:46s} {np.median(t) * 1e3:10.2f} {np.median(ratio):23.2f}x  ({q1:.2f}-{q3:.2f})")
+
+
+def mlp_cpu_time(rounds: int, warmup: int) -> None:
+    """Wall and process CPU time (all threads) per training step of the dense MLP and the compact sparse MLP,
+    interleaved (order alternated each round): CPU time is what a CPU-time energy meter counts, and it is less
+    distorted than wall time by other processes on a shared machine."""
+    import time
+
+    x, y = torch.rand(256, 784), torch.randint(0, 10, (256,))
+    steps = {"dense MLP (PyTorch)": make_step(mlp_dense(), x, y),
+             "sparse MLP, KWinners, compact": make_step(mlp_sparse("kwinners", compact=True), x, y)}
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    wall = {n: [] for n in steps}
+    cpu = {n: [] for n in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            c0, t0 = time.process_time(), time.perf_counter()
+            steps[n]()
+            cpu[n].append(time.process_time() - c0)
+            wall[n].append(time.perf_counter() - t0)
+    base = names[0]
+    print("\nMLP training step, wall and process CPU time (all threads), medians over interleaved rounds")
+    for n in names:
+        print(f"  {n:30s} wall {np.median(wall[n]) * 1e3:8.2f} ms   CPU {np.median(cpu[n]) * 1e3:8.2f} ms   "
+              f"CPU ratio dense/this {np.median(cpu[base]) / np.median(cpu[n]):.2f}x")
 
 
 def mask_enforcement(rounds: int) -> None:
@@ -327,6 +370,7 @@ def main() -> None:
                run(configs, args.rounds, args.warmup), "nn.Conv2d(32, 64, 5)")
 
     if args.only in (None, "mlp"):
+        mlp_cpu_time(args.rounds, args.warmup)
         mask_enforcement(args.rounds)
 
     if args.only == "demo":

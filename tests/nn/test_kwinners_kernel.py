@@ -80,3 +80,16 @@ def test_kwinners2d_kernel_on_channels_last_input(monkeypatch):
     assert torch.equal(yb, ya) and torch.equal(gb, ga)
     assert gb.is_contiguous(memory_format=torch.channels_last)    # the gradient keeps the input's layout
     torch.testing.assert_close(b.duty_cycle, a.duty_cycle, rtol=0, atol=0)
+
+
+def test_timed_serial_parallel_choice_keeps_the_torch_paths_results(monkeypatch):
+    KF.clear_choices()
+    base = KWinners(2048, 0.05, boost_strength=1.5, duty_cycle_period=500)
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    x = _inputs((64, 2048), "normal", 4)           # 131072 entries: both builds are timed
+    ya, ga = _run(a, x, False, monkeypatch)
+    yb, gb = _run(b, x, True, monkeypatch)
+    assert {k[0] for k in KF.choices()} == {"select", "grad"}
+    torch.testing.assert_close(yb, ya, rtol=0, atol=0)
+    torch.testing.assert_close(gb, ga, rtol=0, atol=0)
+    torch.testing.assert_close(b.duty_cycle, a.duty_cycle, rtol=0, atol=0)

@@ -9,9 +9,13 @@ the PyTorch path and 6.04 ms for a bare torch.topk + scatter. Used for float32 C
 KERNEL_MIN_NUMEL entries outside tracing/export/compile (small inputs keep PyTorch: there the call overhead is the
 cost, and tests of toy models never load numba).
 
-The serial builds are used: on the shared 2-core machine the parallel selection was no faster at best (1.12 ms
-against 1.08 ms, 256 x 2048, k = 102) and 5x slower at the median (6.9 ms against 1.25 ms, 20 interleaved
-rounds), whenever the second thread waited on a descheduled core.
+Serial or parallel build, for KWinners' 2-D (per-sample) rows: chosen per shape by timing both on the first
+call (the lower minimum of three interleaved repeats, as sparse_functional chooses its kernels). On the shared
+2-core machine the parallel selection was no faster at best (1.12 ms against 1.08 ms, 256 x 2048, k = 102) and
+5x slower at the median whenever the second thread waited on a descheduled core; on the quiet machine (load
+0.9) the timing took the parallel selection and the serial gradient. Rows smaller than PARALLEL_MIN_NUMEL
+entries in all, and KWinners2d's maps, stay serial. `clear_choices()` forgets the choices (e.g. after changing
+the number of threads).
 """
 from __future__ import annotations
 
@@ -21,6 +25,43 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 KERNEL_MIN_NUMEL = 1 << 12
+PARALLEL_MIN_NUMEL = 1 << 16
+_TUNE_REPEATS = 3
+_PARALLEL: dict[tuple, bool] = {}
+
+
+def clear_choices() -> None:
+    _PARALLEL.clear()
+
+
+def choices() -> dict[tuple, bool]:
+    """The serial/parallel choices so far: (kernel, rows, n, k) -> parallel."""
+    return dict(_PARALLEL)
+
+
+def _run_chosen(key: tuple, numel: int, run) -> None:
+    """run(parallel) with the build chosen for `key`: timed on the first call when threads > 1 and the work is
+    large enough (the last call's results are the outputs)."""
+    import time
+
+    import numba
+
+    par = _PARALLEL.get(key)
+    if par is None:
+        if numel < PARALLEL_MIN_NUMEL or numba.get_num_threads() < 2:
+            par = False
+        else:
+            times = {False: [], True: []}
+            for p in (False, True):
+                run(p)
+            for _ in range(_TUNE_REPEATS):
+                for p in (False, True):
+                    t0 = time.perf_counter()
+                    run(p)
+                    times[p].append(time.perf_counter() - t0)
+            par = min(times[True]) < min(times[False])
+        _PARALLEL[key] = par
+    run(par)
 
 
 def kernel_eligible(x: Tensor) -> bool:
@@ -32,31 +73,54 @@ def kernel_eligible(x: Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def _select(xn: np.ndarray, boost: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(dense output (R, n), winners' indices (R, k)) of the rows of xn."""
+def _select(xn: np.ndarray, boost: np.ndarray, k: int, timed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dense output (R, n), winners' indices (R, k), their raw values (R, k)) of the rows of xn; `timed`: the
+    build chosen by timing (KWinners' per-sample rows), else serial (KWinners2d's maps, as before)."""
     from frugalnet.kernels import kwta as K
 
     aidx = np.empty((xn.shape[0], k), np.int32)
+    aval = np.empty((xn.shape[0], k), np.float32)
     out = np.empty(xn.shape, np.float32)
-    K.kwta_rows_dense.serial(xn, boost, k, aidx, out, 1)
-    return out, aidx
+
+    def run(par: bool) -> None:
+        K.kwta_rows_train.pick(par)(xn, boost, k, aidx, aval, out, _threads() if par else 1)
+    if timed:
+        _run_chosen(("select",) + xn.shape + (k,), xn.size, run)
+    else:
+        run(False)
+    return out, aidx, aval
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def _output(out: np.ndarray, shape: tuple, aidx: np.ndarray, aval: np.ndarray) -> Tensor:
+    """The output tensor; a 2-D one (rows = samples) carries its winners' lists for the next sparse layer."""
+    from frugalnet.nn.active_lists import tag
+
+    t = torch.from_numpy(out).view(shape)
+    return tag(t, aidx, aval) if len(shape) == 2 else t
 
 
 class KWTAFunction(torch.autograd.Function):
     """out = x at the k winners of each row of n entries of x (any shape, rows in its logical order) by score
-    x * boost (boost (n,) float32 numpy), else 0, shaped and laid out contiguous like x; the winners' indices are
-    appended to `sink` (the duty cycle counts them). The input gradient takes x's memory format: a channels-last
-    max-pool's backward fed an NCHW gradient took 2.9 ms against 0.6 ms fed a channels-last one ((64, 32, 24, 24),
-    CPU time, 2 threads)."""
+    x * boost (boost (n,) float32 numpy), else 0, shaped and laid out contiguous like x; the winners' (indices,
+    values) are appended to `sink` (the duty cycle counts them). For 2-D x the output and the input gradient carry
+    their per-sample active lists (nn.active_lists) for the sparse layers around. The input gradient takes x's
+    memory format: a channels-last max-pool's backward fed an NCHW gradient took 2.9 ms against 0.6 ms fed a
+    channels-last one ((64, 32, 24, 24), CPU time, 2 threads)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, n: int, boost: np.ndarray, k: int, sink: list):
-        out, aidx = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
+        out, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, x.dim() == 2)
         ctx.aidx, ctx.n, ctx.shape = aidx, n, tuple(x.shape)
         ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
                              and x.is_contiguous(memory_format=torch.channels_last))
-        sink.append(aidx)
-        return torch.from_numpy(out).view(x.shape)
+        sink.append((aidx, aval))
+        return _output(out, tuple(x.shape), aidx, aval)
 
     @staticmethod
     @once_differentiable
@@ -65,6 +129,14 @@ class KWTAFunction(torch.autograd.Function):
 
         g = gy.contiguous().reshape(-1, ctx.n)
         gx = np.empty(tuple(g.shape), np.float32)
+        if len(ctx.shape) == 2:
+            gval = np.empty(ctx.aidx.shape, np.float32)
+            gn = g.numpy()
+
+            def run(par: bool) -> None:
+                K.winners_grad_lists.pick(par)(gn, ctx.aidx, gx, gval)
+            _run_chosen(("grad",) + gn.shape + (ctx.aidx.shape[1],), gn.size, run)
+            return _output(gx, ctx.shape, ctx.aidx, gval), None, None, None, None
         K.winners_grad.serial(g.numpy(), ctx.aidx, gx)
         out = torch.from_numpy(gx).view(ctx.shape)
         if ctx.channels_last:
@@ -78,12 +150,12 @@ def kwta_train(x: Tensor, n: int, boost: np.ndarray, k: int, wins: np.ndarray | 
     if torch.is_grad_enabled() and x.requires_grad:
         sink: list = []
         out = KWTAFunction.apply(x, n, boost, k, sink)
-        aidx = sink[0]
+        aidx, aval = sink[0]
     else:
-        o, aidx = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k)
-        out = torch.from_numpy(o).view(x.shape)
+        o, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, x.dim() == 2)
+        out = _output(o, tuple(x.shape), aidx, aval)
     if wins is not None:
-        from frugalnet.kernels.kwta import count_positive_wins
+        from frugalnet.kernels.kwta import count_positive_values
 
-        count_positive_wins(aidx, out.detach().reshape(-1, n).numpy(), group, wins)
+        count_positive_values(aidx, aval, group, wins)
     return out

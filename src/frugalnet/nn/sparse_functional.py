@@ -12,9 +12,16 @@ chosen by timing each candidate once for the layer's shape, batch and the measur
 (rounded to a power-of-two bucket), like the inference engine's per-layer choice, and cached for the process:
 
   forward  dense (x @ (W * mask)^T) | csr (sparse W rows x dense x) | csc (sparse W columns x nonzero inputs)
+                                     | csc_blk (the same per block of samples, each column read once a block)
   gx       dense (gy @ (W * mask))  | csc_t (W^T as rows x dense gy) | scatter (rows of W for nonzero gy only)
+                                     | scatter_blk (per block of samples)
   gW       dense ((gy^T x) * mask)  | sddmm (dot products at the mask) | sddmm_gy (skips zero gy entries)
                                      | sddmm_both (skips zero gy and zero x entries)
+                                     | sddmm_lists, sddmm_lists_both (gy as per-unit lists: no transpose of gy)
+
+When x is a k-WTA output, or gy the gradient a k-WTA passed back, the tensor carries its per-sample winners
+(nn.active_lists) and the kernels take them instead of scanning for nonzeros (the _blk candidates only then);
+the choice keys record whether they did.
 
 each kernel in a serial and a parallel (numba prange) build. A compact layer (SparseLinear(compact=True), see
 nn.sparse_compact) passes its (nnz,) values instead of the dense weight: the kernels read them as they are and the
@@ -59,6 +66,7 @@ _mode = _mode_from_environment()
 _CHOICES: dict[tuple, str] = {}
 _TIMINGS: dict[tuple, dict[str, float]] = {}
 _TUNE_REPEATS = 3
+REFINE_REPEATS = 4
 # In 'auto', layers with less work than this (batch x out x in multiply-adds) take the dense path untimed: there
 # PyTorch's call overhead (tens of microseconds) is the whole cost, and small models (tests, toy runs) never load
 # numba.
@@ -79,8 +87,11 @@ def kernel_mode() -> str:
 
 def clear_choices() -> None:
     """Forget the timed choices (e.g. after changing the number of threads)."""
+    from frugalnet.nn.sparse_linear_candidates import _GATHER_BUILDS
+
     _CHOICES.clear()
     _TIMINGS.clear()
+    _GATHER_BUILDS.clear()
 
 
 def choices() -> dict[tuple, str]:
@@ -105,27 +116,59 @@ def density_bucket(t: Tensor, rows: int = 32) -> int:
     return 0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))
 
 
-def _pick(key: tuple, candidates: dict[str, Callable[[], object]]):
+def _bucket(t: Tensor, lists) -> tuple[int, bool]:
+    """The choice key of an operand: its density bucket (from k-WTA's lists when it has them: B x k entries of
+    B x n, no scan) and whether it has them."""
+    if lists is None:
+        return density_bucket(t), False
+    d = lists[0].shape[1] / max(1, t.shape[1])
+    return (0 if d <= 1 / 256 else min(8, math.ceil(math.log2(d * 256)))), True
+
+
+def _pick(key: tuple, candidates: dict[str, Callable[[], object]], operands: tuple = (), refine: bool = False):
     """Run the cached choice for `key`, or time every candidate (one untimed call each, then interleaved repeats;
     the lowest minimum wins) and remember it. The minimum, not the median: on a shared machine other work only
     adds time, and with three repeats one descheduled call moved the median enough to flip choices between runs
-    (CNN-2's conv1 forward went to a kernel 3x slower than PyTorch's in one run of train_step.py)."""
+    (CNN-2's conv1 forward went to a kernel 3x slower than PyTorch's in one run of train_step.py). Before each call
+    the `operands` (_Transposed) go back to what they held on entry, so each candidate pays for the transposes or
+    lists it makes itself (made once, they had been free to every later candidate and repeat). `refine` times the
+    two fastest some more when they are close (SparseLinear's products)."""
     name = _CHOICES.get(key)
     if name is not None and name in candidates:
         return candidates[name]()
     if len(candidates) == 1:
         return next(iter(candidates.values()))()
+    snaps = [op.snapshot() for op in operands]
+
+    def fresh():
+        for op, snap in zip(operands, snaps):
+            op.restore(snap)
     times: dict[str, list[float]] = {n: [] for n in candidates}
     for fn in candidates.values():
+        fresh()
         fn()
     for _ in range(_TUNE_REPEATS):
         for n, fn in candidates.items():
+            fresh()
             t0 = time.perf_counter()
             fn()
             times[n].append(time.perf_counter() - t0)
+    if refine:
+        # the two fastest, when within 25% of each other, get REFINE_REPEATS more interleaved calls each: on the
+        # shared machine, with three repeats, the MLP's second-layer weight gradient went to sddmm_lists in some
+        # runs of train_step.py and to sddmm_lists_both (2.2 against 2.6 ms one thread) in others
+        ranked = sorted(times, key=lambda n: min(times[n]))
+        if len(ranked) > 1 and min(times[ranked[1]]) < 1.25 * min(times[ranked[0]]):
+            for _ in range(REFINE_REPEATS):
+                for n in ranked[:2]:
+                    fresh()
+                    t0 = time.perf_counter()
+                    candidates[n]()
+                    times[n].append(time.perf_counter() - t0)
     _TIMINGS[key] = {n: float(np.min(t)) for n, t in times.items()}
     best = min(_TIMINGS[key], key=_TIMINGS[key].get)
     _CHOICES[key] = best
+    fresh()
     return candidates[best]()
 
 
@@ -179,13 +222,15 @@ class SparseLinearFunction(torch.autograd.Function):
     gradient is then the (nnz,) values' gradient)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, lay: _Layout, mode: str):
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor, lay: _Layout, mode: str,
+                x_lists=None):
         vals = _Values(weight, lay)
         n_out, n_in = lay.layout.shape
-        xkey = density_bucket(x) if mode != "dense" else -1
-        xp = _Transposed(x.detach().numpy())   # x's transpose, made once for the forward and the weight gradient
+        xkey = _bucket(x, x_lists) if mode != "dense" else -1
+        # x's transpose / lists, made once for the forward and the weight gradient
+        xp = _Transposed(x.detach().numpy(), x_lists)
         y = _pick(("fwd", n_out, n_in, x.shape[0], xkey, mode, vals.compact),
-                  _forward_candidates(x, xp, vals, mask, bias, mode))
+                  _forward_candidates(x, xp, vals, mask, bias, mode), (xp,), refine=True)
         ctx.save_for_backward(x, weight, mask)
         ctx.lay, ctx.mode, ctx.has_bias, ctx.xkey = lay, mode, bias is not None, xkey
         ctx.compact = vals.compact
@@ -196,27 +241,35 @@ class SparseLinearFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy: Tensor):
+        from frugalnet.nn.active_lists import lists_of
+
         x, weight, mask = ctx.saved_tensors
+        gy_lists = lists_of(gy)   # k-WTA's winners, when gy is the gradient it passed back
         gy = gy.contiguous()
         vals, mode, lay = ctx.vals, ctx.mode, ctx.lay
         n_out, n_in = lay.layout.shape
-        gykey = density_bucket(gy) if mode != "dense" else -1
-        gyp = _Transposed(gy.detach().numpy())
+        gykey = _bucket(gy, gy_lists) if mode != "dense" else -1
+        gyp = _Transposed(gy.detach().numpy(), gy_lists)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gx = _pick(("gx", n_out, n_in, gy.shape[0], gykey, mode, ctx.compact),
-                       _grad_input_candidates(gy, gyp, vals, mask, mode))
+                       _grad_input_candidates(gy, gyp, vals, mask, mode), (gyp,), refine=True)
         if ctx.needs_input_grad[1]:
             gw = _pick(("gw", n_out, n_in, gy.shape[0], gykey, ctx.xkey, mode, ctx.compact),
-                       _grad_weight_candidates(gy, gyp, x, ctx.xp, lay, mask, mode, ctx.compact))
+                       _grad_weight_candidates(gy, gyp, x, ctx.xp, lay, mask, mode, ctx.compact), (gyp, ctx.xp),
+                       refine=True)
             if not ctx.compact:   # zero outside the mask: the optimizer hook may skip it
                 lay.clean_grad = (gw.data_ptr(), gw._version)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             from frugalnet.kernels.train import column_sums
+            from frugalnet.kernels.train_active import unit_sums
 
             gb = torch.empty(n_out, dtype=gy.dtype)
-            column_sums.serial(gyp.a, gb.numpy())
-        return gx, gw, gb, None, None, None
+            if gyp.tagged:   # the sums of gy's per-unit lists: the same terms in the same (sample) order
+                unit_sums(gyp.units[0], gyp.units[2], gb.numpy())
+            else:
+                column_sums.serial(gyp.a, gb.numpy())
+        return gx, gw, gb, None, None, None, None
 
 
 def _kernel_eligible(x: Tensor, weight: Tensor) -> bool:
@@ -247,7 +300,14 @@ def sparse_linear(module, x: Tensor) -> Tensor:
     small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * mask.numel() < MIN_KERNEL_WORK
     if mode == "dense" or small or not _kernel_eligible(x, params):
         return torch.nn.functional.linear(x, module.weight if compact else params * mask, bias)
+    from frugalnet.nn.active_lists import lists_of
+
     lead = x.shape[:-1]
+    if x.dim() == 2:
+        # no reshape views around the Function: a view's backward would hand the gradient on as a new tensor,
+        # without the active lists k-WTA attached to it (nn.active_lists)
+        x_lists = lists_of(x)   # k-WTA's winners, when x is its unchanged output
+        return SparseLinearFunction.apply(x.contiguous(), params, bias, mask, layout_of(module), mode, x_lists)
     x2 = x.reshape(-1, x.shape[-1]).contiguous()
-    y = SparseLinearFunction.apply(x2, params, bias, mask, layout_of(module), mode)
+    y = SparseLinearFunction.apply(x2, params, bias, mask, layout_of(module), mode, None)
     return y.reshape(*lead, y.shape[-1])

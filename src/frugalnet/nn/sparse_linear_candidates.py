@@ -36,7 +36,7 @@ class _Values:
         self._csc = None
         self._masked = None
 
-    def csr(self) -> np.ndarray:
+    def csr(self, parallel: bool = False) -> np.ndarray:
         if self._csr is None:
             from frugalnet.kernels.train import gather
 
@@ -45,13 +45,18 @@ class _Values:
             gather.serial(self.weight.detach().reshape(-1).numpy(), flat, self._csr)
         return self._csr
 
-    def csc(self) -> np.ndarray:
+    def csc(self, parallel: bool = False) -> np.ndarray:
+        """The CSC values, gathered once a step; the gather's build is timed once per size (`_gather_build`),
+        whatever the candidate's (`parallel` is accepted for the candidates' uniform call): a memory-bound
+        gather, which on two threads of the loaded machine took 1.7 ms in a step's profile against about 0.3 ms
+        serial (kernels.train.gather), and may still gain from the second core of a quiet one."""
         if self._csc is None:
             from frugalnet.kernels.train import gather
 
             perm = self.lay.layout.csc_from_csr
             self._csc = np.empty(perm.shape[0], np.float32)
-            gather.serial(self.csr(), perm, self._csc)
+            src = self.csr()
+            gather.pick(_gather_build(src, perm, self._csc))(src, perm, self._csc)
         return self._csc
 
     def masked(self, mask: Tensor) -> Tensor:
@@ -61,6 +66,35 @@ class _Values:
             else:
                 self._masked = self.weight.detach() * mask
         return self._masked
+
+
+_GATHER_BUILDS: dict[int, bool] = {}
+
+
+def _gather_build(src: np.ndarray, perm: np.ndarray, out: np.ndarray) -> bool:
+    """Whether the parallel gather is the faster for this size: both builds timed on the first call (three
+    interleaved repeats each after one untimed call, the lower minimum wins), then remembered; serial with one
+    thread."""
+    import time
+
+    from frugalnet.kernels.train import gather
+
+    n = int(perm.shape[0])
+    par = _GATHER_BUILDS.get(n)
+    if par is None:
+        par = False
+        if _parallel_default():
+            times = {False: [], True: []}
+            for p in (False, True):
+                gather.pick(p)(src, perm, out)
+            for _ in range(3):
+                for p in (False, True):
+                    t0 = time.perf_counter()
+                    gather.pick(p)(src, perm, out)
+                    times[p].append(time.perf_counter() - t0)
+            par = min(times[True]) < min(times[False])
+        _GATHER_BUILDS[n] = par
+    return par
 
 
 def expand(layout, values: np.ndarray, parallel: bool = False) -> Tensor:
@@ -97,43 +131,74 @@ def _forward_candidates(x: Tensor, xp: "_Transposed", vals: _Values, mask: Tenso
     if mode != "dense":
         cands.update(_sparse_product_candidates(
             xp, (lay.csr_ptr, lay.csr_idx, vals.csr),
-            (lay.csc_split, lay.csc_idx, vals.csc), bn, n_out, ("csr", "csc")))
+            (lay.csc_split, lay.csc_idx, vals.csc, lay.csc_ptr), bn, n_out, ("csr", "csc")))
     return cands
 
 
 def _sparse_product_candidates(a: "_Transposed", rows, cols, bias: np.ndarray, n_out: int, names) -> dict:
     """The two sparse ways to compute a @ M^T for a (B, n) array `a.a` and a sparse M given both by rows (ptr, idx,
-    values()) and by columns cut for the threads (split, idx, values()): row dot products over a's transpose
-    (`a.t`), or a scatter of a's nonzeros (`a.active`) down M's columns; each serial and parallel. The forward
-    (M = W) and the input gradient (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
+    values()) and by columns (split cut for the threads, idx, values(), ptr): row dot products over a's transpose
+    (`a.t`; the result written in (B, n_out) order by the kernel, no transposing copy), or a scatter of a's
+    nonzeros (`a.active`) down M's columns, per sample or (when a's lists came from k-WTA, "_blk") per block of
+    BLOCK samples, each column read once for the block; each serial and parallel. The forward (M = W) and the
+    input gradient (M = W^T, so W's CSC gives M's rows and W's CSR its columns) both use it."""
     from frugalnet.kernels import linear as K
+    from frugalnet.kernels import train_active as A
 
     cands = {}
     batch = a.a.shape[0]
     for par in _parallel_options():
         def by_rows(par=par):
-            out_t = np.empty((n_out, batch), np.float32)
-            K.csr_rows_t.pick(par)(rows[0], rows[1], rows[2](), a.t, bias, out_t)
-            return torch.from_numpy(out_t).t().contiguous()
+            out = np.empty((batch, n_out), np.float32)
+            A.csr_rows_tt.pick(par)(rows[0], rows[1], rows[2](par), a.t, bias, out)
+            return torch.from_numpy(out)
 
         def by_cols(par=par):
             aidx, aval, counts = a.active
             out = np.empty((batch, n_out), np.float32)
-            K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](), aidx, aval, counts, bias, out)
+            K.csc_active_rows.pick(par)(cols[0], cols[1], cols[2](par), aidx, aval, counts, bias, out)
+            return torch.from_numpy(out)
+        def by_col_blocks(par=par):
+            aidx, aval, counts = a.active
+            out = np.empty((batch, n_out), np.float32)
+            A.csc_lists_blocked.pick(par)(cols[3], cols[1], cols[2](par), aidx, aval, counts, bias, out, BLOCK)
             return torch.from_numpy(out)
         cands[f"{names[0]}/{int(par)}"] = by_rows
         cands[f"{names[1]}/{int(par)}"] = by_cols
+        if a.tagged:
+            cands[f"{names[1]}_blk/{int(par)}"] = by_col_blocks
     return cands
 
 
-class _Transposed:
-    """A (B, n) array, its C-contiguous transpose and its nonzeros per row, each made on first use and shared by
-    the products that need them (forward and weight gradient for x; both gradients for gy)."""
+# samples per block of csc_lists_blocked: their output rows (64 x 2048 floats) stay in a core's 1 MB L2 cache
+# while the block's active columns stream through once (2048 x 2048 at 10%, 5% active inputs, batch 256, one
+# thread: 2.9 ms against 3.8 ms per sample, bitwise equal)
+BLOCK = 64
 
-    def __init__(self, a: np.ndarray) -> None:
+
+class _Transposed:
+    """A (B, n) array, its C-contiguous transpose, its nonzeros per row and those grouped per unit, each made on
+    first use and shared by the products that need them (forward and weight gradient for x; both gradients for gy).
+    `lists` (aidx, aval, counts), when the tensor carried them (nn.active_lists: k-WTA's winners), stand in for the
+    nonzero scan; `tagged` says so."""
+
+    def __init__(self, a: np.ndarray, lists=None) -> None:
         self.a = a
-        self._t = None
-        self._active = None
+        self.tagged = lists is not None
+        self._lists = lists
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was made on use."""
+        self.restore((None, self._lists, None))
+
+    def snapshot(self) -> tuple:
+        """What has been made so far; `restore` returns to it, so that a timed choice charges each candidate for
+        the preprocessing it makes itself but not for what earlier products made and share."""
+        return (self._t, self._active, self._units)
+
+    def restore(self, snap: tuple) -> None:
+        self._t, self._active, self._units = snap
 
     @property
     def t(self) -> np.ndarray:
@@ -149,6 +214,22 @@ class _Transposed:
             self._active = _active(self.a)
         return self._active
 
+    @property
+    def units(self):
+        """The nonzeros grouped per unit (column): (ptr (n + 1), sample rows, values), samples ascending."""
+        if self._units is None:
+            from frugalnet.kernels.train_active import by_unit
+
+            aidx, aval, counts = self.active
+            n = self.a.shape[1]
+            total = int(counts.sum())
+            ptr = np.empty(n + 1, np.int64)
+            rows = np.empty(total, np.int32)
+            vals = np.empty(total, np.float32)
+            by_unit(aidx, aval, counts, n, ptr, rows, vals)
+            self._units = (ptr, rows, vals)
+        return self._units
+
 
 def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Tensor, mode: str) -> dict:
     lay = vals.lay.layout
@@ -159,7 +240,7 @@ def _grad_input_candidates(gy: Tensor, gyp: _Transposed, vals: _Values, mask: Te
         cands["dense"] = lambda: gy @ vals.masked(mask)
     if mode != "dense":
         cands.update(_sparse_product_candidates(
-            gyp, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr),
+            gyp, (lay.csc_ptr, lay.csc_idx, vals.csc), (lay.csr_split, lay.csr_idx, vals.csr, lay.csr_ptr),
             zeros, n_in, ("csc_t", "scatter")))
     return cands
 
@@ -169,6 +250,7 @@ def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transp
     """The weight gradient's candidates: dense (out, in) with zeros outside the mask, or with `compact` the (nnz,)
     values in CSR order (no dense tensor is formed by the kernels then)."""
     from frugalnet.kernels import train as T
+    from frugalnet.kernels import train_active as A
 
     layout = lay.layout
 
@@ -203,7 +285,23 @@ def _grad_weight_candidates(gy: Tensor, gyp: _Transposed, x: Tensor, xp: _Transp
                 T.sddmm_sparse_both.pick(par)(layout.csr_ptr, layout.csr_idx, gyp.t, aidx, aval, counts, vals,
                                               numba.get_num_threads() if par else 1)
                 return finish(vals, par)
-            cands[f"sddmm_both/{int(par)}"] = sddmm_both
+            def lists(par=par):
+                vals = np.empty(layout.nnz, np.float32)
+                A.sddmm_lists.pick(par)(layout.csr_ptr, layout.csr_idx, *gyp.units, xp.a, vals)
+                return finish(vals, par)
+
+            def lists_both(par=par):
+                import numba
+
+                vals = np.empty(layout.nnz, np.float32)
+                aidx, aval, counts = xp.active
+                A.sddmm_lists_both.pick(par)(layout.csr_ptr, layout.csr_idx, *gyp.units, aidx, aval, counts,
+                                             layout.shape[1], vals, numba.get_num_threads() if par else 1)
+                return finish(vals, par)
+            cands[f"sddmm_lists/{int(par)}"] = lists
+            cands[f"sddmm_lists_both/{int(par)}"] = lists_both
+            if not xp.tagged:   # its accumulator is as wide as the lists (a scan's are in_features wide)
+                cands[f"sddmm_both/{int(par)}"] = sddmm_both
             cands[f"sddmm/{int(par)}"] = sddmm
             cands[f"sddmm_gy/{int(par)}"] = sddmm_gy
     return cands
