@@ -93,3 +93,28 @@ def test_timed_serial_parallel_choice_keeps_the_torch_paths_results(monkeypatch)
     torch.testing.assert_close(yb, ya, rtol=0, atol=0)
     torch.testing.assert_close(gb, ga, rtol=0, atol=0)
     torch.testing.assert_close(b.duty_cycle, a.duty_cycle, rtol=0, atol=0)
+
+
+class _Forced(dict):
+    """A choices table that answers one build for every key (so no timing runs)."""
+
+    def __init__(self, parallel: bool) -> None:
+        super().__init__()
+        self.parallel = parallel
+
+    def get(self, key, default=None):
+        return self.parallel
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_kwinners2d_serial_and_parallel_builds_agree_with_the_torch_path(parallel, monkeypatch):
+    # KWinners2d's selection and gradient go through the timed serial/parallel choice too; force each build
+    KF.clear_choices()
+    monkeypatch.setattr(KF, "_PARALLEL", _Forced(parallel))
+    base = KWinners2d(32, 0.1, boost_strength=1.5)
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    x = _inputs((16, 32, 12, 12), "normal", 5)
+    ya, ga = _run(a, x, False, monkeypatch)
+    yb, gb = _run(b, x, True, monkeypatch)
+    torch.testing.assert_close(yb, ya, rtol=0, atol=0)
+    torch.testing.assert_close(gb, ga, rtol=0, atol=0)

@@ -75,7 +75,8 @@ def kernel_eligible(x: Tensor) -> bool:
 
 def _select(xn: np.ndarray, boost: np.ndarray, k: int, timed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dense output (R, n), winners' indices (R, k), their raw values (R, k)) of the rows of xn; `timed`: the
-    build chosen by timing (KWinners' per-sample rows), else serial (KWinners2d's maps, as before)."""
+    build (serial or parallel over rows) chosen by timing per shape, else serial. Rows are independent, so both
+    builds give the same winners."""
     from frugalnet.kernels import kwta as K
 
     aidx = np.empty((xn.shape[0], k), np.int32)
@@ -115,7 +116,7 @@ class KWTAFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, n: int, boost: np.ndarray, k: int, sink: list):
-        out, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, x.dim() == 2)
+        out, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, True)
         ctx.aidx, ctx.n, ctx.shape = aidx, n, tuple(x.shape)
         ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
                              and x.is_contiguous(memory_format=torch.channels_last))
@@ -137,7 +138,9 @@ class KWTAFunction(torch.autograd.Function):
                 K.winners_grad_lists.pick(par)(gn, ctx.aidx, gx, gval)
             _run_chosen(("grad",) + gn.shape + (ctx.aidx.shape[1],), gn.size, run)
             return _output(gx, ctx.shape, ctx.aidx, gval), None, None, None, None
-        K.winners_grad.serial(g.numpy(), ctx.aidx, gx)
+        gn = g.numpy()
+        _run_chosen(("grad2d",) + gn.shape + (ctx.aidx.shape[1],), gn.size,
+                    lambda par: K.winners_grad.pick(par)(gn, ctx.aidx, gx))
         out = torch.from_numpy(gx).view(ctx.shape)
         if ctx.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
@@ -152,7 +155,7 @@ def kwta_train(x: Tensor, n: int, boost: np.ndarray, k: int, wins: np.ndarray | 
         out = KWTAFunction.apply(x, n, boost, k, sink)
         aidx, aval = sink[0]
     else:
-        o, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, x.dim() == 2)
+        o, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, True)
         out = _output(o, tuple(x.shape), aidx, aval)
     if wins is not None:
         from frugalnet.kernels.kwta import count_positive_values
