@@ -82,6 +82,27 @@ def test_kwinners2d_kernel_on_channels_last_input(monkeypatch):
     torch.testing.assert_close(b.duty_cycle, a.duty_cycle, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("x_cl", [False, True])
+@pytest.mark.parametrize("g_cl", [False, True])
+def test_kwinners2d_kernel_gradient_in_every_layout_pair(x_cl, g_cl, monkeypatch):
+    # the kernel reads a channels-last input and a channels-last upstream gradient without layout copies
+    cl = torch.channels_last
+    base = KWinners2d(6, 0.2, boost_strength=1.5)
+    grads = []
+    for kernel in (False, True):
+        monkeypatch.setattr(KF, "KERNEL_MIN_NUMEL", 1 if kernel else 1 << 62)
+        m = copy.deepcopy(base)
+        x = _inputs((4, 6, 5, 7), "relu", 2)
+        x = (x.contiguous(memory_format=cl) if x_cl else x).requires_grad_(True)
+        y = m(x)
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+        y.backward(g.contiguous(memory_format=cl) if g_cl else g)
+        grads.append((y.detach(), x.grad))
+    (ya, ga), (yb, gb) = grads
+    assert torch.equal(yb, ya) and torch.equal(gb, ga)
+    assert gb.is_contiguous(memory_format=cl) if x_cl else gb.is_contiguous()   # the input's layout
+
+
 def test_timed_serial_parallel_choice_keeps_the_torch_paths_results(monkeypatch):
     KF.clear_choices()
     base = KWinners(2048, 0.05, boost_strength=1.5, duty_cycle_period=500)

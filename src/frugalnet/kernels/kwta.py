@@ -295,6 +295,40 @@ def winners_grad(gy, aidx, gx):
             o[ai[t]] = g[ai[t]]
 
 
+@kernel
+def winners_grad_maps(gy, gy_cl, aidx, gx, gx_cl, channels):
+    """winners_grad for KWinners2d maps, reading and writing either memory layout without a layout copy: gy and gx
+    are (B, C*H*W) in memory order, NCHW (flat index c*HW + p) or, when gy_cl / gx_cl, channels-last (p*C + c);
+    aidx holds each row's winners as NCHW flat indices. gx is zero except at the winners."""
+    batch, n = gx.shape
+    hw = n // channels
+    for b in prange(batch):
+        g = gy[b]
+        o = gx[b]
+        for i in range(n):
+            o[i] = 0.0
+        ai = aidx[b]
+        for t in range(ai.shape[0]):
+            f = ai[t]
+            c = f // hw
+            q = f - c * hw
+            cl = q * channels + c
+            o[cl if gx_cl else f] = g[cl if gy_cl else f]
+
+
+@kernel
+def channels_last_rows(src, dst):
+    """dst (B, C, P) = src (B, P, C) transposed per sample: a channels-last map's rows in NCHW order (torch's
+    layout copy of a (64, 32, 12, 12) map took 272 us against 104 us here, 2 threads against one)."""
+    batch, npos, channels = src.shape
+    for b in prange(batch):
+        s = src[b]
+        d = dst[b]
+        for q in range(npos):
+            for c in range(channels):
+                d[c, q] = s[q, c]
+
+
 @njit(**JIT)
 def count_positive_wins(aidx, out, group, wins):
     """wins[u // group] += 1 for every winner u of a row whose output out[b, u] > 0 (the duty cycle's count;

@@ -92,6 +92,29 @@ def _select(xn: np.ndarray, boost: np.ndarray, k: int, timed: bool) -> tuple[np.
     return out, aidx, aval
 
 
+def _is_channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _is_map(shape: tuple, n: int) -> bool:
+    """Rows of n entries that are whole (C, H, W) maps of a 4-D tensor (KWinners2d)."""
+    return len(shape) == 4 and shape[1] * shape[2] * shape[3] == n
+
+
+def _rows(x: Tensor, n: int) -> np.ndarray:
+    """x's rows of n entries in its logical (NCHW) order as a float32 array; a channels-last map is transposed by
+    a numba kernel (kernels.kwta.channels_last_rows) rather than torch's layout copy."""
+    if not (_is_channels_last(x) and _is_map(tuple(x.shape), n)):
+        return x.detach().contiguous().reshape(-1, n).numpy()
+    from frugalnet.kernels import kwta as K
+
+    b, c, h, w = x.shape
+    src = x.detach().permute(0, 2, 3, 1).numpy().reshape(b, h * w, c)
+    dst = np.empty((b, c, h * w), np.float32)
+    _run_chosen(("cl_rows",) + src.shape, src.size, lambda par: K.channels_last_rows.pick(par)(src, dst))
+    return dst.reshape(b, n)
+
+
 def _threads() -> int:
     import numba
 
@@ -116,10 +139,9 @@ class KWTAFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, n: int, boost: np.ndarray, k: int, sink: list):
-        out, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, True)
+        out, aidx, aval = _select(_rows(x, n), boost, k, True)
         ctx.aidx, ctx.n, ctx.shape = aidx, n, tuple(x.shape)
-        ctx.channels_last = (x.dim() == 4 and not x.is_contiguous()
-                             and x.is_contiguous(memory_format=torch.channels_last))
+        ctx.channels_last = _is_channels_last(x)
         sink.append((aidx, aval))
         return _output(out, tuple(x.shape), aidx, aval)
 
@@ -128,6 +150,16 @@ class KWTAFunction(torch.autograd.Function):
     def backward(ctx, gy: Tensor):
         from frugalnet.kernels import kwta as K
 
+        if _is_map(ctx.shape, ctx.n):   # KWinners2d: either layout in and out, no layout copies
+            b, c, h, w = ctx.shape
+            gy_cl = _is_channels_last(gy)
+            gn = (gy.permute(0, 2, 3, 1) if gy_cl else gy.contiguous()).numpy().reshape(b, ctx.n)
+            gx = np.empty((b, ctx.n), np.float32)
+            _run_chosen(("grad_maps",) + gn.shape + (ctx.aidx.shape[1], gy_cl, ctx.channels_last), gn.size,
+                        lambda par: K.winners_grad_maps.pick(par)(gn, gy_cl, ctx.aidx, gx, ctx.channels_last, c))
+            out = torch.from_numpy(gx)
+            out = out.view(b, h, w, c).permute(0, 3, 1, 2) if ctx.channels_last else out.view(ctx.shape)
+            return out, None, None, None, None
         g = gy.contiguous().reshape(-1, ctx.n)
         gx = np.empty(tuple(g.shape), np.float32)
         if len(ctx.shape) == 2:
@@ -155,7 +187,7 @@ def kwta_train(x: Tensor, n: int, boost: np.ndarray, k: int, wins: np.ndarray | 
         out = KWTAFunction.apply(x, n, boost, k, sink)
         aidx, aval = sink[0]
     else:
-        o, aidx, aval = _select(x.detach().contiguous().reshape(-1, n).numpy(), boost, k, True)
+        o, aidx, aval = _select(_rows(x, n), boost, k, True)
         out = _output(o, tuple(x.shape), aidx, aval)
     if wins is not None:
         from frugalnet.kernels.kwta import count_positive_values
