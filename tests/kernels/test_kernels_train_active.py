@@ -94,14 +94,16 @@ def test_csr_rows_tt_equals_masked_dense_linear(shape, parallel, bias):
 
 
 @pytest.mark.parametrize("parallel,chunks", [(False, 1), (True, 2), (True, 7)])
-def test_kwta_rows_train_gives_the_dense_kernels_winners_and_their_values(parallel, chunks):
+def test_kwta_rows_train_gives_the_inference_kernels_winners_and_their_values(parallel, chunks):
     g = np.random.default_rng(7)
     x = g.standard_normal((9, 1500)).astype(np.float32)
     x[3] = np.round(x[3])                   # ties at the k-th place
     boost = np.exp(0.3 * g.standard_normal(1500)).astype(np.float32)
     k = 75
-    aidx, out = np.empty((9, k), np.int32), np.empty_like(x)
-    KW.kwta_rows_dense.serial(x, boost, k, aidx, out, 1)
+    aidx, aval = np.empty((9, k), np.int32), np.empty((9, k), np.float32)
+    KW.kwta_rows.serial(x, boost, k, aidx, aval, 1)          # the inference kernel's winners
+    out = np.zeros_like(x)
+    np.put_along_axis(out, aidx, aval, axis=1)
     aidx2, aval2, out2 = np.empty((9, k), np.int32), np.empty((9, k), np.float32), np.full_like(x, np.nan)
     KW.kwta_rows_train.pick(parallel)(x, boost, k, aidx2, aval2, out2, chunks)
     np.testing.assert_array_equal(aidx2, aidx)

@@ -209,32 +209,10 @@ def kwta_rows(x, boost, k, aidx, aval, nchunks):
 
 
 @kernel
-def kwta_rows_dense(x, boost, k, aidx, out, nchunks):
-    """kwta_rows for training: the winners' indices into aidx (B, k) (index order, kept for the backward) and the
-    dense output out (B, n): each winner's raw value, zero elsewhere, written while the row is in cache."""
-    batch, n = x.shape
-    nchunks = max(1, min(batch, nchunks))
-    for c in prange(nchunks):
-        hist = np.empty(1 << KEY_HIST_BITS, np.int32)
-        bi = np.empty(n + 1, np.int32)
-        bk = np.empty(n + 1, np.uint32)
-        work = np.empty(n + 1, np.uint32)
-        val = np.empty(k, np.float32)
-        hint = np.zeros(1, np.uint32)
-        for b in range((c * batch) // nchunks, ((c + 1) * batch) // nchunks):
-            ai = aidx[b]
-            _kwta_row(x[b], boost, k, ai, val, bi, bk, work, hist, hint)
-            o = out[b]
-            for i in range(n):
-                o[i] = 0.0
-            for t in range(k):
-                o[ai[t]] = val[t]
-
-
-@kernel
 def kwta_rows_train(x, boost, k, aidx, aval, out, nchunks):
-    """kwta_rows_dense that also hands out the winners' raw values aval (B, k): the (aidx, aval) lists the next
-    sparse layer consumes as they are (no scan of the dense output for its nonzeros)."""
+    """kwta_rows for training: the winners' indices aidx (B, k) (index order, kept for the backward) and raw values
+    aval (B, k) (the lists the next sparse layer consumes as they are: no scan for nonzeros), and the dense output
+    out (B, n): each winner's raw value, zero elsewhere, written while the row is in cache."""
     batch, n = x.shape
     nchunks = max(1, min(batch, nchunks))
     for c in prange(nchunks):
