@@ -21,6 +21,11 @@ dense PyTorch model.
 
 Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per-round medians, interquartile
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
+  Latest, quiet (nothing else running), --rounds 9, 2026-12-05 07:57 UTC, load 1.1: dense MLP 51.69 ms; sparse
+    KWinners 2.83x (2.61-2.86); compact 12.64 ms, 4.11x (3.99-4.20); process CPU time dense 98.2 ms, compact
+    20.4 ms (4.81x). Dense CNN-2 21.65 ms; channels_last 1.32x; sparse 1.17x; compact fc1 1.22x; compact fc1 and
+    convs 1.24x (1.22-1.25). After KWinners2d lost its layout copies (08:21, quiet): compact fc1 and convs 1.23x
+    (1.21-1.26), dense 22.79 ms. The figures below are the history that led here.
   With k-WTA's winners handed to the sparse layers as active lists (nn.active_lists: no nonzero scans, no
     transposes of gy or of the first layer's output, per-block column scatter, faster k-WTA), --only mlp
     --rounds 9: quiet, 2026-12-05 07:52 UTC (final kernels), load 0.83-0.94 with no other process running:
