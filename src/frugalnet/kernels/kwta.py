@@ -234,8 +234,9 @@ def kwta_rows_train(x, boost, k, aidx, aval, out, nchunks):
 
 @kernel
 def winners_grad_lists(gy, aidx, gx, gval):
-    """winners_grad that also hands out the gradient at the winners, gval (B, k): the per-sample lists of the
-    gradient's only possible nonzeros, for the sparse layer before the k-WTA."""
+    """Gradient of the k-WTA output: gx (B, n) = gy at each row's winners aidx (B, k), zero elsewhere; also hands
+    out the gradient at the winners, gval (B, k): the per-sample lists of the gradient's only possible nonzeros,
+    for the sparse layer before the k-WTA."""
     for b in prange(gy.shape[0]):
         g = gy[b]
         o = gx[b]
@@ -251,7 +252,8 @@ def winners_grad_lists(gy, aidx, gx, gval):
 
 @njit(**JIT)
 def count_positive_values(aidx, aval, group, wins):
-    """count_positive_wins from the winners' values aval (B, k) instead of the dense output."""
+    """wins[u // group] += 1 for every winner u (aidx (B, k)) whose value aval > 0: the duty cycle's count (group =
+    H * W counts a KWinners2d map's positions per channel). One pass over the B x k winners."""
     for b in range(aidx.shape[0]):
         ai = aidx[b]
         av = aval[b]
@@ -261,21 +263,8 @@ def count_positive_values(aidx, aval, group, wins):
 
 
 @kernel
-def winners_grad(gy, aidx, gx):
-    """Gradient of the k-WTA output: gx (B, n) = gy at each row's winners aidx (B, k), zero elsewhere."""
-    for b in prange(gy.shape[0]):
-        g = gy[b]
-        o = gx[b]
-        for i in range(o.shape[0]):
-            o[i] = 0.0
-        ai = aidx[b]
-        for t in range(ai.shape[0]):
-            o[ai[t]] = g[ai[t]]
-
-
-@kernel
 def winners_grad_maps(gy, gy_cl, aidx, gx, gx_cl, channels):
-    """winners_grad for KWinners2d maps, reading and writing either memory layout without a layout copy: gy and gx
+    """winners_grad_lists' gx for KWinners2d maps, reading and writing either memory layout without a layout copy: gy and gx
     are (B, C*H*W) in memory order, NCHW (flat index c*HW + p) or, when gy_cl / gx_cl, channels-last (p*C + c);
     aidx holds each row's winners as NCHW flat indices. gx is zero except at the winners."""
     batch, n = gx.shape
@@ -305,19 +294,6 @@ def channels_last_rows(src, dst):
         for q in range(npos):
             for c in range(channels):
                 d[c, q] = s[q, c]
-
-
-@njit(**JIT)
-def count_positive_wins(aidx, out, group, wins):
-    """wins[u // group] += 1 for every winner u of a row whose output out[b, u] > 0 (the duty cycle's count;
-    group = H * W counts a KWinners2d map's positions per channel). One pass over the B x k winners."""
-    for b in range(aidx.shape[0]):
-        ai = aidx[b]
-        o = out[b]
-        for t in range(ai.shape[0]):
-            u = ai[t]
-            if o[u] > 0:
-                wins[u // group] += 1.0
 
 
 @kernel

@@ -160,20 +160,12 @@ class KWTAFunction(torch.autograd.Function):
             out = torch.from_numpy(gx)
             out = out.view(b, h, w, c).permute(0, 3, 1, 2) if ctx.channels_last else out.view(ctx.shape)
             return out, None, None, None, None
-        g = gy.contiguous().reshape(-1, ctx.n)
-        gx = np.empty(tuple(g.shape), np.float32)
-        if len(ctx.shape) == 2:
-            gval = np.empty(ctx.aidx.shape, np.float32)
-            gn = g.numpy()
-
-            def run(par: bool) -> None:
-                K.winners_grad_lists.pick(par)(gn, ctx.aidx, gx, gval)
-            _run_chosen(("grad",) + gn.shape + (ctx.aidx.shape[1],), gn.size, run)
-            return _output(gx, ctx.shape, ctx.aidx, gval), None, None, None, None
-        gn = g.numpy()
-        _run_chosen(("grad2d",) + gn.shape + (ctx.aidx.shape[1],), gn.size,
-                    lambda par: K.winners_grad.pick(par)(gn, ctx.aidx, gx))
-        out = torch.from_numpy(gx).view(ctx.shape)
+        gn = gy.contiguous().reshape(-1, ctx.n).numpy()
+        gx = np.empty(gn.shape, np.float32)
+        gval = np.empty(ctx.aidx.shape, np.float32)
+        _run_chosen(("grad",) + gn.shape + (ctx.aidx.shape[1],), gn.size,
+                    lambda par: K.winners_grad_lists.pick(par)(gn, ctx.aidx, gx, gval))
+        out = _output(gx, ctx.shape, ctx.aidx, gval)   # rows of a 2-D x carry their lists
         if ctx.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out, None, None, None, None
