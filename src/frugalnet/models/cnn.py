@@ -17,6 +17,7 @@ from typing import Sequence
 
 from torch import nn
 
+from frugalnet.nn.fused_blocks import FusedSequential
 from frugalnet.nn.kwinners import KWinners, KWinners2d
 from frugalnet.nn.sparse import SparseConv2d, SparseLinear
 
@@ -34,8 +35,9 @@ def cnn2_output_size(input_shape: Sequence[int], kernel_size: int = 5) -> tuple[
 
 
 def _assemble(conv1: nn.Module, act1: nn.Module, conv2: nn.Module, act2: nn.Module, fc1: nn.Module,
-              act3: nn.Module, fc_out: nn.Module, batch_norm: bool) -> nn.Sequential:
-    """conv1 [bn1] pool1 act1 conv2 [bn2] pool2 act2 flatten fc1 [bn3] act3 fc_out."""
+              act3: nn.Module, fc_out: nn.Module, batch_norm: bool, fused: bool = False) -> nn.Sequential:
+    """conv1 [bn1] pool1 act1 conv2 [bn2] pool2 act2 flatten fc1 [bn3] act3 fc_out; `fused`: a FusedSequential
+    (trains each bn -> pool -> k-WTA run as one block; the same modules and state_dict)."""
     norms = {"conv1": ("bn1", nn.BatchNorm2d(conv1.out_channels, affine=False)),
              "conv2": ("bn2", nn.BatchNorm2d(conv2.out_channels, affine=False)),
              "fc1": ("bn3", nn.BatchNorm1d(fc1.out_features, affine=False))}
@@ -47,7 +49,7 @@ def _assemble(conv1: nn.Module, act1: nn.Module, conv2: nn.Module, act2: nn.Modu
         layers.append((name, module))
         if batch_norm and name in norms:
             layers.append(norms[name])
-    return nn.Sequential(OrderedDict(layers))
+    return (FusedSequential if fused else nn.Sequential)(OrderedDict(layers))
 
 
 def dense_cnn2(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, channels: Sequence[int] = (32, 64),
@@ -74,4 +76,5 @@ def sparse_cnn2(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
                      SparseConv2d(c1, c2, kernel_size, conv_weight_sparsity[1], seed=seed + 1),
                      KWinners2d(c2, conv_percent_on[1], **kw),
                      SparseLinear(c2 * h * w, hidden, hidden_weight_sparsity, seed=seed + 2),
-                     KWinners(hidden, hidden_percent_on, **kw), nn.Linear(hidden, num_classes), batch_norm)
+                     KWinners(hidden, hidden_percent_on, **kw), nn.Linear(hidden, num_classes), batch_norm,
+                     fused=True)

@@ -157,12 +157,30 @@ class _KWinnersBase(nn.Module):
         wins = np.zeros(self.duty_cycle.numel(), np.float64) if self.training else None
         out = kwta_train(x, n, self._boost_vector(repeat), k, wins, repeat)
         if wins is not None:
-            with torch.no_grad():
-                counts = torch.from_numpy(wins).to(self.duty_cycle.dtype)
-                if repeat > 1:
-                    counts = counts / float(repeat)
-                self._update_duty_cycle(self.duty_cycle, counts, x.numel() // n)
+            self._add_wins(wins, repeat, x.numel() // n)
         return out
+
+    def _add_wins(self, wins, repeat: int, rows: int) -> None:
+        """The duty cycle updated from per-unit win counts (per channel: over `repeat` positions each)."""
+        with torch.no_grad():
+            counts = torch.from_numpy(wins).to(self.duty_cycle.dtype)
+            if repeat > 1:
+                counts = counts / float(repeat)
+            self._update_duty_cycle(self.duty_cycle, counts, rows)
+
+    def _fused_select(self, rows, n: int, repeat: int):
+        """Training k-WTA of the float32 rows (R, n) (numpy, a fused block's normalised input in NCHW order) on the
+        selection kernel, duty cycle updated as forward does: (dense output, winners' indices, their values)."""
+        import numpy as np
+
+        from frugalnet.kernels.kwta import count_positive_values
+        from frugalnet.nn.kwinners_functional import _select
+
+        out, aidx, aval = _select(rows, self._boost_vector(repeat), self._k(n), True)
+        wins = np.zeros(self.duty_cycle.numel(), np.float64)
+        count_positive_values(aidx, aval, repeat, wins)
+        self._add_wins(wins, repeat, rows.shape[0])
+        return out, aidx, aval
 
     def _use_kernel(self, x: Tensor) -> bool:
         from frugalnet.nn.kwinners_functional import kernel_eligible

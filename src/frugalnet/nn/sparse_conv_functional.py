@@ -198,21 +198,24 @@ class SparseConv2dFunction(torch.autograd.Function):
 
 def _kwta_winners(x: Tensor) -> np.ndarray | None:
     """The winners' flat indices (B, k) into each sample's (C, H, W) when x is, unchanged, the output of a k-WTA
-    (KWinners2d on the selection kernel, whose backward passes gradient to its winners only); else None.
+    (KWinners2d on the selection kernel, or a fused block ending in one: nn.fused_blocks; either backward reads
+    the gradient at its winners only); else None.
 
     Then the input gradient this convolution returns is consumed only at those winners (x's sole gradient consumer
     is that k-WTA's backward, which zeroes the rest), so it is computed there alone: the gradients of every
     parameter and of the k-WTA's input equal PyTorch's. Not taken when x carries a tensor hook or retains its
     gradient (either would see the gradient at the losers too) or was written in place since the k-WTA made it.
     (torch.autograd.grad asked for x itself would still get the losers' entries as 0.)"""
+    from frugalnet.nn.fused_blocks import BNPoolKWTAFunction
     from frugalnet.nn.kwinners_functional import KWTAFunction
 
     try:
         node = x.grad_fn
     except RuntimeError:    # a view written in place: autograd refuses it (and so will the convolution)
         return None
-    cls = getattr(KWTAFunction, "_backward_cls", None)
-    if cls is None or not isinstance(node, cls) or x._version != 0 or x._backward_hooks or x.retains_grad:
+    classes = tuple(c for c in (getattr(KWTAFunction, "_backward_cls", None),
+                                getattr(BNPoolKWTAFunction, "_backward_cls", None)) if c is not None)
+    if not classes or not isinstance(node, classes) or x._version != 0 or x._backward_hooks or x.retains_grad:
         return None
     aidx, n, shape = getattr(node, "aidx", None), getattr(node, "n", None), getattr(node, "shape", None)
     b, c, h, w = x.shape
