@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from frugalnet.nn.kwinners_functional import _run_chosen
+from frugalnet.utils.buffers import POOL
 
 
 def _nhwc(t: Tensor) -> np.ndarray:
@@ -93,15 +94,15 @@ def _forward(bn: nn.BatchNorm2d, act: nn.Module, x: Tensor):
     hp, wp = h // 2, w // 2
     y = _nhwc(x)
     shift = y[0, 0, 0].astype(np.float64)     # sums of (y - shift): no cancellation for a large mean
-    pooled = np.empty((b, hp, wp, c), np.float32)
-    arg = np.empty((b, hp, wp, c), np.uint8)
+    pooled = POOL.empty((b, hp, wp, c), np.float32)
+    arg = POOL.empty((b, hp, wp, c), np.uint8)
     sums, squares = np.empty(c, np.float64), np.empty(c, np.float64)
     _run_chosen(("stats_pool2",) + y.shape, y.size,
                 lambda par: K.stats_pool2.pick(par)(y, shift, pooled, arg, sums, squares))
     count = b * h * w
     mean, invstd = _batch_stats(bn, sums, squares, shift, count)
     n = c * hp * wp
-    rows = np.empty((b, n), np.float32)
+    rows = POOL.empty((b, n), np.float32)
     _run_chosen(("normalize_rows",) + pooled.shape, pooled.size,
                 lambda par: K.normalize_rows.pick(par)(pooled, mean, invstd, rows))
     out, aidx, aval = act._fused_select(rows, n, hp * wp)
@@ -128,8 +129,9 @@ class BNPoolKWTAFunction(torch.autograd.Function):
 
         (x,) = ctx.saved_tensors
         cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        dx = torch.empty(tuple(x.shape), dtype=torch.float32,
-                         memory_format=torch.channels_last if cl else torch.contiguous_format)
+        b, c, h, w = x.shape
+        dx = (torch.from_numpy(POOL.empty((b, h, w, c), np.float32)).permute(0, 3, 1, 2) if cl
+              else torch.from_numpy(POOL.empty((b, c, h, w), np.float32)))
         gn, xn, dxn = g.detach().view(ctx.shape).numpy(), _nhwc(x), _nhwc(dx)
         _run_chosen(("bn_pool_kwta_grad",) + xn.shape + (ctx.aidx.shape[1],), xn.size,
                     lambda par: K.bn_pool_kwta_grad.pick(par)(gn, ctx.aidx, ctx.aval, ctx.arg, xn, ctx.mean,

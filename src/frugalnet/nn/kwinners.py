@@ -176,7 +176,7 @@ class _KWinnersBase(nn.Module):
         from frugalnet.kernels.kwta import count_positive_values
         from frugalnet.nn.kwinners_functional import _select
 
-        out, aidx, aval = _select(rows, self._boost_vector(repeat), self._k(n), True)
+        out, aidx, aval = _select(rows, self._boost_vector(repeat), self._k(n), True, pooled=True)
         wins = np.zeros(self.duty_cycle.numel(), np.float64)
         count_positive_values(aidx, aval, repeat, wins)
         self._add_wins(wins, repeat, rows.shape[0])

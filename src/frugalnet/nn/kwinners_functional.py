@@ -73,15 +73,20 @@ def kernel_eligible(x: Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
-def _select(xn: np.ndarray, boost: np.ndarray, k: int, timed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _select(xn: np.ndarray, boost: np.ndarray, k: int, timed: bool,
+            pooled: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dense output (R, n), winners' indices (R, k), their raw values (R, k)) of the rows of xn; `timed`: the
     build (serial or parallel over rows) chosen by timing per shape, else serial. Rows are independent, so both
-    builds give the same winners."""
+    builds give the same winners. `pooled`: the output array from utils.buffers' pool (reused once free)."""
     from frugalnet.kernels import kwta as K
 
     aidx = np.empty((xn.shape[0], k), np.int32)
     aval = np.empty((xn.shape[0], k), np.float32)
-    out = np.empty(xn.shape, np.float32)
+    if pooled:
+        from frugalnet.utils.buffers import POOL
+        out = POOL.empty(xn.shape, np.float32)
+    else:
+        out = np.empty(xn.shape, np.float32)
 
     def run(par: bool) -> None:
         K.kwta_rows_train.pick(par)(xn, boost, k, aidx, aval, out, _threads() if par else 1)

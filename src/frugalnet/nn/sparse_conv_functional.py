@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from frugalnet.nn import sparse_functional as SF
+from frugalnet.utils.buffers import POOL
 
 
 def _conv_backward(gy: Tensor, ops: "_Operands", which: tuple[bool, bool, bool]):
@@ -124,7 +125,7 @@ class SparseConv2dFunction(torch.autograd.Function):
             bn = np.zeros(n_o, np.float32) if bias is None else bias.detach().numpy()
 
             def active(par):
-                out = np.empty((b, oh, ow, n_o), np.float32)
+                out = POOL.empty((b, oh, ow, n_o), np.float32)
                 CT.conv_fwd_active.pick(par)(xn, ops.wt(), bn, out)
                 return torch.from_numpy(out).permute(0, 3, 1, 2)
             for par in SF._parallel_options():
@@ -182,10 +183,12 @@ class SparseConv2dFunction(torch.autograd.Function):
                 def im2col():
                     n_o, c, kh, kw = wm.shape
                     g = gy_cl()
-                    cols = np.empty((g.shape[0] * g.shape[1] * g.shape[2], c * kh * kw), np.float32)
+                    cols = POOL.empty((g.shape[0] * g.shape[1] * g.shape[2], c * kh * kw), np.float32)
                     CT.im2col_rows.pick(SF._parallel_default())(xn, kh, kw, cols)
-                    gw = torch.from_numpy(g.reshape(-1, n_o)).t() @ torch.from_numpy(cols)
-                    return _masked(gw.view(tuple(wm.shape)), mask)
+                    # cols^T @ gy, transposed after: 0.66 ms against 0.91 for gy^T @ cols (CNN-2's conv1, 2
+                    # threads, one interleaved run; the product's (K, O) orientation suits the GEMM's blocking)
+                    gw = (torch.from_numpy(cols).t() @ torch.from_numpy(g.reshape(-1, n_o))).t()
+                    return _masked(gw.reshape(tuple(wm.shape)), mask)
                 cands["im2col"] = im2col
             gw = SF._pick(("conv_gw",) + shapes + (ctx.xkey, mode), cands)
         if gw is not None and ctx.flat is not None:
@@ -248,7 +251,7 @@ def _winner_grads(ctx, gy: Tensor, x: Tensor, mask: Tensor, shapes: tuple) -> tu
             n_o, c, kh, kw = wm.shape
             g = _channels_last(gy)
             gwt = np.empty((c, kh, kw, n_o), np.float32)
-            gx = np.empty(tuple(x.shape), np.float32)
+            gx = POOL.empty(tuple(x.shape), np.float32)
             KC.conv_grads_active.pick(par)(xn, g, ctx.ops.wt(), gwt, gx)
             KC.conv_gx_at_zero_winners.serial(xn, aidx, g, ctx.ops.wt(), gx)
             return torch.from_numpy(gx), _masked(torch.from_numpy(gwt).permute(3, 0, 1, 2), mask)
