@@ -174,3 +174,25 @@ def test_measure_speedup_reports_figures():
         assert len(e["layers"]) == 8   # conv + max pool fused into one step, twice
     import json
     json.dumps(r)
+
+
+def test_whole_plan_candidates_and_compile_keeps_the_fastest_whole_plan():
+    from frugalnet.engine.choice import LayerChoice
+    from frugalnet.engine.compiler import candidate_plans
+
+    chosen = {0: LayerChoice("a", "conv2d", "im2col_csr:p", {"im2col_csr:p": 1.0, "im2col_csr:s": 1.1,
+                                                                "onednn:s": 1.3, "onednn:p": 1.2, "torch": 2.0}),
+              2: LayerChoice("b", "linear", "csr:s", {"csr:s": 1.0, "torch": 1.5}),
+              3: LayerChoice("c", "linear", "gemv", {"gemv": 1.0, "torch": 1.2})}
+    plans = candidate_plans(["im2col_csr:p", "torch", "csr:s", "gemv"], chosen)
+    assert plans["per-layer"] == ["im2col_csr:p", "torch", "csr:s", "gemv"]
+    assert plans["serial"] == ["im2col_csr:s", "torch", "csr:s", "gemv"]     # only twins that were candidates
+    assert "parallel" not in plans                                          # same as per-layer: dropped
+    assert plans["dense"] == ["onednn:p", "torch", "torch", "gemv"]         # each step's fastest dense variant
+    model = _small_cnn()
+    x = torch.rand(4, 1, 16, 16)
+    engine = E.compile(model, x, repeats=1)
+    assert engine.plan_source[4] in engine.plan_seconds[4]
+    assert set(engine.plan_seconds[4]) <= {"per-layer", "serial", "parallel", "dense"}
+    assert all(c.variant in engine.plans[4] for c in engine.choices[4])
+    _assert_matches(engine, model, x)

@@ -56,7 +56,7 @@ def engine_runner(model: nn.Module, inputs: tuple, batch: int, settings: RunSett
     plan = plans.get(batch) if isinstance(plans, dict) else None
     note = f"compiled in {seconds:.1f} s" + \
         ("; layers timed with cold caches (weights > last-level cache)" if getattr(engine, "cold_cache", False)
-         else "") + (f"; plan: {', '.join(map(str, plan))}" if plan else "")
+         else "") + _plan_source_note(engine, batch) + (f"; plan: {', '.join(map(str, plan))}" if plan else "")
     info = {"engine": engine}
     try:
         info["weight_bytes"] = int(engine.weight_bytes(batch))
@@ -109,6 +109,15 @@ def compare(name: str, runners: dict[str, Runner], inputs: tuple, settings: RunS
         result["fastest_dense"] = who
         result["engine_vs_fastest_dense"] = secs / methods["frugalnet"]["seconds"]
     return result
+
+
+def _plan_source_note(engine, batch: int) -> str:
+    """'; whole plan kept: <label> (each candidate plan's ms)' from the compile's whole-plan timing."""
+    secs = getattr(engine, "plan_seconds", {}).get(batch)
+    if not secs:
+        return ""
+    timings = ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in secs.items())
+    return f"; whole plan kept: {engine.plan_source.get(batch, 'per-layer')} ({timings})"
 
 
 def run_model_case(case, settings: RunSettings) -> dict:

@@ -65,6 +65,10 @@ class Engine:
         # plan: on a loaded machine a second thread that is not scheduled makes every small parallel op wait for it
         self.run_threads: dict[int, tuple[int, int]] = {}
         self.cold_cache = False     # whether compile timed the layers with emptied caches (see compile)
+        # per batch size: which whole plan compile kept ("per-layer", "serial", "parallel", "dense") and every
+        # candidate plan's fastest interleaved time (see _refine_plans)
+        self.plan_source: dict[int, str] = {}
+        self.plan_seconds: dict[int, dict[str, float]] = {}
         self.dynamic_batch = bool(dynamic_batch)
         self.batch_dims = [int(d) for d in batch_dims] if batch_dims is not None else \
             [0 if self.dynamic_batch else -1] + [-1] * (len(self.input_shapes) - 1)
@@ -262,6 +266,7 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
         examples = _examples(args, batch_sizes, cap.batch_dims)
         plans: dict[int, list[str]] = {}
         choices: dict[int, list[LayerChoice]] = {}
+        chosen_at: dict[int, dict[int, LayerChoice]] = {}
         warm(_warm_tasks(program, steps, examples), jit_workers, quiet=quiet)
         if cold_cache is None:
             cold_cache = sum(step_bytes(s) for s in steps) > last_level_cache_bytes()
@@ -280,6 +285,7 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
                 program.walk(flat, on_step)
             plans[bs] = [chosen[i].variant if i in chosen else "torch" for i in range(len(steps))]
             choices[bs] = [chosen[i] for i in sorted(chosen)]
+            chosen_at[bs] = dict(chosen)
         if bar is not None:
             bar.close()
     finally:
@@ -290,8 +296,85 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
                     cap.dynamic_batch, cap.batch_dims)
     engine.cold_cache = bool(cold_cache)
     engine.warmup()
+    if _refine_plans(engine, examples, chosen_at, repeats, tie_margin):
+        for s in steps:  # the other plans' layouts go again
+            s._cache.clear()
+        engine.warmup()
     _choose_run_threads(engine, examples, repeats)
     return engine
+
+
+def _twin(variant: str, to: str) -> str:
+    base, _, build = variant.rpartition(":")
+    return f"{base}:{to}" if base and build in ("s", "p") else variant
+
+
+def candidate_plans(plan: list[str], chosen: dict[int, LayerChoice]) -> dict[str, list[str]]:
+    """Whole plans worth timing against the per-layer choice `plan`: every kernel in its serial build, every one in
+    its parallel build (where that build was a checked candidate of the step), and each step's fastest dense
+    variant. Each layer was timed alone; run together, a parallel region's wake-up, the caches the previous step
+    left and the threads' contention change the sums (ResNet-18 at batch 1 measured 2.8x-4.5x eager across three
+    compiles of per-layer choices on this 2-core machine)."""
+    from frugalnet.engine.choice import DENSE_FIRST
+
+    out = {"per-layer": list(plan)}
+    for label, to in (("serial", "s"), ("parallel", "p")):
+        alt = list(plan)
+        for i, c in chosen.items():
+            twin = _twin(plan[i], to)
+            if twin != plan[i] and twin in c.seconds:
+                alt[i] = twin
+        out[label] = alt
+    dense = list(plan)
+    for i, c in chosen.items():
+        ok = [v for v in c.seconds if v.split(":")[0] in DENSE_FIRST]
+        if ok:
+            dense[i] = min(ok, key=c.seconds.get)
+    out["dense"] = dense
+    unique: dict[str, list[str]] = {}
+    for label, p in out.items():
+        if all(p != q for q in unique.values()):
+            unique[label] = p
+    return unique
+
+
+def _refine_plans(engine: Engine, examples: dict[int, list], chosen_at: dict[int, dict[int, LayerChoice]],
+                  repeats: int, tie_margin: float) -> bool:
+    """Per batch size, the whole plan that runs fastest among candidate_plans, timed interleaved on the example
+    (a candidate must beat the per-layer plan by tie_margin / 2, so near ties keep it). The winner's label goes
+    to engine.plan_source. Returns whether any candidate plan was bound (other layouts were built)."""
+    bound = False
+    for bs, flat in examples.items():
+        by_index = chosen_at.get(bs, {})
+        plans = candidate_plans(engine.plans[bs], by_index)
+        if len(plans) < 2:
+            engine.plan_source[bs] = "per-layer"
+            continue
+        runners = {}
+        bound = True
+        with torch.no_grad():
+            for label, plan in plans.items():
+                _, fns = engine.program.bind(engine.steps, plan, flat)
+                runners[label] = engine.program.runner(fns)
+
+        def timed(r):
+            def f():
+                with torch.no_grad():
+                    r(flat)
+            return f
+        secs = interleaved_fastest({k: timed(r) for k, r in runners.items()}, repeats=max(3, repeats),
+                                   min_time=0.01, max_seconds=10.0)
+        best = min(secs, key=secs.get)
+        if secs[best] * (1.0 + tie_margin / 2) > secs["per-layer"]:
+            best = "per-layer"
+        engine.plan_source[bs] = best
+        engine.plan_seconds[bs] = dict(secs)
+        if best != "per-layer":
+            engine.plans[bs] = plans[best]
+            for i, c in by_index.items():
+                c.variant = plans[best][i]
+    engine._bound.clear()
+    return bound
 
 
 def _with_threads(t: int, n: int, fn, *args):
