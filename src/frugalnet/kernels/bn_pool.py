@@ -96,18 +96,16 @@ def normalize_rows(pooled, mean, invstd, rows):
 
 
 @kernel
-def bn_pool_kwta_grad(g, aidx, aval, arg, y, mean, invstd, count, dy):
-    """dy (B, H, W, C) = the gradient at the batch norm's input, given g (B, C, HP, WP) the gradient at the k-WTA's
-    output, read at the winners aidx (B, k; NCHW flat indices into a sample's map) only; aval (B, k) = the k-WTA's
-    input at its winners (= x_hat at the window's maximum); arg the pooling's offsets; y the batch norm's input.
-    dy = invstd * (dxh - sum(dxh) / count - x_hat * sum(dxh * x_hat) / count) per channel, with dxh nonzero only at
-    each winner's window maximum."""
-    batch, h, w, n_c = y.shape
-    hp, wp = arg.shape[1], arg.shape[2]
-    plane = hp * wp
+def bn_grad_coefficients(g, aidx, aval, invstd, count, wp, a, beta):
+    """Per channel, the batch norm's input gradient outside the winners' window maxima, dy = a + beta * (y - mean):
+    a = -invstd * sum(dxh) / count, beta = -invstd^2 * sum(dxh * x_hat) / count, where dxh (the gradient at the
+    batch norm's output) is g (B, C, HP, WP) at the k-WTA's winners aidx (B, k; NCHW flat indices) and 0 elsewhere,
+    and aval (B, k) is x_hat there (the k-WTA's input at its winners). Sums in float64."""
+    n_c = a.shape[0]
+    plane = g.shape[2] * g.shape[3]
     m1 = np.zeros(n_c, np.float64)
     m2 = np.zeros(n_c, np.float64)
-    for b in range(batch):
+    for b in range(aidx.shape[0]):
         for t in range(aidx.shape[1]):
             u = aidx[b, t]
             c = u // plane
@@ -115,12 +113,20 @@ def bn_pool_kwta_grad(g, aidx, aval, arg, y, mean, invstd, count, dy):
             gv = np.float64(g[b, c, p // wp, p % wp])
             m1[c] += gv
             m2[c] += gv * aval[b, t]
-    a = np.empty(n_c, np.float32)      # dy = a + beta * (y - mean) outside the maxima: a, beta per channel
-    beta = np.empty(n_c, np.float32)
     for c in range(n_c):
         s = np.float64(invstd[c])
         a[c] = np.float32(-s * m1[c] / count)
         beta[c] = np.float32(-s * s * m2[c] / count)
+
+
+@kernel
+def bn_pool_kwta_grad(g, aidx, arg, y, mean, invstd, a, beta, dy):
+    """dy (B, H, W, C) = the gradient at the batch norm's input: a + beta * (y - mean) per channel (see
+    bn_grad_coefficients), plus invstd * g at each winner's window maximum (arg: the pooling's offsets); g
+    (B, C, HP, WP) is read at the winners aidx only."""
+    batch, h, w, n_c = y.shape
+    hp, wp = arg.shape[1], arg.shape[2]
+    plane = hp * wp
     for b in prange(batch):
         for i in range(h):
             for j in range(w):
@@ -128,7 +134,6 @@ def bn_pool_kwta_grad(g, aidx, aval, arg, y, mean, invstd, count, dy):
                 dst = dy[b, i, j]
                 for c in range(n_c):
                     dst[c] = a[c] + beta[c] * (src[c] - mean[c])
-    for b in range(batch):
         for t in range(aidx.shape[1]):
             u = aidx[b, t]
             c = u // plane

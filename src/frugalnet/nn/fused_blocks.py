@@ -133,10 +133,20 @@ class BNPoolKWTAFunction(torch.autograd.Function):
         dx = (torch.from_numpy(POOL.empty((b, h, w, c), np.float32)).permute(0, 3, 1, 2) if cl
               else torch.from_numpy(POOL.empty((b, c, h, w), np.float32)))
         gn, xn, dxn = g.detach().view(ctx.shape).numpy(), _nhwc(x), _nhwc(dx)
+        a, beta = _coefficients(ctx, gn)
         _run_chosen(("bn_pool_kwta_grad",) + xn.shape + (ctx.aidx.shape[1],), xn.size,
-                    lambda par: K.bn_pool_kwta_grad.pick(par)(gn, ctx.aidx, ctx.aval, ctx.arg, xn, ctx.mean,
-                                                               ctx.invstd, ctx.count, dxn))
+                    lambda par: K.bn_pool_kwta_grad.pick(par)(gn, ctx.aidx, ctx.arg, xn, ctx.mean, ctx.invstd, a,
+                                                               beta, dxn))
         return dx, None, None
+
+
+def _coefficients(ctx, gn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from frugalnet.kernels import bn_pool as K
+
+    c = ctx.mean.shape[0]
+    a, beta = np.empty(c, np.float32), np.empty(c, np.float32)
+    K.bn_grad_coefficients.serial(gn, ctx.aidx, ctx.aval, ctx.invstd, ctx.count, ctx.arg.shape[2], a, beta)
+    return a, beta
 
 
 def bn_pool_kwta(bn: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
