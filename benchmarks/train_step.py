@@ -132,6 +132,13 @@ def compact(model: nn.Module, convs: bool = False) -> nn.Module:
     return model
 
 
+def unfused(model: nn.Module) -> nn.Module:
+    """The model as a plain nn.Sequential: its batch norm -> max-pool -> k-WTA blocks run module by module
+    (nn.fused_blocks' share)."""
+    model.__class__ = nn.Sequential
+    return model
+
+
 def cnn_sparse_topk() -> nn.Module:
     """sparse_cnn2 with each KWinners / KWinners2d replaced by a bare top-k of the same k."""
     from frugalnet.models.cnn import sparse_cnn2
@@ -178,6 +185,22 @@ def run(configs: dict, rounds: int, warmup: int) -> dict:
     """Seconds per step of each configuration, one step per configuration per round, order rotated each round."""
     times = interleaved_samples(configs, repeats=rounds, warmup=warmup, max_seconds=float("inf"), min_rounds=rounds)
     return {n: np.array(v) for n, v in times.items()}
+
+
+def page_faults(configs: dict, steps: int = 10) -> None:
+    """Minor page faults per step of each configuration (getrusage): a fresh multi-MB tensor is new memory from the
+    OS, each of its 4 KiB pages faults on first write, and in this VM a fault costs microseconds. glibc hands freed
+    large blocks back to the OS, so a step that frees and allocates them pays again every step (the sparse layers'
+    work arrays come from utils.buffers' pool). Run with MALLOC_MMAP_THRESHOLD_=2000000000
+    MALLOC_TRIM_THRESHOLD_=2000000000 in the environment to take the faults out of every configuration alike."""
+    import resource
+
+    print("\nminor page faults per step (getrusage, " + str(steps) + " steps each)")
+    for n, fn in configs.items():
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(steps):
+            fn()
+        print(f"  {n:46s} {(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps:10.0f}")
 
 
 def report(title: str, times: dict, baseline: str) -> None:
@@ -357,10 +380,12 @@ def main() -> None:
                    "sparse CNN-2": make_step(sparse_cnn2(), x, y),
                    "sparse CNN-2, compact fc1": make_step(compact(sparse_cnn2()), x, y),
                    "sparse CNN-2, compact fc1 and convs": make_step(compact(sparse_cnn2(), convs=True), x, y),
+                   "sparse CNN-2, compact fc1, blocks unfused": make_step(unfused(compact(sparse_cnn2())), x, y),
                    "sparse CNN-2, top-k k-WTA (sparse layers' share)": make_step(cnn_sparse_topk(), x, y)}
         if not args.no_compile:
             try_compiled(configs, "dense CNN-2, torch.compile", lambda: make_step(dense_cnn2(), x, y, compiled=True))
         report("CNN-2, batch 64: training step", run(configs, args.rounds, args.warmup), "dense CNN-2 (PyTorch)")
+        page_faults(configs)
 
         from frugalnet.nn import SparseConv2d
         xc = torch.rand(64, 32, 12, 12) * (torch.rand(64, 32, 12, 12) < 0.095)

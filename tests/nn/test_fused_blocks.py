@@ -146,3 +146,30 @@ def test_stats_pool_kernel_matches_torch_including_nan():
         np.testing.assert_allclose(sums[finite], d.sum((0, 1, 2))[finite], rtol=1e-12)
         np.testing.assert_allclose(squares[finite], (d * d).sum((0, 1, 2))[finite], rtol=1e-12)
         assert np.isnan(sums[1])
+
+
+def test_batchnorm1d_kwinners_block_matches_modules():
+    from frugalnet.nn import KWinners
+    from frugalnet.nn.active_lists import lists_of
+    from frugalnet.nn.fused_blocks import BNKWTAFunction, fusable_1d
+
+    ref = nn.Sequential(nn.BatchNorm1d(300, affine=False), KWinners(300, 0.1, boost_strength=1.5,
+                                                                     duty_cycle_period=40))
+    fused = copy.deepcopy(ref)
+    fused.__class__ = FusedSequential
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        x = torch.randn(32, 300, generator=gen) * 3 + 1
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        assert fusable_1d(fused[0], fused[1], xb)
+        ya, yb = ref(xa), fused(xb)
+        assert isinstance(yb.grad_fn, BNKWTAFunction._backward_cls) and lists_of(yb) is not None
+        assert torch.equal(ya != 0, yb != 0)
+        torch.testing.assert_close(yb, ya, rtol=1e-5, atol=1e-5)
+        g = torch.randn(ya.shape, generator=gen)
+        ya.backward(g)
+        yb.backward(g)
+        torch.testing.assert_close(xb.grad, xa.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fused[0].running_var, ref[0].running_var, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused[1].duty_cycle, ref[1].duty_cycle, rtol=0, atol=1e-7)
+    assert not fusable_1d(nn.BatchNorm1d(300), fused[1], x)                  # affine: not this block

@@ -141,3 +141,44 @@ def bn_pool_kwta_grad(g, aidx, arg, y, mean, invstd, a, beta, dy):
             i, j = p // wp, p % wp
             off = arg[b, i, j, c]
             dy[b, 2 * i + off // 2, 2 * j + off % 2, c] += invstd[c] * g[b, c, i, j]
+
+
+@kernel
+def column_stats(x, shift, sums, squares):
+    """sums[j] / squares[j] (float64, zeroed here) = sum over rows of (x[:, j] - shift[j]) and of its square: the
+    batch statistics of BatchNorm1d on (B, n) rows."""
+    n = x.shape[1]
+    for j in range(n):
+        sums[j] = 0.0
+        squares[j] = 0.0
+    for b in range(x.shape[0]):
+        r = x[b]
+        for j in range(n):
+            d = np.float64(r[j]) - shift[j]
+            sums[j] += d
+            squares[j] += d * d
+
+
+@kernel
+def normalize_columns(x, mean, invstd, out):
+    """out = (x - mean) * invstd per column of (B, n) rows."""
+    for b in prange(x.shape[0]):
+        r = x[b]
+        o = out[b]
+        for j in range(x.shape[1]):
+            o[j] = (r[j] - mean[j]) * invstd[j]
+
+
+@kernel
+def bn_kwta_grad_rows(g, aidx, x, mean, invstd, a, beta, dx):
+    """dx (B, n) = a + beta * (x - mean) per column, plus invstd * g at the k-WTA's winners aidx (B, k): the input
+    gradient of BatchNorm1d -> KWinners (a and beta from bn_grad_coefficients on g viewed (B, n, 1, 1))."""
+    for b in prange(x.shape[0]):
+        r = x[b]
+        o = dx[b]
+        for j in range(x.shape[1]):
+            o[j] = a[j] + beta[j] * (r[j] - mean[j])
+        gb = g[b]
+        for t in range(aidx.shape[1]):
+            u = aidx[b, t]
+            o[u] += invstd[u] * gb[u]

@@ -149,6 +149,76 @@ def _coefficients(ctx, gn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, beta
 
 
+def fusable_1d(bn: nn.Module, act: nn.Module, x: Tensor) -> bool:
+    """Whether BatchNorm1d(affine=False) -> KWinners on (batch, features) input x can run as one fused block now."""
+    from frugalnet.nn.kwinners import KWinners
+    from frugalnet.nn.kwinners_functional import kernel_eligible
+
+    if not (type(bn) is nn.BatchNorm1d and not bn.affine and bn.training and type(act) is KWinners
+            and act.training and act.duty_cycle.dtype.is_floating_point):
+        return False
+    if x.dim() != 2 or x.shape[1] != bn.num_features or x.shape[1] != act.n or x.shape[0] < 2 \
+            or not kernel_eligible(x):
+        return False
+    if bn.track_running_stats and (bn.running_mean is None or bn.running_mean.dtype != torch.float32):
+        return False
+    return _no_hooks(bn, act)
+
+
+def _forward_1d(bn: nn.Module, act: nn.Module, x: Tensor):
+    from frugalnet.kernels import bn_pool as K
+
+    xn = x.detach().contiguous().numpy()
+    b, n = xn.shape
+    shift = xn[0].astype(np.float64)
+    sums, squares = np.empty(n, np.float64), np.empty(n, np.float64)
+    K.column_stats.serial(xn, shift, sums, squares)
+    mean, invstd = _batch_stats(bn, sums, squares, shift, b)
+    rows = np.empty((b, n), np.float32)
+    K.normalize_columns.serial(xn, mean, invstd, rows)
+    out, aidx, aval = act._fused_select(rows, n, 1)
+    return xn, out, aidx, aval, mean, invstd
+
+
+class BNKWTAFunction(torch.autograd.Function):
+    """KWinners(BatchNorm1d(affine=False)(x)) in training for (batch, features) x, as one block: the statistics,
+    normalisation and selection on numpy rows (PyTorch's batch norm on CNN-2's (64, 700) hidden layer cost about
+    0.3 ms a call, mostly thread wake-ups), and a backward reading the gradient at the winners only. The output
+    carries its winners' lists (nn.active_lists) as KWinners' does."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, bn: nn.Module, act: nn.Module):
+        from frugalnet.nn.kwinners_functional import _output
+
+        xn, out, aidx, aval, mean, invstd = _forward_1d(bn, act, x)
+        ctx.save_for_backward(x)
+        ctx.xn, ctx.aidx, ctx.aval, ctx.mean, ctx.invstd = xn, aidx, aval, mean, invstd
+        return _output(out, tuple(x.shape), aidx, aval)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        from frugalnet.kernels import bn_pool as K
+
+        gn = g.detach().contiguous().numpy()
+        b, n = gn.shape
+        a, beta = np.empty(n, np.float32), np.empty(n, np.float32)
+        K.bn_grad_coefficients.serial(gn.reshape(b, n, 1, 1), ctx.aidx, ctx.aval, ctx.invstd, b, 1, a, beta)
+        dx = np.empty((b, n), np.float32)
+        K.bn_kwta_grad_rows.serial(gn, ctx.aidx, ctx.xn, ctx.mean, ctx.invstd, a, beta, dx)
+        return torch.from_numpy(dx), None, None
+
+
+def bn_kwta(bn: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
+    """BatchNorm1d -> KWinners fused (see fusable_1d)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return BNKWTAFunction.apply(x, bn, act)
+    from frugalnet.nn.kwinners_functional import _output
+
+    _, out, aidx, aval, _, _ = _forward_1d(bn, act, x)
+    return _output(out, tuple(x.shape), aidx, aval)
+
+
 def bn_pool_kwta(bn: nn.Module, act: nn.Module, x: Tensor) -> Tensor:
     """The fused block's output (autograd through BNPoolKWTAFunction when x requires grad)."""
     if torch.is_grad_enabled() and x.requires_grad:
@@ -170,6 +240,9 @@ class FusedSequential(nn.Sequential):
             if i + 2 < len(mods) and isinstance(x, Tensor) and fusable(mods[i], mods[i + 1], mods[i + 2], x):
                 x = bn_pool_kwta(mods[i], mods[i + 2], x)
                 i += 3
+            elif i + 1 < len(mods) and isinstance(x, Tensor) and fusable_1d(mods[i], mods[i + 1], x):
+                x = bn_kwta(mods[i], mods[i + 1], x)
+                i += 2
             else:
                 x = mods[i](x)
                 i += 1
@@ -180,7 +253,7 @@ def fuse_blocks_(model: nn.Module) -> list[str]:
     """Make every plain nn.Sequential in `model` (itself included) a FusedSequential in place when it holds a
     BatchNorm2d(affine=False) -> MaxPool2d(2) -> KWinners2d run; returns their names. Parameters, buffers and
     state_dict keys are unchanged."""
-    from frugalnet.nn.kwinners import KWinners2d
+    from frugalnet.nn.kwinners import KWinners, KWinners2d
 
     names = []
     for name, module in model.named_modules():
@@ -188,7 +261,8 @@ def fuse_blocks_(model: nn.Module) -> list[str]:
             continue
         mods = list(module)
         if any(type(a) is nn.BatchNorm2d and not a.affine and _pool_ok(p) and type(k) is KWinners2d
-               for a, p, k in zip(mods, mods[1:], mods[2:])):
+               for a, p, k in zip(mods, mods[1:], mods[2:])) or \
+                any(type(a) is nn.BatchNorm1d and not a.affine and type(k) is KWinners for a, k in zip(mods, mods[1:])):
             module.__class__ = FusedSequential
             names.append(name)
     return names
