@@ -135,7 +135,7 @@ VALIDATORS = {"linear": _linear, "lowbit_linear": _lowbit("lowbit_linear"), "low
               "complementary": _complementary, "relu": _none, "flatten": _none}
 VARIANTS = {   # variant bases each step kind can run (a plan naming another is refused)
     "linear": {"torch", "mkl", "gemv", "csr_rows", "csr_rows_t", "csc_rows", "csc_batched", "csc_active", "dense_active"},
-    "conv2d": {"torch", "onednn", "im2col", "im2col_csr", "torch_conv", "sparse_w", "direct", "active_dense", "active_sparse"},
+    "conv2d": {"torch", "onednn", "im2col", "im2col_csr", "torch_conv", "sparse_w", "rows_w", "direct", "active_dense", "active_sparse"},
     "kwinners": {"torch", "numba"}, "pool": {"torch", "numba"}, "complementary": {"torch", "packed"},
     "relu": {"torch"}, "flatten": {"torch"}, "affine": {"torch"},
     "lowbit_linear": {"torch", "gemv", "int", "vnni", "gemm", "csr", "csc", "win512", "win256", "gemv512", "colseg"},

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from frugalnet.engine.act import Act
 from frugalnet.engine.steps.base import Step, _flavours, _np, _t
-from frugalnet.kernels import conv as conv_k, layouts, pool as pool_k, sparse_rows
+from frugalnet.kernels import conv as conv_k, conv_rows, layouts, pool as pool_k, sparse_rows
 from frugalnet.kernels._jit import threads as kernel_threads
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -39,6 +39,8 @@ class ConvStep(Step):
             out += _flavours("torch_conv", act.batch, split=False)
         if wd < 0.5:   # direct conv over the nonzero taps only pays off when most taps are zero
             out += _flavours("sparse_w", act.batch, split=True)
+            if tuple(self.params["stride"]) == (1, 1):   # the same, each output row summed in registers
+                out += _flavours("rows_w", act.batch, split=True)
             # im2col, then each nonzero weight adds its scaled input row to its output row, the positions in
             # vector lanes held in registers (kernels.sparse_rows): one FMA per nonzero per 8 positions
             out += _flavours("im2col_csr", act.batch, split=True)
@@ -209,6 +211,24 @@ class ConvStep(Step):
                 k(padded(act.dense()), ptr, taps, val, b, sh, sw, dh, dw, out)
                 return Act(out_shape, dense=pooled(out))
             return f
+        if base == "rows_w":
+            ptr, taps, val = self.prepared("taps", lambda: layouts.conv_nonzero_taps(self._full()))
+            hp_, wp_ = in_h + 2 * ph, in_w + 2 * pw
+            off = self.prepared(("tap_offsets", hp_, wp_), lambda: conv_rows.tap_offsets(ptr, taps, (hp_, wp_),
+                                                                                           (dh, dw)))
+            k = conv_rows.conv_rows_sparse_w.pick(par)
+            batch, flat_n = shape[0], shape[1] * hp_ * wp_
+            conv_rows.check_conv_rows(np.empty((batch, flat_n), np.float32), wp_, ptr, off, val, b,
+                                      np.empty(conv_shape, np.float32))
+
+            def f(act):
+                xp = padded(act.dense())
+                if not xp.flags.c_contiguous:
+                    xp = np.ascontiguousarray(xp)
+                out = empty(conv_shape, np.float32)
+                k(xp.reshape(batch, flat_n), wp_, ptr, off, val, b, out)
+                return Act(out_shape, dense=pooled(out))
+            return f
         if base == "im2col_csr":
             full = self._full()
             cout, cin, kh, kw = full.shape
@@ -298,7 +318,7 @@ class ConvStep(Step):
 
     def weight_bytes(self, variant):
         w, b = self.arrays["weight"], self.arrays["bias"]
-        if variant.startswith("sparse_w"):
+        if variant.startswith(("sparse_w", "rows_w")):
             return sum(a.nbytes for a in self.prepared("taps", lambda: layouts.conv_nonzero_taps(self._full()))) \
                 + b.nbytes
         if variant.startswith("im2col_csr"):
