@@ -21,6 +21,17 @@ dense PyTorch model.
 
 Measured (2-core AMD EPYC Zen4, AVX-512, 2 threads, --no-compile; ratios are per-round medians, interquartile
 range in brackets; the machine is shared, so each figure carries the load average it was taken at):
+  With nn.fused_blocks (sparse_cnn2 trains bn -> pool -> k-WTA and bn1d -> k-WTA as fused blocks) and
+    utils.buffers, --only cnn --rounds 21, 2026-12-05 10:13-10:25 UTC, other processes paused (SIGSTOP), eight runs
+    in separate processes, four of them with MALLOC_MMAP_THRESHOLD_=2000000000 MALLOC_TRIM_THRESHOLD_=2000000000
+    (glibc then keeps freed memory: no page faults in any configuration; with the default allocator the dense
+    model page-faulted 0-5,271 times a step from run to run, the sparse ones about 0): dense CNN-2 22.9-29.9 ms;
+    compact fc1 and convs 1.41, 1.35, 1.36, 1.34x (default) and 1.26, 1.31, 1.36, 1.32x (malloc), median 1.34x;
+    compact fc1 1.38, 1.34, 1.37, 1.29 / 1.18, 1.31, 1.39, 1.33x, median 1.33x; the default (non-compact) sparse
+    CNN-2 1.29, 1.28, 1.30, 1.24 / 1.18, 1.20, 1.33, 1.26x, median 1.27x; blocks unfused 1.27, 1.20, 1.27, 1.19 /
+    1.14, 1.19, 1.20, 1.14x; dense channels-last 1.29-1.34x. So the fused sparse model is at about the dense
+    model's own channels-last speed. Same runs, first one (10:13): MLP compact 14.51 ms against 64.36 ms dense,
+    4.26x (3.71-4.66), CPU time 4.20x; demo networks CPU time per step 1.16x (compact fc1), 1.17x (compact all).
   Latest, quiet (nothing else running), --rounds 9, 2026-12-05 07:57 UTC, load 1.1: dense MLP 51.69 ms; sparse
     KWinners 2.83x (2.61-2.86); compact 12.64 ms, 4.11x (3.99-4.20); process CPU time dense 98.2 ms, compact
     20.4 ms (4.81x). Dense CNN-2 21.65 ms; channels_last 1.32x; sparse 1.17x; compact fc1 1.22x; compact fc1 and
