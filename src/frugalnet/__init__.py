@@ -16,7 +16,7 @@ from frugalnet.experiment import (FitConfig, StudyConfig, available_studies, eva
                                   register_study, resume_run, run_study)
 from frugalnet.lowbit import get_recipe, quantize_
 from frugalnet.lowbit.packing import load_packed, save_packed
-from frugalnet.nn import DendriticMLP, KWinners, KWinners2d, SparseConv2d, SparseLinear, compact_layers_
+from frugalnet.nn import DendriticMLP, KWinners, KWinners2d, SparseConv2d, SparseLinear, compact_layers_, fuse_blocks_
 from frugalnet.sparsity.convert import sparsify_
 
 __version__ = "0.1.0"
@@ -33,7 +33,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "sparsify_", "compact_layers_", "SparseLinear", "SparseConv2d", "KWinners", "KWinners2d", "DendriticMLP",
+    "sparsify_", "compact_layers_", "fuse_blocks_", "SparseLinear", "SparseConv2d", "KWinners", "KWinners2d", "DendriticMLP",
     "quantize_", "get_recipe", "save_packed", "load_packed",
     "fit", "evaluate", "FitConfig", "run_study", "resume_run", "get_study", "available_studies", "register_study",
     "StudyConfig", "Meter", "Ledger", "model_cost", "__version__", *_SUBPACKAGES,
