@@ -189,10 +189,11 @@ def test_whole_plan_candidates_and_compile_keeps_the_fastest_whole_plan():
     assert plans["serial"] == ["im2col_csr:s", "torch", "csr:s", "gemv"]     # only twins that were candidates
     assert "parallel" not in plans                                          # same as per-layer: dropped
     assert plans["dense"] == ["onednn:p", "torch", "torch", "gemv"]         # each step's fastest dense variant
+    assert plans["runner-up"] == ["im2col_csr:s", "torch", "csr:s", "torch"]   # close calls (within 1.3x) flipped
     model = _small_cnn()
     x = torch.rand(4, 1, 16, 16)
     engine = E.compile(model, x, repeats=1)
     assert engine.plan_source[4] in engine.plan_seconds[4]
-    assert set(engine.plan_seconds[4]) <= {"per-layer", "serial", "parallel", "dense"}
+    assert set(engine.plan_seconds[4]) <= {"per-layer", "serial", "parallel", "dense", "runner-up"}
     assert all(c.variant in engine.plans[4] for c in engine.choices[4])
     _assert_matches(engine, model, x)

@@ -65,8 +65,8 @@ class Engine:
         # plan: on a loaded machine a second thread that is not scheduled makes every small parallel op wait for it
         self.run_threads: dict[int, tuple[int, int]] = {}
         self.cold_cache = False     # whether compile timed the layers with emptied caches (see compile)
-        # per batch size: which whole plan compile kept ("per-layer", "serial", "parallel", "dense") and every
-        # candidate plan's fastest interleaved time (see _refine_plans)
+        # per batch size: which whole plan compile kept ("per-layer", "serial", "parallel", "dense", "runner-up") and
+        # every candidate plan's fastest interleaved time (see _refine_plans)
         self.plan_source: dict[int, str] = {}
         self.plan_seconds: dict[int, dict[str, float]] = {}
         self.dynamic_batch = bool(dynamic_batch)
@@ -296,12 +296,15 @@ def compile(model: nn.Module, example_inputs, batch_sizes: tuple[int, ...] | Non
                     cap.dynamic_batch, cap.batch_dims)
     engine.cold_cache = bool(cold_cache)
     engine.warmup()
-    if _refine_plans(engine, examples, chosen_at, repeats, tie_margin):
+    if _refine_plans(engine, examples, chosen_at, repeats, tie_margin, evict):
         for s in steps:  # the other plans' layouts go again
             s._cache.clear()
         engine.warmup()
     _choose_run_threads(engine, examples, repeats)
     return engine
+
+
+RUNNER_UP_MARGIN = 1.3   # a step's second-fastest variant within this factor of its choice is a close call
 
 
 def _twin(variant: str, to: str) -> str:
@@ -311,8 +314,8 @@ def _twin(variant: str, to: str) -> str:
 
 def candidate_plans(plan: list[str], chosen: dict[int, LayerChoice]) -> dict[str, list[str]]:
     """Whole plans worth timing against the per-layer choice `plan`: every kernel in its serial build, every one in
-    its parallel build (where that build was a checked candidate of the step), and each step's fastest dense
-    variant. Each layer was timed alone; run together, a parallel region's wake-up, the caches the previous step
+    its parallel build (where that build was a checked candidate of the step), each step's fastest dense variant,
+    and every close call (runner-up within RUNNER_UP_MARGIN) taken the other way. Each layer was timed alone; run together, a parallel region's wake-up, the caches the previous step
     left and the threads' contention change the sums (ResNet-18 at batch 1 measured 2.8x-4.5x eager across three
     compiles of per-layer choices on this 2-core machine)."""
     from frugalnet.engine.choice import DENSE_FIRST
@@ -331,6 +334,12 @@ def candidate_plans(plan: list[str], chosen: dict[int, LayerChoice]) -> dict[str
         if ok:
             dense[i] = min(ok, key=c.seconds.get)
     out["dense"] = dense
+    runner_up = list(plan)    # each close call decided the other way: a second, whole-model look at near ties
+    for i, c in chosen.items():
+        others = sorted((v for v in c.seconds if v != plan[i]), key=c.seconds.get)
+        if others and c.seconds.get(plan[i]) and c.seconds[others[0]] <= RUNNER_UP_MARGIN * c.seconds[plan[i]]:
+            runner_up[i] = others[0]
+    out["runner-up"] = runner_up
     unique: dict[str, list[str]] = {}
     for label, p in out.items():
         if all(p != q for q in unique.values()):
@@ -339,10 +348,13 @@ def candidate_plans(plan: list[str], chosen: dict[int, LayerChoice]) -> dict[str
 
 
 def _refine_plans(engine: Engine, examples: dict[int, list], chosen_at: dict[int, dict[int, LayerChoice]],
-                  repeats: int, tie_margin: float) -> bool:
+                  repeats: int, tie_margin: float, evict=None) -> bool:
     """Per batch size, the whole plan that runs fastest among candidate_plans, timed interleaved on the example
-    (a candidate must beat the per-layer plan by tie_margin / 2, so near ties keep it). The winner's label goes
-    to engine.plan_source. Returns whether any candidate plan was bound (other layouts were built)."""
+    (a candidate must beat the per-layer plan by tie_margin / 2, so near ties keep it), with the caches emptied
+    before every call when the layers were timed so (`evict`: weights larger than the last-level cache come from
+    DRAM in use; timed back to back, a serial build won on weights left in cache and lost 1.5x in the bench). The
+    winner's label goes to engine.plan_source. Returns whether any candidate plan was bound (other layouts were
+    built)."""
     bound = False
     for bs, flat in examples.items():
         by_index = chosen_at.get(bs, {})
@@ -362,8 +374,11 @@ def _refine_plans(engine: Engine, examples: dict[int, list], chosen_at: dict[int
                 with torch.no_grad():
                     r(flat)
             return f
-        secs = interleaved_fastest({k: timed(r) for k, r in runners.items()}, repeats=max(3, repeats),
-                                   min_time=0.01, max_seconds=10.0)
+        fns = {k: timed(r) for k, r in runners.items()}
+        if evict is not None:
+            secs = interleaved_fastest(fns, repeats=max(3, repeats), max_seconds=10.0, before=evict)
+        else:
+            secs = interleaved_fastest(fns, repeats=max(3, repeats), min_time=0.01, max_seconds=10.0)
         best = min(secs, key=secs.get)
         if secs[best] * (1.0 + tie_margin / 2) > secs["per-layer"]:
             best = "per-layer"
