@@ -40,7 +40,8 @@ def test_tiny_flag_sets_the_smoke_settings():
                                          ("finetune_lr", 0.0), ("rigl_alpha", 1.5), ("scope", "net"),
                                          ("finetune_schedule", "linear"), ("train_schedule", "step"),
                                          ("sparse_decay", -0.1), ("gradual_end", 0.0), ("gradual_end", 1.5),
-                                         ("methods", ()), ("methods", ("oneshot", "lottery"))])
+                                         ("methods", ()), ("methods", ("oneshot", "lottery")),
+                                         ("distill_alpha", 1.5), ("distill_temperature", 0.0)])
 def test_prune_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         PruneConfig(**{field: value})

@@ -44,12 +44,13 @@ from frugalnet.experiment.training import FitConfig, fit, make_optimizer, predic
 from frugalnet.models import dense_cnn2
 from frugalnet.sparsity.config import MagnitudeConfig, RandomFanInConfig
 from frugalnet.sparsity.convert import sparsify_
+from frugalnet.sparsity.distill import DistillConfig, Distiller
 from frugalnet.sparsity.dynamic import RigL
 from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
 from frugalnet.studies.prune_report import METHODS, build_ledger, summarize, write_report
 from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 
-PRUNED = ("oneshot", "random", "gradual", "gradual-train", "rigl")   # units per sparsity (oneshot/random: + -ft rows)
+PRUNED = ("oneshot", "random", "gradual", "gradual-kd", "gradual-train", "rigl")   # units per sparsity (oneshot/random: + -ft rows)
 SCHEDULES = ("cosine", "exponential")
 
 
@@ -76,6 +77,9 @@ class PruneConfig(StudyConfig):
     scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
     sparse_decay: float = field(default=0.0, metadata={"help": "SGD weight decay of the sparse runs from scratch "
                                                                  "(gradual-train, rigl); the dense recipe has none"})
+    distill_alpha: float = field(default=0.5, metadata={"help": "gradual-kd: weight of the distillation term "
+                                                                "(teacher: the trained dense model)"})
+    distill_temperature: float = field(default=2.0, metadata={"help": "gradual-kd: distillation temperature"})
     rigl_delta_t: int = field(default=50, metadata={"help": "RigL: steps between drop-and-regrow"})
     rigl_alpha: float = field(default=0.3, metadata={"help": "RigL: initial drop fraction"})
     train_subset: int = field(default=0, metadata={"help": "first N training samples (0: all)"})
@@ -118,6 +122,10 @@ class PruneConfig(StudyConfig):
             raise ValueError(f"gradual_end must be in (0, 1], got {self.gradual_end}")
         if not self.methods or any(m not in PRUNED for m in self.methods):
             raise ValueError(f"methods must be a non-empty subset of {PRUNED}, got {self.methods}")
+        try:
+            DistillConfig(alpha=self.distill_alpha, temperature=self.distill_temperature)
+        except ValueError as e:
+            raise ValueError(str(e).replace("DistillConfig.", "distill_")) from None
         if not 0 < self.rigl_alpha <= 1:
             raise ValueError(f"rigl_alpha must be in (0, 1], got {self.rigl_alpha}")
 
@@ -193,7 +201,7 @@ class _Job:
         return model
 
     def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=(), finetune: bool = False,
-            weight_decay: float = 0.0) -> None:
+            weight_decay: float = 0.0, loss_fn=None) -> None:
         """Train with the dense recipe (SGD, lr_gamma per epoch), or, under the cosine schedule (finetune_schedule
         for fine-tuning, train_schedule for runs from scratch), with the learning rate decayed from `lr` to 0."""
         cosine = (self.cfg.finetune_schedule if finetune else self.cfg.train_schedule) == "cosine"
@@ -206,7 +214,7 @@ class _Job:
         extra = [CosineLR(opt, lr, self.steps(epochs))] if cosine else []
         fit(model, self.train, cfg, seed=self.seed, transform=self.bundle.normalize, optimizer=opt,
             checkpoint=self.ctx.checkpoint_path(key), log=self.ctx.log, desc=key, callbacks=[*callbacks, *extra],
-            device=self.ctx.device)
+            device=self.ctx.device, loss_fn=loss_fn)
         model.cpu()
 
     def steps(self, epochs: int) -> int:
@@ -247,11 +255,15 @@ class _Job:
             getattr(cb, "remove", lambda: None)()
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
         model = self.trained_dense()
-        if method == "gradual":
+        if method in ("gradual", "gradual-kd"):
             steps = self.steps(cfg.finetune_epochs)
+            loss_fn = Distiller(self.trained_dense(), DistillConfig(cfg.distill_alpha, cfg.distill_temperature)
+                                ).fit_loss(model) if method == "gradual-kd" else None
             pruner = GradualMagnitudePruner(model, s, begin_step=0, end_step=max(1, int(cfg.gradual_end * steps)),
                                             frequency=max(1, steps // 30), scope=cfg.scope)
-            self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner], finetune=True)
+            self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner], finetune=True,
+                     loss_fn=loss_fn)
+            getattr(loss_fn, "remove", lambda: None)()
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
         extra = {}
         if method == "oneshot":

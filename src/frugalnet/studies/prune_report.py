@@ -5,7 +5,7 @@ from __future__ import annotations
 from frugalnet.energy import Ledger
 from frugalnet.report.document import mean_sd
 
-METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "gradual-train", "rigl")
+METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "gradual-kd", "gradual-train", "rigl")
 
 
 def _rows(runs: list[dict]) -> list[dict]:
@@ -51,6 +51,7 @@ LABELS = {"oneshot-layer": "one-shot magnitude per layer, no fine-tuning",
           "oneshot": "one-shot magnitude, no fine-tuning", "oneshot-ft": "one-shot magnitude + fine-tuning",
           "random": "random mask, no fine-tuning", "random-ft": "random mask + fine-tuning",
           "gradual": "gradual magnitude (Zhu & Gupta) + fine-tuning",
+          "gradual-kd": "gradual magnitude + fine-tuning, distilled from the dense model",
           "gradual-train": "gradual magnitude during training (dense recipe)", "rigl": "RigL from scratch (ERK)"}
 
 
