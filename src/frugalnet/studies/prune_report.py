@@ -70,6 +70,10 @@ def write_report(ctx: RunContext, results: dict) -> None:
              f"{cfg.gradual_end:.0%} of the fine-tuning; RigL {total} epochs from scratch; seeds {ctx.seeds}. "
              f"Mean ± sd over seeds. Magnitude pruning scope: {cfg.scope}. 'No fine-tuning' rows have their "
              "BatchNorm statistics re-estimated on training inputs (forward passes only, no weight change).")
+    if "gradual-kd" in s:
+        rep.text(f"Distilled gradual pruning (gradual-kd): the same fine-tuning with the loss (1 - a) CE + a T^2 "
+                 f"KL(teacher_T || student_T), a = {cfg.distill_alpha}, T = {cfg.distill_temperature}, the teacher "
+                 f"being the dense {cfg.epochs}-epoch model it prunes (frozen; one more forward pass per step).")
     rep.heading("Accuracy and validation loss against sparsity")
 
     def dense_row(label, v):
