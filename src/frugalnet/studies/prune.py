@@ -18,6 +18,16 @@ recipe). Then for each sparsity:
   loss swing by ~5% from seed to seed). Pruning over 5-30% (`--train-prune 0.05 0.3`): 98.53% / 0.0460 (+10.9%); the
   cosine schedule for every run from scratch (`--train-schedule cosine`): 98.50% / 0.0452 against dense 98.43% /
   0.0425 (+6.2%); SGD weight decay 5e-4 on the sparse run (`--sparse-decay 0.0005`): 98.53% / 0.0439 (+5.8%);
+- gradual-kd: gradual, with the fine-tuning loss (1 - a) CE + a T^2 KL(teacher_T || student_T) against the trained
+  dense model it prunes (frugalnet.sparsity.distill; `distill_alpha` a, `distill_temperature` T; the teacher costs
+  one more forward pass per step, ~1/3 of a training step). On CNN-2 / mnist-5k, 90%, seeds 0-2, a = 0.5, T = 2
+  (`frugalnet run prune --seeds 3 --sparsities 0.9 --methods gradual gradual-kd --epochs 8 --finetune-epochs 4`):
+  from a dense-8-epoch model (98.67% ± 0.12 / val loss 0.0415 ± 0.0016, converged: dense-12, the same-budget
+  reference, has 98.40% ± 0.17 / 0.0421 ± 0.0038), gradual-kd 98.67% ± 0.15 / 0.0423 ± 0.0045: +0.00 points / +2.0%
+  val loss against the model it pruned, +0.27 / +0.5% against dense-12, where gradual without distillation gives
+  98.63% ± 0.29 / 0.0454 ± 0.0043 (+9.4% / +7.8%). With the defaults (5 + 3 epochs; dense-5 98.40% / 0.0451 is not
+  converged, dense-8 98.67% / 0.0415): gradual-kd 98.53% ± 0.15 / 0.0457 (+1.4% on dense-5, +10.2% on dense-8),
+  gradual 98.57% / 0.0474 (+5.1% / +14.2%): the student tracks its teacher, so it needs a converged one;
 - RigL from scratch with ERK layer densities, trained like the dense reference (epochs + finetune_epochs).
 Fine-tuning decays its LR by lr_gamma per epoch, or to 0 along a cosine (finetune_schedule="cosine": on CNN-2 /
 mnist-5k, seeds 0-2, gradual 98.60% / val loss 0.0485 against 98.60% / 0.0477 with the default, fine-tuned one-shot
