@@ -25,7 +25,8 @@ recipe). Then for each sparsity:
   from a dense-8-epoch model (98.67% ± 0.12 / val loss 0.0415 ± 0.0016, converged: dense-12, the same-budget
   reference, has 98.40% ± 0.17 / 0.0421 ± 0.0038), gradual-kd 98.67% ± 0.15 / 0.0423 ± 0.0045: +0.00 points / +2.0%
   val loss against the model it pruned, +0.27 / +0.5% against dense-12, where gradual without distillation gives
-  98.63% ± 0.29 / 0.0454 ± 0.0043 (+9.4% / +7.8%). With the defaults (5 + 3 epochs; dense-5 98.40% / 0.0451 is not
+  98.63% ± 0.29 / 0.0454 ± 0.0043 (+9.4% / +7.8%); a = 0.9, T = 4 (`--distill-alpha 0.9 --distill-temperature 4`):
+  98.57% ± 0.25 / 0.0442 ± 0.0019 (+6.5% / +4.9%). With the defaults (5 + 3 epochs; dense-5 98.40% / 0.0451 is not
   converged, dense-8 98.67% / 0.0415): gradual-kd 98.53% ± 0.15 / 0.0457 (+1.4% on dense-5, +10.2% on dense-8),
   gradual 98.57% / 0.0474 (+5.1% / +14.2%): the student tracks its teacher, so it needs a converged one;
 - RigL from scratch with ERK layer densities, trained like the dense reference (epochs + finetune_epochs).
