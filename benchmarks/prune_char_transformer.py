@@ -377,7 +377,8 @@ def main() -> None:
                    "matrices in the sparse arms (gradual, gradual-train, rigl); the dense models keep 0.1")
     p.add_argument("--distill", type=float, default=0.0, help="gradual / gradual-long: distill from the dense model "
                    "pruning starts from, with this weight alpha of the distillation term (0: off, plain CE)")
-    p.add_argument("--distill-temperature", type=float, default=2.0, help="distillation temperature")
+    p.add_argument("--distill-temperature", type=float, default=1.0, help="distillation temperature (seed 0, "
+                   "3600 + 2400: T 1 63.55%%, T 2 62.25%%, no distillation 62.75%%)")
     p.add_argument("--cache", default="", help="folder for dense checkpoints shared between runs (tuning)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
