@@ -61,7 +61,8 @@ from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
 from frugalnet.studies.prune_report import METHODS, build_ledger, summarize, write_report
 from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 
-PRUNED = ("oneshot", "random", "gradual", "gradual-kd", "gradual-train", "rigl")   # units per sparsity (oneshot/random: + -ft rows)
+# units per sparsity (oneshot / random: + -ft rows)
+PRUNED = ("oneshot", "random", "gradual", "gradual-kd", "gradual-train", "rigl")
 SCHEDULES = ("cosine", "exponential")
 
 

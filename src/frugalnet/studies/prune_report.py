@@ -5,7 +5,8 @@ from __future__ import annotations
 from frugalnet.energy import Ledger
 from frugalnet.report.document import mean_sd
 
-METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "gradual-kd", "gradual-train", "rigl")
+METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "gradual-kd", "gradual-train",
+           "rigl")
 
 
 def _rows(runs: list[dict]) -> list[dict]:
