@@ -84,6 +84,19 @@ the seeds over processes; a dense model of N steps is trained once and shared th
     $P --steps 2400 --finetune 1200 --long-steps 2400 --methods dense gradual-long              # 3600 + 2400
     $P --steps 2400 --finetune 1200 --long-steps 4800 --methods dense gradual-long              # 3600 + 4800
 
+Distilled from the dense model it prunes (`--distill ALPHA`: gradual and gradual-long fine-tune on (1 - a) CE +
+a T^2 KL(teacher_T || student_T), frugalnet.sparsity.distill, the teacher a frozen copy of the dense model before
+pruning; one more forward pass per step). Seed 0, dense-3600 + 2400 (no distillation 62.75% / val loss 1.393):
+a = 0.5, T = 2 62.25% / 1.388; a = 0.9, T = 2 62.17% / 1.401; a = 0.5, T = 1 63.55% / 1.368; a = 0.9, T = 1
+63.42% / 1.365; a = 0.5, T = 1 with --sparse-decay 0.1 63.29% / 1.362; without distillation, --long-lr 5e-3
+62.47% / 1.398, --long-prune-end 0.25 62.82% / 1.391. T = 1 is what helps: at T = 2 the 90%-sparse student spends
+itself on the teacher's flattened tail. Seeds 0-2, a = 0.5, T = 1 (the default temperature), against dense-3600
+(66.21% ± 0.26 / 1.266, converged: dense-4800 66.41% / 1.267) and dense-4800 (the longest dense run; the same-budget
+dense-6000 / -8400 were not run, the dense curve being flat from 3600):
+  3600 + 2400: 63.36% ± 0.31, loss 1.370: -2.85 pts (+8.2% loss) / -3.05 against dense-4800
+               (without distillation 62.69%, -3.52 pts, +9.7%)
+    $P --steps 2400 --finetune 1200 --long-steps 2400 --methods dense gradual-long --distill 0.5
+
     python benchmarks/prune_char_transformer.py                      # 90%, 3 seeds, 400 + 200 steps
     python benchmarks/prune_char_transformer.py --sparsity 0.8 --seeds 1 --steps 100 --finetune 50
 """
