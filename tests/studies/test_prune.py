@@ -14,9 +14,9 @@ def test_prune_tiny_end_to_end_and_resume(tmp_path):
     run_dir = next((tmp_path / "prune").iterdir())
     summary = json.loads((run_dir / "results.json").read_text())["results"]["summary"]
     for method in ("dense", "dense-ref", "oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual",
-                   "gradual-train", "rigl"):
+                   "gradual-kd", "gradual-train", "rigl"):
         assert method in summary
-    for method in ("oneshot", "gradual", "rigl", "random"):
+    for method in ("oneshot", "gradual", "gradual-kd", "rigl", "random"):
         v = summary[method]["0.9"]
         assert 0.0 <= v["test_acc_mean"] <= 1.0
         # one-shot, random and gradual prune the same weights to 90%; RigL's ERK keeps the small layers denser
@@ -40,7 +40,8 @@ def test_tiny_flag_sets_the_smoke_settings():
                                          ("finetune_lr", 0.0), ("rigl_alpha", 1.5), ("scope", "net"),
                                          ("finetune_schedule", "linear"), ("train_schedule", "step"),
                                          ("sparse_decay", -0.1), ("gradual_end", 0.0), ("gradual_end", 1.5),
-                                         ("methods", ()), ("methods", ("oneshot", "lottery"))])
+                                         ("methods", ()), ("methods", ("oneshot", "lottery")),
+                                         ("distill_alpha", 1.5), ("distill_temperature", 0.0)])
 def test_prune_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         PruneConfig(**{field: value})
@@ -75,3 +76,16 @@ def test_gradual_train_prunes_during_the_dense_budget(tmp_path):
 def test_prune_config_rejects_bad_train_prune(value):
     with pytest.raises(ValueError, match="train_prune"):
         PruneConfig(train_prune=value)
+
+
+def test_gradual_kd_with_alpha_zero_is_plain_gradual(tmp_path):
+    """The distilled arm runs the gradual arm's recipe: with no distillation weight it gives the very same model."""
+    assert main(["run", "prune", "--tiny", "--quiet", "--runs-dir", str(tmp_path), "--methods", "gradual",
+                 "gradual-kd", "--distill-alpha", "0"]) == 0
+    run_dir = next((tmp_path / "prune").iterdir())
+    units = {m: json.loads((run_dir / "units" / f"{m}-0.9-seed0.json").read_text()) for m in ("gradual",
+                                                                                               "gradual-kd")}
+    res = {m: u.get("result", u) for m, u in units.items()}
+    assert res["gradual-kd"]["val_loss"] == res["gradual"]["val_loss"]
+    assert res["gradual-kd"]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert "Distilled gradual pruning" in (run_dir / "report.md").read_text()

@@ -73,3 +73,31 @@ def test_density_lr_follows_the_pruner_and_scales_only_the_pruned_matrices(bench
     ids = torch.randint(0, 20, (500,))
     bench.train(model, ids, 1, 1e-2, 0, callbacks=[Spy()], warmup=1, pruned_lr_scale=scale)
     assert seen["pruned"] == pytest.approx(seen["dense"] * 10 ** 0.5) and seen["other"] == seen["dense"]
+
+
+def test_distill_option_runs_the_fine_tuned_arms_and_rejects_bad_values(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "4", "--finetune", "2", "--methods", "dense",
+                                      "gradual", "gradual-long", "--long-steps", "4", "--curve", "--distill", "0.7",
+                                      "--distill-temperature", "3"])
+    bench.main()
+    rows = {line.split()[0] for line in capsys.readouterr().out.splitlines() if " pts" in line}
+    assert {"dense", "gradual", "gradual-long"} <= rows
+    monkeypatch.setattr(sys, "argv", ["x", "--distill", "1.5"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "DistillConfig.alpha" in capsys.readouterr().err
+
+
+def test_train_with_a_distiller_uses_its_loss(bench):
+    from frugalnet.sparsity import DistillConfig, Distiller
+    torch.manual_seed(0)
+    teacher = bench.CharTransformer(20, bench.CONTEXT, 16, 1, heads=2)
+    seen = []
+
+    class Spy(Distiller):
+        def __call__(self, out, x, y, reduction="mean"):
+            seen.append((tuple(out.shape), tuple(x.shape)))
+            return super().__call__(out, x, y, reduction)
+    student = bench.CharTransformer(20, bench.CONTEXT, 16, 1, heads=2)
+    bench.train(student, torch.randint(0, 20, (500,)), 2, 1e-2, 0, distiller=Spy(teacher, DistillConfig(0.5, 2.0)))
+    assert seen == [((bench.BATCH, bench.CONTEXT, 20), (bench.BATCH, bench.CONTEXT))] * 2

@@ -17,7 +17,9 @@ char Transformer 53.1% instead of 52.2% (dense 57.3%), 54.8% with Adam's LR on t
 1/sqrt(density) as they thin out (their units' outputs then move at the dense pace). Fine-tuning a finished model:
 about the dense model's peak LR, decayed to 0, the final sparsity reached at 50-70% of the fine-tuning. A global
 threshold (scope="global") beat one per layer and ERK layer sparsities (erk=True) on the char Transformer. Compare
-against a dense model trained for the same total number of steps, not the one pruning started from.
+against a dense model trained for the same total number of steps, not the one pruning started from. Pruning a
+converged model, distil from it while fine-tuning (frugalnet.sparsity.distill): CNN-2 from a dense-8-epoch model
++ 4 epochs, val loss +2.0% over it (+0.5% over dense-12) where plain fine-tuning gives +9.4%.
 """
 from __future__ import annotations
 

@@ -18,6 +18,17 @@ recipe). Then for each sparsity:
   loss swing by ~5% from seed to seed). Pruning over 5-30% (`--train-prune 0.05 0.3`): 98.53% / 0.0460 (+10.9%); the
   cosine schedule for every run from scratch (`--train-schedule cosine`): 98.50% / 0.0452 against dense 98.43% /
   0.0425 (+6.2%); SGD weight decay 5e-4 on the sparse run (`--sparse-decay 0.0005`): 98.53% / 0.0439 (+5.8%);
+- gradual-kd: gradual, with the fine-tuning loss (1 - a) CE + a T^2 KL(teacher_T || student_T) against the trained
+  dense model it prunes (frugalnet.sparsity.distill; `distill_alpha` a, `distill_temperature` T; the teacher costs
+  one more forward pass per step, ~1/3 of a training step). On CNN-2 / mnist-5k, 90%, seeds 0-2, a = 0.5, T = 2
+  (`frugalnet run prune --seeds 3 --sparsities 0.9 --methods gradual gradual-kd --epochs 8 --finetune-epochs 4`):
+  from a dense-8-epoch model (98.67% ± 0.12 / val loss 0.0415 ± 0.0016, converged: dense-12, the same-budget
+  reference, has 98.40% ± 0.17 / 0.0421 ± 0.0038), gradual-kd 98.67% ± 0.15 / 0.0423 ± 0.0045: +0.00 points / +2.0%
+  val loss against the model it pruned, +0.27 / +0.5% against dense-12, where gradual without distillation gives
+  98.63% ± 0.29 / 0.0454 ± 0.0043 (+9.4% / +7.8%); a = 0.9, T = 4 (`--distill-alpha 0.9 --distill-temperature 4`):
+  98.57% ± 0.25 / 0.0442 ± 0.0019 (+6.5% / +4.9%). With the defaults (5 + 3 epochs; dense-5 98.40% / 0.0451 is not
+  converged, dense-8 98.67% / 0.0415): gradual-kd 98.53% ± 0.15 / 0.0457 (+1.4% on dense-5, +10.2% on dense-8),
+  gradual 98.57% / 0.0474 (+5.1% / +14.2%): the student tracks its teacher, so it needs a converged one;
 - RigL from scratch with ERK layer densities, trained like the dense reference (epochs + finetune_epochs).
 Fine-tuning decays its LR by lr_gamma per epoch, or to 0 along a cosine (finetune_schedule="cosine": on CNN-2 /
 mnist-5k, seeds 0-2, gradual 98.60% / val loss 0.0485 against 98.60% / 0.0477 with the default, fine-tuned one-shot
@@ -44,12 +55,14 @@ from frugalnet.experiment.training import FitConfig, fit, make_optimizer, predic
 from frugalnet.models import dense_cnn2
 from frugalnet.sparsity.config import MagnitudeConfig, RandomFanInConfig
 from frugalnet.sparsity.convert import sparsify_
+from frugalnet.sparsity.distill import DistillConfig, Distiller
 from frugalnet.sparsity.dynamic import RigL
 from frugalnet.sparsity.pruning import GradualMagnitudePruner, measured_sparsity
 from frugalnet.studies.prune_report import METHODS, build_ledger, summarize, write_report
 from frugalnet.utils.io import atomic_torch_save, load_checkpoint
 
-PRUNED = ("oneshot", "random", "gradual", "gradual-train", "rigl")   # units per sparsity (oneshot/random: + -ft rows)
+# units per sparsity (oneshot / random: + -ft rows)
+PRUNED = ("oneshot", "random", "gradual", "gradual-kd", "gradual-train", "rigl")
 SCHEDULES = ("cosine", "exponential")
 
 
@@ -76,6 +89,9 @@ class PruneConfig(StudyConfig):
     scope: str = field(default="global", metadata={"help": "magnitude pruning scope: global (one threshold) or layer"})
     sparse_decay: float = field(default=0.0, metadata={"help": "SGD weight decay of the sparse runs from scratch "
                                                                  "(gradual-train, rigl); the dense recipe has none"})
+    distill_alpha: float = field(default=0.5, metadata={"help": "gradual-kd: weight of the distillation term "
+                                                                "(teacher: the trained dense model)"})
+    distill_temperature: float = field(default=2.0, metadata={"help": "gradual-kd: distillation temperature"})
     rigl_delta_t: int = field(default=50, metadata={"help": "RigL: steps between drop-and-regrow"})
     rigl_alpha: float = field(default=0.3, metadata={"help": "RigL: initial drop fraction"})
     train_subset: int = field(default=0, metadata={"help": "first N training samples (0: all)"})
@@ -118,6 +134,10 @@ class PruneConfig(StudyConfig):
             raise ValueError(f"gradual_end must be in (0, 1], got {self.gradual_end}")
         if not self.methods or any(m not in PRUNED for m in self.methods):
             raise ValueError(f"methods must be a non-empty subset of {PRUNED}, got {self.methods}")
+        try:
+            DistillConfig(alpha=self.distill_alpha, temperature=self.distill_temperature)
+        except ValueError as e:
+            raise ValueError(str(e).replace("DistillConfig.", "distill_")) from None
         if not 0 < self.rigl_alpha <= 1:
             raise ValueError(f"rigl_alpha must be in (0, 1], got {self.rigl_alpha}")
 
@@ -193,7 +213,7 @@ class _Job:
         return model
 
     def fit(self, model: nn.Module, key: str, epochs: int, lr: float, callbacks=(), finetune: bool = False,
-            weight_decay: float = 0.0) -> None:
+            weight_decay: float = 0.0, loss_fn=None) -> None:
         """Train with the dense recipe (SGD, lr_gamma per epoch), or, under the cosine schedule (finetune_schedule
         for fine-tuning, train_schedule for runs from scratch), with the learning rate decayed from `lr` to 0."""
         cosine = (self.cfg.finetune_schedule if finetune else self.cfg.train_schedule) == "cosine"
@@ -206,7 +226,7 @@ class _Job:
         extra = [CosineLR(opt, lr, self.steps(epochs))] if cosine else []
         fit(model, self.train, cfg, seed=self.seed, transform=self.bundle.normalize, optimizer=opt,
             checkpoint=self.ctx.checkpoint_path(key), log=self.ctx.log, desc=key, callbacks=[*callbacks, *extra],
-            device=self.ctx.device)
+            device=self.ctx.device, loss_fn=loss_fn)
         model.cpu()
 
     def steps(self, epochs: int) -> int:
@@ -247,11 +267,15 @@ class _Job:
             getattr(cb, "remove", lambda: None)()
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
         model = self.trained_dense()
-        if method == "gradual":
+        if method in ("gradual", "gradual-kd"):
             steps = self.steps(cfg.finetune_epochs)
+            loss_fn = Distiller(self.trained_dense(), DistillConfig(cfg.distill_alpha, cfg.distill_temperature)
+                                ).fit_loss(model) if method == "gradual-kd" else None
             pruner = GradualMagnitudePruner(model, s, begin_step=0, end_step=max(1, int(cfg.gradual_end * steps)),
                                             frequency=max(1, steps // 30), scope=cfg.scope)
-            self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner], finetune=True)
+            self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner], finetune=True,
+                     loss_fn=loss_fn)
+            getattr(loss_fn, "remove", lambda: None)()
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
         extra = {}
         if method == "oneshot":

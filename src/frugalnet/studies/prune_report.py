@@ -5,7 +5,8 @@ from __future__ import annotations
 from frugalnet.energy import Ledger
 from frugalnet.report.document import mean_sd
 
-METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "gradual-train", "rigl")
+METHODS = ("oneshot-layer", "oneshot", "oneshot-ft", "random", "random-ft", "gradual", "gradual-kd", "gradual-train",
+           "rigl")
 
 
 def _rows(runs: list[dict]) -> list[dict]:
@@ -51,6 +52,7 @@ LABELS = {"oneshot-layer": "one-shot magnitude per layer, no fine-tuning",
           "oneshot": "one-shot magnitude, no fine-tuning", "oneshot-ft": "one-shot magnitude + fine-tuning",
           "random": "random mask, no fine-tuning", "random-ft": "random mask + fine-tuning",
           "gradual": "gradual magnitude (Zhu & Gupta) + fine-tuning",
+          "gradual-kd": "gradual magnitude + fine-tuning, distilled from the dense model",
           "gradual-train": "gradual magnitude during training (dense recipe)", "rigl": "RigL from scratch (ERK)"}
 
 
@@ -69,6 +71,10 @@ def write_report(ctx: RunContext, results: dict) -> None:
              f"{cfg.gradual_end:.0%} of the fine-tuning; RigL {total} epochs from scratch; seeds {ctx.seeds}. "
              f"Mean ± sd over seeds. Magnitude pruning scope: {cfg.scope}. 'No fine-tuning' rows have their "
              "BatchNorm statistics re-estimated on training inputs (forward passes only, no weight change).")
+    if "gradual-kd" in s:
+        rep.text(f"Distilled gradual pruning (gradual-kd): the same fine-tuning with the loss (1 - a) CE + a T^2 "
+                 f"KL(teacher_T || student_T), a = {cfg.distill_alpha}, T = {cfg.distill_temperature}, the teacher "
+                 f"being the dense {cfg.epochs}-epoch model it prunes (frozen; one more forward pass per step).")
     rep.heading("Accuracy and validation loss against sparsity")
 
     def dense_row(label, v):
