@@ -171,6 +171,8 @@ def main() -> None:
                    help="what to run (baselines need main: they are scored on its episodes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=0, help="step cap per episode (0: the study's mesh_max_steps)")
+    p.add_argument("--policy", default="", help="sensor policy over the study's ('random' or 'curvature')")
+    p.add_argument("--step", type=float, default=0.0, help="sensor step length over the study's (object sizes)")
     p.add_argument("--lm", nargs="*", default=[], metavar="KEY=VALUE",
                    help="learning-module knobs over the 'meshes' preset, e.g. --lm min_lead=8 min_lead_steps=5")
     p.add_argument("--voting-lm", nargs="*", default=None, metavar="KEY=VALUE",
@@ -198,6 +200,10 @@ def main() -> None:
     cfg.validate()
     names, s = cfg.names(a.set), cfg.setting(a.set)
     s = with_overrides(s, a.lm, a.max_steps)
+    if a.policy or a.step:
+        from dataclasses import replace
+
+        s = replace(s, policy=a.policy or s.policy, step=a.step or s.step)
     print(f"CPU: {machine_summary()}; one thread; load average at start {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
     t0 = time.process_time()

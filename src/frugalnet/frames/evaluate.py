@@ -39,9 +39,10 @@ class Setting:
     policy: str = "random"
     max_steps: int = 80
     lm: LMConfig = field(default_factory=LMConfig)
+    step: float = 0.05               # sensor step length (object diameters)
 
     def episode(self, min_lms_match: int = 1) -> EpisodeConfig:
-        return EpisodeConfig(max_steps=self.max_steps, policy=self.policy, noise=self.noise,
+        return EpisodeConfig(max_steps=self.max_steps, policy=self.policy, step=self.step, noise=self.noise,
                              min_lms_match=min_lms_match)
 
 
