@@ -144,7 +144,7 @@ def baseline_views(names: Sequence[str], s: Setting, records: list[dict], views:
     out = {}
     for v in views:
         sets, labels = training_walks(clouds, walks_per_view, 8, s.max_steps, s.noise, seed + v, policy=s.policy,
-                                      views=v)
+                                      step=s.step, views=v)
         accs = {}
         for key, clf in (("pointnet", PointNetClassifier(len(names), False, epochs, seed=seed)),
                          ("pointnet_rot_aug", PointNetClassifier(len(names), True, epochs, seed=seed)),
