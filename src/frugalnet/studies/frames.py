@@ -5,7 +5,7 @@ Parts (each made of resumable units; `compute` measures, `write_report` writes, 
   the ideal observer and bag-of-features; sensations needed vs columns; capacity vs model size.
 - 3d: each object learned once at one pose, recognised at uniformly random rotations with sensor noise; accuracy,
   steps, ADD-S, CPU seconds per episode; steps vs columns; an example episode's evidence. For a mesh set
-  (`--set meshes`: 77 pybullet_data meshes; `--set folder:<path>`: your own .obj files) also `mesh_columns` columns
+  (`--set meshes`: 77 distinct pybullet_data meshes; `--set folder:<path>`: your own .obj files) also `mesh_columns` columns
   voting and how accuracy, steps and time grow with the number of objects (`scaling_objects`).
 - baselines: PointNet (with and without rotation augmentation) and D2 + nearest neighbour on the same sensed points,
   trained on 1 view and on more and more views (`baseline_views`); a ledger of the views each needs to match ours.
@@ -50,8 +50,9 @@ class FramesConfig(StudyConfig):
     # 3D objects
     object_sets: tuple = ("distinct", "similar")
     set: str = field(default="", metadata={"help": "an object set to run beside object_sets: 'meshes' (77 "
-                                                   "pybullet_data meshes; pip install pybullet) or 'folder:<path>' "
-                                                   "(every .obj in a folder)"})
+                                                   "distinct pybullet_data meshes; pip install pybullet), "
+                                                   "'meshes_v1' (the first draw, near-duplicates included) or "
+                                                   "'folder:<path>' (every .obj in a folder)"})
     episodes: int = 100
     columns: int = 1
     columns_sweep: tuple = (1, 2, 4)
