@@ -124,6 +124,11 @@ def test_pybullet_mesh_set():
     assert len(names) == 77 == len(set(names))
     assert {"bunny", "duck", "teddy"} <= set(names)
     assert catalog.object_set("meshes") == names                    # the same fixed draw every time
+    first = catalog.object_set("meshes_v1")                          # the first draw, near-duplicates included
+    assert len(first) == 77 and first[:9] == names[:9]
+    skipped = set(catalog.MESH_SET_SKIPPED)
+    assert skipped and not skipped & set(names)
+    assert set(first) - set(names) == skipped & set(first)           # only the skipped ones were replaced
     c = catalog.make_object("bunny", 0.04, 0)
     assert np.isfinite(c.features).all() and np.isfinite(c.points).all()
     sub = c.points[:: max(1, len(c) // 800)]
@@ -153,3 +158,13 @@ def test_points_buried_inside_another_piece_are_not_sampled(tmp_path):
     assert buried(full.points).sum() > 20                     # the end caps inside the overlap are sampled ...
     assert buried(ext.points).sum() == 0                      # ... but not with exterior_only
     assert len(ext) > 0.8 * (len(full) - buried(full.points).sum())
+
+
+@pytest.mark.slow
+def test_pybullet_mesh_set_is_its_rule_no_two_meshes_closer_than_their_resampling_noise():
+    """Re-derives the meshes set by its rule (~10 CPU minutes): every pair was compared, none is a near-duplicate."""
+    pytest.importorskip("pybullet_data")
+    chosen, skipped, noise = catalog.distinct_mesh_draw()
+    assert tuple(chosen) == catalog.object_set("meshes")
+    assert tuple(s[0] for s in skipped) == catalog.MESH_SET_SKIPPED
+    assert all(d < thr for _, _, d, thr in skipped) and all(v > 0 for v in noise.values())

@@ -4,7 +4,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from frugalnet.frames.objects3d import make_object
-from frugalnet.frames.similarity import near_duplicates, shape_descriptor, shape_distance
+from frugalnet.frames.similarity import distinct_draw, near_duplicates, shape_descriptor, shape_distance
 
 
 def test_same_shape_at_another_pose_and_sample_is_near_zero_and_different_shapes_are_not():
@@ -30,3 +30,18 @@ def test_bad_input_says_so():
         shape_distance(np.zeros((5, 2)), np.zeros((5, 3)))
     with pytest.raises(ValueError, match="starts"):
         shape_distance(np.zeros((5, 3)), np.zeros((5, 3)), starts=0)
+
+
+def test_distinct_draw_skips_a_resampled_shape_and_keeps_the_order():
+    seeds = {"torus": 0, "torus_again": 7}
+    def cloud(name, k):
+        return make_object(name.replace("_again", ""), 0.04, seeds.get(name, 0) + 100 * k).points
+
+    chosen, skipped, noise = distinct_draw(["torus", "cube", "torus_again", "sphere"], 3, cloud, starts=8)
+    assert chosen == ["torus", "cube", "sphere"]
+    assert [s[:2] for s in skipped] == [("torus_again", "torus")] and skipped[0][2] < skipped[0][3]
+    assert set(noise) == {"torus", "cube", "torus_again", "sphere"}
+    with pytest.raises(ValueError, match="distinct"):
+        distinct_draw(["torus", "torus_again"], 2, cloud, starts=8)
+    with pytest.raises(ValueError, match="margin"):
+        distinct_draw(["torus"], 1, cloud, margin=0)

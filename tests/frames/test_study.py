@@ -20,6 +20,10 @@ def test_config_validation():
         FramesConfig(episodes=0).validate()
     with pytest.raises(ValueError, match="voxel"):
         FramesConfig(spacing=0.05, voxel=0.01).validate()
+    with pytest.raises(ValueError, match="mesh_step"):
+        FramesConfig(mesh_step=0.5).validate()
+    assert FramesConfig().setting("distinct").step == 0.05
+    assert FramesConfig(mesh_step=0.07).setting(f"folder:{__file__}").step == 0.07    # any mesh set
 
 
 def test_study_runs_end_to_end_and_resumes(tmp_path):

@@ -2,9 +2,20 @@
 
 Named sets:
 - `distinct`, `similar`: 10 procedural shapes each (objects3d).
-- `meshes`: 77 real meshes from the `pybullet_data` folder of the `pybullet` wheel (`pip install frugalnet[meshes]`):
-  the scanned and modelled ones (bunny, duck, teddy, stone, mug, torus, lego, domino, soccer ball) and 68 of the
-  1000 `random_urdfs` objects drawn with a fixed seed. Nothing is downloaded; the set is absent without pybullet.
+- `meshes`: 77 distinct real meshes from the `pybullet_data` folder of the `pybullet` wheel (`pip install
+  frugalnet[meshes]`): the scanned and modelled ones (bunny, duck, teddy, stone, mug, torus, lego, domino, soccer
+  ball) and 68 of the 1000 `random_urdfs` objects, drawn with a fixed seed (`mesh_candidates`), a candidate being
+  skipped when it is a near-duplicate of one already in the set (as YCB's 77 objects are 77 distinct shapes).
+  Near-duplicate, the rule fixed before any recognition run on the new set: `similarity.shape_distance` (symmetric
+  chamfer after ICP from 24 starts, spacing 0.02, object size 1) below MESH_DISTINCT_MARGIN = 1.25 times the larger
+  of the two meshes' own resampling noise (the shape_distance between two independent samplings of one mesh: over
+  the first draw's 77, median 0.024, 90th percentile 0.032, max 0.043 for lego). So a pair of urdf meshes with
+  noise ~0.024 needs to be ~0.03 apart; 1.25 covers the spread of the noise estimate itself. `MESH_SET_SKIPPED` is
+  the outcome of that rule (`distinct_mesh_draw` re-derives it, 445 CPU s; a slow test checks the two agree): 20
+  candidates skipped, 13 of the first draw's 68 urdfs replaced (urdf643, urdf229, urdf722 as twins of urdf083, ...).
+  Nothing is downloaded; the set is absent without pybullet.
+- `meshes_v1`: the first draw (issue 21's first three sessions; the figures they report): the first 68 of the same
+  candidates, near-duplicates included (urdf083/urdf643 0.024 apart, urdf115/urdf464 0.026, ...).
 
 Your own meshes: `add_mesh_folder("my_objects/")` registers every `*.obj` in the folder under its file name (stem)
 and returns the names; `object_set("folder:my_objects/")` does the same and returns them as a set, which is what the
@@ -30,6 +41,12 @@ PYBULLET_NAMED = {"bunny": "bunny.obj", "duck": "duck.obj", "teddy": "teddy2_VHA
                   "domino": "domino/domino.obj", "soccerball": "soccerball.obj"}
 MESH_SET_SIZE = 77
 MESH_SET_SEED = 21
+MESH_DISTINCT_MARGIN = 1.25
+MESH_DISTINCT_SAMPLING = (0.02, (1, 1000))     # spacing and the two sampling seeds the rule compares
+# distinct_mesh_draw()'s skipped candidates (near-duplicates of an earlier one), in the order they were met
+MESH_SET_SKIPPED: tuple[str, ...] = (
+    "urdf229", "urdf255", "urdf599", "urdf643", "urdf722", "urdf754", "urdf779", "urdf810", "urdf886", "urdf910",
+    "urdf942", "urdf978", "urdf997", "urdf017", "urdf542", "urdf455", "urdf776", "urdf836", "urdf231", "urdf012",)
 _MESHES: dict[str, Path] = {}          # mesh name -> OBJ file
 
 
@@ -65,32 +82,59 @@ def add_mesh_folder(folder: str | Path) -> tuple[str, ...]:
     return tuple(add_mesh(p.stem, p) for p in files)
 
 
-@lru_cache(maxsize=1)
-def mesh_set() -> tuple[str, ...]:
-    """The 77 pybullet_data meshes (see the module docstring); ValueError when pybullet is not installed."""
+def mesh_candidates() -> tuple[tuple[str, Path], ...]:
+    """(name, OBJ file) of the meshes set's candidates in draw order: the 9 named meshes, then the random_urdfs
+    the first draw picked (68 of 1000 by seed MESH_SET_SEED, in file order), then the rest of the pool in an order
+    drawn by the same generator (where the replacements for skipped near-duplicates come from)."""
     root = pybullet_data_dir()
     if root is None:
         raise ValueError("the 'meshes' object set needs pybullet's data files: pip install 'frugalnet[meshes]' "
                          "(or pip install pybullet)")
-    names = [add_mesh(k, root / v) for k, v in PYBULLET_NAMED.items()]
+    named = [(k, root / v) for k, v in PYBULLET_NAMED.items()]
     pool = sorted((root / "random_urdfs").glob("*/*.obj"))
-    need = MESH_SET_SIZE - len(names)
-    if len(pool) < need:
-        raise ValueError(f"{str(root)!r} holds {len(pool)} random_urdfs meshes; the meshes set needs {need}")
-    pick = np.sort(np.random.default_rng(MESH_SET_SEED).choice(len(pool), need, replace=False))
-    names += [add_mesh(f"urdf{pool[i].stem}", pool[i]) for i in pick]
-    return tuple(names)
+    need = MESH_SET_SIZE - len(named)
+    if len(pool) < need + len(MESH_SET_SKIPPED):
+        raise ValueError(f"{str(root)!r} holds {len(pool)} random_urdfs meshes; the meshes set needs "
+                         f"{need + len(MESH_SET_SKIPPED)}")
+    rng = np.random.default_rng(MESH_SET_SEED)
+    pick = np.sort(rng.choice(len(pool), need, replace=False))
+    rest = rng.permutation(np.setdiff1d(np.arange(len(pool)), pick))
+    return tuple(named) + tuple((f"urdf{pool[i].stem}", pool[i]) for i in np.concatenate([pick, rest]))
+
+
+@lru_cache(maxsize=2)
+def mesh_set(distinct: bool = True) -> tuple[str, ...]:
+    """The 77 pybullet_data meshes (see the module docstring); `distinct=False`: the first draw (`meshes_v1`).
+    ValueError when pybullet is not installed."""
+    skip = set(MESH_SET_SKIPPED) if distinct else set()
+    keep = [(n, p) for n, p in mesh_candidates() if n not in skip][:MESH_SET_SIZE]
+    return tuple(add_mesh(n, p) for n, p in keep)
+
+
+def distinct_mesh_draw(progress=None) -> tuple[list[str], list[tuple[str, str, float, float]], dict[str, float]]:
+    """Re-derive the meshes set by its rule (`similarity.distinct_draw` over `mesh_candidates`, MESH_DISTINCT_MARGIN,
+    two samplings per mesh as MESH_DISTINCT_SAMPLING): (chosen, skipped (name, twin, distance, threshold), noise).
+    Its skipped names are MESH_SET_SKIPPED."""
+    from frugalnet.frames.similarity import distinct_draw
+
+    spacing, seeds = MESH_DISTINCT_SAMPLING
+    paths = dict(mesh_candidates())
+    return distinct_draw(list(paths), MESH_SET_SIZE,
+                         lambda n, k: make_object(add_mesh(n, paths[n]), spacing, seeds[k]).points,
+                         MESH_DISTINCT_MARGIN, progress=progress)
 
 
 def object_set(name: str) -> tuple[str, ...]:
-    """Names of a set: 'distinct', 'similar', 'meshes', or 'folder:<path>' (every .obj in that folder)."""
+    """Names of a set: 'distinct', 'similar', 'meshes', 'meshes_v1' (the first draw), or 'folder:<path>' (every
+    .obj in that folder)."""
     if name in SHAPE_SETS:
         return SHAPE_SETS[name]
-    if name == "meshes":
-        return mesh_set()
+    if name in ("meshes", "meshes_v1"):
+        return mesh_set(name == "meshes")
     if name.startswith("folder:"):
         return add_mesh_folder(name[len("folder:"):])
-    raise ValueError(f"object set must be one of {sorted(SHAPE_SETS) + ['meshes', 'folder:<path>']}, got {name!r}")
+    sets = sorted(SHAPE_SETS) + ["meshes", "meshes_v1", "folder:<path>"]
+    raise ValueError(f"object set must be one of {sets}, got {name!r}")
 
 
 def available_objects() -> list[str]:

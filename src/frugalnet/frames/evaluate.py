@@ -39,9 +39,10 @@ class Setting:
     policy: str = "random"
     max_steps: int = 80
     lm: LMConfig = field(default_factory=LMConfig)
+    step: float = 0.05               # sensor step length (object diameters)
 
     def episode(self, min_lms_match: int = 1) -> EpisodeConfig:
-        return EpisodeConfig(max_steps=self.max_steps, policy=self.policy, noise=self.noise,
+        return EpisodeConfig(max_steps=self.max_steps, policy=self.policy, step=self.step, noise=self.noise,
                              min_lms_match=min_lms_match)
 
 
@@ -143,7 +144,7 @@ def baseline_views(names: Sequence[str], s: Setting, records: list[dict], views:
     out = {}
     for v in views:
         sets, labels = training_walks(clouds, walks_per_view, 8, s.max_steps, s.noise, seed + v, policy=s.policy,
-                                      views=v)
+                                      step=s.step, views=v)
         accs = {}
         for key, clf in (("pointnet", PointNetClassifier(len(names), False, epochs, seed=seed)),
                          ("pointnet_rot_aug", PointNetClassifier(len(names), True, epochs, seed=seed)),

@@ -66,3 +66,40 @@ def near_duplicates(clouds: dict[str, np.ndarray], candidates: int = 40, starts:
     out = [(shape_distance(clouds[names[iu[0][k]]], clouds[names[iu[1][k]]], starts, seed=seed),
             names[iu[0][k]], names[iu[1][k]]) for k in order]
     return sorted(out)
+
+
+def distinct_draw(order, need: int, cloud, margin: float = 1.25, starts: int = 24, seed: int = 0,
+                  progress=None) -> tuple[list[str], list[tuple[str, str, float, float]], dict[str, float]]:
+    """Greedy draw of `need` mutually distinct shapes from the candidate names `order`, taken in that order.
+
+    `cloud(name, k)` gives sample k (0 or 1) of a shape's surface points, two independent samplings. A shape's own
+    resampling noise is `shape_distance` between its two samples; a candidate is skipped when its distance to an
+    already chosen shape is below `margin` times the larger of the two shapes' noise (closer than two samplings of
+    one shape: no sensor could tell them apart). Returns (chosen names, skipped as (name, chosen twin, distance,
+    threshold), each considered shape's noise)."""
+    if margin <= 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    chosen: list[str] = []
+    skipped: list[tuple[str, str, float, float]] = []
+    noise: dict[str, float] = {}
+    for name in order:
+        if len(chosen) == need:
+            break
+        a = cloud(name, 0)
+        noise[name] = shape_distance(a, cloud(name, 1), starts, seed=seed)
+        twin = None
+        for other in chosen:
+            thr = margin * max(noise[name], noise[other])
+            d = shape_distance(a, cloud(other, 0), starts, seed=seed)
+            if d < thr:
+                twin = (name, other, d, thr)
+                break
+        if twin is None:
+            chosen.append(name)
+        else:
+            skipped.append(twin)
+        if progress is not None:
+            progress(len(chosen), twin)
+    if len(chosen) < need:
+        raise ValueError(f"only {len(chosen)} of {len(list(order))} candidates are mutually distinct; {need} needed")
+    return chosen, skipped, noise
