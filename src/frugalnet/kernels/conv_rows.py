@@ -11,9 +11,9 @@ PyTorch's only in order; the engine checks every variant against PyTorch before 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from frugalnet.kernels._jit import kernel
+from frugalnet.kernels._jit import JIT, kernel
 from frugalnet.kernels.simd import LANES, vfma, vload, vstore
 
 
@@ -38,16 +38,48 @@ def check_conv_rows(xflat: np.ndarray, wp: int, ptr: np.ndarray, off: np.ndarray
         raise ValueError("conv_rows: a tap reaches outside the padded input")
 
 
+@njit(**JIT, inline="always")
+def _four_chains(xf, off, val, lo, hi, seed, d0, d1, d2, d3, dst0, c0, dst1, c1, dst2, c2, dst3, c3):
+    """dst_i[c_i:c_i + 8] = seed + sum over taps t of val[t] * xf[off[t] + d_i : + 8], four independent chains of
+    FMAs held in registers (so the taps' loads and FMAs overlap), each stored once."""
+    a0 = vload(seed, 0)
+    a1 = vload(seed, 0)
+    a2 = vload(seed, 0)
+    a3 = vload(seed, 0)
+    for t in range(lo, hi):
+        v = val[t]
+        o = off[t]
+        a0 = vfma(xf, o + d0, v, a0)
+        a1 = vfma(xf, o + d1, v, a1)
+        a2 = vfma(xf, o + d2, v, a2)
+        a3 = vfma(xf, o + d3, v, a3)
+    vstore(dst0, c0, a0)
+    vstore(dst1, c1, a1)
+    vstore(dst2, c2, a2)
+    vstore(dst3, c3, a3)
+
+
+@njit(**JIT, inline="always")
+def _tap_sum(xf, off, val, lo, hi, bias, d):
+    """bias + sum over taps of val[t] * xf[off[t] + d]: one output position, scalar (a row's last few columns)."""
+    s = bias
+    for t in range(lo, hi):
+        s += val[t] * xf[off[t] + d]
+    return s
+
+
 @kernel
 def conv_rows_sparse_w(xflat, wp, ptr, off, val, bias, out):
     """out (B, Cout, OH, OW) = bias + stride-1 convolution of the padded input samples xflat (B, Cin * Hp * Wp; Wp
     the padded width) with the nonzero taps (ptr (Cout + 1), off, val; see tap_offsets). Parallel over
-    (sample, output channel)."""
+    (sample, output channel). Four register chains per pass over the taps: a row's 32 columns, or two rows' 16, or
+    four rows' 8; then any rows left one at a time, 32, 16 (two chains) and 8 columns at a time, scalar after."""
     batch, cout, oh, ow = out.shape
     for p in prange(batch * cout):
         b = p // cout
         co = p - b * cout
         xf = xflat[b]
+        o = out[b, co]
         lo, hi = ptr[co], ptr[co + 1]
         bv = bias[co]
         seed = np.full(LANES, bv, np.float32)
@@ -56,72 +88,28 @@ def conv_rows_sparse_w(xflat, wp, ptr, off, val, bias, out):
             while oy0 + 2 <= oh:
                 r0 = oy0 * wp
                 r1 = r0 + wp
-                a0 = vload(seed, 0)
-                a1 = vload(seed, 0)
-                a2 = vload(seed, 0)
-                a3 = vload(seed, 0)
-                for t in range(lo, hi):
-                    v = val[t]
-                    a0 = vfma(xf, off[t] + r0, v, a0)
-                    a1 = vfma(xf, off[t] + r0 + LANES, v, a1)
-                    a2 = vfma(xf, off[t] + r1, v, a2)
-                    a3 = vfma(xf, off[t] + r1 + LANES, v, a3)
-                vstore(out[b, co, oy0], 0, a0)
-                vstore(out[b, co, oy0], LANES, a1)
-                vstore(out[b, co, oy0 + 1], 0, a2)
-                vstore(out[b, co, oy0 + 1], LANES, a3)
-                for cc in range(2 * LANES, ow):
-                    for rr in range(2):
-                        acc = bv
-                        for t in range(lo, hi):
-                            acc += val[t] * xf[off[t] + r0 + rr * wp + cc]
-                        out[b, co, oy0 + rr, cc] = acc
+                _four_chains(xf, off, val, lo, hi, seed, r0, r0 + LANES, r1, r1 + LANES,
+                             o[oy0], 0, o[oy0], LANES, o[oy0 + 1], 0, o[oy0 + 1], LANES)
+                for rr in range(2):
+                    for cc in range(2 * LANES, ow):
+                        o[oy0 + rr, cc] = _tap_sum(xf, off, val, lo, hi, bv, r0 + rr * wp + cc)
                 oy0 += 2
         elif LANES <= ow < 2 * LANES:         # four rows of one register each
             while oy0 + 4 <= oh:
                 r0 = oy0 * wp
-                a0 = vload(seed, 0)
-                a1 = vload(seed, 0)
-                a2 = vload(seed, 0)
-                a3 = vload(seed, 0)
-                for t in range(lo, hi):
-                    v = val[t]
-                    base = off[t] + r0
-                    a0 = vfma(xf, base, v, a0)
-                    a1 = vfma(xf, base + wp, v, a1)
-                    a2 = vfma(xf, base + 2 * wp, v, a2)
-                    a3 = vfma(xf, base + 3 * wp, v, a3)
-                vstore(out[b, co, oy0], 0, a0)
-                vstore(out[b, co, oy0 + 1], 0, a1)
-                vstore(out[b, co, oy0 + 2], 0, a2)
-                vstore(out[b, co, oy0 + 3], 0, a3)
-                for cc in range(LANES, ow):
-                    for rr in range(4):
-                        acc = bv
-                        for t in range(lo, hi):
-                            acc += val[t] * xf[off[t] + r0 + rr * wp + cc]
-                        out[b, co, oy0 + rr, cc] = acc
+                _four_chains(xf, off, val, lo, hi, seed, r0, r0 + wp, r0 + 2 * wp, r0 + 3 * wp,
+                             o[oy0], 0, o[oy0 + 1], 0, o[oy0 + 2], 0, o[oy0 + 3], 0)
+                for rr in range(4):
+                    for cc in range(LANES, ow):
+                        o[oy0 + rr, cc] = _tap_sum(xf, off, val, lo, hi, bv, r0 + rr * wp + cc)
                 oy0 += 4
         for oy in range(oy0, oh):
-            dst = out[b, co, oy]
+            dst = o[oy]
             row = oy * wp
             c = 0
             while c + 4 * LANES <= ow:
-                a0 = vload(seed, 0)
-                a1 = vload(seed, 0)
-                a2 = vload(seed, 0)
-                a3 = vload(seed, 0)
-                for t in range(lo, hi):
-                    base = off[t] + row + c
-                    v = val[t]
-                    a0 = vfma(xf, base, v, a0)
-                    a1 = vfma(xf, base + LANES, v, a1)
-                    a2 = vfma(xf, base + 2 * LANES, v, a2)
-                    a3 = vfma(xf, base + 3 * LANES, v, a3)
-                vstore(dst, c, a0)
-                vstore(dst, c + LANES, a1)
-                vstore(dst, c + 2 * LANES, a2)
-                vstore(dst, c + 3 * LANES, a3)
+                _four_chains(xf, off, val, lo, hi, seed, row + c, row + c + LANES, row + c + 2 * LANES,
+                             row + c + 3 * LANES, dst, c, dst, c + LANES, dst, c + 2 * LANES, dst, c + 3 * LANES)
                 c += 4 * LANES
             while c + 2 * LANES <= ow:
                 a0 = vload(seed, 0)
@@ -141,7 +129,4 @@ def conv_rows_sparse_w(xflat, wp, ptr, off, val, bias, out):
                 vstore(dst, c, a0)
                 c += LANES
             for cc in range(c, ow):
-                s = bv
-                for t in range(lo, hi):
-                    s += val[t] * xf[off[t] + row + cc]
-                dst[cc] = s
+                dst[cc] = _tap_sum(xf, off, val, lo, hi, bv, row + cc)
