@@ -178,7 +178,7 @@ def test_measure_speedup_reports_figures():
 
 def test_whole_plan_candidates_and_compile_keeps_the_fastest_whole_plan():
     from frugalnet.engine.choice import LayerChoice
-    from frugalnet.engine.compiler import candidate_plans
+    from frugalnet.engine.plans import candidate_plans
 
     chosen = {0: LayerChoice("a", "conv2d", "im2col_csr:p", {"im2col_csr:p": 1.0, "im2col_csr:s": 1.1,
                                                                 "onednn:s": 1.3, "onednn:p": 1.2, "torch": 2.0}),

@@ -10,6 +10,9 @@ dy * x_hat) are sums over the winners, and its input gradient is invstd * (dy - 
 everywhere: dense, but written in one pass from the saved input, where PyTorch runs the k-WTA's, the max-pool's and
 the batch norm's backward as three passes over dense tensors.
 
+BatchNorm1d -> KWinners on (B, n) rows gets the same treatment (column_stats, normalize_columns,
+bn_kwta_grad_rows; the gradient coefficients from bn_grad_coefficients on the rows viewed (B, n, 1, 1)).
+
 Layouts: y, pooled, arg and dy are 4-D arrays indexed (B, H, W, C) (channels-last memory for a channels-last
 tensor; any strides work); k-WTA rows are (B, C * HP * WP) in NCHW order (the k-WTA's logical order).
 """
