@@ -100,6 +100,8 @@ def test_not_fused_with_hooks_affine_or_other_pooling():
 def test_fuse_blocks_marks_nested_sequentials_and_keeps_state_dict():
     model = nn.Sequential(nn.Conv2d(1, 16, 3), nn.Sequential(*_block(16)), nn.Flatten())
     keys = list(model.state_dict())
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        fuse_blocks_([model])
     assert fuse_blocks_(model) == ["1"]
     assert type(model[1]) is FusedSequential and type(model) is nn.Sequential
     assert list(model.state_dict()) == keys

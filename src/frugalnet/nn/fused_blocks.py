@@ -255,6 +255,8 @@ def fuse_blocks_(model: nn.Module) -> list[str]:
     state_dict keys are unchanged."""
     from frugalnet.nn.kwinners import KWinners, KWinners2d
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fuse_blocks_ expects a torch.nn.Module, got {type(model).__name__}")
     names = []
     for name, module in model.named_modules():
         if type(module) is not nn.Sequential:
