@@ -22,3 +22,58 @@ def test_bad_value_names_the_choices():
     proc = _mode_in_child("fast")
     assert proc.returncode != 0
     assert "FRUGALNET_KERNEL_MODE must be one of" in proc.stderr
+
+
+def _train_few_steps(layers, mode=None):
+    """A two-layer 90%-sparse MLP big enough for the kernels (above MIN_KERNEL_WORK), a few SGD steps."""
+    import torch
+    from frugalnet.sparsity import MagnitudeConfig, sparsify_
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512))
+    sparsify_(model, MagnitudeConfig(sparsity=0.9))
+    for m in model:
+        if hasattr(m, "weight_mask"):
+            m.kernel_mode = mode
+            layers.append(m)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(64, 512)
+    for _ in range(3):
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.fixture
+def deterministic():
+    import torch
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_algorithms_make_auto_take_the_untimed_dense_path(deterministic):
+    import torch
+    import frugalnet.nn.sparse_functional as SF
+    SF.clear_choices()
+    layers = []
+    first = _train_few_steps(layers)
+    assert [SF.resolve_mode(m) for m in layers] == ["dense", "dense"]
+    assert SF.choices() == {}                                    # nothing was timed
+    second = _train_few_steps([])
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    layers[0].kernel_mode = "sparse"                             # asked for explicitly, the kernels stay
+    assert SF.resolve_mode(layers[0]) == "sparse"
+
+
+def test_auto_times_its_choice_without_deterministic_algorithms():
+    import frugalnet.nn.sparse_functional as SF
+    SF.clear_choices()
+    layers = []
+    _train_few_steps(layers)
+    assert [SF.resolve_mode(m) for m in layers] == ["auto", "auto"]
+    assert any(k[0] in ("fwd", "gx", "gw") for k in SF.choices())
+    layers[0].kernel_mode = "fast"
+    with pytest.raises(ValueError, match="kernel_mode must be one of"):
+        SF.resolve_mode(layers[0])

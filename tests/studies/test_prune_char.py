@@ -101,3 +101,39 @@ def test_train_with_a_distiller_uses_its_loss(bench):
     student = bench.CharTransformer(20, bench.CONTEXT, 16, 1, heads=2)
     bench.train(student, torch.randint(0, 20, (500,)), 2, 1e-2, 0, distiller=Spy(teacher, DistillConfig(0.5, 2.0)))
     assert seen == [((bench.BATCH, bench.CONTEXT, 20), (bench.BATCH, bench.CONTEXT))] * 2
+
+
+def test_prune_then_regrow_moves_the_mask_after_pruning_at_constant_sparsity(bench):
+    from frugalnet.sparsity import GradualMagnitudePruner
+    from frugalnet.sparsity.targets import get_mask, masked_targets
+    torch.manual_seed(0)
+    model = bench.CharTransformer(20, bench.CONTEXT, 16, 1, heads=2)
+    pruner = GradualMagnitudePruner(model, 0.8, begin_step=0, end_step=3, frequency=1, filter_fn=bench.blocks_only)
+    cb = bench.PruneThenRegrow(model, pruner, alpha=0.3, delta_t=2, stop=9, seed=0)
+    masks = {}
+
+    class Spy:
+        optimizer = None
+
+        def step(self):
+            if cb.t == pruner.end:
+                masks.update({t.name: get_mask(t).clone() for t in masked_targets(model)})
+    bench.train(model, torch.randint(0, 20, (500,)), 9, 1e-2, 0, callbacks=[cb, Spy()], warmup=1)
+    cb.remove()
+    after = {t.name: get_mask(t) for t in masked_targets(model)}
+    assert cb.rigl is not None and cb.rigl.optimizer is not None       # RigL got the optimizer: it resets moments
+    assert pruner.current == pytest.approx(0.8)
+    assert all(int(after[k].sum()) == int(m.sum()) for k, m in masks.items())        # each layer keeps its count
+    assert any(not torch.equal(after[k], m) for k, m in masks.items())               # and the mask moved
+
+
+def test_regrow_option_runs_and_rejects_bad_values(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["x", "--seeds", "1", "--steps", "4", "--finetune", "2", "--methods", "dense",
+                                      "gradual-long", "--long-steps", "8", "--curve", "--long-regrow", "0.3",
+                                      "--long-regrow-every", "2"])
+    bench.main()
+    assert "gradual-long: sparsity over the pruned matrices 90.0%" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["x", "--long-regrow", "1.5"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--long-regrow must be in [0, 1]" in capsys.readouterr().err

@@ -280,9 +280,7 @@ def sparse_conv2d(module, x: Tensor) -> Tensor:
     """SparseConv2d's forward outside export: the Function where the kernels apply and the work is large enough
     (in 'auto'), else the convolution of the weight masked at forward time (a compact layer's weight built from its
     values)."""
-    mode = getattr(module, "kernel_mode", None) or SF.kernel_mode()
-    if mode not in SF.MODES:
-        raise ValueError(f"kernel_mode must be one of {SF.MODES}, got {mode!r}")
+    mode = SF.resolve_mode(module)
     mask = module.weight_mask
     if mode == "dense" or not kernel_applies(module, x):
         return module._conv_forward(x, _masked_weight(module), module.bias)

@@ -27,7 +27,8 @@ each kernel in a serial and a parallel (numba prange) build. A compact layer (Sp
 nn.sparse_compact) passes its (nnz,) values instead of the dense weight: the kernels read them as they are and the
 weight gradient comes back as (nnz,) values, so no dense (out, in) tensor is written or stepped.
 `set_kernel_mode('dense' | 'sparse' | 'auto')`, or a module's `kernel_mode` attribute, forces the dense path, the
-kernels, or the timed choice.
+kernels, or the timed choice. Timed choices make runs differ in float rounding, so under
+`torch.use_deterministic_algorithms(True)` 'auto' takes the dense path (bit-reproducible for a seed).
 
 Results equal PyTorch's masked-dense ones to float rounding (summation order differs), with one exception by
 design: paths that skip zero inputs or zero output gradients do not propagate a NaN/inf from the skipped side
@@ -83,6 +84,17 @@ def set_kernel_mode(mode: str) -> None:
 
 def kernel_mode() -> str:
     return _mode
+
+
+def resolve_mode(module) -> str:
+    """The path a sparse layer takes now: its `kernel_mode`, else the process default; 'auto' becomes 'dense' under
+    `torch.use_deterministic_algorithms(True)`, because timed choices (and with them float summation order) can
+    differ from run to run, so the same seed would not give the same weights (measured: a 90% sparse char
+    Transformer, 40 steps, three runs, three different weight hashes). 'sparse', asked for explicitly, stays."""
+    mode = getattr(module, "kernel_mode", None) or _mode
+    if mode not in MODES:
+        raise ValueError(f"kernel_mode must be one of {MODES}, got {mode!r}")
+    return "dense" if mode == "auto" and torch.are_deterministic_algorithms_enabled() else mode
 
 
 def clear_choices() -> None:
@@ -294,9 +306,7 @@ def sparse_linear(module, x: Tensor) -> Tensor:
     if tuple(mask.shape) != (module.out_features, module.in_features):
         raise ValueError(f"weight_mask shape {tuple(mask.shape)} does not match weight shape "
                          f"{(module.out_features, module.in_features)}; change masks with set_mask_(mask)")
-    mode = getattr(module, "kernel_mode", None) or _mode
-    if mode not in MODES:
-        raise ValueError(f"kernel_mode must be one of {MODES}, got {mode!r}")
+    mode = resolve_mode(module)
     small = mode == "auto" and x.numel() // max(1, x.shape[-1]) * mask.numel() < MIN_KERNEL_WORK
     if mode == "dense" or small or not _kernel_eligible(x, params):
         return torch.nn.functional.linear(x, module.weight if compact else params * mask, bias)
