@@ -141,6 +141,17 @@ def test_topk_mask_matches_stable_sort_reference_with_ties_and_specials(seed):
         assert (topk_mask(x, k).sum(1) == k).all()
 
 
+def test_a_nan_is_kept_when_a_tie_at_the_kth_place_would_fill_its_place():
+    """k = 2 over [NaN, inf, inf]: `scores >= kth` (kth = inf) drops the NaN and still counts 2, which once passed
+    for the answer (found by the k-WTA kernel's property test, n=38, seed 1)."""
+    from frugalnet.nn.kwinners import topk_mask
+
+    x = torch.tensor([[0.5, float("nan"), float("inf"), 1.0, float("inf")]])
+    assert torch.equal(topk_mask(x, 2), _reference_mask(x, 2))
+    assert topk_mask(x, 2).nonzero()[:, 1].tolist() == [1, 2]        # the NaN, then the lower-index inf
+    assert torch.equal(topk_mask(x, 3), _reference_mask(x, 3))
+
+
 def test_inf_is_a_valid_winner_and_nan_follows_topk():
     kw = KWinners(4, percent_on=0.5, boost_strength=0.0)
     y = kw(torch.tensor([[float("inf"), 1.0, 2.0, float("-inf")]]))

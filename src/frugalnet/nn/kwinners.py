@@ -42,17 +42,20 @@ def topk_mask(scores: Tensor, k: int) -> Tensor:
     everything (as torch.topk orders it). Ties are broken by the lower index, deterministically.
 
     Cost: one torch.topk for the k-th largest score, then `scores >= kth`; that is the answer whenever it holds
-    exactly k per row (no tie straddles the k-th place, no NaN), checked with one sum. Otherwise (ReLU zeros tied
+    exactly k per row and no row holds a NaN (checked with one sum and the k top values). Otherwise (ReLU zeros tied
     at the k-th place, NaN) a few more comparisons and a cumsum over the tied entries pick the lowest indices.
     Under tracing/export the exact path always runs (no data-dependent Python): ONNX TopK, CumSum, Where.
     """
     n = scores.shape[-1]
     if k >= n:
         return torch.ones_like(scores, dtype=torch.bool)
-    kth = torch.topk(scores, k, dim=-1, largest=True, sorted=True).values[..., k - 1:k]
+    top = torch.topk(scores, k, dim=-1, largest=True, sorted=True).values
+    kth = top[..., k - 1:k]
     if not _tracing():
+        # a row with a NaN has it first in `top` (torch.topk ranks NaN highest); `>=` drops the NaN, and a tie
+        # at the k-th place could still make the count k, so such rows take the exact path
         candidate = scores >= kth
-        if bool((candidate.sum(-1) == k).all()):
+        if bool((candidate.sum(-1) == k).all()) and not bool(torch.isnan(top[..., 0]).any()):
             return candidate
     nan, kth_nan = torch.isnan(scores), torch.isnan(kth)
     above = (scores > kth) | (nan & ~kth_nan)          # strictly better than the k-th score: always winners
