@@ -77,3 +77,18 @@ def test_auto_times_its_choice_without_deterministic_algorithms():
     layers[0].kernel_mode = "fast"
     with pytest.raises(ValueError, match="kernel_mode must be one of"):
         SF.resolve_mode(layers[0])
+
+
+def test_parallel_kernels_only_when_torch_may_use_more_than_one_thread():
+    import numba
+    import torch
+    from frugalnet.nn.sparse_linear_candidates import _parallel_default, _parallel_options
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert _parallel_default() is False and _parallel_options() == (False,)
+        torch.set_num_threads(2)
+        assert _parallel_default() is (numba.get_num_threads() > 1)
+    finally:
+        torch.set_num_threads(before)
