@@ -45,7 +45,12 @@ Calibrated one-shot (`--methods dense-start dense oneshot oneshot-global random 
 random 25.52 ± 7.37, blocks-zeroed floor 25.13 ± 4.04; 80%: 29.39 / 24.52 / 34.70 / 46.28 / random 20.79; 70%: 38.36
 / 36.09 / 42.64 / 49.05 / 22.64; 50%: 48.30 / 47.54 / 48.64 / 50.62 / 25.37. Magnitude alone (per layer or global)
 stays at or below the floor at 90%; the least-squares refit is 13 points above random there and loses 12 of
-dense-start's points (random loses 25).
+dense-start's points (random loses 25). The same from the converged dense-3600 (66.21%; `--steps 3600 --finetune
+1200 --methods dense-start dense oneshot oneshot-global random oneshot-wanda oneshot-lsq --curve 0.5 0.7 0.8`, seeds
+0-2, val loss in brackets): 90%: magnitude per layer 12.99 ± 4.40 (4.32), global 10.81 ± 1.58 (4.40), Wanda-style
+11.75 ± 1.43 (4.25), least squares 36.96 ± 0.56 (3.02), random 14.30 ± 5.79 (4.36), blocks zeroed 20.90 ± 6.72
+(4.34); 80%: 16.87 / 13.21 / 24.24 / 43.11, random 16.23; 70%: 28.52 / 24.46 / 35.57 / 50.55, random 9.03; 50%:
+53.77 / 48.20 / 56.23 / 62.66, random 17.54. Magnitude order is far above random to 70% and no better at 80-90%.
 gradual-train with --density-lr (the pruned matrices' LR x 1/sqrt(density) as pruning proceeds, i.e. x3.16 at
 90%, the pace RigL's 3e-2 gets; `--methods dense gradual-train --density-lr --curve`, seeds 0-2): 54.84% ± 0.67
 (-2.48 points, val loss 1.712, +5.9%) against 53.11% without it; adding AdamW decay 0.1 on the pruned matrices
