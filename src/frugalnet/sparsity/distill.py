@@ -69,7 +69,7 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, target: Te
     temp = float(config.temperature)
     log_s = F.log_softmax(s / temp, dim=-1)
     log_t = F.log_softmax(t / temp, dim=-1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+    kl = F.kl_div(log_s, log_t, reduction="none", log_target=True).sum(-1)
     loss = (1.0 - config.alpha) * ce + config.alpha * temp * temp * kl
     if reduction == "mean":
         return loss.mean()

@@ -269,13 +269,15 @@ class _Job:
         model = self.trained_dense()
         if method in ("gradual", "gradual-kd"):
             steps = self.steps(cfg.finetune_epochs)
-            loss_fn = Distiller(self.trained_dense(), DistillConfig(cfg.distill_alpha, cfg.distill_temperature)
+            # the teacher: a frozen copy of the dense model, taken before the pruner touches it
+            loss_fn = Distiller(model, DistillConfig(cfg.distill_alpha, cfg.distill_temperature)
                                 ).fit_loss(model) if method == "gradual-kd" else None
             pruner = GradualMagnitudePruner(model, s, begin_step=0, end_step=max(1, int(cfg.gradual_end * steps)),
                                             frequency=max(1, steps // 30), scope=cfg.scope)
             self.fit(model, key, cfg.finetune_epochs, cfg.finetune_lr, callbacks=[pruner], finetune=True,
                      loss_fn=loss_fn)
-            getattr(loss_fn, "remove", lambda: None)()
+            if loss_fn is not None:
+                loss_fn.remove()
             return {"method": method, "sparsity_target": s, "seed": self.seed, **self._cost_and_measure(model)}
         extra = {}
         if method == "oneshot":
